@@ -1,0 +1,78 @@
+// err.c: error code strings and diagnostics.
+#include "common/err.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SH_ERR_COUNT_ONE(name, value, text) +1
+static_assert(0 SH_ERRORS(SH_ERR_COUNT_ONE) == SH_ERR_COUNT,
+              "SH_ERR_COUNT must match the SH_ERRORS table");
+#undef SH_ERR_COUNT_ONE
+
+const char *sh_strerror(int code)
+{
+    switch (code) {
+#define SH_ERR_TEXT(name, value, text)                                         \
+    case name: return text;
+        SH_ERRORS(SH_ERR_TEXT)
+#undef SH_ERR_TEXT
+    }
+    return "unknown error";
+}
+
+const char *sh_err_name(int code)
+{
+    switch (code) {
+#define SH_ERR_NAME(name, value, text)                                         \
+    case name: return #name;
+        SH_ERRORS(SH_ERR_NAME)
+#undef SH_ERR_NAME
+    }
+    return "SH_EUNKNOWN";
+}
+
+int sh_diag_set(sh_diag *d, int code, const char *field, const char *fmt, ...)
+{
+    if (!d)
+        return code;
+    d->code = code;
+    snprintf(d->field, sizeof d->field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void sh_diag_clear(sh_diag *d)
+{
+    if (!d)
+        return;
+    d->code = 0;
+    d->field[0] = '\0';
+    d->msg[0] = '\0';
+}
+
+void sh_diag_prefix(sh_diag *d, const char *fmt, ...)
+{
+    if (!d)
+        return;
+    char head[192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof head, fmt, ap);
+    va_end(ap);
+    // Shift the old message right and put "head: " in front, truncating
+    // the tail if the two do not fit.
+    size_t hl = strlen(head), ml = strlen(d->msg), cap = sizeof d->msg - 1;
+    if (hl + 2 > cap)
+        hl = cap - 2;
+    if (hl + 2 + ml > cap)
+        ml = cap - hl - 2;
+    memmove(d->msg + hl + 2, d->msg, ml);
+    memcpy(d->msg, head, hl);
+    d->msg[hl] = ':';
+    d->msg[hl + 1] = ' ';
+    d->msg[hl + 2 + ml] = '\0';
+}

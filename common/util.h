@@ -1,0 +1,88 @@
+// util.h: small helpers every module shares: time, files, ids.
+//
+// All functions are thread-safe and return 0 or a negative SH_E* code.
+#ifndef SH_UTIL_H
+#define SH_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+// --- time
+
+// Milliseconds since the Unix epoch (wall clock).
+int64_t sh_time_now_ms(void);
+
+// Seconds on the monotonic clock, for durations.
+double sh_time_mono(void);
+
+// Formats ms since the epoch as "2026-11-22T10:51:00.123Z" into buf.
+void sh_time_rfc3339(char *buf, size_t size, int64_t ms);
+
+// --- files
+
+// Writes all n bytes, retrying short writes and EINTR.
+int sh_write_all(int fd, const void *buf, size_t n);
+
+// Writes all n bytes at offset off.
+int sh_pwrite_all(int fd, const void *buf, size_t n, off_t off);
+
+// Reads a whole file of at most max bytes into a NUL-terminated buffer the
+// caller frees. SH_ETOOBIG when larger, SH_ENOTFOUND when absent.
+int sh_file_read(const char *path, size_t max, char **out, size_t *len);
+
+// Writes data to path atomically: a temp file beside it, fsync, rename,
+// fsync of the directory.
+int sh_file_write_atomic(const char *path, const void *data, size_t n);
+
+// Copies src to dst (created, mode 0644) in the kernel where it can,
+// then fsyncs dst when sync is true.
+int sh_file_copy(const char *src, const char *dst, bool sync);
+
+// fsyncs a file or directory by path.
+int sh_fsync_path(const char *path);
+
+// Creates a directory and its parents (mode 0755); existing is fine.
+int sh_mkdir_p(const char *path);
+
+// Removes a file or a directory tree; absent is fine.
+int sh_rm_rf(const char *path);
+
+// True when path exists (any type).
+bool sh_path_exists(const char *path);
+
+// True when path is a directory.
+bool sh_path_is_dir(const char *path);
+
+// Size of the file at path, or a negative code.
+int sh_file_size(const char *path, uint64_t *out);
+
+// Joins a and b with one '/' into buf; SH_ETOOBIG when it does not fit.
+int sh_path_join(char *buf, size_t size, const char *a, const char *b);
+
+// --- ids and randomness
+
+// Fills buf with n bytes from the kernel's CSPRNG.
+int sh_random_bytes(void *buf, size_t n);
+
+// Writes "<prefix><20 lowercase base32 chars>" into out (size >= 48).
+int sh_id_new(char *out, size_t size, const char *prefix);
+
+// Constant-time comparison of two byte strings; lengths may differ.
+bool sh_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
+
+// --- strings
+
+// True when s ends with suffix.
+bool sh_str_ends_with(const char *s, const char *suffix);
+
+// strdup that returns NULL only on allocation failure of a non-NULL s.
+char *sh_strdup(const char *s);
+
+// Formats bytes as "1.50 GiB" into buf.
+void sh_format_bytes(char *buf, size_t size, double bytes);
+
+#endif

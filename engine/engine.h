@@ -1,0 +1,61 @@
+// engine.h: the pruning engine's entry point.
+//
+// The engine is a pure library: it gets a model (paths), a spec and hooks,
+// writes the pruned model into a directory and returns a report. It knows
+// nothing of HTTP, jobs or databases. Weights are read through mmap tensor
+// by tensor (block by block for calibrated methods) and each tensor's pages
+// are given back when it is done, so memory stays near the largest tensor.
+//
+// Output: every file of the input, weight files rewritten with pruned
+// tensors (same names, dtypes, shapes and order; non-target tensors byte
+// for byte), and shears.json, which records the spec with its defaults,
+// the report, the SHA-256 of every input and the engine version.
+#ifndef ENG_ENGINE_H
+#define ENG_ENGINE_H
+
+#include "common/err.h"
+#include "engine/hooks.h"
+#include "engine/model.h"
+#include "engine/report.h"
+#include "engine/spec.h"
+
+#include <stdbool.h>
+
+#define ENG_MANIFEST_NAME "shears.json"
+
+typedef struct eng_options {
+    const char *out_dir;          // an existing, empty directory
+    bool sync;                    // fsync every file written, and the dir
+    const char *calibration_path; // safetensors dataset, or NULL
+    const char *evaluation_path;  // safetensors dataset, or NULL
+    // Called once, just before the manifest is written, for the SHA-256 of
+    // every model file (eng_model_file_at order; NULL: not recorded). A
+    // caller may hash its inputs on another thread while the run goes on.
+    const char *const *(*input_sha)(void *ctx);
+    void *input_sha_ctx;
+    const char *calibration_sha; // or NULL
+    const char *evaluation_sha;  // or NULL
+    int threads;                 // BLAS threads for this run; 0 = leave
+} eng_options;
+
+// Prunes m as s says into o->out_dir. On success fills *r (caller inits it
+// with eng_report_init and deinits it) and returns 0. On failure returns a
+// code, d says what went wrong (naming the tensor), and out_dir may hold
+// partial files: the caller owns that directory and removes it. The call is
+// synchronous and runs on the caller's thread; hooks are called from it.
+int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
+              const eng_hooks *h, eng_report *r, sh_diag *d);
+
+// Statistics on raw tensor bytes, for reports and `inspect`.
+
+// Zero elements among n of dtype (+0 and -0 for floats).
+uint64_t eng_count_zeros(const void *data, eng_dtype dt, uint64_t n);
+
+// True when every group of m consecutive elements of n (a multiple of m)
+// has at most keep non-zeros.
+bool eng_check_nm(const void *data, eng_dtype dt, uint64_t n, int keep, int m);
+
+// The engine's version string.
+const char *eng_version(void);
+
+#endif

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# bench.sh: runs every benchmark of `make bench` and prints their tables.
+# Each table gives ratios against a yardstick measured in the same run.
+set -euo pipefail
+build=${BUILD:-build}
+work="$build/bench-data"
+mkdir -p "$work"
+"$build/bench/bench_prune" "$build/shears" "$work" "${BENCH_RUNS:-5}"

@@ -1,0 +1,203 @@
+// helpers.c: shared test helpers.
+#include "tests/helpers.h"
+
+#include "common/util.h"
+#include "engine/dtype.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+char *th_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/shears-test-XXXXXX",
+             base && base[0] ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(tmpl));
+    return strdup(tmpl);
+}
+
+void th_rmtree(const char *path) { sh_rm_rf(path); }
+
+char *th_path(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+void th_write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    if (n)
+        ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+void th_write_raw(const char *path, const char *header, int64_t len_override,
+                  const void *data, size_t data_len)
+{
+    size_t hl = strlen(header);
+    uint64_t n = len_override >= 0 ? (uint64_t)len_override : hl;
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    unsigned char lenbuf[8];
+    for (int i = 0; i < 8; i++)
+        lenbuf[i] = (unsigned char)(n >> (8 * i));
+    fwrite(lenbuf, 1, 8, f);
+    fwrite(header, 1, hl, f);
+    if (data_len)
+        fwrite(data, 1, data_len, f);
+    fclose(f);
+}
+
+unsigned char *th_read_file(const char *path, size_t *len)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(sh_file_read(path, (size_t)1 << 34, &buf, &n), 0);
+    if (len)
+        *len = n;
+    return (unsigned char *)buf;
+}
+
+void th_write_st(const char *path, const th_tensor *ts, size_t n,
+                 const char *metadata_json)
+{
+    json_t *h = json_object();
+    if (metadata_json)
+        json_object_set_new(h, "__metadata__",
+                            json_loads(metadata_json, 0, NULL));
+    uint64_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        eng_dtype dt;
+        ck_assert_int_eq(eng_dtype_parse(ts[i].dtype, &dt), 0);
+        uint64_t numel = 1;
+        json_t *shape = json_array();
+        for (int k = 0; k < ts[i].ndim; k++) {
+            numel *= (uint64_t)ts[i].shape[k];
+            json_array_append_new(shape, json_integer(ts[i].shape[k]));
+        }
+        uint64_t bytes = numel * eng_dtype_size(dt);
+        json_object_set_new(h, ts[i].name,
+                            json_pack("{s:s, s:o, s:[I,I]}", "dtype",
+                                      ts[i].dtype, "shape", shape,
+                                      "data_offsets", (json_int_t)off,
+                                      (json_int_t)(off + bytes)));
+        off += bytes;
+    }
+    char *text = json_dumps(h, JSON_COMPACT);
+    json_decref(h);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    uint64_t hl = strlen(text);
+    unsigned char lenbuf[8];
+    for (int i = 0; i < 8; i++)
+        lenbuf[i] = (unsigned char)(hl >> (8 * i));
+    fwrite(lenbuf, 1, 8, f);
+    fwrite(text, 1, hl, f);
+    free(text);
+    for (size_t i = 0; i < n; i++) {
+        eng_dtype dt;
+        eng_dtype_parse(ts[i].dtype, &dt);
+        uint64_t numel = 1;
+        for (int k = 0; k < ts[i].ndim; k++)
+            numel *= (uint64_t)ts[i].shape[k];
+        if (numel)
+            fwrite(ts[i].data, eng_dtype_size(dt), numel, f);
+    }
+    fclose(f);
+}
+
+char *th_fixture(const char *rel)
+{
+    const char *root = getenv("SHEARS_FIXTURES");
+    return th_path(root && root[0] ? root : "tests/fixtures", rel);
+}
+
+static char *slurp_fd(int fd)
+{
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t r = read(fd, buf + n, cap - n - 1);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+int th_run(char **out, char **err, const char *const *args)
+{
+    const char *bin = getenv("SHEARS_BIN");
+    if (!bin || !bin[0])
+        bin = "build/shears";
+    size_t n = 0;
+    while (args[n])
+        n++;
+    char **argv = calloc(n + 2, sizeof *argv);
+    argv[0] = (char *)bin;
+    for (size_t i = 0; i < n; i++)
+        argv[i + 1] = (char *)args[i];
+    char outpath[] = "/tmp/shears-out-XXXXXX",
+         errpath[] = "/tmp/shears-err-XXXXXX";
+    int ofd = mkstemp(outpath), efd = mkstemp(errpath);
+    ck_assert(ofd >= 0 && efd >= 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, ofd, 1);
+    posix_spawn_file_actions_adddup2(&fa, efd, 2);
+    pid_t pid;
+    int rc = posix_spawn(&pid, bin, &fa, NULL, argv, environ);
+    ck_assert_msg(rc == 0, "cannot start %s", bin);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    posix_spawn_file_actions_destroy(&fa);
+    free(argv);
+    lseek(ofd, 0, SEEK_SET);
+    lseek(efd, 0, SEEK_SET);
+    char *o = slurp_fd(ofd), *e = slurp_fd(efd);
+    close(ofd);
+    close(efd);
+    unlink(outpath);
+    unlink(errpath);
+    if (out)
+        *out = o;
+    else
+        free(o);
+    if (err)
+        *err = e;
+    else
+        free(e);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void th_randn(float *buf, size_t n, uint64_t seed)
+{
+    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        // Box-Muller on two xorshift draws.
+        double u[2];
+        for (int k = 0; k < 2; k++) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            u[k] = ((s >> 11) + 0.5) / 9007199254740992.0;
+        }
+        buf[i] = (float)(sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]));
+    }
+}

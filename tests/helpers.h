@@ -1,0 +1,63 @@
+// helpers.h: what the suites share: temp dirs, hand-made safetensors
+// files, running the real binary, fixtures.
+#ifndef TEST_HELPERS_H
+#define TEST_HELPERS_H
+
+#include <check.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// Suites, one per module (tests/test_<module>.c).
+Suite *suite_common(void);
+Suite *suite_dtype(void);
+Suite *suite_safetensors(void);
+Suite *suite_spec(void);
+Suite *suite_mask(void);
+Suite *suite_prune(void);
+Suite *suite_cli(void);
+
+// A fresh directory under $TMPDIR; the caller frees the string and removes
+// the tree with th_rmtree.
+char *th_tmpdir(void);
+void th_rmtree(const char *path);
+
+// Joins a dir and a name into a new string.
+char *th_path(const char *dir, const char *name);
+
+// Writes a raw safetensors file: the 8-byte length (len_override when
+// >= 0, else strlen(header)), the header bytes, then data.
+void th_write_raw(const char *path, const char *header, int64_t len_override,
+                  const void *data, size_t data_len);
+
+// Writes bytes to a file.
+void th_write_file(const char *path, const void *data, size_t n);
+
+// Reads a whole file; the caller frees it.
+unsigned char *th_read_file(const char *path, size_t *len);
+
+// A tensor for th_write_st: name, dtype name, shape, data.
+typedef struct th_tensor {
+    const char *name;
+    const char *dtype;
+    int ndim;
+    int64_t shape[4];
+    const void *data; // numel * dtype size bytes
+} th_tensor;
+
+// Writes a valid safetensors file with the tensors in the given order.
+void th_write_st(const char *path, const th_tensor *ts, size_t n,
+                 const char *metadata_json);
+
+// Fixture path: tests/fixtures/<rel> (SHEARS_FIXTURES overrides the root).
+char *th_fixture(const char *rel);
+
+// Runs the shears binary (SHEARS_BIN, default build/shears) with args;
+// captures stdout and stderr (caller frees) and returns the exit status.
+int th_run(char **out, char **err, const char *const *args);
+
+// Fills buf with n floats from a seeded generator, roughly N(0, 1).
+void th_randn(float *buf, size_t n, uint64_t seed);
+
+#endif

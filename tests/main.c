@@ -1,0 +1,64 @@
+// main.c: the one test runner. `run-tests unit|integration|all [suite]`.
+//
+// Unit suites exercise one module in-process; integration suites start the
+// real binary. check runs every test in a fork with a timeout; the runner
+// fails when any test fails or when no test ran at all (a misspelled
+// filter must not pass silently).
+#include "tests/helpers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct suite_entry {
+    const char *name;
+    Suite *(*make)(void);
+    bool integration;
+} suite_entry;
+
+static const suite_entry suites[] = {
+    {"common", suite_common, false},
+    {"dtype", suite_dtype, false},
+    {"safetensors", suite_safetensors, false},
+    {"spec", suite_spec, false},
+    {"mask", suite_mask, false},
+    {"prune", suite_prune, false},
+    {"cli", suite_cli, true},
+};
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "all";
+    const char *only = argc > 2 ? argv[2] : NULL;
+    bool unit = strcmp(mode, "unit") == 0 || strcmp(mode, "all") == 0;
+    bool integ = strcmp(mode, "integration") == 0 || strcmp(mode, "all") == 0;
+    if (!unit && !integ) {
+        fprintf(stderr, "usage: run-tests unit|integration|all [suite]\n");
+        return 2;
+    }
+    SRunner *sr = NULL;
+    for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) {
+        const suite_entry *e = &suites[i];
+        if ((e->integration ? !integ : !unit) ||
+            (only && strcmp(only, e->name) != 0))
+            continue;
+        if (!sr)
+            sr = srunner_create(e->make());
+        else
+            srunner_add_suite(sr, e->make());
+    }
+    if (!sr) {
+        fprintf(stderr, "run-tests: no suite matches \"%s\"\n",
+                only ? only : mode);
+        return 2;
+    }
+    srunner_run_all(sr, CK_NORMAL);
+    int ran = srunner_ntests_run(sr);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    if (ran == 0) {
+        fprintf(stderr, "run-tests: no test ran\n");
+        return 1;
+    }
+    return failed == 0 ? 0 : 1;
+}

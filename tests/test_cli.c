@@ -1,0 +1,254 @@
+// test_cli.c: the real binary: `prune` and `inspect`, exit codes, one-line
+// errors, reports, and no half-written output.
+#include "tests/helpers.h"
+
+#include "common/sha256.h"
+#include "common/util.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Exactly one error line, prefixed "shears: error: ", containing words;
+// the lines before it, if any, are progress.
+static void one_error_line(const char *err, const char *words)
+{
+    int errors = 0;
+    const char *line = NULL;
+    for (const char *p = err; *p;) {
+        const char *nl = strchr(p, '\n');
+        if (strncmp(p, "shears: error: ", 15) == 0) {
+            errors++;
+            line = p;
+        }
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+    ck_assert_msg(errors == 1, "%d error lines: %s", errors, err);
+    ck_assert_msg(strchr(line, '\n') && strchr(line, '\n')[1] == '\0',
+                  "the error is not the last line: %s", err);
+    ck_assert_msg(strstr(line, words), "\"%s\" lacks \"%s\"", line, words);
+}
+
+// Nothing named *.partial-* is left in dir.
+static void no_partials(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        ck_assert_msg(!strstr(e->d_name, ".partial-"), "left %s", e->d_name);
+    closedir(d);
+}
+
+START_TEST(test_prune_fixture_with_report)
+{
+    char *dir = th_tmpdir();
+    char *out = th_path(dir, "pruned"), *rep = th_path(dir, "r.json");
+    char *model = th_fixture("llama-kjv");
+    char *o = NULL, *e = NULL;
+    const char *args[] = {"prune", "--model",  model,       "--out",
+                          out,     "--method", "magnitude", "--pattern",
+                          "2:4",   "--report", rep,         NULL};
+    ck_assert_int_eq(th_run(&o, &e, args), 0);
+    ck_assert_ptr_nonnull(strstr(o, "targets: 28 tensors"));
+    json_t *r = json_load_file(rep, 0, NULL);
+    ck_assert_ptr_nonnull(r);
+    const char *keys[] = {"method",  "pattern", "scope",  "sparsity",
+                          "targets", "model",   "layers", "seconds"};
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(json_object_get(r, keys[i]), "report lacks %s", keys[i]);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "pattern")), "2:4");
+    json_t *t = json_object_get(r, "targets");
+    ck_assert_double_eq_tol(json_real_value(json_object_get(t, "sparsity")),
+                            0.5, 1e-12);
+    json_t *l0 = json_array_get(json_object_get(r, "layers"), 0);
+    const char *lkeys[] = {"name",  "shape",    "dtype",     "params",
+                           "zeros", "sparsity", "pattern_ok"};
+    for (int i = 0; i < 7; i++)
+        ck_assert_msg(json_object_get(l0, lkeys[i]), "layer lacks %s",
+                      lkeys[i]);
+    json_decref(r);
+    char *man = th_path(out, "shears.json");
+    json_t *m = json_load_file(man, 0, NULL);
+    json_t *files = json_object_get(json_object_get(m, "inputs"), "files");
+    ck_assert_int_eq(json_array_size(files), 2);
+    for (size_t i = 0; i < 2; i++)
+        ck_assert(sh_sha256_is_hex(json_string_value(
+            json_object_get(json_array_get(files, i), "sha256"))));
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(m, "shears"), "version")),
+                     "0.1.0");
+    json_decref(m);
+    no_partials(dir);
+    free(man);
+    free(o);
+    free(e);
+
+    // The pruned folder is a model inspect can read; sparsity shows.
+    const char *iargs[] = {"inspect", "--json", out, NULL};
+    ck_assert_int_eq(th_run(&o, &e, iargs), 0);
+    json_t *ij = json_loads(o, 0, NULL);
+    ck_assert_ptr_nonnull(ij);
+    ck_assert_str_eq(json_string_value(json_object_get(ij, "architecture")),
+                     "llama");
+    ck_assert_int_eq(json_array_size(json_object_get(ij, "tensors")), 39);
+    json_decref(ij);
+    free(o);
+    free(e);
+    th_rmtree(dir);
+    free(out);
+    free(rep);
+    free(model);
+    free(dir);
+}
+END_TEST
+
+// --spec supplies the job; flags override its fields.
+START_TEST(test_spec_file_and_flags)
+{
+    char *dir = th_tmpdir();
+    char *out = th_path(dir, "o"), *spec = th_path(dir, "s.json");
+    char *rep = th_path(dir, "r.json");
+    const char *text = "{\"method\":\"random\",\"sparsity\":0.9,\"seed\":3,"
+                       "\"ignore\":[\"fc3\"]}";
+    th_write_file(spec, text, strlen(text));
+    char *model = th_fixture("mlp-fmnist");
+    const char *args[] = {
+        "prune",      "--model", model,      "--out", out,       "--spec", spec,
+        "--sparsity", "0.25",    "--report", rep,     "--quiet", NULL};
+    ck_assert_int_eq(th_run(NULL, NULL, args), 0);
+    json_t *r = json_load_file(rep, 0, NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "method")), "random");
+    ck_assert_double_eq(json_real_value(json_object_get(r, "sparsity")), 0.25);
+    ck_assert_int_eq(json_array_size(json_object_get(r, "layers")), 2);
+    json_decref(r);
+    th_rmtree(dir);
+    free(out);
+    free(spec);
+    free(rep);
+    free(model);
+    free(dir);
+}
+END_TEST
+
+typedef struct usage_case {
+    const char *args[12];
+    int code;
+    const char *words;
+} usage_case;
+
+// Usage errors exit 2, failures exit 1, each with one line saying what.
+START_TEST(test_errors_and_codes)
+{
+    char *dir = th_tmpdir();
+    char *model = th_fixture("mlp-fmnist");
+    char *out = th_path(dir, "o");
+    char *full = th_path(dir, "full");
+    char *junk = th_path(full, "x");
+    sh_mkdir_p(full);
+    th_write_file(junk, "x", 1);
+    char *bad = th_path(dir, "bad.safetensors");
+    th_write_raw(bad,
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+                 "\"data_offsets\":[0,8]}}",
+                 -1, "1234", 4);
+    const usage_case cases[] = {
+        {{"prune", NULL}, 2, "--model and --out are required"},
+        {{"prune", "--model", model, "--out", out, "--method", "magnitude",
+          "--sparsity", "lots", NULL},
+         2,
+         "--sparsity"},
+        {{"prune", "--model", model, "--out", out, "--method", "magnitude",
+          "--frobnicate", NULL},
+         2,
+         "unknown or incomplete option"},
+        {{"prune", "--model", model, "--out", out, "--method", "magnitude",
+          "--pattern", "5:4", NULL},
+         2,
+         "spec field pattern"},
+        {{"prune", "--model", model, "--out", out, "--method", "gradient",
+          NULL},
+         2,
+         "spec field method"},
+        {{"prune", "--model", model, "--out", full, "--method", "magnitude",
+          NULL},
+         2,
+         "not an empty folder"},
+        {{"prune", "--model", "/nonexistent/model", "--out", out, "--method",
+          "magnitude", NULL},
+         1,
+         "/nonexistent/model"},
+        {{"prune", "--model", bad, "--out", out, "--method", "magnitude", NULL},
+         1,
+         "file truncated?"},
+        {{"prune", "--model", model, "--out", out, "--method", "magnitude",
+          "--pattern", "3:5", NULL},
+         1,
+         "multiple of 5"},
+        {{"inspect", bad, NULL}, 1, "file truncated?"},
+        {{"inspect", NULL}, 2, "usage"},
+        {{"launch", NULL}, 2, "unknown command"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *e = NULL;
+        int code = th_run(NULL, &e, cases[i].args);
+        ck_assert_msg(code == cases[i].code, "case %zu: exit %d, want %d: %s",
+                      i, code, cases[i].code, e);
+        one_error_line(e, cases[i].words);
+        ck_assert_msg(!sh_path_exists(out), "case %zu left %s", i, out);
+        free(e);
+    }
+    no_partials(dir);
+    th_rmtree(dir);
+    free(model);
+    free(out);
+    free(full);
+    free(junk);
+    free(bad);
+    free(dir);
+}
+END_TEST
+
+// A run that fails half-way (NaN in the second tensor) leaves nothing.
+START_TEST(test_failed_run_leaves_nothing)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "m.safetensors");
+    float a[64], b[64];
+    th_randn(a, 64, 1);
+    th_randn(b, 64, 2);
+    b[9] = NAN;
+    th_tensor ts[] = {{"a.weight", "F32", 2, {8, 8}, a},
+                      {"b.weight", "F32", 2, {8, 8}, b}};
+    th_write_st(path, ts, 2, NULL);
+    char *out = th_path(dir, "o");
+    char *e = NULL;
+    const char *args[] = {"prune", "--model",  path,        "--out",
+                          out,     "--method", "magnitude", NULL};
+    ck_assert_int_eq(th_run(NULL, &e, args), 1);
+    one_error_line(e, "b.weight");
+    ck_assert(!sh_path_exists(out));
+    no_partials(dir);
+    free(e);
+    th_rmtree(dir);
+    free(out);
+    free(path);
+    free(dir);
+}
+END_TEST
+
+Suite *suite_cli(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("batch");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_prune_fixture_with_report);
+    tcase_add_test(tc, test_spec_file_and_flags);
+    tcase_add_test(tc, test_errors_and_codes);
+    tcase_add_test(tc, test_failed_run_leaves_nothing);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,534 @@
+// test_prune.c: the engine end to end on real files: fixtures, hand-made
+// models of every dtype, sharded folders; exact counts, N:M in every group,
+// byte identity of what is not pruned.
+#include "tests/helpers.h"
+
+#include "common/util.h"
+#include "engine/engine.h"
+#include "engine/mask.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct run {
+    char *dir, *out;
+    eng_report r;
+    sh_diag d;
+    int rc;
+} run;
+
+static int run_spec_threads(run *x, const char *model, const char *spec_json,
+                            const eng_hooks *h, int threads)
+{
+    memset(x, 0, sizeof *x);
+    x->dir = th_tmpdir();
+    x->out = th_path(x->dir, "out");
+    ck_assert_int_eq(sh_mkdir_p(x->out), 0);
+    json_t *j = json_loads(spec_json, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    eng_spec s;
+    ck_assert_int_eq(eng_spec_parse(&s, j, &x->d), 0);
+    json_decref(j);
+    eng_model *m = NULL;
+    ck_assert_msg(eng_model_open(&m, model, &x->d) == 0, "%s", x->d.msg);
+    eng_report_init(&x->r, &s);
+    eng_options o = {.out_dir = x->out, .sync = false, .threads = threads};
+    x->rc = eng_prune(m, &s, &o, h, &x->r, &x->d);
+    eng_model_close(m);
+    eng_spec_deinit(&s);
+    return x->rc;
+}
+
+static int run_spec(run *x, const char *model, const char *spec_json,
+                    const eng_hooks *h)
+{
+    return run_spec_threads(x, model, spec_json, h, 0);
+}
+
+static void run_free(run *x)
+{
+    eng_report_deinit(&x->r);
+    th_rmtree(x->dir);
+    free(x->out);
+    free(x->dir);
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    size_t na = 0, nb = 0;
+    unsigned char *x = th_read_file(a, &na), *y = th_read_file(b, &nb);
+    bool same = na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+// Compares every tensor of two safetensors files: non-targets byte for
+// byte; targets element by element (kept ones identical, others zero).
+static void compare_tensors(const char *in_path, const char *out_path,
+                            const eng_report *r)
+{
+    eng_st *a = NULL, *b = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_st_open(&a, in_path, &d), 0);
+    ck_assert_msg(eng_st_open(&b, out_path, &d) == 0, "%s", d.msg);
+    const eng_st_header *ha = eng_st_header_of(a), *hb = eng_st_header_of(b);
+    ck_assert_uint_eq(ha->count, hb->count);
+    for (size_t i = 0; i < ha->count; i++) {
+        const eng_tensor_info *t = &ha->tensors[i];
+        long j = eng_st_header_find(hb, t->name);
+        ck_assert_int_ge(j, 0);
+        const eng_tensor_info *u = &hb->tensors[j];
+        ck_assert_int_eq(t->dtype, u->dtype);
+        ck_assert_uint_eq(t->numel, u->numel);
+        size_t es = eng_dtype_size(t->dtype);
+        const unsigned char *x = eng_st_data(a, i),
+                            *y = eng_st_data(b, (size_t)j);
+        bool target = false;
+        for (size_t k = 0; k < r->n_layers; k++)
+            target = target || strcmp(r->layers[k].name, t->name) == 0;
+        if (!target) {
+            ck_assert_msg(memcmp(x, y, t->numel * es) == 0,
+                          "non-target %s changed", t->name);
+            continue;
+        }
+        for (uint64_t e = 0; e < t->numel; e++) {
+            bool zero = eng_count_zeros(y + e * es, t->dtype, 1) == 1;
+            ck_assert_msg(zero || memcmp(x + e * es, y + e * es, es) == 0,
+                          "%s[%llu] changed", t->name, (unsigned long long)e);
+        }
+    }
+    eng_st_close(a);
+    eng_st_close(b);
+}
+
+// MLP fixture, magnitude 50% per layer: exact counts, biases and config
+// byte-identical, the manifest complete.
+START_TEST(test_mlp_magnitude_layer)
+{
+    char *model = th_fixture("mlp-fmnist");
+    run x;
+    ck_assert_msg(run_spec(&x, model,
+                           "{\"method\":\"magnitude\",\"sparsity\":"
+                           "0.5}",
+                           NULL) == 0,
+                  "%s", x.d.msg);
+    ck_assert_uint_eq(x.r.target_tensors, 3);
+    for (size_t i = 0; i < x.r.n_layers; i++) {
+        const eng_layer_report *l = &x.r.layers[i];
+        ck_assert_uint_eq(l->zeros, eng_count_for(0.5, l->params));
+        ck_assert(l->pattern_ok);
+    }
+    char *in_w = th_path(model, "model.safetensors");
+    char *out_w = th_path(x.out, "model.safetensors");
+    compare_tensors(in_w, out_w, &x.r);
+    char *in_c = th_path(model, "config.json"),
+         *out_c = th_path(x.out, "config.json");
+    ck_assert(same_file(in_c, out_c));
+    char *man = th_path(x.out, "shears.json");
+    json_t *j = json_load_file(man, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(
+                         json_object_get(json_object_get(j, "spec"), "method")),
+                     "magnitude");
+    ck_assert_int_eq(json_array_size(json_object_get(
+                         json_object_get(j, "report"), "layers")),
+                     3);
+    ck_assert_int_eq(
+        json_array_size(json_object_get(json_object_get(j, "inputs"), "files")),
+        2);
+    ck_assert(json_is_integer(json_object_get(j, "seed")));
+    json_decref(j);
+    free(man);
+    free(in_c);
+    free(out_c);
+    free(in_w);
+    free(out_w);
+    run_free(&x);
+    free(model);
+}
+END_TEST
+
+// Llama fixture with 2:4 and 4:8: every group of the written file holds at
+// most N non-zeros; embeddings, norms and lm_head untouched.
+START_TEST(test_llama_nm)
+{
+    char *model = th_fixture("llama-kjv");
+    const char *specs[] = {"{\"method\":\"magnitude\",\"pattern\":\"2:4\"}",
+                           "{\"method\":\"random\",\"pattern\":\"4:8\","
+                           "\"seed\":7}"};
+    const int nm[2][2] = {{2, 4}, {4, 8}};
+    for (int s = 0; s < 2; s++) {
+        run x;
+        ck_assert_int_eq(run_spec(&x, model, specs[s], NULL), 0);
+        ck_assert_uint_eq(x.r.target_tensors, 28);
+        char *out_w = th_path(x.out, "model.safetensors");
+        char *in_w = th_path(model, "model.safetensors");
+        eng_st *st = NULL;
+        sh_diag d;
+        ck_assert_int_eq(eng_st_open(&st, out_w, &d), 0);
+        for (size_t i = 0; i < x.r.n_layers; i++) {
+            const eng_layer_report *l = &x.r.layers[i];
+            ck_assert(l->pattern_ok);
+            ck_assert_uint_eq(l->zeros, l->params / 2);
+            long k = eng_st_header_find(eng_st_header_of(st), l->name);
+            ck_assert(eng_check_nm(eng_st_data(st, (size_t)k), ENG_DTYPE_F32,
+                                   l->params, nm[s][0], nm[s][1]));
+        }
+        eng_st_close(st);
+        compare_tensors(in_w, out_w, &x.r);
+        free(out_w);
+        free(in_w);
+        run_free(&x);
+    }
+    free(model);
+}
+END_TEST
+
+// A model of every float dtype plus an integer tensor: dtypes kept, kept
+// elements byte-identical, exact counts per tensor.
+START_TEST(test_dtypes_round_trip)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "m.safetensors");
+    enum { R = 16, C = 24 };
+    float f[R * C];
+    uint16_t h[R * C], bf[R * C];
+    double dd[R * C];
+    int64_t ids[7] = {1, 2, 3, 4, 5, 6, 7};
+    th_randn(f, R * C, 11);
+    eng_convert_from_f32(h, f, ENG_DTYPE_F16, R * C);
+    th_randn(f, R * C, 12);
+    eng_convert_from_f32(bf, f, ENG_DTYPE_BF16, R * C);
+    th_randn(f, R * C, 13);
+    for (int i = 0; i < R * C; i++)
+        dd[i] = f[i] * 1.000001;
+    th_randn(f, R * C, 14);
+    th_tensor ts[] = {
+        {"a.weight", "F16", 2, {R, C}, h},  {"b.weight", "BF16", 2, {R, C}, bf},
+        {"c.weight", "F64", 2, {R, C}, dd}, {"d.weight", "F32", 2, {R, C}, f},
+        {"ids", "I64", 1, {7}, ids},
+    };
+    th_write_st(path, ts, 5, NULL);
+    run x;
+    ck_assert_int_eq(run_spec(&x, path,
+                              "{\"method\":\"magnitude\","
+                              "\"sparsity\":0.3}",
+                              NULL),
+                     0);
+    ck_assert_uint_eq(x.r.target_tensors, 4);
+    for (size_t i = 0; i < x.r.n_layers; i++)
+        ck_assert_uint_eq(x.r.layers[i].zeros, eng_count_for(0.3, R * C));
+    char *out_w = th_path(x.out, "model.safetensors");
+    compare_tensors(path, out_w, &x.r);
+    free(out_w);
+    run_free(&x);
+    th_rmtree(dir);
+    free(path);
+    free(dir);
+}
+END_TEST
+
+// A sharded folder with an index, a tokenizer and a file in a subfolder:
+// the same files come out, the index and the others byte-identical.
+START_TEST(test_sharded_folder)
+{
+    char *dir = th_tmpdir();
+    char *model = th_path(dir, "model");
+    char *sub = th_path(model, "extra");
+    ck_assert_int_eq(sh_mkdir_p(sub), 0);
+    float w1[64], w2[96], n1[8];
+    th_randn(w1, 64, 1);
+    th_randn(w2, 96, 2);
+    for (int i = 0; i < 8; i++)
+        n1[i] = 1;
+    th_tensor s1[] = {{"layers.0.fc.weight", "F32", 2, {8, 8}, w1},
+                      {"layers.0.norm.weight", "F32", 1, {8}, n1}};
+    th_tensor s2[] = {{"layers.1.fc.weight", "F32", 2, {12, 8}, w2}};
+    char *p1 = th_path(model, "model-00001-of-00002.safetensors");
+    char *p2 = th_path(model, "model-00002-of-00002.safetensors");
+    th_write_st(p1, s1, 2, "{\"format\":\"pt\"}");
+    th_write_st(p2, s2, 1, "{\"format\":\"pt\"}");
+    const char *index =
+        "{\"metadata\":{\"total_size\":1},\"weight_map\":{"
+        "\"layers.0.fc.weight\":\"model-00001-of-00002.safetensors\","
+        "\"layers.0.norm.weight\":\"model-00001-of-00002.safetensors\","
+        "\"layers.1.fc.weight\":\"model-00002-of-00002.safetensors\"}}";
+    char *pi = th_path(model, "model.safetensors.index.json");
+    th_write_file(pi, index, strlen(index));
+    char *pt = th_path(model, "tokenizer.json");
+    th_write_file(pt, "{\"v\":1}", 7);
+    char *pe = th_path(sub, "notes.txt");
+    th_write_file(pe, "hello", 5);
+    char *pc = th_path(model, "config.json");
+    th_write_file(pc, "{\"model_type\":\"toy\"}", 20);
+
+    run x;
+    ck_assert_msg(run_spec(&x, model, "{\"method\":\"magnitude\"}", NULL) == 0,
+                  "%s", x.d.msg);
+    ck_assert_uint_eq(x.r.target_tensors, 2);
+    const char *same[] = {"model.safetensors.index.json", "tokenizer.json",
+                          "extra/notes.txt", "config.json"};
+    for (int i = 0; i < 4; i++) {
+        char *a = th_path(model, same[i]), *b = th_path(x.out, same[i]);
+        ck_assert_msg(same_file(a, b), "%s differs", same[i]);
+        free(a);
+        free(b);
+    }
+    char *o1 = th_path(x.out, "model-00001-of-00002.safetensors");
+    char *o2 = th_path(x.out, "model-00002-of-00002.safetensors");
+    compare_tensors(p1, o1, &x.r);
+    compare_tensors(p2, o2, &x.r);
+    // The output is itself a valid sharded model.
+    eng_model *m = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_model_open(&m, x.out, &d), 0);
+    ck_assert_uint_eq(eng_model_tensor_count(m), 3);
+    ck_assert_str_eq(eng_model_arch(m), "toy");
+    eng_model_close(m);
+    run_free(&x);
+
+    // An index that lies about a shard is refused, naming the tensor.
+    const char *lying = "{\"weight_map\":{\"layers.0.fc.weight\":"
+                        "\"model-00002-of-00002.safetensors\"}}";
+    th_write_file(pi, lying, strlen(lying));
+    ck_assert_int_eq(eng_model_open(&m, model, &d), SH_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(d.msg, "layers.0.fc.weight"));
+
+    free(o1);
+    free(o2);
+    free(p1);
+    free(p2);
+    free(pi);
+    free(pt);
+    free(pe);
+    free(pc);
+    free(sub);
+    th_rmtree(dir);
+    free(model);
+    free(dir);
+}
+END_TEST
+
+// Global scope: one threshold over all targets: total zeros exact, and
+// every kept weight of any target is >= every pruned weight of any target.
+START_TEST(test_global_scope)
+{
+    char *model = th_fixture("mlp-fmnist");
+    run x;
+    ck_assert_int_eq(run_spec(&x, model,
+                              "{\"method\":\"magnitude\","
+                              "\"scope\":\"global\","
+                              "\"sparsity\":0.6}",
+                              NULL),
+                     0);
+    ck_assert_uint_eq(x.r.target_zeros, eng_count_for(0.6, x.r.target_params));
+    char *out_w = th_path(x.out, "model.safetensors");
+    char *in_w = th_path(model, "model.safetensors");
+    eng_st *a = NULL, *b = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_st_open(&a, in_w, &d), 0);
+    ck_assert_int_eq(eng_st_open(&b, out_w, &d), 0);
+    float max_pruned = 0, min_kept = INFINITY;
+    bool per_layer_differs = false;
+    for (size_t i = 0; i < x.r.n_layers; i++) {
+        const eng_layer_report *l = &x.r.layers[i];
+        long ia = eng_st_header_find(eng_st_header_of(a), l->name);
+        long ib = eng_st_header_find(eng_st_header_of(b), l->name);
+        const float *wa = eng_st_data(a, (size_t)ia);
+        const float *wb = eng_st_data(b, (size_t)ib);
+        for (uint64_t e = 0; e < l->params; e++) {
+            if (wb[e] == 0 && wa[e] != 0)
+                max_pruned = fmaxf(max_pruned, fabsf(wa[e]));
+            else if (wb[e] != 0)
+                min_kept = fminf(min_kept, fabsf(wa[e]));
+        }
+        per_layer_differs |= fabs((double)l->zeros / l->params - 0.6) > 0.01;
+    }
+    ck_assert(max_pruned <= min_kept);
+    ck_assert(per_layer_differs); // global differs from layer-wise
+    compare_tensors(in_w, out_w, &x.r);
+    eng_st_close(a);
+    eng_st_close(b);
+    free(out_w);
+    free(in_w);
+    run_free(&x);
+    free(model);
+}
+END_TEST
+
+// Rows: whole output channels, conv weights pruned as [out, rest], and a
+// per-tensor override.
+START_TEST(test_rows_conv_overrides)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "m.safetensors");
+    float conv[8 * 3 * 2 * 2], fc[10 * 16];
+    th_randn(conv, 8 * 12, 3);
+    th_randn(fc, 160, 4);
+    th_tensor ts[] = {{"conv.weight", "F32", 4, {8, 3, 2, 2}, conv},
+                      {"fc.weight", "F32", 2, {10, 16}, fc}};
+    th_write_st(path, ts, 2, NULL);
+    run x;
+    ck_assert_int_eq(
+        run_spec(&x, path,
+                 "{\"method\":\"magnitude\",\"pattern\":\"rows\","
+                 "\"sparsity\":0.25,\"overrides\":[{\"match\":\"^fc\","
+                 "\"pattern\":\"2:4\"}]}",
+                 NULL),
+        0);
+    eng_layer_report *lc = eng_report_layer(&x.r, "conv.weight");
+    eng_layer_report *lf = eng_report_layer(&x.r, "fc.weight");
+    ck_assert_uint_eq(lc->zeros, 2 * 12); // 2 of 8 rows of 12
+    ck_assert_int_eq(lf->pattern.kind, ENG_PATTERN_NM);
+    ck_assert_uint_eq(lf->zeros, 80);
+    ck_assert(lc->pattern_ok && lf->pattern_ok);
+    char *out_w = th_path(x.out, "model.safetensors");
+    eng_st *st = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_st_open(&st, out_w, &d), 0);
+    long k = eng_st_header_find(eng_st_header_of(st), "conv.weight");
+    const float *w = eng_st_data(st, (size_t)k);
+    int zero_rows = 0;
+    for (int r = 0; r < 8; r++) {
+        int z = 0;
+        for (int c = 0; c < 12; c++)
+            z += w[r * 12 + c] == 0;
+        ck_assert(z == 0 || z == 12);
+        zero_rows += z == 12;
+    }
+    ck_assert_int_eq(zero_rows, 2);
+    eng_st_close(st);
+    free(out_w);
+    run_free(&x);
+    th_rmtree(dir);
+    free(path);
+    free(dir);
+}
+END_TEST
+
+// Failures: NaN weights, N:M that does not divide, a spec with no target.
+// Each names the tensor or field; nothing claims success.
+START_TEST(test_failures_named)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "m.safetensors");
+    float w[4 * 6];
+    th_randn(w, 24, 5);
+    w[7] = NAN;
+    th_tensor ts[] = {{"bad.weight", "F32", 2, {4, 6}, w}};
+    th_write_st(path, ts, 1, NULL);
+    run x;
+    ck_assert_int_eq(run_spec(&x, path, "{\"method\":\"magnitude\"}", NULL),
+                     SH_ENUMERIC);
+    ck_assert_ptr_nonnull(strstr(x.d.msg, "bad.weight"));
+    run_free(&x);
+    ck_assert_int_eq(run_spec(&x, path,
+                              "{\"method\":\"magnitude\","
+                              "\"pattern\":\"2:4\"}",
+                              NULL),
+                     SH_ESPEC);
+    ck_assert_ptr_nonnull(strstr(x.d.msg, "\"bad.weight\" has 6"));
+    run_free(&x);
+    ck_assert_int_eq(run_spec(&x, path,
+                              "{\"method\":\"magnitude\","
+                              "\"ignore\":[\".\"]}",
+                              NULL),
+                     SH_ESPEC);
+    run_free(&x);
+    th_rmtree(dir);
+    free(path);
+    free(dir);
+}
+END_TEST
+
+typedef struct watch {
+    int calls;
+    double last;
+    bool monotonic;
+    int cancel_after;
+} watch;
+
+static void on_progress(void *ctx, const eng_progress *p)
+{
+    watch *w = ctx;
+    w->calls++;
+    if (p->fraction + 1e-12 < w->last)
+        w->monotonic = false;
+    w->last = p->fraction;
+}
+
+static bool on_cancel(void *ctx)
+{
+    watch *w = ctx;
+    return w->cancel_after >= 0 && w->calls > w->cancel_after;
+}
+
+// Progress rises to 1; cancellation stops the run with SH_ECANCELED.
+START_TEST(test_progress_and_cancel)
+{
+    char *model = th_fixture("llama-kjv");
+    watch w = {.monotonic = true, .cancel_after = -1};
+    eng_hooks h = {.ctx = &w, .progress = on_progress, .cancelled = on_cancel};
+    run x;
+    ck_assert_int_eq(run_spec(&x, model, "{\"method\":\"magnitude\"}", &h), 0);
+    ck_assert(w.monotonic);
+    ck_assert_int_gt(w.calls, 10);
+    ck_assert_double_eq_tol(w.last, 1.0, 1e-9);
+    run_free(&x);
+    w = (watch){.monotonic = true, .cancel_after = 5};
+    ck_assert_int_eq(run_spec(&x, model, "{\"method\":\"magnitude\"}", &h),
+                     SH_ECANCELED);
+    run_free(&x);
+    free(model);
+}
+END_TEST
+
+// The reader thread changes nothing: one thread and two give the same
+// bytes, for every path (fast kernels, masks, global scope, rows).
+START_TEST(test_threads_same_bytes)
+{
+    char *model = th_fixture("llama-kjv");
+    const char *specs[] = {
+        "{\"method\":\"magnitude\",\"sparsity\":0.6}",
+        "{\"method\":\"magnitude\",\"scope\":\"global\",\"sparsity\":0.4}",
+        "{\"method\":\"magnitude\",\"pattern\":\"4:8\"}",
+        "{\"method\":\"random\",\"seed\":5,\"sparsity\":0.3}",
+        "{\"method\":\"magnitude\",\"pattern\":\"rows\",\"sparsity\":0.2}",
+    };
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        run a, b;
+        ck_assert_int_eq(run_spec_threads(&a, model, specs[i], NULL, 1), 0);
+        ck_assert_int_eq(run_spec_threads(&b, model, specs[i], NULL, 2), 0);
+        char *pa = th_path(a.out, "model.safetensors");
+        char *pb = th_path(b.out, "model.safetensors");
+        ck_assert_msg(same_file(pa, pb), "%s", specs[i]);
+        ck_assert_uint_eq(a.r.target_zeros, b.r.target_zeros);
+        ck_assert_uint_eq(a.r.model_zeros, b.r.model_zeros);
+        free(pa);
+        free(pb);
+        run_free(&a);
+        run_free(&b);
+    }
+    free(model);
+}
+END_TEST
+
+Suite *suite_prune(void)
+{
+    Suite *s = suite_create("prune");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_mlp_magnitude_layer);
+    tcase_add_test(tc, test_llama_nm);
+    tcase_add_test(tc, test_dtypes_round_trip);
+    tcase_add_test(tc, test_sharded_folder);
+    tcase_add_test(tc, test_global_scope);
+    tcase_add_test(tc, test_rows_conv_overrides);
+    tcase_add_test(tc, test_failures_named);
+    tcase_add_test(tc, test_progress_and_cancel);
+    tcase_add_test(tc, test_threads_same_bytes);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,252 @@
+// test_spec.c: the job spec: defaults, every field's errors, planning.
+#include "tests/helpers.h"
+
+#include "engine/spec.h"
+
+#include <string.h>
+
+static int parse(const char *text, eng_spec *s, sh_diag *d)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    ck_assert_msg(j != NULL, "bad test JSON: %s", text);
+    sh_diag_clear(d);
+    int rc = eng_spec_parse(s, j, d);
+    json_decref(j);
+    return rc;
+}
+
+// Defaults are filled in and echoed; the echo parses to the same spec.
+START_TEST(test_defaults_and_echo)
+{
+    eng_spec s;
+    sh_diag d;
+    ck_assert_int_eq(parse("{\"method\":\"magnitude\"}", &s, &d), 0);
+    ck_assert_double_eq(s.sparsity, 0.5);
+    ck_assert_int_eq(s.pattern.kind, ENG_PATTERN_UNSTRUCTURED);
+    ck_assert_int_eq(s.scope, ENG_SCOPE_LAYER);
+    json_t *echo = eng_spec_to_json(&s);
+    ck_assert_str_eq(json_string_value(json_object_get(echo, "pattern")),
+                     "unstructured");
+    ck_assert(json_is_integer(json_object_get(echo, "seed")));
+    eng_spec s2;
+    sh_diag_clear(&d);
+    ck_assert_int_eq(eng_spec_parse(&s2, echo, &d), 0);
+    ck_assert_uint_eq(s2.seed, s.seed);
+    json_t *echo2 = eng_spec_to_json(&s2);
+    ck_assert(json_equal(echo, echo2));
+    json_decref(echo);
+    json_decref(echo2);
+    eng_spec_deinit(&s);
+    eng_spec_deinit(&s2);
+}
+END_TEST
+
+// N:M implies the sparsity; a conflicting one is an error naming it.
+START_TEST(test_nm_sparsity)
+{
+    eng_spec s;
+    sh_diag d;
+    ck_assert_int_eq(
+        parse("{\"method\":\"magnitude\",\"pattern\":\"2:4\"}", &s, &d), 0);
+    ck_assert_double_eq(s.sparsity, 0.5);
+    ck_assert_int_eq(s.pattern.n, 2);
+    ck_assert_int_eq(s.pattern.m, 4);
+    eng_spec_deinit(&s);
+    ck_assert_int_eq(
+        parse("{\"method\":\"magnitude\",\"pattern\":\"1:4\"}", &s, &d), 0);
+    ck_assert_double_eq(s.sparsity, 0.75);
+    eng_spec_deinit(&s);
+    ck_assert_int_eq(parse("{\"method\":\"magnitude\",\"pattern\":\"2:4\","
+                           "\"sparsity\":0.7}",
+                           &s, &d),
+                     SH_ESPEC);
+    ck_assert_str_eq(d.field, "sparsity");
+    ck_assert_ptr_nonnull(strstr(d.msg, "keeps 2 of every 4"));
+}
+END_TEST
+
+typedef struct bad_spec {
+    const char *json;
+    const char *field;
+    const char *words;
+} bad_spec;
+
+static const bad_spec bad_specs[] = {
+    {"[]", "", "must be a JSON object"},
+    {"{}", "method", "method is required"},
+    {"{\"method\":\"prune-harder\"}", "method", "is not one of magnitude"},
+    {"{\"method\":3}", "method", "must be a string"},
+    {"{\"method\":\"magnitude\",\"sparsity\":1.5}", "sparsity",
+     "must lie between 0 and 1"},
+    {"{\"method\":\"magnitude\",\"sparsity\":-0.1}", "sparsity",
+     "must lie between 0 and 1"},
+    {"{\"method\":\"magnitude\",\"sparsity\":\"half\"}", "sparsity",
+     "must be a number"},
+    {"{\"method\":\"magnitude\",\"pattern\":\"4:2\"}", "pattern",
+     "0 < N < M <= 32"},
+    {"{\"method\":\"magnitude\",\"pattern\":\"2:64\"}", "pattern",
+     "0 < N < M <= 32"},
+    {"{\"method\":\"magnitude\",\"pattern\":\"diagonal\"}", "pattern",
+     "is not one of unstructured, rows"},
+    {"{\"method\":\"magnitude\",\"scope\":\"planet\"}", "scope",
+     "is not one of layer, global"},
+    {"{\"method\":\"magnitude\",\"bogus\":1}", "bogus", "unknown field"},
+    {"{\"method\":\"magnitude\",\"targets\":\"fc1\"}", "targets",
+     "must be an array"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"(\"]}", "targets[0]",
+     "is not a POSIX extended regex"},
+    {"{\"method\":\"magnitude\",\"ignore\":[\"\"]}", "ignore[0]",
+     "non-empty regex"},
+    {"{\"method\":\"magnitude\",\"overrides\":[{\"match\":\"a\"}]}",
+     "overrides[0]", "needs a sparsity or a pattern"},
+    {"{\"method\":\"magnitude\",\"overrides\":[{\"match\":\"a\",\"sparsity\":"
+     "2}]}",
+     "overrides[0].sparsity", "between 0 and 1"},
+    {"{\"method\":\"magnitude\",\"overrides\":[{\"match\":\"a\",\"x\":1}]}",
+     "overrides[0].x", "unknown field"},
+    {"{\"method\":\"magnitude\",\"seed\":-1}", "seed", "non-negative integer"},
+    {"{\"method\":\"magnitude\",\"calibration\":{\"samples\":4}}",
+     "calibration.dataset", "is required"},
+    {"{\"method\":\"magnitude\",\"calibration\":{\"dataset\":\"d\","
+     "\"samples\":0}}",
+     "calibration.samples", "from 1 to"},
+    {"{\"method\":\"magnitude\",\"calibration\":{\"dataset\":\"d\",\"x\":1}}",
+     "calibration.x", "unknown field"},
+    {"{\"method\":\"magnitude\",\"evaluation\":{}}", "evaluation.dataset",
+     "is required"},
+    {"{\"method\":\"magnitude\",\"output\":{\"format\":\"zip\"}}",
+     "output.format", "not supported"},
+    {"{\"method\":\"magnitude\",\"scope\":\"global\",\"pattern\":\"2:4\"}",
+     "scope", "needs pattern \"unstructured\""},
+    {"{\"method\":\"wanda\"}", "calibration", "needs calibration data"},
+    {"{\"method\":\"wanda\",\"scope\":\"global\",\"calibration\":{"
+     "\"dataset\":\"d\"}}",
+     "scope", "not defined for method wanda"},
+    {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"sparsegpt\":{\"blocksize\":0}}",
+     "sparsegpt.blocksize", "from 1 to 4096"},
+};
+
+// Every bad spec is refused, naming the field and saying why.
+START_TEST(test_bad_spec_named)
+{
+    const bad_spec *b = &bad_specs[_i];
+    eng_spec s;
+    sh_diag d;
+    int rc = parse(b->json, &s, &d);
+    ck_assert_msg(rc == SH_ESPEC, "accepted: %s", b->json);
+    ck_assert_msg(strcmp(d.field, b->field) == 0, "%s: field \"%s\" != \"%s\"",
+                  b->json, d.field, b->field);
+    ck_assert_msg(strstr(d.msg, b->words), "%s: \"%s\" lacks \"%s\"", b->json,
+                  d.msg, b->words);
+}
+END_TEST
+
+static eng_tensor_info tensor(const char *name, eng_dtype dt, int ndim,
+                              int64_t a, int64_t b)
+{
+    eng_tensor_info t = {.name = (char *)name, .dtype = dt, .ndim = ndim};
+    t.shape[0] = a;
+    t.shape[1] = b;
+    t.numel = (uint64_t)a * (ndim > 1 ? (uint64_t)b : 1);
+    return t;
+}
+
+// The default targets: float .weight of 2+ dims, not embeddings, norms,
+// lm_head; targets/ignore/overrides change that.
+START_TEST(test_plan_targets)
+{
+    eng_tensor_info ts[] = {
+        tensor("model.layers.0.mlp.up_proj.weight", ENG_DTYPE_BF16, 2, 8, 4),
+        tensor("model.embed_tokens.weight", ENG_DTYPE_BF16, 2, 8, 4),
+        tensor("lm_head.weight", ENG_DTYPE_BF16, 2, 8, 4),
+        tensor("model.layers.0.input_layernorm.weight", ENG_DTYPE_BF16, 1, 4,
+               0),
+        tensor("model.norm.weight", ENG_DTYPE_F32, 2, 2, 2),
+        tensor("fc1.bias", ENG_DTYPE_F32, 1, 4, 0),
+        tensor("q.weight", ENG_DTYPE_I8, 2, 8, 4),
+        tensor("conv.weight", ENG_DTYPE_F16, 2, 8, 9),
+        tensor("transformer.h.0.ln_1.weight", ENG_DTYPE_F32, 2, 2, 2),
+    };
+    const bool expect[] = {true,  false, false, false, false,
+                           false, false, true,  false};
+    eng_spec s;
+    sh_diag d;
+    ck_assert_int_eq(parse("{\"method\":\"magnitude\"}", &s, &d), 0);
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+        eng_plan p;
+        eng_spec_plan(&s, &ts[i], &p);
+        ck_assert_msg(p.target == expect[i], "%s", ts[i].name);
+    }
+    eng_spec_deinit(&s);
+
+    ck_assert_int_eq(
+        parse("{\"method\":\"magnitude\",\"targets\":[\"bias$\",\"lm_head\"],"
+              "\"ignore\":[\"^fc\"],\"overrides\":[{\"match\":\"lm_\","
+              "\"sparsity\":0.25},{\"match\":\"head\",\"sparsity\":0.9}]}",
+              &s, &d),
+        0);
+    eng_plan p;
+    eng_spec_plan(&s, &ts[5], &p); // fc1.bias: matched, then ignored
+    ck_assert(!p.target);
+    eng_spec_plan(&s, &ts[2], &p); // lm_head: the first override wins
+    ck_assert(p.target);
+    ck_assert_double_eq(p.sparsity, 0.25);
+    ck_assert_int_eq(p.override_index, 0);
+    eng_spec_plan(&s, &ts[6], &p); // int8: never a target
+    ck_assert(!p.target);
+    eng_spec_deinit(&s);
+}
+END_TEST
+
+// Checks against a model: N:M must divide the input dimension (the error
+// names the tensor); some tensor must be a target.
+START_TEST(test_check_against_tensors)
+{
+    eng_tensor_info a = tensor("a.weight", ENG_DTYPE_F32, 2, 4, 8);
+    eng_tensor_info b = tensor("b.weight", ENG_DTYPE_F32, 2, 4, 6);
+    const eng_tensor_info *ts[2] = {&a, &b};
+    eng_spec s;
+    sh_diag d;
+    ck_assert_int_eq(
+        parse("{\"method\":\"magnitude\",\"pattern\":\"2:4\"}", &s, &d), 0);
+    ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", &d), SH_ESPEC);
+    ck_assert_str_eq(d.field, "pattern");
+    ck_assert_ptr_nonnull(strstr(d.msg, "\"b.weight\" has 6"));
+    ck_assert_int_eq(eng_spec_check(&s, ts, 1, "unknown", &d), 0);
+    eng_spec_deinit(&s);
+    ck_assert_int_eq(
+        parse("{\"method\":\"magnitude\",\"targets\":[\"nothing\"]}", &s, &d),
+        0);
+    ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", &d), SH_ESPEC);
+    ck_assert_str_eq(d.field, "targets");
+    eng_spec_deinit(&s);
+    // An override that switches one tensor to another pattern.
+    ck_assert_int_eq(parse("{\"method\":\"magnitude\",\"pattern\":\"2:4\","
+                           "\"overrides\":[{\"match\":\"^b\",\"pattern\":"
+                           "\"unstructured\",\"sparsity\":0.3}]}",
+                           &s, &d),
+                     0);
+    ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", &d), 0);
+    eng_plan p;
+    eng_spec_plan(&s, &b, &p);
+    ck_assert_int_eq(p.pattern.kind, ENG_PATTERN_UNSTRUCTURED);
+    ck_assert_double_eq(p.sparsity, 0.3);
+    eng_spec_deinit(&s);
+}
+END_TEST
+
+Suite *suite_spec(void)
+{
+    Suite *s = suite_create("spec");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_defaults_and_echo);
+    tcase_add_test(tc, test_nm_sparsity);
+    tcase_add_loop_test(tc, test_bad_spec_named, 0,
+                        (int)(sizeof bad_specs / sizeof bad_specs[0]));
+    tcase_add_test(tc, test_plan_targets);
+    tcase_add_test(tc, test_check_against_tensors);
+    suite_add_tcase(s, tc);
+    return s;
+}

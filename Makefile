@@ -3,6 +3,7 @@
 #   make            build/shears
 #   make test       install what is missing, build, run every test
 #   make run        install what is missing, build, start the service
+#   make demo       a batch prune of the bundled model
 #   make unit       unit suites only
 #   make sanitize   ASan + UBSan build of the unit suites, run
 #   make valgrind   unit suites under valgrind (no leaks allowed)
@@ -18,7 +19,7 @@ BUILD ?= build$(if $(SANITIZE),/san)
 OPT ?= -O3
 
 PKGS := jansson libmicrohttpd libuv sqlite3 libarchive libcrypto
-TEST_PKGS := libcurl check
+TEST_PKGS := libcurl check sqlite3 libarchive
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(TEST_PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 TEST_LIBS := $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
@@ -68,6 +69,9 @@ $(TESTS): $(LIB_OBJ) $(TEST_OBJ)
 $(BUILD)/bench/%: tests/bench/%.c $(LIB_OBJ) $(BUILD)/.flags
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB_OBJ) $(LIBS)
+
+# Embedded assets: .incbin is invisible to -MMD.
+$(BUILD)/api/assets.o: openapi.yaml api/dashboard.html
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
 

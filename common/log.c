@@ -36,7 +36,10 @@ int sh_log_level_parse(const char *word, sh_log_level *out)
 const char *sh_log_num(char buf[32], double v)
 {
     buf[0] = '\x01';
-    snprintf(buf + 1, 31, "%.6g", v);
+    if (v == (double)(long long)v && v > -1e15 && v < 1e15)
+        snprintf(buf + 1, 31, "%lld", (long long)v);
+    else
+        snprintf(buf + 1, 31, "%.6g", v);
     return buf;
 }
 
@@ -106,12 +109,12 @@ void sh_log_write(sh_log_level level, const char *msg, ...)
         if (!key)
             break;
         const char *val = va_arg(ap, const char *);
+        if (!val)
+            continue; // absent values are left out
         put(&l, ",", 1);
         put_json_string(&l, key);
         put(&l, ":", 1);
-        if (!val)
-            put_str(&l, "null");
-        else if (val[0] == '\x01')
+        if (val[0] == '\x01')
             put_str(&l, val + 1);
         else
             put_json_string(&l, val);

@@ -9,7 +9,8 @@
 //
 // Extra pairs are string keys and string values, NULL-terminated by the
 // macro. Values are escaped as JSON strings; a value that starts with the
-// byte '\x01' is written raw (a number or literal), see sh_log_num().
+// byte '\x01' is written raw (a number or literal), see sh_log_num(); a
+// NULL value leaves its pair out.
 //
 // Thread safety: every call writes its line with a single write(2), so lines
 // from different threads never interleave. The level is set once at start-up.

@@ -349,6 +349,17 @@ bool sh_str_ends_with(const char *s, const char *suffix)
     return ls >= lx && memcmp(s + ls - lx, suffix, lx) == 0;
 }
 
+bool sh_strlcpy(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    bool fits = n < size;
+    if (!fits)
+        n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return fits;
+}
+
 char *sh_strdup(const char *s) { return s ? strdup(s) : NULL; }
 
 void sh_format_bytes(char *buf, size_t size, double bytes)

@@ -79,6 +79,9 @@ bool sh_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 // True when s ends with suffix.
 bool sh_str_ends_with(const char *s, const char *suffix);
 
+// Copies src into dst (size >= 1), truncating; true when it all fit.
+bool sh_strlcpy(char *dst, size_t size, const char *src);
+
 // strdup that returns NULL only on allocation failure of a non-NULL s.
 char *sh_strdup(const char *s);
 

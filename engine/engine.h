@@ -55,6 +55,10 @@ uint64_t eng_count_zeros(const void *data, eng_dtype dt, uint64_t n);
 // has at most keep non-zeros.
 bool eng_check_nm(const void *data, eng_dtype dt, uint64_t n, int keep, int m);
 
+// Sets the threads BLAS may use for the whole process (OpenBLAS keeps one
+// setting). Call once at start-up.
+void eng_set_threads(int n);
+
 // The engine's version string.
 const char *eng_version(void);
 

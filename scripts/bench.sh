@@ -6,3 +6,4 @@ build=${BUILD:-build}
 work="$build/bench-data"
 mkdir -p "$work"
 "$build/bench/bench_prune" "$build/shears" "$work" "${BENCH_RUNS:-5}"
+scripts/bench_service.sh "$build/shears" "$work" "$work/model-bf16/model.safetensors" "${BENCH_RUNS:-5}"

@@ -13,7 +13,7 @@ build_pkgs=(
   libmicrohttpd-dev libjansson-dev libuv1-dev libsqlite3-dev
   libopenblas-dev libarchive-dev libssl-dev
   check libcurl4-openssl-dev
-  valgrind wrk curl ca-certificates sqlite3
+  valgrind wrk curl ca-certificates sqlite3 bc
 )
 runtime_pkgs=(
   libmicrohttpd12 libjansson4 libuv1 libsqlite3-0 libopenblas0-pthread

@@ -1,12 +1,6 @@
 // stubs.c: subcommands still to come.
 #include "service/cli.h"
 
-int svc_cmd_serve(int argc, char **argv)
-{
-    (void)argc, (void)argv;
-    return svc_fail(SVC_EXIT_FAIL, "serve: not built yet");
-}
-
 int svc_cmd_eval(int argc, char **argv)
 {
     (void)argc, (void)argv;

@@ -17,6 +17,8 @@ Suite *suite_spec(void);
 Suite *suite_mask(void);
 Suite *suite_prune(void);
 Suite *suite_cli(void);
+Suite *suite_api(void);
+Suite *suite_durability(void);
 
 // A fresh directory under $TMPDIR; the caller frees the string and removes
 // the tree with th_rmtree.

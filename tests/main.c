@@ -6,6 +6,7 @@
 // filter must not pass silently).
 #include "tests/helpers.h"
 
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,8 @@ static const suite_entry suites[] = {
     {"mask", suite_mask, false},
     {"prune", suite_prune, false},
     {"cli", suite_cli, true},
+    {"api", suite_api, true},
+    {"durability", suite_durability, true},
 };
 
 int main(int argc, char **argv)
@@ -36,6 +39,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: run-tests unit|integration|all [suite]\n");
         return 2;
     }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     SRunner *sr = NULL;
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) {
         const suite_entry *e = &suites[i];

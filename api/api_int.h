@@ -1,0 +1,161 @@
+// api_int.h: requests, routes and responses, shared by the API's files.
+#ifndef API_API_INT_H
+#define API_API_INT_H
+
+#include "api/api.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct api_request api_request;
+
+typedef void (*api_handler)(api_request *r);
+
+// A streamed request body (uploads). begin runs on the first call, with
+// the headers: it may respond at once (415, 413, 422). chunk gets each
+// piece; returning false closes the connection (a client that will not
+// stop sending). end runs on the final call and responds. abort cleans up
+// whatever the request leaves (also after end).
+typedef struct api_upload_ops {
+    void (*begin)(api_request *r);
+    bool (*chunk)(api_request *r, const char *data, size_t n);
+    void (*end)(api_request *r);
+    void (*abort)(api_request *r);
+} api_upload_ops;
+
+typedef enum api_body {
+    API_BODY_NONE,   // no body expected; handler runs at once
+    API_BODY_JSON,   // a JSON body of at most API_MAX_JSON bytes
+    API_BODY_STREAM, // upload ops
+} api_body;
+
+#define API_MAX_JSON (1u << 20)
+
+typedef struct api_route {
+    const char *method;
+    const char *pattern; // "/v1/jobs/{id}", "{*}" takes the rest
+    api_body body;
+    api_handler handler;          // NONE and JSON bodies
+    const api_upload_ops *upload; // STREAM bodies
+    bool open;                    // no token needed
+} api_route;
+
+extern const api_route api_routes[];
+extern const size_t api_route_count;
+
+// Ended jobs never change (until deleted): their rendered JSON and ETag
+// are kept, direct-mapped by id, so pollers of finished jobs cost a copy.
+#define API_JOB_CACHE 256
+
+typedef struct api_cached_job {
+    char id[48];
+    char etag[40];
+    char *body;
+    size_t len;
+} api_cached_job;
+
+struct api_server {
+    api_config cfg;
+    pthread_mutex_t cache_mu;
+    api_cached_job cache[API_JOB_CACHE];
+    store *s;
+    job_runner *jobs;
+    api_observer obs;
+    struct MHD_Daemon *daemon;
+    atomic_bool draining;
+    uint16_t port;
+};
+
+struct api_request {
+    api_server *srv;
+    struct MHD_Connection *conn;
+    const char *method;
+    char path[1024];
+    const api_route *route;
+    char param[2][1024]; // path parameters in pattern order
+    char id[72];         // request id (X-Request-Id)
+    double start;
+    int status;
+    uint64_t bytes_in, bytes_out;
+    bool responded;
+    char *body; // API_BODY_JSON
+    size_t body_len;
+    bool body_too_big;
+    void *upload; // API_BODY_STREAM state
+};
+
+// --- routing (routes.c)
+
+// Finds the route for method and path; fills params. When the path exists
+// with other methods, returns NULL and writes them into allow.
+const api_route *api_route_match(const char *method, const char *path,
+                                 char params[2][1024], char *allow,
+                                 size_t allow_size);
+
+// --- responses (respond.c); each queues at most one response
+
+// Sends j (stolen) as application/json.
+void api_respond_json(api_request *r, unsigned status, json_t *j);
+
+// Sends a problem+json: slug becomes the type URN.
+void api_respond_problem(api_request *r, unsigned status, const char *slug,
+                         const char *title, const char *field, const char *fmt,
+                         ...) __attribute__((format(printf, 6, 7)));
+
+// Sends the problem for an error code and its diagnostic.
+void api_respond_error(api_request *r, int code, const sh_diag *d);
+
+// Queues a prepared response (taken over) with the common headers.
+void api_respond(api_request *r, unsigned status, struct MHD_Response *resp);
+
+// The HTTP status for an error code (one table).
+unsigned api_status_for(int code);
+
+// --- request helpers
+
+const char *api_header(api_request *r, const char *name);
+const char *api_query(api_request *r, const char *name);
+
+// Parses limit and cursor; responds 422 and returns false when invalid.
+bool api_page_args(api_request *r, int *limit, int64_t *cursor);
+
+// Pages through a JSON array (stolen) by position, as api_page_args says.
+void api_respond_slice(api_request *r, json_t *all);
+
+// Adds {"items": items, "next_cursor": ...} and responds 200.
+void api_respond_page(api_request *r, json_t *items, int64_t next);
+
+// The handlers (h_*.c) and upload ops (upload.c).
+void api_h_healthz(api_request *r);
+void api_h_readyz(api_request *r);
+void api_h_openapi(api_request *r);
+void api_h_metrics(api_request *r);
+void api_h_dashboard(api_request *r);
+void api_h_checkpoint_list(api_request *r);
+void api_h_checkpoint_get(api_request *r);
+void api_h_checkpoint_tensors(api_request *r);
+void api_h_checkpoint_delete(api_request *r);
+void api_h_dataset_list(api_request *r);
+void api_h_dataset_get(api_request *r);
+void api_h_dataset_delete(api_request *r);
+void api_h_job_create(api_request *r);
+void api_h_job_list(api_request *r);
+void api_h_job_get(api_request *r);
+void api_h_job_cancel(api_request *r);
+void api_h_job_delete(api_request *r);
+void api_h_job_layers(api_request *r);
+void api_h_artifact_tar(api_request *r);
+void api_h_artifact_file(api_request *r);
+
+extern const api_upload_ops api_checkpoint_upload;
+extern const api_upload_ops api_dataset_upload;
+
+// Embedded files (assets.c).
+extern const char api_openapi_yaml[];
+extern const size_t api_openapi_yaml_len;
+extern const char api_dashboard_html[];
+extern const size_t api_dashboard_html_len;
+
+#endif

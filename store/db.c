@@ -1,0 +1,460 @@
+// db.c: opening the data dir, schema migrations, the connection pool, the
+// blob store and the start-up sweep.
+#include "store/store_int.h"
+
+#include "common/log.h"
+#include "common/util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+// Each entry moves the schema from version i to i + 1; never edit one that
+// shipped, append a new one.
+static const char *const migrations[] = {
+    "CREATE TABLE checkpoints ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  name TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  info TEXT NOT NULL,"
+    "  tensors TEXT NOT NULL);"
+    "CREATE TABLE datasets ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  name TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  info TEXT NOT NULL);"
+    "CREATE TABLE files ("
+    "  owner TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  bytes INTEGER NOT NULL,"
+    "  PRIMARY KEY (owner, name));"
+    "CREATE INDEX files_sha256 ON files(sha256);"
+    "CREATE TABLE jobs ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  checkpoint_id TEXT NOT NULL,"
+    "  calibration_id TEXT,"
+    "  evaluation_id TEXT,"
+    "  status TEXT NOT NULL CHECK (status IN"
+    "    ('queued','running','succeeded','failed','cancelled')),"
+    "  spec TEXT NOT NULL,"
+    "  idem_key TEXT UNIQUE,"
+    "  body_sha256 TEXT,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL,"
+    "  started_ms INTEGER,"
+    "  finished_ms INTEGER,"
+    "  progress TEXT,"
+    "  result TEXT,"
+    "  error TEXT);"
+    "CREATE INDEX jobs_status ON jobs(status, seq);"
+    "CREATE INDEX jobs_checkpoint ON jobs(checkpoint_id, seq);"
+    "CREATE INDEX jobs_datasets ON jobs(calibration_id, evaluation_id);",
+};
+
+// --- statements
+
+int store_fail(store_conn *c, const char *what)
+{
+    int code = sqlite3_errcode(c->db);
+    SH_ERROR("database error", "op", what, "sqlite", sqlite3_errmsg(c->db));
+    return code == SQLITE_BUSY || code == SQLITE_LOCKED ? SH_EBUSY : SH_EDB;
+}
+
+int store_exec(store_conn *c, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(c->db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        SH_ERROR("database error", "sql", sql, "sqlite", err ? err : "?");
+        sqlite3_free(err);
+        return SH_EDB;
+    }
+    return 0;
+}
+
+sqlite3_stmt *store_prepare(store_conn *c, const char *sql)
+{
+    bool cacheable = true;
+    for (size_t i = 0; i < c->ncache; i++) {
+        if (c->cache[i].sql != sql)
+            continue;
+        if (!sqlite3_stmt_busy(c->cache[i].st))
+            return c->cache[i].st;
+        cacheable = false; // in use further up the stack: a fresh one
+        break;
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(c->db, sql, -1,
+                           cacheable ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+                           NULL) != SQLITE_OK) {
+        store_fail(c, sql);
+        return NULL;
+    }
+    if (cacheable && c->ncache < STORE_STMT_CACHE) {
+        c->cache[c->ncache].sql = sql;
+        c->cache[c->ncache++].st = st;
+    }
+    return st;
+}
+
+void store_done(store_conn *c, sqlite3_stmt *st)
+{
+    if (!st)
+        return;
+    for (size_t i = 0; i < c->ncache; i++) {
+        if (c->cache[i].st == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    }
+    store_done(c, st);
+}
+
+static void conn_close(store_conn *c)
+{
+    for (size_t i = 0; i < c->ncache; i++)
+        sqlite3_finalize(c->cache[i].st);
+    sqlite3_close(c->db);
+    free(c);
+}
+
+int store_begin(store_conn *c) { return store_exec(c, "BEGIN IMMEDIATE"); }
+int store_commit(store_conn *c) { return store_exec(c, "COMMIT"); }
+
+void store_rollback(store_conn *c)
+{
+    if (!sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+const char *store_col_text(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return t ? (const char *)t : "";
+}
+
+json_t *store_col_json(sqlite3_stmt *st, int col)
+{
+    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+        return NULL;
+    return json_loads(store_col_text(st, col), 0, NULL);
+}
+
+json_t *store_time_json(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    char buf[40];
+    sh_time_rfc3339(buf, sizeof buf, ms);
+    return json_string(buf);
+}
+
+// --- connections
+
+static int conn_open(store *s, store_conn **out)
+{
+    store_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return SH_ENOMEM;
+    int flags =
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(s->db_path, &c->db, flags, NULL) != SQLITE_OK) {
+        SH_ERROR("cannot open the database", "path", s->db_path, "sqlite",
+                 c->db ? sqlite3_errmsg(c->db) : "?");
+        sqlite3_close(c->db);
+        free(c);
+        return SH_EDB;
+    }
+    sqlite3_busy_timeout(c->db, 10000);
+    int rc = store_exec(c, "PRAGMA journal_mode=WAL;"
+                           "PRAGMA synchronous=FULL;"
+                           "PRAGMA foreign_keys=ON;");
+    if (rc != 0) {
+        sqlite3_close(c->db);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+store_conn *store_conn_acquire(store *s)
+{
+    pthread_mutex_lock(&s->pool_mu);
+    store_conn *c = s->free_conns;
+    if (c)
+        s->free_conns = c->next;
+    pthread_mutex_unlock(&s->pool_mu);
+    if (c)
+        return c;
+    // Opening can only fail if the data dir went away; keep trying so
+    // callers never see NULL, and say why in the log.
+    while (conn_open(s, &c) != 0)
+        sleep(1);
+    return c;
+}
+
+void store_conn_release(store *s, store_conn *c)
+{
+    if (!c)
+        return;
+    store_rollback(c); // a transaction left open by mistake ends here
+    pthread_mutex_lock(&s->pool_mu);
+    c->next = s->free_conns;
+    s->free_conns = c;
+    pthread_mutex_unlock(&s->pool_mu);
+}
+
+// --- schema
+
+static int migrate(store_conn *c, sh_diag *d)
+{
+    sqlite3_stmt *st = store_prepare(c, "PRAGMA user_version");
+    if (!st || sqlite3_step(st) != SQLITE_ROW) {
+        store_done(c, st);
+        return sh_diag_set(d, SH_EDB, "", "cannot read the schema version");
+    }
+    int version = sqlite3_column_int(st, 0);
+    store_done(c, st);
+    int latest = (int)SH_ARRAY_LEN(migrations);
+    if (version > latest)
+        return sh_diag_set(d, SH_EDB, "",
+                           "the database has schema version %d; this shears "
+                           "knows up to %d (a newer shears wrote it)",
+                           version, latest);
+    for (int v = version; v < latest; v++) {
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA user_version=%d", v + 1);
+        if (store_begin(c) != 0 || store_exec(c, migrations[v]) != 0 ||
+            store_exec(c, bump) != 0 || store_commit(c) != 0) {
+            store_rollback(c);
+            return sh_diag_set(d, SH_EDB, "", "migration to version %d failed",
+                               v + 1);
+        }
+        SH_INFOF("database schema migrated to version %d", v + 1);
+    }
+    return 0;
+}
+
+// --- blobs
+
+int store_blob_path(const store *s, const char *sha, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "%s/%.2s/%s", s->blobs, sha, sha);
+    return n < 0 || (size_t)n >= size ? SH_ETOOBIG : 0;
+}
+
+int store_tmp_dir(store *s, const char *prefix, char *buf, size_t size)
+{
+    if (snprintf(buf, size, "%s/%sXXXXXX", s->tmp, prefix) >= (int)size)
+        return SH_ETOOBIG;
+    return mkdtemp(buf) ? 0 : SH_EIO;
+}
+
+// Moves one file into place (or drops it when the blob exists already).
+static int blob_put(store *s, const store_file *f, sh_diag *d)
+{
+    char path[4096], dir[4096];
+    if (store_blob_path(s, f->sha256, path, sizeof path) != 0)
+        return sh_diag_set(d, SH_ETOOBIG, f->name, "path too long");
+    memcpy(dir, path, sizeof dir);
+    *strrchr(dir, '/') = '\0';
+    if (sh_path_exists(path)) {
+        unlink(f->path);
+        return 0;
+    }
+    if (sh_mkdir_p(dir) != 0 || sh_fsync_path(f->path) != 0 ||
+        rename(f->path, path) != 0 || sh_fsync_path(dir) != 0)
+        return sh_diag_set(d, SH_EIO, f->name, "cannot store %s: %s", f->name,
+                           strerror(errno));
+    return 0;
+}
+
+int store_files_put(store *s, store_conn *c, const char *owner,
+                    const store_file *files, size_t n, sh_diag *d)
+{
+    sqlite3_stmt *st = store_prepare(
+        c, "INSERT INTO files(owner, name, sha256, bytes) VALUES(?,?,?,?)");
+    if (!st)
+        return sh_diag_set(d, SH_EDB, "", "database error");
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if ((rc = blob_put(s, &files[i], d)) != 0)
+            break;
+        sqlite3_bind_text(st, 1, owner, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, files[i].name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, files[i].sha256, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)files[i].bytes);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = sh_diag_set(d, store_fail(c, "insert file"), files[i].name,
+                             "cannot record %s", files[i].name);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    store_done(c, st);
+    return rc;
+}
+
+int store_files_drop(store_conn *c, const char *owner, json_t **shas)
+{
+    json_t *list = json_array();
+    sqlite3_stmt *st =
+        store_prepare(c, "DELETE FROM files WHERE owner = ? RETURNING sha256");
+    if (!st) {
+        json_decref(list);
+        return SH_EDB;
+    }
+    sqlite3_bind_text(st, 1, owner, -1, SQLITE_STATIC);
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(list, json_string(store_col_text(st, 0)));
+    store_done(c, st);
+    if (r != SQLITE_DONE) {
+        json_decref(list);
+        return store_fail(c, "delete files");
+    }
+    *shas = list;
+    return 0;
+}
+
+void store_blobs_sweep(store *s, store_conn *c, const json_t *shas)
+{
+    sqlite3_stmt *st =
+        store_prepare(c, "SELECT 1 FROM files WHERE sha256 = ? LIMIT 1");
+    if (!st)
+        return;
+    pthread_mutex_lock(&s->blob_mu);
+    size_t i;
+    json_t *v;
+    json_array_foreach (shas, i, v) {
+        sqlite3_bind_text(st, 1, json_string_value(v), -1, SQLITE_STATIC);
+        bool used = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_reset(st);
+        char path[4096];
+        if (!used &&
+            store_blob_path(s, json_string_value(v), path, sizeof path) == 0)
+            unlink(path);
+    }
+    pthread_mutex_unlock(&s->blob_mu);
+    store_done(c, st);
+}
+
+// Start-up: empties tmp/ and removes blobs no row points at (a crash
+// between a blob's rename and its rows' commit, or after a delete's commit).
+static void sweep_all(store *s, store_conn *c)
+{
+    sh_rm_rf(s->tmp);
+    sh_mkdir_p(s->tmp);
+    sqlite3_stmt *st =
+        store_prepare(c, "SELECT 1 FROM files WHERE sha256 = ? LIMIT 1");
+    DIR *top = st ? opendir(s->blobs) : NULL;
+    struct dirent *e;
+    int removed = 0;
+    while (top && (e = readdir(top))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sub[4096];
+        if (sh_path_join(sub, sizeof sub, s->blobs, e->d_name) != 0)
+            continue;
+        DIR *dir = opendir(sub);
+        struct dirent *f;
+        while (dir && (f = readdir(dir))) {
+            if (f->d_name[0] == '.')
+                continue;
+            sqlite3_bind_text(st, 1, f->d_name, -1, SQLITE_TRANSIENT);
+            bool used = sqlite3_step(st) == SQLITE_ROW;
+            sqlite3_reset(st);
+            char path[4096];
+            if (!used && sh_path_join(path, sizeof path, sub, f->d_name) == 0 &&
+                unlink(path) == 0)
+                removed++;
+        }
+        if (dir)
+            closedir(dir);
+    }
+    if (top)
+        closedir(top);
+    store_done(c, st);
+    if (removed) {
+        char n[32];
+        SH_INFO("removed unreferenced blobs", "count", sh_log_num(n, removed));
+    }
+}
+
+// --- the store
+
+int store_open(store **out, const char *data_dir, sh_diag *d)
+{
+    store *s = calloc(1, sizeof *s);
+    if (!s || !(s->dir = strdup(data_dir))) {
+        free(s);
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    }
+    pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_mutex_init(&s->blob_mu, NULL);
+    int rc = 0;
+    if (sh_path_join(s->db_path, sizeof s->db_path, data_dir, "shears.db") ||
+        sh_path_join(s->blobs, sizeof s->blobs, data_dir, "blobs") ||
+        sh_path_join(s->tmp, sizeof s->tmp, data_dir, "tmp")) {
+        rc = sh_diag_set(d, SH_ETOOBIG, "", "data dir path too long");
+        goto fail;
+    }
+    if (sh_mkdir_p(s->blobs) != 0 || sh_mkdir_p(s->tmp) != 0) {
+        rc = sh_diag_set(d, SH_EIO, "", "cannot create %s: %s", data_dir,
+                         strerror(errno));
+        goto fail;
+    }
+    store_conn *c = NULL;
+    if ((rc = conn_open(s, &c)) != 0) {
+        sh_diag_set(d, rc, "", "cannot open %s", s->db_path);
+        goto fail;
+    }
+    rc = migrate(c, d);
+    if (rc == 0)
+        sweep_all(s, c);
+    store_conn_release(s, c);
+    if (rc != 0)
+        goto fail;
+    *out = s;
+    return 0;
+fail:
+    store_close(s);
+    return rc;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    store_conn *c = s->free_conns;
+    while (c) {
+        store_conn *next = c->next;
+        conn_close(c);
+        c = next;
+    }
+    pthread_mutex_destroy(&s->pool_mu);
+    pthread_mutex_destroy(&s->blob_mu);
+    free(s->dir);
+    free(s);
+}
+
+const char *store_data_dir(const store *s) { return s->dir; }
+
+bool store_ready(store *s)
+{
+    store_conn *c = store_conn_acquire(s);
+    sqlite3_stmt *st = store_prepare(c, "SELECT count(*) FROM jobs");
+    bool ok = st && sqlite3_step(st) == SQLITE_ROW;
+    store_done(c, st);
+    store_conn_release(s, c);
+    return ok && access(s->tmp, W_OK) == 0;
+}

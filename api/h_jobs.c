@@ -5,6 +5,7 @@
 #include "common/util.h"
 #include "engine/dataset.h"
 #include "engine/model.h"
+#include "engine/net.h"
 #include "engine/spec.h"
 
 #include <stdio.h>
@@ -43,18 +44,25 @@ static int open_checkpoint(api_request *r, store_conn *c, const char *id,
     return rc;
 }
 
-// A dataset the spec names must exist.
+// A dataset the spec names must exist and be of the kind the model eats.
 static int check_dataset(store_conn *c, const char *id, const char *field,
-                         sh_diag *d)
+                         const char *arch, sh_diag *d)
 {
     json_t *ds = NULL;
     int rc = store_dataset_get(c, id, &ds);
-    json_decref(ds);
     if (rc == SH_ENOTFOUND)
         return sh_diag_set(d, SH_ESPEC, field,
                            "%s: dataset %s does not exist (upload it to "
                            "/v1/datasets first)",
                            field, id);
+    const char *kind = json_string_value(json_object_get(ds, "kind"));
+    const char *want = eng_dataset_kind_name(eng_net_kind_for(arch));
+    if (rc == 0 && eng_net_runs(arch) && kind && strcmp(kind, want) != 0)
+        rc = sh_diag_set(d, SH_ESPEC, field,
+                         "%s: dataset %s holds \"%s\"; a %s model needs "
+                         "\"%s\"",
+                         field, id, kind, arch, want);
+    json_decref(ds);
     return rc;
 }
 
@@ -69,22 +77,14 @@ static int check_spec(api_request *r, const eng_spec *spec, sh_diag *d)
     eng_model *m = NULL;
     int rc = open_checkpoint(r, c, spec->checkpoint, &m, d);
     if (rc == 0 && spec->calib_dataset)
-        rc = check_dataset(c, spec->calib_dataset, "calibration.dataset", d);
+        rc = check_dataset(c, spec->calib_dataset, "calibration.dataset",
+                           eng_model_arch(m), d);
     if (rc == 0 && spec->eval_dataset)
-        rc = check_dataset(c, spec->eval_dataset, "evaluation.dataset", d);
+        rc = check_dataset(c, spec->eval_dataset, "evaluation.dataset",
+                           eng_model_arch(m), d);
     store_conn_release(r->srv->s, c);
-    if (rc == 0) {
-        size_t n = eng_model_tensor_count(m);
-        const eng_tensor_info **ts = malloc((n ? n : 1) * sizeof *ts);
-        if (!ts) {
-            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-        } else {
-            for (size_t i = 0; i < n; i++)
-                ts[i] = eng_model_tensor(m, i);
-            rc = eng_spec_check(spec, ts, n, eng_model_arch(m), d);
-            free(ts);
-        }
-    }
+    if (rc == 0)
+        rc = eng_spec_check_model(spec, m, d);
     eng_model_close(m);
     return rc;
 }

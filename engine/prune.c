@@ -4,7 +4,9 @@
 // on a helper thread meanwhile (reader.c).
 #include "engine/engine_int.h"
 
+#include "engine/dataset.h"
 #include "engine/kernels.h"
+#include "engine/net.h"
 
 #include "common/util.h"
 #include "common/version.h"
@@ -357,6 +359,33 @@ static int prune_streaming(const eng_model *m, const eng_spec *s,
     return rc;
 }
 
+// The metric of a model on the evaluation set (dense: the input model;
+// pruned: the written folder, so what is measured is what is shipped).
+static int measure(const eng_model *m, const char *path, const eng_hooks *h,
+                   eng_metric *out, sh_diag *d)
+{
+    eng_net *net = NULL;
+    eng_dataset ds = {0};
+    int rc = eng_net_open(&net, m, d);
+    if (rc == 0 &&
+        (rc = eng_dataset_load(&ds, path, 0, eng_net_vocab(net),
+                               eng_net_classes(net), d)) == 0 &&
+        (rc = eng_net_check_dataset(net, &ds.info, d)) == 0)
+        rc = eng_net_evaluate(net, &ds, h, out, d);
+    else if (rc != 0 && rc != SH_ECANCELED)
+        sh_diag_prefix(d, "evaluation");
+    eng_dataset_deinit(&ds);
+    eng_net_close(net);
+    return rc;
+}
+
+static void phase(const eng_hooks *h, const char *name, double fraction)
+{
+    eng_progress p = {
+        .phase = name, .step = 1, .steps = 1, .fraction = fraction};
+    eng_hooks_progress(h, &p);
+}
+
 int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
               const eng_hooks *h, eng_report *r, sh_diag *d)
 {
@@ -365,6 +394,8 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     const eng_tensor_info **ts = malloc((nt ? nt : 1) * sizeof *ts);
     eng_plan *plans = malloc((nt ? nt : 1) * sizeof *plans);
     eng_out *w = NULL;
+    eng_model *pruned = NULL;
+    eng_metric dense, after;
     int rc = 0;
     if (!ts || !plans) {
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
@@ -374,22 +405,42 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
         ts[i] = eng_model_tensor(m, i);
         eng_spec_plan(s, ts[i], &plans[i]);
     }
-    if ((rc = eng_spec_check(s, ts, nt, eng_model_arch(m), d)) != 0)
+    if ((rc = eng_spec_check_model(s, m, d)) != 0)
         goto out;
+    if (o->evaluation_path) {
+        phase(h, "evaluating dense", 0.0);
+        if ((rc = measure(m, o->evaluation_path, h, &dense, d)) != 0)
+            goto out;
+    }
     if ((rc = eng_out_open(&w, m, o, d)) != 0)
         goto out;
-    if (eng_methods[s->method].needs_calibration)
+    // Calibration data means the sequential pipeline, for every method:
+    // the reconstruction errors need the layers' inputs.
+    if (eng_methods[s->method].needs_calibration || o->calibration_path)
         rc = eng_prune_calibrated(m, s, o, h, w, r, d);
     else
         rc = prune_streaming(m, s, o, h, w, r, plans, d);
-    if (rc == SH_ECANCELED)
-        sh_diag_set(d, rc, "", "cancelled");
     if (rc == 0)
         rc = eng_out_finish(w, d);
+    if (rc == 0 && o->evaluation_path) {
+        phase(h, "evaluating pruned", 0.9);
+        rc = eng_model_open(&pruned, o->out_dir, d);
+        if (rc == 0)
+            rc = measure(pruned, o->evaluation_path, h, &after, d);
+        if (rc == 0) {
+            r->has_metric = true;
+            r->metric_name = dense.name;
+            r->metric_dense = dense.value;
+            r->metric_pruned = after.value;
+        }
+    }
+    if (rc == SH_ECANCELED)
+        sh_diag_set(d, rc, "", "cancelled");
     r->seconds = sh_time_mono() - t0;
     if (rc == 0)
         rc = eng_manifest_write(m, s, r, o, d);
 out:
+    eng_model_close(pruned);
     eng_out_destroy(w);
     free(ts);
     free(plans);

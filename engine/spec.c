@@ -2,6 +2,8 @@
 #include "engine/spec.h"
 
 #include "common/util.h"
+#include "engine/model.h"
+#include "engine/net.h"
 
 #include <assert.h>
 #include <math.h>
@@ -32,7 +34,7 @@ static_assert(SH_ARRAY_LEN(norm_names) == ENG_NORM_COUNT, "norm names");
 const char *eng_scope_name(eng_scope s) { return scope_names[s]; }
 const char *eng_norm_name(eng_norm n) { return norm_names[n]; }
 
-#define DEFAULT_SAMPLES 128
+#define DEFAULT_SAMPLES 0 // all rows of the calibration set
 #define MAX_SAMPLES 1000000
 #define MAX_REGEXES 256
 
@@ -303,7 +305,7 @@ static int parse_calibration(eng_spec *s, const json_t *v, sh_diag *d)
         return bad(d, "calibration.dataset", "calibration.dataset is required");
     json_t *n = json_object_get(v, "samples");
     s->calib_samples = DEFAULT_SAMPLES;
-    if (n) {
+    if (n && !json_is_null(n)) {
         if (!json_is_integer(n) || json_integer_value(n) < 1 ||
             json_integer_value(n) > MAX_SAMPLES)
             return bad(d, "calibration.samples",
@@ -586,11 +588,15 @@ json_t *eng_spec_to_json(const eng_spec *s)
     }
     json_object_set_new(j, "overrides", ov);
     json_object_set_new(j, "seed", json_integer((json_int_t)s->seed));
-    json_object_set_new(
-        j, "calibration",
-        s->calib_dataset ? json_pack("{s:s, s:I}", "dataset", s->calib_dataset,
-                                     "samples", (json_int_t)s->calib_samples)
-                         : json_null());
+    json_t *cal = json_null();
+    if (s->calib_dataset) {
+        cal = json_pack("{s:s}", "dataset", s->calib_dataset);
+        json_object_set_new(cal, "samples",
+                            s->calib_samples > 0
+                                ? json_integer((json_int_t)s->calib_samples)
+                                : json_null()); // null: every row
+    }
+    json_object_set_new(j, "calibration", cal);
     json_object_set_new(j, "evaluation",
                         s->eval_dataset
                             ? json_pack("{s:s}", "dataset", s->eval_dataset)
@@ -673,7 +679,7 @@ void eng_tensor_rows_cols(const eng_tensor_info *t, uint64_t *rows,
 }
 
 int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
-                   size_t n, const char *arch, sh_diag *d)
+                   size_t n, const char *arch, bool runs, sh_diag *d)
 {
     size_t targets = 0;
     for (size_t i = 0; i < n; i++) {
@@ -701,6 +707,48 @@ int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
                    "no tensor of the model is a target: check targets and "
                    "ignore (the default targets are float .weight tensors "
                    "of 2+ dimensions, not embeddings, norms or lm_head)");
-    (void)arch;
+    // Calibration and evaluation run the model forward.
+    if (eng_methods[s->method].needs_calibration && !runs)
+        return bad(d, "method",
+                   "method %s runs the model on calibration data; the "
+                   "engine cannot run this model (architecture \"%s\"; it "
+                   "runs mlp and the Llama family: llama, mistral, qwen2, "
+                   "with their config.json)",
+                   eng_methods[s->method].name, arch);
+    if (s->calib_dataset && !runs)
+        return bad(d, "calibration",
+                   "calibration data needs a model the engine can run; "
+                   "\"%s\" is not one",
+                   arch);
+    if (s->eval_dataset && !runs)
+        return bad(d, "evaluation",
+                   "evaluation needs a model the engine can run; \"%s\" "
+                   "is not one",
+                   arch);
+    if (s->method == ENG_METHOD_SPARSEGPT) {
+        for (size_t i = 0; i < n; i++) {
+            eng_plan p;
+            eng_spec_plan(s, tensors[i], &p);
+            if (p.target && p.pattern.kind == ENG_PATTERN_ROWS)
+                return bad(d, "pattern",
+                           "sparsegpt prunes unstructured or N:M; for whole "
+                           "rows use magnitude, random or wanda");
+        }
+    }
     return 0;
+}
+
+int eng_spec_check_model(const eng_spec *s, const eng_model *m, sh_diag *d)
+{
+    size_t n = eng_model_tensor_count(m);
+    const eng_tensor_info **ts = malloc((n ? n : 1) * sizeof *ts);
+    if (!ts)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (size_t i = 0; i < n; i++)
+        ts[i] = eng_model_tensor(m, i);
+    const char *arch = eng_model_arch(m);
+    int rc = eng_spec_check(s, ts, n, arch,
+                            eng_model_config(m) && eng_net_runs(arch), d);
+    free(ts);
+    return rc;
 }

@@ -10,7 +10,7 @@
 //    "ignore": ["regex"],               removes from the set
 //    "overrides": [{"match": "regex", "sparsity": 0.3, "pattern": "2:4"}],
 //    "seed": 1234,                      drawn at random when absent
-//    "calibration": {"dataset": "...", "samples": 128},
+//    "calibration": {"dataset": "...", "samples": null},  null: all rows
 //    "evaluation": {"dataset": "..."},
 //    "sparsegpt": {"blocksize": 128, "damp": 0.01},
 //    "output": {"format": "dense"}}
@@ -125,10 +125,17 @@ void eng_spec_deinit(eng_spec *s);
 json_t *eng_spec_to_json(const eng_spec *s);
 
 // Checks the spec against a model's tensors: some target exists, N:M
-// divides every target's input dimension, the method can run on the
-// architecture. d->field names the spec field, the message the tensor.
+// divides every target's input dimension, what runs the model forward
+// (calibrated methods, calibration, evaluation) has a model the engine can
+// run (`runnable`: a known architecture with its config.json). d->field
+// names the spec field, the message the tensor.
 int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
-                   size_t n, const char *arch, sh_diag *d);
+                   size_t n, const char *arch, bool runnable, sh_diag *d);
+
+// The same against an open model.
+struct eng_model;
+int eng_spec_check_model(const eng_spec *s, const struct eng_model *m,
+                         sh_diag *d);
 
 // Decides whether tensor t is a target and at what sparsity and pattern.
 void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out);

@@ -7,3 +7,5 @@ work="$build/bench-data"
 mkdir -p "$work"
 "$build/bench/bench_prune" "$build/shears" "$work" "${BENCH_RUNS:-5}"
 scripts/bench_service.sh "$build/shears" "$work" "$work/model-bf16/model.safetensors" "${BENCH_RUNS:-5}"
+BENCH_FIXTURES=${BENCH_FIXTURES:-tests/fixtures}
+"$build/bench/bench_methods" "$build/shears" "$BENCH_FIXTURES" "${BENCH_RUNS_METHODS:-3}"

@@ -38,7 +38,7 @@ static const char usage_text[] =
     "  --seed N            seed for random (default: drawn and recorded)\n"
     "  --calibration FILE  calibration dataset (safetensors) for wanda, "
     "sparsegpt\n"
-    "  --samples N         calibration rows to use (default 128)\n"
+    "  --samples N         calibration rows to use (default: all)\n"
     "  --evaluation FILE   evaluation dataset: report the metric before and "
     "after\n"
     "  --spec FILE.json    a job spec; flags override its fields\n"
@@ -381,6 +381,8 @@ int svc_cmd_prune(int argc, char **argv)
         pthread_create(&hj.thread, NULL, hash_files, &hj) == 0)
         hj.started = true;
 
+    if (a.threads > 0)
+        eng_set_threads(a.threads);
     svc_catch_interrupts();
     svc_progress prog;
     svc_progress_init(&prog, a.quiet);

@@ -201,3 +201,91 @@ void th_randn(float *buf, size_t n, uint64_t seed)
         buf[i] = (float)(sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]));
     }
 }
+
+void th_write_llama(const char *dir, int hidden, int inter, int layers,
+                    int heads, int vocab)
+{
+    char *cfg = th_path(dir, "config.json");
+    char text[1024];
+    int n = snprintf(text, sizeof text,
+                     "{\"model_type\":\"llama\",\"architectures\":"
+                     "[\"LlamaForCausalLM\"],\"hidden_size\":%d,"
+                     "\"intermediate_size\":%d,\"num_hidden_layers\":%d,"
+                     "\"num_attention_heads\":%d,\"num_key_value_heads\":%d,"
+                     "\"vocab_size\":%d,\"rms_norm_eps\":1e-5,"
+                     "\"rope_theta\":10000.0,\"hidden_act\":\"silu\","
+                     "\"tie_word_embeddings\":false}",
+                     hidden, inter, layers, heads, heads, vocab);
+    th_write_file(cfg, text, (size_t)n);
+    free(cfg);
+    // Tensors: names and shapes, then random data scaled by 1/sqrt(in).
+    enum { MAXT = 512 };
+    static char names[MAXT][96];
+    th_tensor ts[MAXT];
+    float *data[MAXT];
+    size_t nt = 0;
+#define T2(nm, a, b)                                                           \
+    do {                                                                       \
+        snprintf(names[nt], sizeof names[nt], "%s", nm);                       \
+        ts[nt] = (th_tensor){names[nt], "F32", 2, {a, b}, NULL};               \
+        data[nt] = malloc((size_t)(a) * (size_t)(b) * sizeof(float));          \
+        th_randn(data[nt], (size_t)(a) * (size_t)(b), nt + 1);                 \
+        for (size_t k_ = 0; k_ < (size_t)(a) * (size_t)(b); k_++)              \
+            data[nt][k_] /= sqrtf((float)(b));                                 \
+        ts[nt].data = data[nt];                                                \
+        nt++;                                                                  \
+    } while (0)
+#define T1(nm, a)                                                              \
+    do {                                                                       \
+        snprintf(names[nt], sizeof names[nt], "%s", nm);                       \
+        ts[nt] = (th_tensor){names[nt], "F32", 1, {a}, NULL};                  \
+        data[nt] = malloc((size_t)(a) * sizeof(float));                        \
+        for (int k_ = 0; k_ < (a); k_++)                                       \
+            data[nt][k_] = 1.0f;                                               \
+        ts[nt].data = data[nt];                                                \
+        nt++;                                                                  \
+    } while (0)
+    T2("model.embed_tokens.weight", vocab, hidden);
+    T2("lm_head.weight", vocab, hidden);
+    T1("model.norm.weight", hidden);
+    char nm[96];
+    const char *att[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+    for (int l = 0; l < layers; l++) {
+        for (int p = 0; p < 4; p++) {
+            snprintf(nm, sizeof nm, "model.layers.%d.self_attn.%s.weight", l,
+                     att[p]);
+            T2(nm, hidden, hidden);
+        }
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.gate_proj.weight", l);
+        T2(nm, inter, hidden);
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.up_proj.weight", l);
+        T2(nm, inter, hidden);
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.down_proj.weight", l);
+        T2(nm, hidden, inter);
+        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l);
+        T1(nm, hidden);
+        snprintf(nm, sizeof nm,
+                 "model.layers.%d.post_attention_layernorm.weight", l);
+        T1(nm, hidden);
+    }
+#undef T1
+#undef T2
+    char *w = th_path(dir, "model.safetensors");
+    th_write_st(w, ts, nt, "{\"format\":\"pt\"}");
+    free(w);
+    for (size_t i = 0; i < nt; i++)
+        free(data[i]);
+}
+
+void th_write_tokens(const char *path, int rows, int seqlen, int vocab)
+{
+    int32_t *ids = malloc((size_t)rows * (size_t)seqlen * sizeof *ids);
+    uint64_t x = 0x853c49e6748fea9bull;
+    for (int i = 0; i < rows * seqlen; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((x >> 33) % (uint64_t)vocab);
+    }
+    th_tensor t = {"tokens", "I32", 2, {rows, seqlen}, ids};
+    th_write_st(path, &t, 1, NULL);
+    free(ids);
+}

@@ -16,6 +16,8 @@ Suite *suite_safetensors(void);
 Suite *suite_spec(void);
 Suite *suite_mask(void);
 Suite *suite_prune(void);
+Suite *suite_net(void);
+Suite *suite_methods(void);
 Suite *suite_cli(void);
 Suite *suite_api(void);
 Suite *suite_durability(void);
@@ -58,6 +60,14 @@ char *th_fixture(const char *rel);
 // Runs the shears binary (SHEARS_BIN, default build/shears) with args;
 // captures stdout and stderr (caller frees) and returns the exit status.
 int th_run(char **out, char **err, const char *const *args);
+
+// A Llama-family model folder with random weights (config.json and
+// model.safetensors): hidden, inter, layers, heads (= kv heads), vocab.
+void th_write_llama(const char *dir, int hidden, int inter, int layers,
+                    int heads, int vocab);
+
+// A token dataset "tokens" I32 [rows, seqlen] of random ids < vocab.
+void th_write_tokens(const char *path, int rows, int seqlen, int vocab);
 
 // Fills buf with n floats from a seeded generator, roughly N(0, 1).
 void th_randn(float *buf, size_t n, uint64_t seed);

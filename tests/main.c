@@ -24,6 +24,8 @@ static const suite_entry suites[] = {
     {"spec", suite_spec, false},
     {"mask", suite_mask, false},
     {"prune", suite_prune, false},
+    {"net", suite_net, false},
+    {"methods", suite_methods, true},
     {"cli", suite_cli, true},
     {"api", suite_api, true},
     {"durability", suite_durability, true},

@@ -869,6 +869,144 @@ START_TEST(test_routes_match_openapi)
 }
 END_TEST
 
+// Calibrated methods through the service: SparseGPT with calibration and
+// evaluation datasets; the result carries the metric, reconstruction
+// errors and the dampening used; datasets of the wrong kind and models the
+// engine cannot run are refused at submission.
+START_TEST(test_calibrated_job)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *folder = fixture_file("llama-kjv");
+    char *file = fixture_file("llama-kjv/model.safetensors");
+    char *calf = fixture_file("llama-kjv-data/calibration.safetensors");
+    char *evf = fixture_file("llama-kjv-data/evaluation.safetensors");
+    char *mlpf = fixture_file("mlp-fmnist-data/calibration.safetensors");
+    char *ck = th_upload_checkpoint(&s, folder);
+    char *bare = th_upload_checkpoint(&s, file); // no config.json
+    char *cal = th_upload_dataset(&s, calf);
+    char *ev = th_upload_dataset(&s, evf);
+    char *inputs = th_upload_dataset(&s, mlpf);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\","
+             "\"pattern\":\"2:4\",\"calibration\":{\"dataset\":\"%s\"},"
+             "\"evaluation\":{\"dataset\":\"%s\"}}",
+             ck, cal, ev);
+    th_resp r;
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    ck_assert(json_is_null(json_object_get(
+        json_object_get(json_object_get(r.json, "spec"), "calibration"),
+        "samples")));
+    char id[64];
+    snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    json_t *job = th_job_wait(&s, id, 120);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
+                  json_dumps(json_object_get(job, "error"), 0));
+    json_t *res = json_object_get(job, "result");
+    json_t *metric = json_object_get(res, "metric");
+    ck_assert_str_eq(jstr(metric, "name"), "perplexity");
+    ck_assert_double_eq_tol(json_number_value(json_object_get(metric, "dense")),
+                            3.4410, 0.001);
+    ck_assert(json_number_value(json_object_get(metric, "pruned")) <
+              3.6075 * 1.02);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(res, "calibration"), "samples")),
+                     128);
+    json_t *l0 = json_array_get(json_object_get(res, "layers"), 0);
+    ck_assert(json_is_number(json_object_get(l0, "recon_error")));
+    ck_assert(json_is_number(json_object_get(l0, "damping")));
+    json_decref(job);
+
+    struct {
+        const char *fmt;
+        const char *a, *b;
+        const char *field, *words;
+    } bad[] = {
+        {"{\"checkpoint\":\"%s\",\"method\":\"wanda\",\"calibration\":"
+         "{\"dataset\":\"%s\"}}",
+         ck, inputs, "calibration.dataset", "needs \"tokens\""},
+        {"{\"checkpoint\":\"%s\",\"method\":\"wanda\",\"calibration\":"
+         "{\"dataset\":\"%s\"}}",
+         bare, cal, "method", "cannot run"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"evaluation\":"
+         "{\"dataset\":\"%s\"}}",
+         bare, ev, "evaluation", "can run"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\",\"pattern\":"
+         "\"rows\",\"calibration\":{\"dataset\":\"%s\"}}",
+         ck, cal, "pattern", "sparsegpt prunes"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, bad[i].fmt, bad[i].a, bad[i].b);
+        th_post_json(&s, "/v1/jobs", body, &r);
+        expect_problem(&r, 422, bad[i].field, bad[i].words);
+        th_resp_free(&r);
+    }
+    free(ck);
+    free(bare);
+    free(cal);
+    free(ev);
+    free(inputs);
+    free(folder);
+    free(file);
+    free(calf);
+    free(evf);
+    free(mlpf);
+    ck_assert_int_eq(th_server_stop(&s), 0);
+    th_server_free(&s);
+}
+END_TEST
+
+// Cancel reaches inside a long SparseGPT run: it stops within a second or
+// two, and shows the phase while it runs.
+START_TEST(test_cancel_inside_sparsegpt)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *dir = th_path(s.dir, "model");
+    sh_mkdir_p(dir);
+    th_write_llama(dir, 256, 1024, 6, 4, 256);
+    char *calf = th_path(s.dir, "calib.safetensors");
+    th_write_tokens(calf, 128, 128, 256);
+    char *ck = th_upload_checkpoint(&s, dir);
+    char *cal = th_upload_dataset(&s, calf);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\","
+             "\"calibration\":{\"dataset\":\"%s\"}}",
+             ck, cal);
+    th_resp r;
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    char id[64], path[128];
+    snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    ck_assert_msg(th_job_wait_running(&s, id, 0.3, 120),
+                  "the job never got a third of the way");
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    th_get(&s, path, &r);
+    json_t *p = json_object_get(r.json, "progress");
+    ck_assert_str_eq(jstr(p, "phase"), "pruning");
+    ck_assert_int_eq(json_integer_value(json_object_get(p, "steps")), 6);
+    th_resp_free(&r);
+    double t0 = sh_time_mono();
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", id);
+    ck_assert_int_eq(th_http(&s, "POST", path, NULL, NULL, 0, true, &r), 202);
+    th_resp_free(&r);
+    json_t *job = th_job_wait(&s, id, 30);
+    ck_assert_str_eq(jstr(job, "status"), "cancelled");
+    double took = sh_time_mono() - t0;
+    ck_assert_msg(took < 2.5, "cancel took %.2f s", took);
+    json_decref(job);
+    free(dir);
+    free(calf);
+    free(ck);
+    free(cal);
+    ck_assert_int_eq(th_server_stop(&s), 0);
+    th_server_free(&s);
+}
+END_TEST
+
 // Live responses match openapi.yaml: a node script (tools/) validates the
 // bodies of every kind of response against the document's schemas.
 START_TEST(test_responses_match_openapi)
@@ -918,6 +1056,8 @@ Suite *suite_api(void)
     tcase_add_test(ok, test_cancel_and_conflicts);
     tcase_add_test(ok, test_routes_match_openapi);
     tcase_add_test(ok, test_responses_match_openapi);
+    tcase_add_test(ok, test_calibrated_job);
+    tcase_add_test(ok, test_cancel_inside_sparsegpt);
     suite_add_tcase(s, ok);
     TCase *bad = tcase_create("bad-input");
     tcase_set_timeout(bad, 120);

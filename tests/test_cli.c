@@ -240,6 +240,61 @@ START_TEST(test_failed_run_leaves_nothing)
 }
 END_TEST
 
+// `shears eval` and a calibrated prune with evaluation, through the CLI.
+START_TEST(test_eval_and_calibrated_prune)
+{
+    char *model = th_fixture("llama-kjv");
+    char *bare = th_fixture("llama-kjv/model.safetensors");
+    char *ev = th_fixture("llama-kjv-data/evaluation.safetensors");
+    char *cal = th_fixture("llama-kjv-data/calibration.safetensors");
+    char *o = NULL, *e = NULL;
+    const char *a1[] = {"eval", "--model", model, "--evaluation", ev, NULL};
+    ck_assert_int_eq(th_run(&o, &e, a1), 0);
+    ck_assert_ptr_nonnull(strstr(o, "perplexity 3.4410"));
+    free(o);
+    free(e);
+    const char *a2[] = {"eval", "--model", bare, "--evaluation", ev, NULL};
+    ck_assert_int_eq(th_run(NULL, &e, a2), 1);
+    one_error_line(e, "config.json");
+    free(e);
+    const char *a3[] = {"eval", "--model", model, NULL};
+    ck_assert_int_eq(th_run(NULL, &e, a3), 2);
+    one_error_line(e, "usage");
+    free(e);
+    char *dir = th_tmpdir();
+    char *out = th_path(dir, "o"), *rep = th_path(dir, "r.json");
+    const char *a4[] = {"prune", "--model",  model,   "--out",
+                        out,     "--method", "wanda", NULL};
+    ck_assert_int_eq(th_run(NULL, &e, a4), 2);
+    one_error_line(e, "spec field calibration");
+    free(e);
+    const char *a5[] = {
+        "prune",     "--model",   model, "--out",         out, "--method",
+        "sparsegpt", "--pattern", "4:8", "--calibration", cal, "--evaluation",
+        ev,          "--report",  rep,   "--quiet",       NULL};
+    ck_assert_int_eq(th_run(&o, &e, a5), 0);
+    ck_assert_ptr_nonnull(strstr(o, "perplexity: dense 3.4410"));
+    json_t *r = json_load_file(rep, 0, NULL);
+    json_t *metric = json_object_get(r, "metric");
+    ck_assert(json_number_value(json_object_get(metric, "pruned")) <
+              3.5514 * 1.02);
+    json_t *l = json_array_get(json_object_get(r, "layers"), 0);
+    ck_assert(json_number_value(json_object_get(l, "recon_error")) > 0);
+    ck_assert(json_number_value(json_object_get(l, "recon_error")) < 1);
+    json_decref(r);
+    free(o);
+    free(e);
+    th_rmtree(dir);
+    free(out);
+    free(rep);
+    free(dir);
+    free(model);
+    free(bare);
+    free(ev);
+    free(cal);
+}
+END_TEST
+
 Suite *suite_cli(void)
 {
     Suite *s = suite_create("cli");
@@ -249,6 +304,7 @@ Suite *suite_cli(void)
     tcase_add_test(tc, test_spec_file_and_flags);
     tcase_add_test(tc, test_errors_and_codes);
     tcase_add_test(tc, test_failed_run_leaves_nothing);
+    tcase_add_test(tc, test_eval_and_calibrated_prune);
     suite_add_tcase(s, tc);
     return s;
 }

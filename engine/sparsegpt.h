@@ -1,0 +1,43 @@
+// sparsegpt.h: SparseGPT (Frantar & Alistarh 2023) on one linear layer.
+//
+// Given W (rows, cols) and H = sum of x x^T over the layer's calibration
+// inputs (cols, cols), as the reference implementation computes it:
+//
+//   dead inputs (H_jj = 0): H_jj = 1, W[:, j] = 0
+//   H += damp * mean(diag H) * I
+//   U = chol(H^-1) upper                   (LAPACK spotrf / spotri)
+//   for each block of `blocksize` columns:
+//     mask: per block, the lowest w^2 / U_jj^2 (unstructured: exactly
+//           the block's share of round(s * numel); N:M: the M-N lowest of
+//           each group of M, chosen when the group starts)
+//     column by column: q = w masked, err = (w - q) / U_jj,
+//           W1[:, j:] -= err U[j, j:]   (OBS update inside the block)
+//     W[:, later] -= Err1 U[block, later] (lazy, BLAS-3)
+//
+// H's scale does not matter (the reference's 2/n cancels). If the
+// Cholesky factorisation fails, the dampening is tried ten times larger,
+// up to three times; the one used is reported.
+#ifndef ENG_SPARSEGPT_H
+#define ENG_SPARSEGPT_H
+
+#include "common/err.h"
+#include "engine/hooks.h"
+
+#include <stdint.h>
+
+typedef struct eng_sgpt_opts {
+    double sparsity; // unstructured, when m == 0
+    int n, m;        // N:M: keep n of every m
+    int blocksize;
+    double damp; // relative to the mean of diag(H)
+} eng_sgpt_opts;
+
+// Prunes W in place and updates the kept weights. h (cols, cols), full
+// symmetric, is consumed (overwritten). *damp_used gets the dampening that
+// worked. Returns 0, SH_ENUMERIC (non-finite input, or no dampening made
+// H positive definite), SH_ECANCELED or SH_ENOMEM.
+int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
+                  const eng_sgpt_opts *o, double *damp_used,
+                  const eng_hooks *hooks, sh_diag *d);
+
+#endif

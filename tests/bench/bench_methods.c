@@ -1,0 +1,223 @@
+// bench_methods.c: the calibrated methods on single layers and on the
+// fixture model, against sgemm measured in the same run.
+//
+//   bench_methods SHEARS_BIN FIXTURES [RUNS]
+//
+// Per layer (16384 calibration tokens): SparseGPT (the Hessian X^T X, its
+// inverse's Cholesky factor, the blocked OBS updates) and Wanda (column
+// norms, per-row selection). Effective GFLOP/s counts the work the
+// algorithm must do:
+//   SparseGPT: tokens*cols^2 (H) + 4/3 cols^3 (factorisations)
+//              + rows*cols^2 (lazy updates) + rows*cols*128 (in-block)
+//   Wanda:     2*tokens*cols (norms) + rows*cols*log2(cols) (selection)
+// and is given as a ratio to sgemm's GFLOP/s on a 2048^3 product. Then the
+// whole fixture Llama is pruned by each method through the CLI.
+#include "common/util.h"
+#include "engine/linalg.h"
+#include "engine/mask.h"
+#include "engine/sparsegpt.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static float randn(void)
+{
+    double u[2];
+    for (int k = 0; k < 2; k++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        u[k] = ((rng >> 11) + 0.5) / 9007199254740992.0;
+    }
+    return (float)(sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]));
+}
+
+static int by_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, by_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static double sgemm_gflops(int runs)
+{
+    enum { N = 2048 };
+    float *a = malloc((size_t)N * N * sizeof *a),
+          *b = malloc((size_t)N * N * sizeof *b);
+    float *c = calloc((size_t)N * N, sizeof *c);
+    for (size_t i = 0; i < (size_t)N * N; i++)
+        a[i] = randn(), b[i] = randn();
+    double t[16];
+    for (int r = 0; r < runs; r++) {
+        double t0 = sh_time_mono();
+        eng_gemm(false, false, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
+        t[r] = sh_time_mono() - t0;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * N * N * N / median(t, runs) / 1e9;
+}
+
+typedef struct layer_result {
+    double sgpt_s, wanda_s, sgpt_flop, wanda_flop;
+} layer_result;
+
+static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
+                                int runs)
+{
+    float *x = malloc((size_t)(tokens * cols) * sizeof *x);
+    float *w0 = malloc((size_t)(rows * cols) * sizeof *w0);
+    float *w = malloc((size_t)(rows * cols) * sizeof *w);
+    float *h = malloc((size_t)(cols * cols) * sizeof *h);
+    float *s = malloc((size_t)cols * sizeof *s);
+    uint64_t *mask = malloc(eng_mask_words((uint64_t)(rows * cols)) * 8);
+    uint32_t *work = malloc(2 * (size_t)cols * sizeof *work);
+    for (int64_t i = 0; i < tokens * cols; i++)
+        x[i] = randn();
+    for (int64_t i = 0; i < rows * cols; i++)
+        w0[i] = randn() / sqrtf((float)cols);
+    double ts[16], tw[16];
+    for (int r = 0; r < runs; r++) {
+        memcpy(w, w0, (size_t)(rows * cols) * sizeof *w);
+        double t0 = sh_time_mono();
+        memset(h, 0, (size_t)(cols * cols) * sizeof *h);
+        eng_syrk_acc(h, x, tokens, cols);
+        eng_sym_fill(h, cols);
+        eng_sgpt_opts o = {.sparsity = 0.5, .blocksize = 128, .damp = 0.01};
+        double damp;
+        sh_diag d;
+        if (eng_sparsegpt(w, h, rows, cols, &o, &damp, NULL, &d) != 0) {
+            fprintf(stderr, "bench: %s\n", d.msg);
+            exit(1);
+        }
+        ts[r] = sh_time_mono() - t0;
+
+        memcpy(w, w0, (size_t)(rows * cols) * sizeof *w);
+        t0 = sh_time_mono();
+        memset(s, 0, (size_t)cols * sizeof *s);
+        eng_colsq_acc(s, x, tokens, cols);
+        for (int64_t j = 0; j < cols; j++)
+            s[j] = sqrtf(s[j]);
+        eng_scorer sc;
+        eng_scorer_init(&sc, ENG_SCORE_SCALED, ENG_DTYPE_F32, w, (uint64_t)rows,
+                        (uint64_t)cols, 0, "w", s);
+        eng_mask_per_row(mask, &sc, (uint64_t)cols / 2, work);
+        for (int64_t i = 0; i < rows * cols; i++)
+            if (eng_mask_get(mask, (uint64_t)i))
+                w[i] = 0;
+        tw[r] = sh_time_mono() - t0;
+    }
+    double c = (double)cols, rw = (double)rows, tk = (double)tokens;
+    layer_result out = {
+        .sgpt_s = median(ts, runs),
+        .wanda_s = median(tw, runs),
+        .sgpt_flop =
+            tk * c * c + 4.0 / 3 * c * c * c + rw * c * c + rw * c * 128,
+        .wanda_flop = 2 * tk * c + rw * c * log2(c),
+    };
+    free(x);
+    free(w0);
+    free(w);
+    free(h);
+    free(s);
+    free(mask);
+    free(work);
+    return out;
+}
+
+static double run_cli(char *const *argv)
+{
+    double t0 = sh_time_mono();
+    fflush(NULL); // a child's freopen would write our buffer again
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) ||
+            !freopen("/dev/null", "w", stderr))
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "bench: %s %s failed\n", argv[0], argv[1]);
+        exit(1);
+    }
+    return sh_time_mono() - t0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_methods SHEARS_BIN FIXTURES [RUNS]\n");
+        return 2;
+    }
+    int runs = argc > 3 ? atoi(argv[3]) : 3;
+    if (runs < 1 || runs > 16)
+        runs = 3;
+    double peak = sgemm_gflops(runs + 1);
+    printf("\ncalibrated methods, 16384 calibration tokens (%d runs, "
+           "medians); sgemm 2048^3: %.1f GFLOP/s\n",
+           runs, peak);
+    printf("%-28s %10s %12s %16s\n", "", "seconds", "GFLOP/s",
+           "ratio to sgemm");
+    const int64_t shapes[][2] = {{1024, 1024}, {4096, 1024}};
+    for (int s = 0; s < 2; s++) {
+        layer_result r = bench_layer(shapes[s][0], shapes[s][1], 16384, runs);
+        char name[64];
+        snprintf(name, sizeof name, "sparsegpt %lldx%lld",
+                 (long long)shapes[s][0], (long long)shapes[s][1]);
+        double g = r.sgpt_flop / r.sgpt_s / 1e9;
+        printf("%-28s %10.3f %12.1f %16.2f\n", name, r.sgpt_s, g, g / peak);
+        snprintf(name, sizeof name, "wanda %lldx%lld", (long long)shapes[s][0],
+                 (long long)shapes[s][1]);
+        g = r.wanda_flop / r.wanda_s / 1e9;
+        printf("%-28s %10.3f %12.1f %16.2f\n", name, r.wanda_s, g, g / peak);
+    }
+
+    // The whole fixture model through the CLI, with its calibration set.
+    const char *bin = argv[1], *fx = argv[2];
+    char model[4096], calib[4096], out[4096];
+    snprintf(model, sizeof model, "%s/llama-kjv", fx);
+    snprintf(calib, sizeof calib, "%s/llama-kjv-data/calibration.safetensors",
+             fx);
+    snprintf(out, sizeof out, "%s/.bench-out-%d", "/tmp", (int)getpid());
+    printf("\nfixture llama-kjv (0.9M params, 128x128 calibration tokens), "
+           "whole runs\n");
+    const char *methods[] = {"magnitude", "wanda", "sparsegpt"};
+    for (int m = 0; m < 3; m++) {
+        double t[16];
+        for (int r = 0; r < runs; r++) {
+            sh_rm_rf(out);
+            char *args[] = {(char *)bin,
+                            "prune",
+                            "--model",
+                            model,
+                            "--out",
+                            out,
+                            "--method",
+                            (char *)methods[m],
+                            "--calibration",
+                            calib,
+                            "--quiet",
+                            "--no-sync",
+                            NULL};
+            t[r] = run_cli(args);
+        }
+        printf("%-28s %10.3f s\n", methods[m], median(t, runs));
+    }
+    sh_rm_rf(out);
+    return 0;
+}

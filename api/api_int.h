@@ -76,6 +76,7 @@ struct api_request {
     const api_route *route;
     char param[2][1024]; // path parameters in pattern order
     char id[72];         // request id (X-Request-Id)
+    char job[64];        // the job the request is about, for the log
     double start;
     int status;
     uint64_t bytes_in, bytes_out;
@@ -98,6 +99,14 @@ const api_route *api_route_match(const char *method, const char *path,
 
 // Sends j (stolen) as application/json.
 void api_respond_json(api_request *r, unsigned status, json_t *j);
+
+// A JSON response for j (stolen) that the caller adds headers to before
+// api_respond; counts its bytes on r. NULL when out of memory.
+struct MHD_Response *api_json_response(api_request *r, json_t *j);
+
+// Sends j (stolen) with a Location header: a created resource.
+void api_respond_at(api_request *r, unsigned status, json_t *j,
+                    const char *location);
 
 // Sends a problem+json: slug becomes the type URN.
 void api_respond_problem(api_request *r, unsigned status, const char *slug,

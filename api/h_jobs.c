@@ -174,17 +174,17 @@ void api_h_job_create(api_request *r)
     if (created)
         job_runner_wake(r->srv->jobs);
     char location[128];
-    snprintf(location, sizeof location, "/v1/jobs/%s",
-             json_string_value(json_object_get(job, "id")));
-    char *text = json_dumps(job_view(r, job), JSON_COMPACT);
-    json_decref(job);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, "Content-Type", "application/json");
+    sh_strlcpy(r->job, sizeof r->job,
+               json_string_value(json_object_get(job, "id")));
+    snprintf(location, sizeof location, "/v1/jobs/%s", r->job);
+    struct MHD_Response *resp = api_json_response(r, job_view(r, job));
+    if (!resp) {
+        api_respond_error(r, SH_ENOMEM, NULL);
+        goto out;
+    }
     MHD_add_response_header(resp, "Location", location);
     if (!created)
         MHD_add_response_header(resp, "Idempotent-Replayed", "true");
-    r->bytes_out += strlen(text);
     api_respond(r, 202, resp);
 out:
     eng_spec_deinit(&spec);

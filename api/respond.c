@@ -81,14 +81,43 @@ static void respond_text(api_request *r, unsigned status, const char *type,
 
 void api_respond_json(api_request *r, unsigned status, json_t *j)
 {
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!text) {
+    struct MHD_Response *resp = api_json_response(r, j);
+    if (!resp) {
         api_respond_problem(r, 500, "internal", "Internal error", NULL,
                             "cannot render the response");
         return;
     }
-    respond_text(r, status, "application/json", text);
+    api_respond(r, status, resp);
+}
+
+struct MHD_Response *api_json_response(api_request *r, json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return NULL;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    r->bytes_out += n;
+    return resp;
+}
+
+void api_respond_at(api_request *r, unsigned status, json_t *j,
+                    const char *location)
+{
+    struct MHD_Response *resp = api_json_response(r, j);
+    if (!resp) {
+        api_respond_error(r, SH_ENOMEM, NULL);
+        return;
+    }
+    MHD_add_response_header(resp, "Location", location);
+    api_respond(r, status, resp);
 }
 
 void api_respond_problem(api_request *r, unsigned status, const char *slug,

@@ -223,6 +223,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->route->upload->abort(r);
     double secs = sh_time_mono() - r->start;
     const char *route = r->route ? r->route->pattern : "(none)";
+    if (!r->job[0] && r->route && strncmp(route, "/v1/jobs/{id}", 13) == 0)
+        sh_strlcpy(r->job, sizeof r->job, r->param[0]);
     if (srv->obs.request)
         srv->obs.request(srv->obs.ctx, r->method, route, r->status, secs,
                          r->bytes_in, r->bytes_out);
@@ -232,7 +234,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
            route, "status", sh_log_num(st, r->status), "duration_ms",
            sh_log_num(ms, secs * 1000), "bytes_in",
            sh_log_num(bin, (double)r->bytes_in), "bytes_out",
-           sh_log_num(bout, (double)r->bytes_out), "aborted",
+           sh_log_num(bout, (double)r->bytes_out), "job",
+           r->job[0] ? r->job : NULL, "aborted",
            why == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "true");
     free(r->body);
     free(r);

@@ -585,14 +585,7 @@ static void finish_checkpoint(api_request *r, upload *u, up_file *files,
     }
     char location[96];
     snprintf(location, sizeof location, "/v1/checkpoints/%s", id);
-    char *text = json_dumps(res, JSON_COMPACT);
-    json_decref(res);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Location", location);
-    r->bytes_out += strlen(text);
-    api_respond(r, 201, resp);
+    api_respond_at(r, 201, res, location);
 out:
     eng_model_close(m);
     json_decref(info);
@@ -642,14 +635,7 @@ static void finish_dataset(api_request *r, upload *u)
     }
     char location[96];
     snprintf(location, sizeof location, "/v1/datasets/%s", id);
-    char *text = json_dumps(res, JSON_COMPACT);
-    json_decref(res);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Location", location);
-    r->bytes_out += strlen(text);
-    api_respond(r, 201, resp);
+    api_respond_at(r, 201, res, location);
 }
 
 static void end(api_request *r)

@@ -32,15 +32,22 @@ const char *sh_err_name(int code)
     return "SH_EUNKNOWN";
 }
 
-int sh_diag_set(sh_diag *d, int code, const char *field, const char *fmt, ...)
+int sh_diag_vset(sh_diag *d, int code, const char *field, const char *fmt,
+                 va_list ap)
 {
     if (!d)
         return code;
     d->code = code;
     snprintf(d->field, sizeof d->field, "%s", field ? field : "");
+    vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+    return code;
+}
+
+int sh_diag_set(sh_diag *d, int code, const char *field, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+    sh_diag_vset(d, code, field, fmt, ap);
     va_end(ap);
     return code;
 }

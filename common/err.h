@@ -59,6 +59,10 @@ typedef struct sh_diag {
 int sh_diag_set(sh_diag *d, int code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+// sh_diag_vset is sh_diag_set with a va_list.
+int sh_diag_vset(sh_diag *d, int code, const char *field, const char *fmt,
+                 va_list ap) __attribute__((format(printf, 4, 0)));
+
 // sh_diag_clear empties d (which may be NULL).
 void sh_diag_clear(sh_diag *d);
 

@@ -433,24 +433,15 @@ int eng_prune_calibrated(const eng_model *m, const eng_spec *s,
     if ((rc = run_blocks(&c, &acts, d)) != 0)
         goto out;
     // Everything not pruned is copied through, byte for byte.
-    unsigned char *chunk = malloc(ENG_STREAM_CHUNK);
-    if (!chunk) {
-        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-        goto out;
-    }
     for (size_t i = 0; rc == 0 && i < c.nt; i++) {
         if (c.written[i])
             continue;
-        size_t file, idx;
-        eng_model_tensor_loc(m, i, &file, &idx);
         uint64_t zeros = 0;
-        rc = eng_stream_zeros(eng_model_file_at(m, file)->st, idx, &zeros,
-                              chunk, d);
+        rc = eng_tensor_zeros(m, i, &zeros, d);
         r->model_zeros += zeros;
         if (rc == 0)
             rc = eng_out_copy(w, i, d);
     }
-    free(chunk);
     for (size_t i = 0; i < c.nt; i++)
         r->model_params += eng_model_tensor(m, i)->numel;
 out:

@@ -38,25 +38,11 @@ int eng_dtype_parse(const char *name, eng_dtype *out)
     return SH_ENOTFOUND;
 }
 
-static inline uint32_t f32_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static inline float bits_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-float eng_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+float eng_bf16_to_f32(uint16_t h) { return eng_bits_f32((uint32_t)h << 16); }
 
 uint16_t eng_f32_to_bf16(float f)
 {
-    uint32_t u = f32_bits(f);
+    uint32_t u = eng_f32_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) // NaN: keep it quiet and NaN
         return (uint16_t)((u >> 16) | 0x0040u);
     u += 0x7fffu + ((u >> 16) & 1u); // round to nearest even
@@ -84,12 +70,12 @@ float eng_f16_to_f32(uint16_t h)
         man &= 0x3ffu;
         u = sign | ((uint32_t)(113 - shift) << 23) | (man << 13);
     }
-    return bits_f32(u);
+    return eng_bits_f32(u);
 }
 
 uint16_t eng_f32_to_f16(float f)
 {
-    uint32_t u = f32_bits(f);
+    uint32_t u = eng_f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
     uint32_t a = u & 0x7fffffffu;
     if (a > 0x7f800000u) // NaN
@@ -127,7 +113,7 @@ void eng_convert_to_f32(float *restrict dst, const void *restrict src,
         for (size_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, s + 2 * i, 2);
-            dst[i] = bits_f32((uint32_t)h << 16);
+            dst[i] = eng_bits_f32((uint32_t)h << 16);
         }
         break;
     case ENG_DTYPE_F16:

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum eng_dtype {
     ENG_DTYPE_BOOL,
@@ -51,6 +52,21 @@ static inline const char *eng_dtype_name(eng_dtype dt)
 static inline size_t eng_dtype_size(eng_dtype dt)
 {
     return eng_dtypes[dt].size;
+}
+
+// The bits of an F32 and back, without aliasing trouble.
+static inline uint32_t eng_f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float eng_bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
 
 // Scalar conversions (bit patterns in, bit patterns out).

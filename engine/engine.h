@@ -51,6 +51,10 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
 // Zero elements among n of dtype (+0 and -0 for floats).
 uint64_t eng_count_zeros(const void *data, eng_dtype dt, uint64_t n);
 
+// The zero elements of model tensor ti, read in chunks (no mapping).
+int eng_tensor_zeros(const eng_model *m, size_t ti, uint64_t *zeros,
+                     sh_diag *d);
+
 // True when every group of m consecutive elements of n (a multiple of m)
 // has at most keep non-zeros.
 bool eng_check_nm(const void *data, eng_dtype dt, uint64_t n, int keep, int m);

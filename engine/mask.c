@@ -40,20 +40,6 @@ void eng_scorer_init(eng_scorer *s, eng_score_kind kind, eng_dtype dtype,
                       .scale = scale};
 }
 
-static inline uint32_t f32_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static inline float bits_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 // keys (n,) <- bits of |w| for elements [start, start+n); returns the OR of
 // a "non-finite" flag over them.
 static bool abs_keys(const eng_scorer *s, uint32_t *restrict keys,
@@ -86,7 +72,7 @@ static bool abs_keys(const eng_scorer *s, uint32_t *restrict keys,
             memcpy(&h, p + 2 * i, 2);
             h &= 0x7fffu;
             bad |= h >= 0x7c00u;
-            keys[i] = f32_bits(eng_f16_to_f32(h));
+            keys[i] = eng_f32_bits(eng_f16_to_f32(h));
         }
         break;
     case ENG_DTYPE_F64:
@@ -95,7 +81,7 @@ static bool abs_keys(const eng_scorer *s, uint32_t *restrict keys,
             memcpy(&v, p + 8 * i, 8);
             v = fabs(v);
             bad |= !(v <= 3.4028234663852886e38);
-            keys[i] = f32_bits((float)v) & 0x7fffffffu;
+            keys[i] = eng_f32_bits((float)v) & 0x7fffffffu;
         }
         break;
     default: memset(keys, 0, n * sizeof *keys);
@@ -116,8 +102,8 @@ bool eng_scorer_keys(const eng_scorer *s, uint32_t *restrict keys,
     case ENG_SCORE_SCALED: {
         uint64_t col = start % s->cols;
         for (size_t i = 0; i < n; i++) {
-            float v = bits_f32(keys[i]) * s->scale[col];
-            uint32_t u = f32_bits(v);
+            float v = eng_bits_f32(keys[i]) * s->scale[col];
+            uint32_t u = eng_f32_bits(v);
             bad |= u >= 0x7f800000u;
             keys[i] = u;
             if (++col == s->cols)
@@ -478,7 +464,7 @@ bool eng_mask_rows(uint64_t *mask, const eng_scorer *s, uint64_t k,
             if (s->kind == ENG_SCORE_RANDOM)
                 continue;
             for (size_t i = 0; i < m; i++) {
-                double v = bits_f32(keys[i]);
+                double v = eng_bits_f32(keys[i]);
                 acc += norm == ENG_NORM_L1 ? v : v * v;
             }
         }

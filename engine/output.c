@@ -427,3 +427,16 @@ int eng_stream_zeros(const eng_st *st, size_t idx, uint64_t *zeros,
         *zeros = z;
     return rc;
 }
+
+int eng_tensor_zeros(const eng_model *m, size_t ti, uint64_t *zeros, sh_diag *d)
+{
+    size_t file, idx;
+    eng_model_tensor_loc(m, ti, &file, &idx);
+    unsigned char *buf = malloc(ENG_STREAM_CHUNK);
+    if (!buf)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    int rc =
+        eng_stream_zeros(eng_model_file_at(m, file)->st, idx, zeros, buf, d);
+    free(buf);
+    return rc;
+}

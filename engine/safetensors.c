@@ -20,12 +20,11 @@ static int fail(sh_diag *d, const char *field, const char *fmt, ...)
 
 static int fail(sh_diag *d, const char *field, const char *fmt, ...)
 {
-    char msg[sizeof d->msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = sh_diag_vset(d, SH_EFORMAT, field, fmt, ap);
     va_end(ap);
-    return sh_diag_set(d, SH_EFORMAT, field, "%s", msg);
+    return rc;
 }
 
 static void shape_text(char *buf, size_t size, const eng_tensor_info *t)

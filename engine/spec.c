@@ -47,12 +47,11 @@ static int bad(sh_diag *d, const char *field, const char *fmt, ...)
 
 static int bad(sh_diag *d, const char *field, const char *fmt, ...)
 {
-    char msg[sizeof d->msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = sh_diag_vset(d, SH_ESPEC, field, fmt, ap);
     va_end(ap);
-    return sh_diag_set(d, SH_ESPEC, field, "%s", msg);
+    return rc;
 }
 
 // --- patterns

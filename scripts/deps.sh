@@ -8,12 +8,15 @@
 #   scripts/deps.sh --runtime  only what the shears binary needs at run time
 set -euo pipefail
 
+# prometheus: for promtool (the /metrics format check); chromium: the
+# dashboard's browser test.
 build_pkgs=(
   build-essential pkg-config clang-format
   libmicrohttpd-dev libjansson-dev libuv1-dev libsqlite3-dev
   libopenblas-dev libarchive-dev libssl-dev
   check libcurl4-openssl-dev
   valgrind wrk curl ca-certificates sqlite3 bc
+  chromium prometheus
 )
 runtime_pkgs=(
   libmicrohttpd12 libjansson4 libuv1 libsqlite3-0 libopenblas0-pthread

@@ -15,7 +15,7 @@ static const char *const role_names[ENG_FILE_ROLE_COUNT] = {
     [ENG_FILE_OTHER] = "other",
 };
 
-static json_t *inspect_json(const eng_model *m)
+static json_t *inspect_json(const eng_model *m, sh_diag *d)
 {
     json_t *files = json_array(), *tensors = json_array();
     for (size_t i = 0; i < eng_model_file_count(m); i++) {
@@ -31,9 +31,13 @@ static json_t *inspect_json(const eng_model *m)
         const eng_tensor_info *t = eng_model_tensor(m, i);
         size_t file, idx;
         eng_model_tensor_loc(m, i, &file, &idx);
-        const eng_st *st = eng_model_file_at(m, file)->st;
-        uint64_t z = eng_count_zeros(eng_st_data(st, idx), t->dtype, t->numel);
-        eng_st_release(st, idx);
+        uint64_t z = 0;
+        if (eng_tensor_zeros(m, i, &z, d) != 0) {
+            json_decref(files);
+            json_decref(tensors);
+            json_decref(dtypes);
+            return NULL;
+        }
         json_t *shape = json_array();
         for (int k = 0; k < t->ndim; k++)
             json_array_append_new(shape, json_integer(t->shape[k]));
@@ -132,8 +136,10 @@ int svc_cmd_inspect(int argc, char **argv)
     sh_diag_clear(&d);
     if (eng_model_open(&m, path, &d) != 0)
         return svc_fail_diag(SVC_EXIT_FAIL, path, &d);
-    json_t *j = inspect_json(m);
+    json_t *j = inspect_json(m, &d);
     eng_model_close(m);
+    if (!j)
+        return svc_fail_diag(SVC_EXIT_FAIL, path, &d);
     if (as_json) {
         char *text = json_dumps(j, JSON_INDENT(2));
         puts(text);

@@ -21,6 +21,7 @@ Suite *suite_methods(void);
 Suite *suite_cli(void);
 Suite *suite_api(void);
 Suite *suite_durability(void);
+Suite *suite_ops(void);
 
 // A fresh directory under $TMPDIR; the caller frees the string and removes
 // the tree with th_rmtree.

@@ -29,6 +29,7 @@ static const suite_entry suites[] = {
     {"cli", suite_cli, true},
     {"api", suite_api, true},
     {"durability", suite_durability, true},
+    {"ops", suite_ops, true},
 };
 
 int main(int argc, char **argv)

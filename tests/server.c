@@ -489,3 +489,23 @@ void th_write_big_model(const char *path, int tensors, int rows, int cols)
     free(row);
     fclose(f);
 }
+
+char *th_slow_job(th_server *s)
+{
+    char *big = th_path(s->dir, "big.safetensors");
+    th_write_big_model(big, 8, 4096, 4096);
+    char *ck = th_upload_checkpoint(s, big);
+    unlink(big);
+    free(big);
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"random\","
+             "\"scope\":\"global\",\"seed\":7}",
+             ck);
+    th_resp r;
+    ck_assert_int_eq(th_post_json(s, "/v1/jobs", body, &r), 202);
+    char *id = strdup(json_string_value(json_object_get(r.json, "id")));
+    th_resp_free(&r);
+    free(ck);
+    return id;
+}

@@ -82,6 +82,10 @@ void th_write_tar(const char *out, const char *const *names,
                   const char *const *paths, const char *const *data,
                   const int *kinds, size_t n);
 
+// Uploads a 512 MiB model and submits a job on it that runs a few
+// seconds (random, global scope); returns the job id (malloc'd).
+char *th_slow_job(th_server *s);
+
 // A model large enough that a job on it runs a few seconds: `tensors`
 // F32 tensors of rows x cols in one safetensors file.
 void th_write_big_model(const char *path, int tensors, int rows, int cols);

@@ -93,34 +93,13 @@ static bool tmp_empty(th_server *s)
     return empty;
 }
 
-// A big model and a job on it that runs a few seconds.
-static char *slow_job(th_server *s, char **ck_out)
-{
-    char *big = th_path(s->dir, "big.safetensors");
-    th_write_big_model(big, 8, 4096, 4096);
-    char *ck = th_upload_checkpoint(s, big);
-    unlink(big);
-    free(big);
-    char body[256];
-    snprintf(body, sizeof body,
-             "{\"checkpoint\":\"%s\",\"method\":\"random\","
-             "\"scope\":\"global\",\"seed\":7}",
-             ck);
-    th_resp r;
-    ck_assert_int_eq(th_post_json(s, "/v1/jobs", body, &r), 202);
-    char *id = strdup(jstr(r.json, "id"));
-    th_resp_free(&r);
-    *ck_out = ck;
-    return id;
-}
-
 // kill -9 while a job runs: after the restart it runs again (attempt
 // counted) and succeeds; nothing of the first run is served.
 START_TEST(test_kill_mid_job_recovers)
 {
     th_server s;
     th_server_start(&s, NULL, NULL);
-    char *ck = NULL, *id = slow_job(&s, &ck);
+    char *id = th_slow_job(&s);
     ck_assert_msg(th_job_wait_running(&s, id, 0.05, 60),
                   "the job never ran long enough to be interrupted");
     char path[160];
@@ -140,7 +119,6 @@ START_TEST(test_kill_mid_job_recovers)
     ck_assert_int_eq(th_server_stop(&s), 0);
     ck_assert(tmp_empty(&s));
     check_data_dir(&s);
-    free(ck);
     free(id);
     th_server_free(&s);
 }
@@ -152,7 +130,7 @@ START_TEST(test_kill_too_often_fails)
     th_server s;
     const char *extra[] = {"--max-attempts", "2", NULL};
     th_server_start(&s, NULL, extra);
-    char *ck = NULL, *id = slow_job(&s, &ck);
+    char *id = th_slow_job(&s);
     for (int i = 0; i < 2; i++) {
         ck_assert(th_job_wait_running(&s, id, 0.02, 60));
         th_server_kill(&s);
@@ -166,7 +144,6 @@ START_TEST(test_kill_too_often_fails)
     json_decref(job);
     ck_assert_int_eq(th_server_stop(&s), 0);
     check_data_dir(&s);
-    free(ck);
     free(id);
     th_server_free(&s);
 }
@@ -239,7 +216,7 @@ START_TEST(test_sigterm_requeues)
     th_server s;
     const char *extra[] = {"--grace", "0", NULL};
     th_server_start(&s, NULL, extra);
-    char *ck = NULL, *id = slow_job(&s, &ck);
+    char *id = th_slow_job(&s);
     ck_assert(th_job_wait_running(&s, id, 0.05, 60));
     double t0 = sh_time_mono();
     ck_assert_int_eq(th_server_stop(&s), 0);
@@ -251,7 +228,6 @@ START_TEST(test_sigterm_requeues)
     json_decref(job);
     ck_assert_int_eq(th_server_stop(&s), 0);
     check_data_dir(&s);
-    free(ck);
     free(id);
     th_server_free(&s);
 }

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,4 +375,35 @@ void sh_format_bytes(char *buf, size_t size, double bytes)
         snprintf(buf, size, "%.0f B", bytes);
     else
         snprintf(buf, size, "%.2f %s", bytes, units[u]);
+}
+
+// --- machine
+
+// ceil(quota / period) from a cgroup v2 cpu.max line ("max 100000" or
+// "200000 100000"), or 0 when there is no quota.
+static int cgroup_cpus(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (sh_file_read("/sys/fs/cgroup/cpu.max", 256, &text, &len) != 0)
+        return 0;
+    long long quota = 0, period = 0;
+    int n = sscanf(text, "%lld %lld", &quota, &period);
+    free(text);
+    if (n != 2 || quota <= 0 || period <= 0)
+        return 0;
+    return (int)((quota + period - 1) / period);
+}
+
+int sh_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0 &&
+        CPU_COUNT(&set) < n)
+        n = CPU_COUNT(&set);
+    int quota = cgroup_cpus();
+    if (quota > 0 && quota < n)
+        n = quota;
+    return n > 0 ? (int)n : 1;
 }

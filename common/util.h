@@ -88,4 +88,11 @@ char *sh_strdup(const char *s);
 // Formats bytes as "1.50 GiB" into buf.
 void sh_format_bytes(char *buf, size_t size, double bytes);
 
+// --- machine
+
+// The CPUs this process may use: the online cores, narrowed by its
+// affinity mask and by a cgroup v2 CPU quota (a container's CPU limit,
+// rounded up). At least 1.
+int sh_cpu_count(void);
+
 #endif

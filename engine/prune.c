@@ -40,7 +40,7 @@ static bool threaded(const stream_ctx *c)
 {
     if (c->o->threads == 1)
         return false;
-    return c->o->threads > 1 || sysconf(_SC_NPROCESSORS_ONLN) > 1;
+    return c->o->threads > 1 || sh_cpu_count() > 1;
 }
 
 // A scorer over tensor ti's loaded bytes.

@@ -56,8 +56,7 @@ int svc_cmd_eval(int argc, char **argv)
     if (!model || !eval || optind < argc)
         return svc_fail(SVC_EXIT_USAGE,
                         "usage: shears eval --model PATH --evaluation FILE");
-    if (threads)
-        eng_set_threads((int)threads);
+    eng_set_threads(threads ? (int)threads : sh_cpu_count());
     sh_diag d;
     sh_diag_clear(&d);
     eng_model *m = NULL;

@@ -43,7 +43,7 @@ static const char usage_text[] =
     "after\n"
     "  --spec FILE.json    a job spec; flags override its fields\n"
     "  --report FILE.json  write the full report there\n"
-    "  --threads N         BLAS threads (default: all cores)\n"
+    "  --threads N         BLAS threads (default: the CPUs we may use)\n"
     "  --no-sync           skip fsync of the output (faster, not crash-safe)\n"
     "  --quiet             no progress output\n";
 
@@ -381,8 +381,9 @@ int svc_cmd_prune(int argc, char **argv)
         pthread_create(&hj.thread, NULL, hash_files, &hj) == 0)
         hj.started = true;
 
-    if (a.threads > 0)
-        eng_set_threads(a.threads);
+    if (a.threads <= 0)
+        a.threads = sh_cpu_count();
+    eng_set_threads(a.threads);
     svc_catch_interrupts();
     svc_progress prog;
     svc_progress_init(&prog, a.quiet);

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,7 @@ typedef struct serve_config {
     char host[128];
     uint16_t port;
     const char *data_dir;
-    int workers, http_threads, max_attempts;
+    int workers, http_threads, threads, max_attempts;
     uint64_t max_upload;
     const char *token_file;
     const char *port_file;
@@ -60,6 +61,9 @@ static const opt_def opt_defs[] = {
      1, 256},
     {"http-threads", "SHEARS_HTTP_THREADS", "HTTP threads (4)", OPT_INT,
      OFF(http_threads), 1, 256},
+    {"threads", "SHEARS_THREADS",
+     "BLAS threads per job (0: the CPUs this process may use / workers)",
+     OPT_INT, OFF(threads), 0, 1024},
     {"max-upload", "SHEARS_MAX_UPLOAD",
      "largest upload in bytes, K/M/G/T suffixes allowed (64G)", OPT_BYTES,
      OFF(max_upload), 0, 0},
@@ -266,6 +270,16 @@ static int read_token(const char *path, char **out)
     return 0;
 }
 
+static sem_t stop_sem;
+static volatile sig_atomic_t stop_signal;
+
+// Async-signal-safe: records the signal and wakes svc_cmd_serve.
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+    sem_post(&stop_sem);
+}
+
 int svc_cmd_serve(int argc, char **argv)
 {
     serve_config cfg;
@@ -276,19 +290,31 @@ int svc_cmd_serve(int argc, char **argv)
     if (cfg.token_file && read_token(cfg.token_file, &token) != 0)
         return SVC_EXIT_FAIL;
 
-    // Signals are taken by sigwait on this thread alone: block them before
-    // any thread starts so every thread inherits the mask.
+    // SIGTERM and SIGINT stay blocked while the threads below start, so
+    // they inherit the mask; then this thread alone unblocks them. Threads
+    // that libraries start before main (OpenBLAS's pool) have them
+    // unblocked, so a handler, not sigwait, must take them: with the
+    // default action a signal landing on such a thread would kill us.
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    sem_init(&stop_sem, 0, 0);
+    struct sigaction sa = {.sa_handler = on_stop_signal,
+                           .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 
-    // Threads: workers x per-job threads stay within the cores; libuv's
-    // pool gets one spare slot beyond the workers.
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int job_threads = cores / cfg.workers > 1 ? (int)(cores / cfg.workers) : 1;
+    // Threads: workers x per-job threads stay within the CPUs we may use
+    // (a container's CPU limit included); libuv's pool gets one spare slot
+    // beyond the workers.
+    int cpus = sh_cpu_count();
+    int job_threads = cfg.threads > 0          ? cfg.threads
+                      : cpus / cfg.workers > 1 ? cpus / cfg.workers
+                                               : 1;
     char pool[16];
     snprintf(pool, sizeof pool, "%d", cfg.workers + 1);
     setenv("UV_THREADPOOL_SIZE", pool, 1);
@@ -331,7 +357,7 @@ int svc_cmd_serve(int argc, char **argv)
         svc_fail_diag(SVC_EXIT_FAIL, "listen", &d);
         goto out;
     }
-    char port[16], pn[32], nw[32];
+    char port[16], pn[32], nw[32], nt[32];
     snprintf(port, sizeof port, "%u", api_port(api));
     if (cfg.port_file &&
         sh_file_write_atomic(cfg.port_file, port, strlen(port)) != 0) {
@@ -340,11 +366,14 @@ int svc_cmd_serve(int argc, char **argv)
     }
     SH_INFO("listening", "version", SH_VERSION, "host", cfg.host, "port",
             sh_log_num(pn, api_port(api)), "data_dir", cfg.data_dir, "workers",
-            sh_log_num(nw, cfg.workers), "auth", token ? "bearer" : "none");
+            sh_log_num(nw, cfg.workers), "job_threads",
+            sh_log_num(nt, job_threads), "auth", token ? "bearer" : "none");
 
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    SH_INFO("stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+    while (sem_wait(&stop_sem) != 0 && errno == EINTR)
+        ;
+    SH_INFO("stopping", "signal",
+            stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
     api_set_draining(api);
     api_quiesce(api);
     job_runner_stop(jobs, cfg.grace);

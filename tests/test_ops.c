@@ -7,10 +7,12 @@
 #include "common/util.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -214,6 +216,60 @@ START_TEST(test_sigterm_drains)
 }
 END_TEST
 
+// A thread of pid other than the main one with SIGTERM unblocked (libraries
+// start threads before main: OpenBLAS's pool), or 0 if there is none.
+static pid_t thread_taking_sigterm(pid_t pid)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    pid_t found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        pid_t tid = (pid_t)atoi(e->d_name);
+        if (tid <= 0 || tid == pid)
+            continue;
+        char path[128], line[256];
+        snprintf(path, sizeof path, "%s/%d/status", dir, (int)tid);
+        FILE *f = fopen(path, "r");
+        unsigned long long blocked = ~0ull;
+        while (f && fgets(line, sizeof line, f))
+            sscanf(line, "SigBlk: %llx", &blocked);
+        if (f)
+            fclose(f);
+        if (!(blocked & (1ull << (SIGTERM - 1))))
+            found = tid;
+    }
+    closedir(d);
+    return found;
+}
+
+// A SIGTERM that the kernel hands to any thread, not only the main one,
+// stops the server cleanly (exit 0, not killed by the signal).
+START_TEST(test_sigterm_any_thread)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    th_resp r;
+    ck_assert_int_eq(th_get(&s, "/readyz", &r), 200);
+    th_resp_free(&r);
+    pid_t tid = thread_taking_sigterm(s.pid);
+    if (tid)
+        ck_assert_int_eq(syscall(SYS_tgkill, s.pid, tid, SIGTERM), 0);
+    else
+        kill(s.pid, SIGTERM); // a single-threaded BLAS: no such thread
+    int status = 0;
+    double t0 = sh_time_mono();
+    while (waitpid(s.pid, &status, WNOHANG) == 0 && sh_time_mono() - t0 < 60)
+        usleep(20000);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "SIGTERM on thread %d: status %#x", (int)tid, status);
+    s.pid = 0;
+    th_server_free(&s);
+}
+END_TEST
+
 Suite *suite_ops(void)
 {
     Suite *s = suite_create("ops");
@@ -222,6 +278,7 @@ Suite *suite_ops(void)
     tcase_add_test(tc, test_metrics);
     tcase_add_test(tc, test_json_logs);
     tcase_add_test(tc, test_sigterm_drains);
+    tcase_add_test(tc, test_sigterm_any_thread);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -18,10 +18,13 @@ SANITIZE ?=
 BUILD ?= build$(if $(SANITIZE),/san)
 OPT ?= -O3
 
+# The binary needs only PKGS (scripts/deps.sh --build); the tests add
+# TEST_PKGS.
 PKGS := jansson libmicrohttpd libuv sqlite3 libarchive libcrypto
-TEST_PKGS := libcurl check sqlite3 libarchive
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(TEST_PKGS) 2>/dev/null)
+TEST_PKGS := libcurl check
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+TEST_CFLAGS := $(shell pkg-config --cflags $(TEST_PKGS) 2>/dev/null)
 TEST_LIBS := $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wvla \
@@ -52,13 +55,15 @@ all: $(BIN)
 # --- flags: a change of compiler or flags rebuilds everything
 $(BUILD)/.flags: FORCE
 	@mkdir -p $(@D)
-	@echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $(LIBS) $(TEST_LIBS)' | cmp -s - $@ || \
-	  echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $(LIBS) $(TEST_LIBS)' > $@
+	@echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $(LIBS) $(TEST_CFLAGS) $(TEST_LIBS)' | cmp -s - $@ || \
+	  echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $(LIBS) $(TEST_CFLAGS) $(TEST_LIBS)' > $@
 FORCE:
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/%.o: CFLAGS_ALL += $(TEST_CFLAGS)
 
 $(BIN): $(LIB_OBJ) $(MAIN_OBJ)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
@@ -68,7 +73,7 @@ $(TESTS): $(LIB_OBJ) $(TEST_OBJ)
 
 $(BUILD)/bench/%: tests/bench/%.c $(LIB_OBJ) $(BUILD)/.flags
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB_OBJ) $(LIBS)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(LIB_OBJ) $(LIBS)
 
 # Embedded assets: .incbin is invisible to -MMD.
 $(BUILD)/api/assets.o: openapi.yaml api/dashboard.html

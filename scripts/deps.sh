@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
-# deps.sh: installs what shears needs to build, test and run on Debian 12.
-# The one list of packages: the README, CI (.ci/run) and the Dockerfile all
-# call this script. Idempotent; installs only what is missing. Works as root
-# or through sudo.
+# deps.sh: installs what shears needs on Debian 12. The one list of
+# packages: the README, CI (.ci/run) and the Dockerfile all call this
+# script. Idempotent; installs only what is missing. Works as root or
+# through sudo.
 #
-#   scripts/deps.sh            build + test dependencies
-#   scripts/deps.sh --runtime  only what the shears binary needs at run time
+#   scripts/deps.sh            build and test: everything `make test` uses
+#   scripts/deps.sh --build    only what compiling build/shears needs
+#   scripts/deps.sh --runtime  only what the shears binary needs to run
 set -euo pipefail
 
-# prometheus: for promtool (the /metrics format check); chromium: the
-# dashboard's browser test.
+# Compiling the binary.
 build_pkgs=(
-  build-essential pkg-config clang-format
+  build-essential pkg-config
   libmicrohttpd-dev libjansson-dev libuv1-dev libsqlite3-dev
   libopenblas-dev libarchive-dev libssl-dev
-  check libcurl4-openssl-dev
-  valgrind wrk curl ca-certificates sqlite3 bc
-  chromium prometheus
 )
+# Building and running the tests and checks: check and libcurl (suites),
+# clang-format, valgrind, wrk (bench), sqlite3, bc, curl; chromium (the
+# dashboard's browser test) and prometheus (promtool, the /metrics check).
+test_pkgs=(
+  check libcurl4-openssl-dev clang-format valgrind wrk sqlite3 bc
+  curl ca-certificates chromium prometheus
+)
+# Running the binary (the container's runtime stage): the shared libraries
+# build/shears links, curl for the HEALTHCHECK.
 runtime_pkgs=(
   libmicrohttpd12 libjansson4 libuv1 libsqlite3-0 libopenblas0-pthread
   libarchive13 libssl3 ca-certificates curl
 )
 
-pkgs=("${build_pkgs[@]}")
-if [[ "${1:-}" == "--runtime" ]]; then
-  pkgs=("${runtime_pkgs[@]}")
-fi
+profile=${1:-all}
+case "$profile" in
+  all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  --build) pkgs=("${build_pkgs[@]}") ;;
+  --runtime) pkgs=("${runtime_pkgs[@]}") ;;
+  --list-runtime) printf '%s\n' "${runtime_pkgs[@]}"; exit 0 ;;
+  *) echo "usage: deps.sh [--build|--runtime|--list-runtime]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -49,16 +59,16 @@ if ((${#missing[@]})); then
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Tools from npm (OpenAPI lint, manifest validation, browser tests) live in
-# tools/node_modules; only for the build profile, and only if npm exists.
-if [[ "${1:-}" != "--runtime" && -f tools/package.json ]]; then
-  if command -v npm >/dev/null; then
-    if [[ ! -d tools/node_modules ]] || [[ tools/package.json -nt tools/node_modules ]]; then
-      echo "deps: npm install (tools/)" >&2
-      (cd tools && npm ci --no-audit --no-fund --loglevel=error) >&2
-      touch tools/node_modules
-    fi
-  else
-    echo "deps: npm not found; OpenAPI and manifest checks will be skipped" >&2
+# Tools from npm (OpenAPI lint, response and manifest validation, the
+# browser test) live in tools/node_modules; only for the full profile.
+if [[ "$profile" == all && -f tools/package.json ]]; then
+  if ! command -v npm >/dev/null; then
+    echo "deps: npm (Node.js >= 20) is needed for the checks in tools/" >&2
+    exit 1
+  fi
+  if [[ ! -d tools/node_modules ]] || [[ tools/package-lock.json -nt tools/node_modules ]]; then
+    echo "deps: npm ci (tools/)" >&2
+    (cd tools && npm ci --no-audit --no-fund --loglevel=error) >&2
+    touch tools/node_modules
   fi
 fi

@@ -1,6 +1,7 @@
 // test_ops.c: operating the service: /metrics in the Prometheus text
 // format (checked by promtool), one JSON object per log line with request
-// ids, routes, statuses, durations and job ids, and SIGTERM draining.
+// ids, routes, statuses, durations and job ids, SIGTERM draining, and the
+// dashboard driven in a real browser (tests/browser.mjs).
 #include "tests/helpers.h"
 #include "tests/server.h"
 
@@ -270,6 +271,34 @@ START_TEST(test_sigterm_any_thread)
 }
 END_TEST
 
+// The dashboard in Debian's chromium (tests/browser.mjs, playwright-core):
+// upload the fixture Llama, submit a job, watch it succeed, check its
+// chart, metric and downloads, the API's errors in plain words. Once
+// without auth and once with a token typed into the page. Screenshots go
+// to build/screenshots/ (SHEARS_SCREENSHOTS overrides).
+static void browse(const char *token, const char *shots)
+{
+    th_server s;
+    th_server_start(&s, token, NULL);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "%s%s%snode tests/browser.mjs http://127.0.0.1:%d '%s' 1>&2",
+             token ? "SHEARS_TOKEN='" : "", token ? token : "",
+             token ? "' " : "", s.port, shots);
+    int rc = system(cmd);
+    ck_assert_msg(rc == 0, "the browser test failed (%#x): %s", rc, cmd);
+    ck_assert_int_eq(th_server_stop(&s), 0);
+    th_server_free(&s);
+}
+
+START_TEST(test_dashboard_browser)
+{
+    const char *shots = getenv("SHEARS_SCREENSHOTS");
+    browse(NULL, shots ? shots : "build/screenshots");
+    browse("dashboard-token-7", shots ? shots : "build/screenshots/token");
+}
+END_TEST
+
 Suite *suite_ops(void)
 {
     Suite *s = suite_create("ops");
@@ -280,5 +309,9 @@ Suite *suite_ops(void)
     tcase_add_test(tc, test_sigterm_drains);
     tcase_add_test(tc, test_sigterm_any_thread);
     suite_add_tcase(s, tc);
+    TCase *browser = tcase_create("dashboard");
+    tcase_set_timeout(browser, 240);
+    tcase_add_test(browser, test_dashboard_browser);
+    suite_add_tcase(s, browser);
     return s;
 }

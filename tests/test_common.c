@@ -5,7 +5,9 @@
 #include "common/sha256.h"
 #include "common/util.h"
 
+#include <sched.h>
 #include <string.h>
+#include <unistd.h>
 
 // Diagnostics: set, prefix, NULL-safety, truncation.
 START_TEST(test_diag_set_and_prefix)
@@ -121,6 +123,29 @@ START_TEST(test_ids_and_compare)
 }
 END_TEST
 
+// The CPU count follows the affinity mask (and so a `taskset` or a
+// container's cpuset), never exceeds the online cores, never drops to 0.
+START_TEST(test_cpu_count)
+{
+    int all = sh_cpu_count();
+    ck_assert_int_ge(all, 1);
+    ck_assert_int_le(all, (int)sysconf(_SC_NPROCESSORS_ONLN));
+    cpu_set_t saved, one;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof saved, &saved), 0);
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &saved)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    int pinned = sh_cpu_count();
+    ck_assert_int_eq(sched_setaffinity(0, sizeof saved, &saved), 0);
+    ck_assert_int_eq(pinned, 1);
+    ck_assert_int_eq(sh_cpu_count(), all);
+}
+END_TEST
+
 Suite *suite_common(void)
 {
     Suite *s = suite_create("common");
@@ -130,6 +155,7 @@ Suite *suite_common(void)
     tcase_add_test(tc, test_sha256_vectors);
     tcase_add_test(tc, test_files);
     tcase_add_test(tc, test_ids_and_compare);
+    tcase_add_test(tc, test_cpu_count);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -60,19 +60,9 @@ if [[ ! -x $bin ]]; then
   fi
 fi
 
-# The runtime list, from the script itself (the one list). Only ask it when
-# it knows --list-runtime: an older deps.sh would install packages instead.
-runtime=()
-if grep -q -- '--list-runtime)' scripts/deps.sh; then
-  mapfile -t runtime < <(scripts/deps.sh --list-runtime 2>/dev/null)
-fi
-if ((${#runtime[@]} == 0)); then
-  # Otherwise read the array.
-  mapfile -t runtime < <(sed -n '/^runtime_pkgs=(/,/)/p' scripts/deps.sh |
-    sed -e 's/^runtime_pkgs=(//' -e 's/)//' -e 's/#.*//' | tr -s ' \t' '\n' | sed '/^$/d')
-fi
-mapfile -t buildlist < <(sed -n '/^build_pkgs=(/,/)/p' scripts/deps.sh |
-  sed -e 's/^build_pkgs=(//' -e 's/)//' -e 's/#.*//' | tr -s ' \t' '\n' | sed '/^$/d')
+# The package lists, from the script that installs them (the one list).
+mapfile -t runtime < <(scripts/deps.sh --list-runtime)
+mapfile -t buildlist < <(scripts/deps.sh --list-build)
 if ((${#runtime[@]} == 0)); then
   fail "no runtime_pkgs found in scripts/deps.sh"
 fi

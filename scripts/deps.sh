@@ -7,6 +7,7 @@
 #   scripts/deps.sh            build and test: everything `make test` uses
 #   scripts/deps.sh --build    only what compiling build/shears needs
 #   scripts/deps.sh --runtime  only what the shears binary needs to run
+#   scripts/deps.sh --list-build | --list-runtime   print a list, install nothing
 set -euo pipefail
 
 # Compiling the binary.
@@ -34,8 +35,9 @@ case "$profile" in
   all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
   --build) pkgs=("${build_pkgs[@]}") ;;
   --runtime) pkgs=("${runtime_pkgs[@]}") ;;
+  --list-build) printf '%s\n' "${build_pkgs[@]}"; exit 0 ;;
   --list-runtime) printf '%s\n' "${runtime_pkgs[@]}"; exit 0 ;;
-  *) echo "usage: deps.sh [--build|--runtime|--list-runtime]" >&2; exit 2 ;;
+  *) echo "usage: deps.sh [--build|--runtime|--list-build|--list-runtime]" >&2; exit 2 ;;
 esac
 
 missing=()

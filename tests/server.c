@@ -99,25 +99,33 @@ void th_server_restart(th_server *s)
     spawn(s);
 }
 
-int th_server_stop(th_server *s)
+int th_server_wait(th_server *s, double seconds)
 {
     if (s->pid <= 0)
         return -1;
-    kill(s->pid, SIGTERM);
     int status = 0;
-    for (int i = 0; i < 1200; i++) { // up to 60 s
+    double t0 = sh_time_mono();
+    do {
         if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
             s->pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status)
                                      : 128 + WTERMSIG(status);
         }
-        usleep(50000);
-    }
+        usleep(20000);
+    } while (sh_time_mono() - t0 < seconds);
     kill(s->pid, SIGKILL);
     waitpid(s->pid, &status, 0);
     s->pid = 0;
-    ck_abort_msg("the server did not stop within 60 s of SIGTERM");
+    ck_abort_msg("the server did not exit within %.0f s", seconds);
     return -1;
+}
+
+int th_server_stop(th_server *s)
+{
+    if (s->pid <= 0)
+        return -1;
+    kill(s->pid, SIGTERM);
+    return th_server_wait(s, 60);
 }
 
 void th_server_kill(th_server *s)

@@ -25,7 +25,12 @@ void th_server_start(th_server *s, const char *token, const char *const *extra);
 // Starts again on the same data dir (after a stop or a kill).
 void th_server_restart(th_server *s);
 
-// SIGTERM, then waits; returns the exit status.
+// Waits up to seconds for the server to exit; returns its exit status, or
+// 128 + the signal that killed it. Fails the test (after SIGKILL) on
+// timeout.
+int th_server_wait(th_server *s, double seconds);
+
+// SIGTERM, then th_server_wait(s, 60).
 int th_server_stop(th_server *s);
 
 // SIGKILL, then waits.

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static const char *jstr(json_t *j, const char *key)
@@ -197,12 +196,7 @@ START_TEST(test_sigterm_drains)
     th_resp_free(&r);
     ck_assert_msg(fresh == 0, "a new connection was accepted while draining");
     curl_easy_cleanup(c);
-    int status = 0;
-    double t0 = sh_time_mono();
-    while (waitpid(s.pid, &status, WNOHANG) == 0 && sh_time_mono() - t0 < 90)
-        usleep(50000);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    s.pid = 0;
+    ck_assert_int_eq(th_server_wait(&s, 90), 0);
     th_server_restart(&s);
     char path[128];
     snprintf(path, sizeof path, "/v1/jobs/%s", id);
@@ -260,13 +254,8 @@ START_TEST(test_sigterm_any_thread)
         ck_assert_int_eq(syscall(SYS_tgkill, s.pid, tid, SIGTERM), 0);
     else
         kill(s.pid, SIGTERM); // a single-threaded BLAS: no such thread
-    int status = 0;
-    double t0 = sh_time_mono();
-    while (waitpid(s.pid, &status, WNOHANG) == 0 && sh_time_mono() - t0 < 60)
-        usleep(20000);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "SIGTERM on thread %d: status %#x", (int)tid, status);
-    s.pid = 0;
+    int code = th_server_wait(&s, 60);
+    ck_assert_msg(code == 0, "SIGTERM on thread %d: exit %d", (int)tid, code);
     th_server_free(&s);
 }
 END_TEST

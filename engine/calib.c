@@ -44,6 +44,7 @@ typedef struct calib {
     int64_t cols[MAX_SITES];
     float *hess[MAX_SITES];  // (cols, cols)
     float *colsq[MAX_SITES]; // (cols,)
+    bool cancelled;          // a poll in on_site said stop
 } calib;
 
 static eng_score_kind kind_of(eng_method m)
@@ -57,12 +58,14 @@ static void on_site(void *ctx, int site, const float *x, int64_t rows,
                     int64_t cols)
 {
     calib *c = ctx;
-    if (site >= c->nsites || !c->used[site])
+    if (c->cancelled || site >= c->nsites || !c->used[site])
         return;
     c->cols[site] = cols;
-    if (c->hess[site])
-        eng_syrk_acc(c->hess[site], x, rows, cols);
-    if (c->colsq[site])
+    // The forward pass polls too; this is the long part of a site.
+    if (c->hess[site] &&
+        eng_syrk_acc_polled(c->hess[site], x, rows, cols, c->h) != 0)
+        c->cancelled = true;
+    if (c->colsq[site] && !c->cancelled)
         eng_colsq_acc(c->colsq[site], x, rows, cols);
 }
 
@@ -191,10 +194,13 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         goto out;
     }
-    memcpy(orig, w, n * sizeof *orig);
+    if ((rc = eng_copy_polled(orig, w, n, c->h)) != 0)
+        goto out;
     const float *h = c->hess[site];
     if (c->s->method == ENG_METHOD_SPARSEGPT) {
-        memcpy(work, h, cn * sizeof *work); // SparseGPT consumes its copy
+        // SparseGPT consumes its copy
+        if ((rc = eng_copy_polled(work, h, cn, c->h)) != 0)
+            goto out;
         eng_sgpt_opts so = {
             .sparsity = p->sparsity,
             .n = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.n : 0,
@@ -202,10 +208,11 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             .blocksize = c->s->sgpt_blocksize,
             .damp = c->s->sgpt_damp};
         rc = eng_sparsegpt(w, work, rows, cols, &so, &l->damping, c->h, d);
-        if (rc != 0 && rc != SH_ECANCELED)
+        if (rc != 0 && rc != SH_ECANCELED) { // a cancel sets no diag
             sh_diag_prefix(d, "tensor \"%s\"", t->name);
-        if (rc != 0 && !d->field[0])
-            snprintf(d->field, sizeof d->field, "%s", t->name);
+            if (!d->field[0])
+                snprintf(d->field, sizeof d->field, "%s", t->name);
+        }
         want = p->pattern.kind == ENG_PATTERN_NM
                    ? (uint64_t)n / (uint64_t)p->pattern.m *
                          (uint64_t)(p->pattern.m - p->pattern.n)
@@ -236,10 +243,13 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
         eng_convert_to_f32(w, work, t->dtype, n);
     }
     // ||W X - W' X||^2 / ||W X||^2 = tr(D H D^T) / tr(W H W^T).
-    double den = eng_quad_trace(orig, h, rows, cols, work);
+    double den = 0, num = 0;
+    if ((rc = eng_quad_trace_polled(&den, orig, h, rows, cols, work, c->h)))
+        goto out;
     for (size_t i = 0; i < n; i++)
         orig[i] -= w[i];
-    double num = eng_quad_trace(orig, h, rows, cols, work);
+    if ((rc = eng_quad_trace_polled(&num, orig, h, rows, cols, work, c->h)))
+        goto out;
     l->recon_error = den > 0 ? num / den : 0.0;
     rc = eng_write_f32(c->w, ti, w, t->dtype, n, l, want, d);
     if (rc == 0) {
@@ -302,9 +312,12 @@ static int global_thresholds(calib *c, sh_diag *d)
     eng_scorer sc;
     while (rc == 0 && !sel.done) {
         for (size_t i = 0; rc == 0 && i < c->nt; i++) {
-            if (!pooled(c, i) || (rc = read_scorer(c, i, buf, &sc, d)))
+            if (!pooled(c, i))
                 continue;
-            if (eng_select_feed(&sel, &sc))
+            if (eng_hooks_cancelled(c->h)) // a poll per tensor
+                rc = SH_ECANCELED;
+            else if ((rc = read_scorer(c, i, buf, &sc, d)) == 0 &&
+                     eng_select_feed(&sel, &sc))
                 rc = nonfinite(d, eng_model_tensor(c->m, i)->name);
         }
         eng_select_next(&sel);
@@ -312,7 +325,11 @@ static int global_thresholds(calib *c, sh_diag *d)
     // Each tensor's keys equal to the threshold take ties in file order.
     uint64_t ties = sel.result.ties;
     for (size_t i = 0; rc == 0 && i < c->nt; i++) {
-        if (!pooled(c, i) || (rc = read_scorer(c, i, buf, &sc, d)))
+        if (!pooled(c, i))
+            continue;
+        if (eng_hooks_cancelled(c->h))
+            rc = SH_ECANCELED;
+        if (rc || (rc = read_scorer(c, i, buf, &sc, d)))
             continue;
         uint32_t keys[4096];
         uint64_t eq = 0, numel = sc.rows * sc.cols;
@@ -360,17 +377,24 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
     eng_acts dense = {0}; // the statistics pass runs on a copy
     int rc = 0;
     for (size_t b = 0; rc == 0 && b < nb; b++) {
-        if (eng_hooks_cancelled(c->h))
-            return SH_ECANCELED;
+        if (eng_hooks_cancelled(c->h)) {
+            rc = SH_ECANCELED; // and free dense below
+            break;
+        }
         progress(c, "pruning", b + 1, nb, 0.15 + 0.7 * (double)b / nb);
         eng_net_block *blk = NULL;
         if ((rc = eng_net_block_load(c->net, b, &blk, d)) != 0)
             break;
-        if ((rc = stats_alloc(c, b, d)) == 0 &&
-            (rc = eng_acts_copy(&dense, acts)) != 0)
+        if (eng_hooks_cancelled(c->h))
+            rc = SH_ECANCELED; // blk freed below
+        if (rc == 0 && (rc = stats_alloc(c, b, d)) == 0 &&
+            (rc = eng_acts_copy_polled(&dense, acts, c->h)) == SH_ENOMEM)
             rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         if (rc == 0)
-            rc = eng_net_block_forward(c->net, blk, &dense, on_site, c, d);
+            rc = eng_net_block_forward_polled(c->net, blk, &dense, on_site, c,
+                                              c->h, d);
+        if (rc == 0 && c->cancelled)
+            rc = SH_ECANCELED;
         for (int s = 0; rc == 0 && s < c->nsites; s++)
             if (c->hess[s])
                 eng_sym_fill(c->hess[s], c->cols[s]);
@@ -383,7 +407,8 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
                               lin[i].rows, lin[i].cols, lin[i].site, d);
         }
         if (rc == 0) // the pruned block makes the next block's inputs
-            rc = eng_net_block_forward(c->net, blk, acts, NULL, NULL, d);
+            rc = eng_net_block_forward_polled(c->net, blk, acts, NULL, NULL,
+                                              c->h, d);
         stats_free(c);
         eng_net_block_free(blk);
     }
@@ -428,7 +453,7 @@ int eng_prune_calibrated(const eng_model *m, const eng_spec *s,
         ds.info.kind == ENG_DATASET_TOKENS ? ds.rows * ds.info.cols : ds.rows;
     if (s->scope == ENG_SCOPE_GLOBAL && (rc = global_thresholds(&c, d)) != 0)
         goto out;
-    if ((rc = eng_net_embed(c.net, &ds, &acts, d)) != 0)
+    if ((rc = eng_net_embed_polled(c.net, &ds, &acts, h, d)) != 0)
         goto out;
     if ((rc = run_blocks(&c, &acts, d)) != 0)
         goto out;

@@ -1,6 +1,7 @@
 // net.c: opening runnable models, the MLP, blocks, and evaluation.
 #include "engine/net_int.h"
 
+#include "engine/engine_int.h"
 #include "engine/linalg.h"
 
 #include <inttypes.h>
@@ -332,6 +333,11 @@ void eng_acts_free(eng_acts *a)
 
 int eng_acts_copy(eng_acts *dst, const eng_acts *src)
 {
+    return eng_acts_copy_polled(dst, src, NULL);
+}
+
+int eng_acts_copy_polled(eng_acts *dst, const eng_acts *src, const eng_hooks *h)
+{
     // dst's buffer is reused when it is large enough.
     size_t n = (size_t)(src->rows * src->width);
     size_t have = dst->x ? (size_t)(dst->rows * dst->width) : 0;
@@ -340,20 +346,24 @@ int eng_acts_copy(eng_acts *dst, const eng_acts *src)
         return SH_ENOMEM;
     *dst = *src;
     dst->x = x;
-    memcpy(dst->x, src->x, n * sizeof *dst->x);
-    return 0;
+    return eng_copy_polled(dst->x, src->x, n, h);
 }
 
 int eng_net_embed(eng_net *n, const eng_dataset *ds, eng_acts *out, sh_diag *d)
 {
+    return eng_net_embed_polled(n, ds, out, NULL, d);
+}
+
+int eng_net_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
+                         const eng_hooks *h, sh_diag *d)
+{
     if (n->arch == NET_LLAMA)
-        return net_llama_embed(n, ds, out, d);
+        return net_llama_embed_polled(n, ds, out, h, d);
     size_t count = (size_t)(ds->rows * ds->info.cols);
     *out = (eng_acts){.rows = ds->rows, .width = ds->info.cols};
     if (!(out->x = malloc(count * sizeof *out->x)))
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    memcpy(out->x, ds->inputs, count * sizeof *out->x);
-    return 0;
+    return eng_copy_polled(out->x, ds->inputs, count, h);
 }
 
 static float act_apply(net_act a, float x)
@@ -372,7 +382,8 @@ static float act_apply(net_act a, float x)
 }
 
 static int mlp_forward(eng_net *n, eng_net_block *b, eng_acts *a,
-                       eng_site_fn fn, void *ctx, sh_diag *d)
+                       eng_site_fn fn, void *ctx, const eng_hooks *h,
+                       sh_diag *d)
 {
     const eng_net_linear *l = &n->blocks[b->index].lin[0];
     if (fn)
@@ -380,21 +391,41 @@ static int mlp_forward(eng_net *n, eng_net_block *b, eng_acts *a,
     float *y = malloc((size_t)(a->rows * l->rows) * sizeof *y);
     if (!y)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    eng_linear(y, a->x, b->w[0], b->b[0], a->rows, l->cols, l->rows);
-    if (b->index + 1 < n->nblocks)
-        for (int64_t i = 0; i < a->rows * l->rows; i++)
-            y[i] = act_apply(n->act, y[i]);
+    int rc = eng_linear_polled(y, a->x, b->w[0], b->b[0], a->rows, l->cols,
+                               l->rows, h);
+    eng_pacer pace = {.h = h};
+    if (b->index + 1 < n->nblocks) {
+        for (int64_t r = 0; rc == 0 && r < a->rows; r++) {
+            float *yr = y + r * l->rows;
+            for (int64_t j = 0; j < l->rows; j++)
+                yr[j] = act_apply(n->act, yr[j]);
+            if (eng_pacer_step(&pace, (uint64_t)l->rows))
+                rc = SH_ECANCELED;
+        }
+    }
+    if (rc != 0) {
+        free(y);
+        return rc;
+    }
     free(a->x);
     a->x = y;
     a->width = l->rows;
     return 0;
 }
 
+int eng_net_block_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
+                                 eng_site_fn fn, void *ctx, const eng_hooks *h,
+                                 sh_diag *d)
+{
+    return n->arch == NET_MLP
+               ? mlp_forward(n, b, a, fn, ctx, h, d)
+               : net_llama_forward_polled(n, b, a, fn, ctx, h, d);
+}
+
 int eng_net_block_forward(eng_net *n, eng_net_block *b, eng_acts *a,
                           eng_site_fn fn, void *ctx, sh_diag *d)
 {
-    return n->arch == NET_MLP ? mlp_forward(n, b, a, fn, ctx, d)
-                              : net_llama_forward(n, b, a, fn, ctx, d);
+    return eng_net_block_forward_polled(n, b, a, fn, ctx, NULL, d);
 }
 
 // --- evaluation
@@ -432,7 +463,7 @@ int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
                      eng_metric *out, sh_diag *d)
 {
     eng_acts a = {0};
-    int rc = eng_net_embed(n, ds, &a, d);
+    int rc = eng_net_embed_polled(n, ds, &a, h, d);
     for (size_t b = 0; rc == 0 && b < n->nblocks; b++) {
         if (eng_hooks_cancelled(h)) {
             rc = SH_ECANCELED;
@@ -440,13 +471,16 @@ int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
         }
         eng_net_block *blk = NULL;
         rc = eng_net_block_load(n, b, &blk, d);
+        if (rc == 0 && eng_hooks_cancelled(h))
+            rc = SH_ECANCELED;
         if (rc == 0)
-            rc = eng_net_block_forward(n, blk, &a, NULL, NULL, d);
+            rc = eng_net_block_forward_polled(n, blk, &a, NULL, NULL, h, d);
         eng_net_block_free(blk);
     }
     if (rc == 0)
-        rc = n->arch == NET_MLP ? mlp_metric(n, ds, &a, out, d)
-                                : net_llama_evaluate(n, ds, &a, out, d);
+        rc = n->arch == NET_MLP
+                 ? mlp_metric(n, ds, &a, out, d)
+                 : net_llama_evaluate_polled(n, ds, &a, h, out, d);
     eng_acts_free(&a);
     return rc;
 }

@@ -14,6 +14,7 @@
 //   logits = (rmsnorm(h) * w_norm) W_head^T
 #include "engine/net_int.h"
 
+#include "engine/engine_int.h"
 #include "engine/linalg.h"
 
 #include <inttypes.h>
@@ -199,9 +200,10 @@ static void rope(const eng_net *n, float *x, int64_t seqs, int64_t seqlen,
 }
 
 // Causal attention, head by head, sequence by sequence. ctx (rows, qd).
-static void attention(const eng_net *n, float *ctx, const float *q,
+// Counts a head's T^2 scores on pace; true when a poll said stop.
+static bool attention(const eng_net *n, float *ctx, const float *q,
                       const float *k, const float *v, int64_t seqs,
-                      int64_t seqlen, float *scores)
+                      int64_t seqlen, float *scores, eng_pacer *pace)
 {
     int64_t hd = n->head_dim, qd = n->heads * hd, kvd = n->kv_heads * hd;
     int64_t group = n->heads / n->kv_heads;
@@ -234,12 +236,21 @@ static void attention(const eng_net *n, float *ctx, const float *q,
             }
             eng_gemm(false, false, seqlen, hd, seqlen, 1.0f, scores, seqlen, vs,
                      kvd, 0.0f, ctx + s * seqlen * qd + h * hd, qd);
+            if (eng_pacer_step(pace, (uint64_t)(seqlen * seqlen)))
+                return true;
         }
     }
+    return false;
 }
 
 int net_llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
                     sh_diag *d)
+{
+    return net_llama_embed_polled(n, ds, out, NULL, d);
+}
+
+int net_llama_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
+                           const eng_hooks *h, sh_diag *d)
 {
     int64_t T = ds->info.cols, rows = ds->rows * T, dm = n->hidden;
     if (T > n->rope_len && rope_tables(n, T, d) != 0)
@@ -255,6 +266,7 @@ int net_llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
     size_t es = eng_dtype_size(t->dtype);
     unsigned char *row = malloc((size_t)dm * es);
     int rc = row ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    eng_pacer pace = {.h = h};
     for (int64_t r = 0; rc == 0 && r < rows; r++) {
         int32_t id = ds->ids[r];
         if (id < 0 || id >= n->vocab) {
@@ -268,6 +280,8 @@ int net_llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
                                (size_t)dm * es, d);
         if (rc == 0)
             eng_convert_to_f32(x + r * dm, row, t->dtype, (size_t)dm);
+        if (rc == 0 && eng_pacer_step(&pace, (uint64_t)dm))
+            rc = SH_ECANCELED;
     }
     free(row);
     if (rc != 0) {
@@ -280,6 +294,15 @@ int net_llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
 
 int net_llama_forward(eng_net *n, eng_net_block *b, eng_acts *a, eng_site_fn fn,
                       void *ctx, sh_diag *d)
+{
+    return net_llama_forward_polled(n, b, a, fn, ctx, NULL, d);
+}
+
+// Polls: after every piece of each product (eng_linear_polled), every
+// head of a sequence, and rows of the element-wise steps by ENG_POLL_ELEMS.
+int net_llama_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
+                             eng_site_fn fn, void *ctx, const eng_hooks *hk,
+                             sh_diag *d)
 {
     int64_t rows = a->rows, dm = n->hidden, hd = n->head_dim;
     int64_t qd = n->heads * hd, kvd = n->kv_heads * hd, in = n->inter;
@@ -294,50 +317,86 @@ int net_llama_forward(eng_net *n, eng_net_block *b, eng_acts *a, eng_site_fn fn,
     float *att = v + rows * kvd, *g = att + rows * qd, *u = g + rows * in;
     float *m = u + rows * in, *scores = m + rows * in;
     float *h = a->x;
+    eng_pacer pace = {.h = hk};
+    uint64_t width = (uint64_t)(rows * dm);
+    int rc = 0;
 
     rmsnorm(x, h, b->norm_in, rows, dm, n->eps);
+    if (eng_pacer_step(&pace, width))
+        return SH_ECANCELED;
     if (fn)
         fn(ctx, 0, x, rows, dm);
-    eng_linear(q, x, b->w[Q], b->b[Q], rows, dm, qd);
-    eng_linear(k, x, b->w[K], b->b[K], rows, dm, kvd);
-    eng_linear(v, x, b->w[V], b->b[V], rows, dm, kvd);
+    if ((rc = eng_linear_polled(q, x, b->w[Q], b->b[Q], rows, dm, qd, hk)) ||
+        (rc = eng_linear_polled(k, x, b->w[K], b->b[K], rows, dm, kvd, hk)) ||
+        (rc = eng_linear_polled(v, x, b->w[V], b->b[V], rows, dm, kvd, hk)))
+        return rc;
     rope(n, q, a->seqs, a->seqlen, n->heads);
     rope(n, k, a->seqs, a->seqlen, n->kv_heads);
-    attention(n, att, q, k, v, a->seqs, a->seqlen, scores);
+    if (eng_pacer_step(&pace, (uint64_t)(rows * (qd + kvd))) ||
+        attention(n, att, q, k, v, a->seqs, a->seqlen, scores, &pace))
+        return SH_ECANCELED;
     if (fn)
         fn(ctx, 1, att, rows, qd);
-    eng_linear(x, att, b->w[O], b->b[O], rows, qd, dm); // x reused: o
+    // x reused: o
+    if ((rc = eng_linear_polled(x, att, b->w[O], b->b[O], rows, qd, dm, hk)))
+        return rc;
     for (int64_t i = 0; i < rows * dm; i++)
         h[i] += x[i];
 
     rmsnorm(x, h, b->norm_post, rows, dm, n->eps);
+    if (eng_pacer_step(&pace, 2 * width))
+        return SH_ECANCELED;
     if (fn)
         fn(ctx, 2, x, rows, dm);
-    eng_linear(g, x, b->w[GATE], b->b[GATE], rows, dm, in);
-    eng_linear(u, x, b->w[UP], b->b[UP], rows, dm, in);
-    for (int64_t i = 0; i < rows * in; i++)
-        m[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    if ((rc = eng_linear_polled(g, x, b->w[GATE], b->b[GATE], rows, dm, in,
+                                hk)) ||
+        (rc = eng_linear_polled(u, x, b->w[UP], b->b[UP], rows, dm, in, hk)))
+        return rc;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = r * in; i < (r + 1) * in; i++)
+            m[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        if (eng_pacer_step(&pace, (uint64_t)in))
+            return SH_ECANCELED;
+    }
     if (fn)
         fn(ctx, 3, m, rows, in);
-    eng_linear(x, m, b->w[DOWN], b->b[DOWN], rows, in, dm);
+    if ((rc =
+             eng_linear_polled(x, m, b->w[DOWN], b->b[DOWN], rows, in, dm, hk)))
+        return rc;
     for (int64_t i = 0; i < rows * dm; i++)
         h[i] += x[i];
-    return 0;
+    return eng_pacer_step(&pace, width) ? SH_ECANCELED : 0;
 }
 
-int net_llama_head(eng_net *n, const float *h, int64_t rows, float *logits,
-                   const float *head_w, const float *norm_w)
+// Logits (rows, vocab) of final hidden states h (rows, hidden).
+static int head_run(eng_net *n, const float *h, int64_t rows, float *logits,
+                    const float *head_w, const float *norm_w,
+                    const eng_hooks *hk)
 {
     float *x = net_scratch(n, (size_t)(rows * n->hidden));
     if (!x)
         return SH_ENOMEM;
     rmsnorm(x, h, norm_w, rows, n->hidden, n->eps);
-    eng_linear(logits, x, head_w, NULL, rows, n->hidden, n->vocab);
-    return 0;
+    return eng_linear_polled(logits, x, head_w, NULL, rows, n->hidden, n->vocab,
+                             hk);
+}
+
+int net_llama_head(eng_net *n, const float *h, int64_t rows, float *logits,
+                   const float *head_w, const float *norm_w)
+{
+    return head_run(n, h, rows, logits, head_w, norm_w, NULL);
 }
 
 int net_llama_evaluate(eng_net *n, const eng_dataset *ds, const eng_acts *a,
                        eng_metric *out, sh_diag *d)
+{
+    return net_llama_evaluate_polled(n, ds, a, NULL, out, d);
+}
+
+// Polls: in the head's product, and every ENG_POLL_ELEMS logits.
+int net_llama_evaluate_polled(eng_net *n, const eng_dataset *ds,
+                              const eng_acts *a, const eng_hooks *hk,
+                              eng_metric *out, sh_diag *d)
 {
     float *head = NULL, *norm = NULL;
     int64_t T = a->seqlen;
@@ -349,12 +408,13 @@ int net_llama_evaluate(eng_net *n, const eng_dataset *ds, const eng_acts *a,
         rc = net_load_f32(n, (size_t)n->final_norm, &norm, d);
     double nll = 0;
     int64_t count = 0;
+    eng_pacer pace = {.h = hk};
     for (int64_t s = 0; rc == 0 && s < a->seqs; s++) {
-        rc = net_llama_head(n, a->x + s * T * n->hidden, T, logits, head, norm);
-        if (rc != 0) {
+        rc = head_run(n, a->x + s * T * n->hidden, T, logits, head, norm, hk);
+        if (rc == SH_ENOMEM)
             sh_diag_set(d, rc, "", "out of memory");
+        if (rc != 0)
             break;
-        }
         // Position t - 1 predicts token t.
         for (int64_t t = 1; t < T; t++) {
             const float *z = logits + (t - 1) * n->vocab;
@@ -366,6 +426,10 @@ int net_llama_evaluate(eng_net *n, const eng_dataset *ds, const eng_acts *a,
                 sum += exp((double)z[j] - mx);
             nll += log(sum) + mx - z[ds->ids[s * T + t]];
             count++;
+            if (eng_pacer_step(&pace, (uint64_t)n->vocab)) {
+                rc = SH_ECANCELED;
+                break;
+            }
         }
     }
     free(logits);

@@ -420,8 +420,13 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
         rc = eng_prune_calibrated(m, s, o, h, w, r, d);
     else
         rc = prune_streaming(m, s, o, h, w, r, plans, d);
+    // Polls between the phases too: finishing syncs every file.
+    if (rc == 0 && eng_hooks_cancelled(h))
+        rc = SH_ECANCELED;
     if (rc == 0)
         rc = eng_out_finish(w, d);
+    if (rc == 0 && eng_hooks_cancelled(h))
+        rc = SH_ECANCELED;
     if (rc == 0 && o->evaluation_path) {
         phase(h, "evaluating pruned", 0.9);
         rc = eng_model_open(&pruned, o->out_dir, d);
@@ -434,12 +439,12 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
             r->metric_pruned = after.value;
         }
     }
-    if (rc == SH_ECANCELED)
-        sh_diag_set(d, rc, "", "cancelled");
     r->seconds = sh_time_mono() - t0;
     if (rc == 0)
         rc = eng_manifest_write(m, s, r, o, d);
 out:
+    if (rc == SH_ECANCELED) // from any phase, the dense evaluation too
+        sh_diag_set(d, rc, "", "cancelled");
     eng_model_close(pruned);
     eng_out_destroy(w);
     free(ts);

@@ -1,6 +1,7 @@
 // sparsegpt.c: SparseGPT on one layer (see sparsegpt.h for the algorithm).
 #include "engine/sparsegpt.h"
 
+#include "engine/engine_int.h"
 #include "engine/linalg.h"
 #include "engine/mask.h"
 
@@ -83,52 +84,60 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
         mean += h[j * cols + j];
     }
     mean /= (double)cols;
-    memcpy(h0, h, hn * sizeof *h0);
+    if (eng_copy_polled(h0, h, hn, hooks))
+        goto cancelled;
 
     // Dampening, ten times more after each failed factorisation.
     double damp = o->damp;
-    bool ok = false;
-    for (int attempt = 0; attempt < 4 && !ok; attempt++, damp *= 10) {
-        if (attempt)
-            memcpy(h, h0, hn * sizeof *h);
+    rc = SH_ENUMERIC;
+    for (int attempt = 0; attempt < 4 && rc == SH_ENUMERIC;
+         attempt++, damp *= 10) {
+        if (attempt && eng_copy_polled(h, h0, hn, hooks))
+            goto cancelled;
         float add = (float)(damp * mean);
         for (int64_t j = 0; j < cols; j++)
             h[j * cols + j] += add;
-        ok = eng_chol_inverse_upper(h, cols);
-        if (ok)
+        rc = eng_chol_inverse_polled(h, cols, 0, hooks);
+        if (rc == 0)
             *damp_used = damp;
     }
-    if (!ok) {
+    if (rc == SH_ENUMERIC)
         rc = sh_diag_set(d, SH_ENUMERIC, "",
                          "the Hessian is not positive definite even with "
                          "dampening %g",
                          damp / 10);
+    if (rc != 0)
         goto out;
-    }
     const float *u = h; // (cols, cols) upper: H^-1 = U^T U
 
+    // Polls: before each block, and as work is done (eng_pacer) between
+    // rows of the block's passes, the OBS updates included (a block of many
+    // columns is long), and between pieces of the lazy update.
+    eng_pacer pace = {.h = hooks};
     for (int64_t i1 = 0; i1 < cols; i1 += bs) {
-        if (eng_hooks_cancelled(hooks)) {
-            rc = SH_ECANCELED;
-            goto out;
-        }
+        if (eng_hooks_cancelled(hooks))
+            goto cancelled;
         int64_t i2 = i1 + bs < cols ? i1 + bs : cols, count = i2 - i1;
-        for (int64_t r = 0; r < rows; r++)
+        for (int64_t r = 0; r < rows; r++) {
             memcpy(w1 + r * count, w + r * cols + i1,
                    (size_t)count * sizeof *w1);
+            for (int64_t c = 0; o->m == 0 && c < count; c++) {
+                float dd = u[(i1 + c) * cols + i1 + c];
+                float x = w1[r * count + c];
+                score[r * count + c] = x * x / (dd * dd);
+            }
+            if (eng_pacer_step(&pace, (uint64_t)count))
+                goto cancelled;
+        }
         memset(mask, 0, (size_t)(rows * count));
         if (o->m == 0) {
             // This block's share of round(s * numel), so the tensor gets
             // exactly its count however the blocks fall.
             uint64_t k = eng_count_for(o->sparsity, (uint64_t)(rows * i2)) -
                          eng_count_for(o->sparsity, (uint64_t)(rows * i1));
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t c = 0; c < count; c++) {
-                    float dd = u[(i1 + c) * cols + i1 + c];
-                    float x = w1[r * count + c];
-                    score[r * count + c] = x * x / (dd * dd);
-                }
             mask_block(mask, score, rows, count, k, bits);
+            if (eng_pacer_step(&pace, (uint64_t)(rows * count)))
+                goto cancelled;
         }
         for (int64_t i = 0; i < count; i++) {
             const float *urow = u + (i1 + i) * cols + i1; // U[i1+i, i1..i2)
@@ -151,18 +160,27 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
                 err[r * count + i] = e;
                 for (int64_t j = i; j < count; j++)
                     row[j] -= e * urow[j];
+                if (eng_pacer_step(&pace, (uint64_t)(count - i)))
+                    goto cancelled;
             }
         }
         for (int64_t r = 0; r < rows; r++)
             memcpy(w + r * cols + i1, q1 + r * count,
                    (size_t)count * sizeof *q1);
-        if (i2 < cols) // W[:, i2:] -= Err1 @ U[i1:i2, i2:]
-            eng_gemm(false, false, rows, cols - i2, count, -1.0f, err, count,
-                     u + i1 * cols + i2, cols, 1.0f, w + i2, cols);
+        if (eng_pacer_step(&pace, (uint64_t)(rows * count)))
+            goto cancelled;
+        if (i2 < cols && // W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+            (rc = eng_gemm_polled(false, false, rows, cols - i2, count, -1.0f,
+                                  err, count, u + i1 * cols + i2, cols, 1.0f,
+                                  w + i2, cols, hooks)) != 0)
+            goto out;
     }
     if (!finite_all(w, (size_t)(rows * cols)))
         rc = sh_diag_set(d, SH_ENUMERIC, "",
                          "the updated weights are not finite");
+    goto out;
+cancelled:
+    rc = SH_ECANCELED;
 out:
     free(h0);
     free(w1);

@@ -12,10 +12,16 @@
 // mlp-fmnist magnitude:0.8 (one weight more or less per tensor, on a
 // cliff) that alone moves the metric past the tolerance; at the
 // reference's counts ours gives the reference's figures.
+//
+// Then cancellation: a SparseGPT run stops at the first poll that says so,
+// and polls at least once per unit of work (a product, a column block),
+// with the pieces it splits large work into checked against whole calls.
 #include "tests/helpers.h"
 
 #include "common/util.h"
 #include "engine/engine.h"
+#include "engine/engine_int.h"
+#include "engine/linalg.h"
 #include "engine/mask.h"
 
 #include <math.h>
@@ -224,6 +230,240 @@ START_TEST(test_mlp_reference_table)
 }
 END_TEST
 
+// --- cancellation
+
+// Counts the polls per phase from the progress reports, and says stop at
+// the stop_at-th poll of a phase (and step) and at every poll after it.
+typedef struct probe {
+    const char *stop_phase;
+    size_t stop_step;
+    long stop_at;
+    char phase[32];
+    size_t step;
+    long eval_polls;   // while evaluating the dense model
+    long block0_polls; // while pruning block 1 of 4
+    long stop_polls;   // in the phase and step to stop in, up to the stop
+    long after;        // polls from the one that said stop on
+} probe;
+
+static void probe_progress(void *ctx, const eng_progress *p)
+{
+    probe *c = ctx;
+    snprintf(c->phase, sizeof c->phase, "%s", p->phase);
+    c->step = p->step;
+}
+
+static bool probe_cancelled(void *ctx)
+{
+    probe *c = ctx;
+    if (c->after > 0 ||
+        (strcmp(c->phase, c->stop_phase) == 0 && c->step == c->stop_step &&
+         ++c->stop_polls == c->stop_at)) {
+        c->after++;
+        return true;
+    }
+    if (strcmp(c->phase, "evaluating dense") == 0)
+        c->eval_polls++;
+    else if (strcmp(c->phase, "pruning") == 0 && c->step == 1)
+        c->block0_polls++;
+    return false;
+}
+
+// SparseGPT with the smallest block size on llama-kjv (32 calibration
+// rows), evaluated, with c's hook.
+static int prune_probed(probe *c, sh_diag *d)
+{
+    char *model = th_fixture("llama-kjv");
+    char *calib = th_fixture("llama-kjv-data/calibration.safetensors");
+    char *eval = th_fixture("llama-kjv-data/evaluation.safetensors");
+    char *dir = th_tmpdir();
+    char *dst = th_path(dir, "out");
+    sh_mkdir_p(dst);
+    json_t *j =
+        json_pack("{s:s, s:f, s:{s:i}, s:{s:s, s:i}}", "method", "sparsegpt",
+                  "sparsity", 0.5, "sparsegpt", "blocksize", 1, "calibration",
+                  "dataset", calib, "samples", 32);
+    eng_spec s;
+    ck_assert_msg(eng_spec_parse(&s, j, d) == 0, "%s", d->msg);
+    json_decref(j);
+    eng_model *m = NULL;
+    ck_assert_int_eq(eng_model_open(&m, model, d), 0);
+    eng_report r;
+    eng_report_init(&r, &s);
+    eng_options o = {
+        .out_dir = dst, .calibration_path = calib, .evaluation_path = eval};
+    eng_hooks h = {
+        .ctx = c, .progress = probe_progress, .cancelled = probe_cancelled};
+    int rc = eng_prune(m, &s, &o, &h, &r, d);
+    eng_report_deinit(&r);
+    eng_model_close(m);
+    eng_spec_deinit(&s);
+    th_rmtree(dir);
+    free(dst);
+    free(dir);
+    free(model);
+    free(calib);
+    free(eval);
+    return rc;
+}
+
+// The case: SparseGPT with the smallest block size, cancelled in
+// the middle of the second model block (and, first, while evaluating the
+// dense model). It stops there, at the poll that said so, and had polled
+// at least once per unit of work: per linear layer run forward (7 per
+// block; once per block is not enough), per column block of the OBS loop,
+// per factorisation. No clocks: the counts hold on any machine.
+START_TEST(test_sparsegpt_cancel_smallest_blocks)
+{
+    sh_diag d;
+    probe e = {.stop_phase = "evaluating dense", .stop_step = 1, .stop_at = 9};
+    ck_assert_int_eq(prune_probed(&e, &d), SH_ECANCELED);
+    ck_assert_int_eq(d.code, SH_ECANCELED);
+    ck_assert_str_eq(d.msg, "cancelled");
+    ck_assert_int_eq(e.after, 1);
+
+    probe c = {.stop_phase = "pruning", .stop_step = 2, .stop_at = 600};
+    ck_assert_int_eq(prune_probed(&c, &d), SH_ECANCELED);
+    ck_assert_int_eq(d.code, SH_ECANCELED);
+    ck_assert_str_eq(d.msg, "cancelled");
+    ck_assert_int_eq(c.stop_polls, c.stop_at); // it was mid-block
+    ck_assert_int_eq(c.after, 1);              // and stopped right there
+    // Four blocks of seven products each, run on the evaluation set.
+    ck_assert_int_ge(c.eval_polls, 4 * 7);
+    // Block 0 with blocksize 1: a poll per column of its targets (q, k, v,
+    // o, gate, up read 128 inputs, down 384), per factorisation, and per
+    // product of its two forward passes.
+    ck_assert_int_ge(c.block0_polls, (6 * 128 + 384) + 7 + 2 * 7);
+}
+END_TEST
+
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+static long polls_left;
+
+static bool stop_when_counted(void *ctx)
+{
+    (void)ctx;
+    return --polls_left < 0;
+}
+
+// The factorisation by blocks (used above 2048 inputs) against the scalar
+// reference and LAPACK, on sizes the blocks do not divide; refusals and
+// cancellation.
+START_TEST(test_chol_inverse_by_blocks)
+{
+    enum { N = 203, S = 300 };
+    float *x = malloc(S * N * sizeof *x), *h = calloc(N * N, sizeof *h);
+    float *a = malloc(N * N * sizeof *a), *ref = malloc(N * N * sizeof *ref);
+    th_randn(x, S * N, 11);
+    eng_syrk_acc_ref(h, x, S, N);
+    eng_sym_fill(h, N);
+    for (int i = 0; i < N; i++)
+        h[i * N + i] += 1.0f;
+    memcpy(ref, h, N * N * sizeof *ref);
+    ck_assert(eng_chol_inverse_upper_ref(ref, N));
+    const int64_t blocks[] = {1, 16, 48, 64, 256};
+    for (size_t k = 0; k < sizeof blocks / sizeof blocks[0]; k++) {
+        memcpy(a, h, N * N * sizeof *a);
+        ck_assert_int_eq(eng_chol_inverse_polled(a, N, blocks[k], NULL), 0);
+        ck_assert_msg(rel_err(a, ref, N * N) < 1e-4, "nb %lld: %g",
+                      (long long)blocks[k], rel_err(a, ref, N * N));
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < i; j++)
+                ck_assert(a[i * N + j] == 0.0f);
+    }
+    // nb 0 at this size is eng_chol_inverse_upper, to the bit.
+    memcpy(a, h, N * N * sizeof *a);
+    memcpy(ref, h, N * N * sizeof *ref);
+    ck_assert_int_eq(eng_chol_inverse_polled(a, N, 0, NULL), 0);
+    ck_assert(eng_chol_inverse_upper(ref, N));
+    ck_assert(memcmp(a, ref, N * N * sizeof *a) == 0);
+    // Not positive definite: refused, as eng_chol_inverse_upper does.
+    memcpy(a, h, N * N * sizeof *a);
+    a[150 * N + 150] = -1.0f;
+    ck_assert_int_eq(eng_chol_inverse_polled(a, N, 32, NULL), SH_ENUMERIC);
+    // Cancelled between panels.
+    memcpy(a, h, N * N * sizeof *a);
+    polls_left = 5;
+    eng_hooks stop = {.cancelled = stop_when_counted};
+    ck_assert_int_eq(eng_chol_inverse_polled(a, N, 16, &stop), SH_ECANCELED);
+    free(x);
+    free(h);
+    free(a);
+    free(ref);
+}
+END_TEST
+
+// Products above ENG_POLL_FMA run in pieces (of rows, or of columns when
+// wider than tall) and agree with one call.
+START_TEST(test_products_in_pieces)
+{
+    enum { M = 2048, K = 1024, W = 2304, M2 = 640, W2 = 8192 };
+    enum { N = 9000, C = 1024 };
+    ck_assert((uint64_t)M * W * K > ENG_POLL_FMA);
+    ck_assert((uint64_t)M2 * W2 * K > ENG_POLL_FMA);
+    ck_assert((uint64_t)N * C * (C + 1) / 2 > ENG_POLL_FMA);
+    float *a = malloc((size_t)M * K * sizeof *a);  // (M, K)
+    float *at = malloc((size_t)K * M * sizeof *a); // a^T (K, M)
+    float *b = malloc((size_t)W2 * K * sizeof *b); // (K, W) or (W2, K)
+    float *c1 = malloc((size_t)M2 * W2 * sizeof *c1);
+    float *c2 = malloc((size_t)M2 * W2 * sizeof *c2);
+    float *x = malloc((size_t)N * C * sizeof *x);
+    float *h1 = calloc((size_t)C * C, sizeof *h1);
+    float *h2 = calloc((size_t)C * C, sizeof *h2);
+    th_randn(a, (size_t)M * K, 21);
+    th_randn(b, (size_t)W2 * K, 22);
+    th_randn(x, (size_t)N * C, 23);
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++)
+            at[k * M + i] = a[i * K + k];
+    // Tall: pieces of rows of op(A), stored as is and transposed.
+    eng_gemm(false, false, M, W, K, 1.0f, a, K, b, W, 0.0f, c1, W);
+    for (int ta = 0; ta < 2; ta++) {
+        ck_assert_int_eq(eng_gemm_polled(ta, false, M, W, K, 1.0f, ta ? at : a,
+                                         ta ? M : K, b, W, 0.0f, c2, W, NULL),
+                         0);
+        ck_assert(rel_err(c2, c1, (size_t)M * W) < 1e-5);
+    }
+    // Wide: pieces of columns of op(B) = B^T, B (W2, K).
+    eng_gemm(false, true, M2, W2, K, 1.0f, a, K, b, K, 0.0f, c1, W2);
+    ck_assert_int_eq(eng_gemm_polled(false, true, M2, W2, K, 1.0f, a, K, b, K,
+                                     0.0f, c2, W2, NULL),
+                     0);
+    ck_assert(rel_err(c2, c1, (size_t)M2 * W2) < 1e-5);
+    // H += X^T X in pieces of rows of X (upper triangle).
+    eng_syrk_acc(h1, x, N, C);
+    ck_assert_int_eq(eng_syrk_acc_polled(h2, x, N, C, NULL), 0);
+    eng_sym_fill(h1, C);
+    eng_sym_fill(h2, C);
+    ck_assert(rel_err(h2, h1, (size_t)C * C) < 1e-5);
+    // A cancel stops after the piece at hand.
+    polls_left = 0;
+    eng_hooks stop = {.cancelled = stop_when_counted};
+    ck_assert_int_eq(eng_gemm_polled(false, false, M, W, K, 1.0f, a, K, b, W,
+                                     0.0f, c2, W, &stop),
+                     SH_ECANCELED);
+    polls_left = 0;
+    ck_assert_int_eq(eng_syrk_acc_polled(h2, x, N, C, &stop), SH_ECANCELED);
+    free(a);
+    free(at);
+    free(b);
+    free(c1);
+    free(c2);
+    free(x);
+    free(h1);
+    free(h2);
+}
+END_TEST
+
 Suite *suite_methods(void)
 {
     Suite *s = suite_create("methods");
@@ -232,5 +472,11 @@ Suite *suite_methods(void)
     tcase_add_test(tc, test_llama_reference_table);
     tcase_add_test(tc, test_mlp_reference_table);
     suite_add_tcase(s, tc);
+    TCase *cancel = tcase_create("cancel");
+    tcase_set_timeout(cancel, 60);
+    tcase_add_test(cancel, test_sparsegpt_cancel_smallest_blocks);
+    tcase_add_test(cancel, test_chol_inverse_by_blocks);
+    tcase_add_test(cancel, test_products_in_pieces);
+    suite_add_tcase(s, cancel);
     return s;
 }

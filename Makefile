@@ -8,6 +8,7 @@
 #   make sanitize   ASan + UBSan build of the unit suites, run
 #   make valgrind   unit suites under valgrind (no leaks allowed)
 #   make bench      benchmarks: a table of ratios against yardsticks
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS (60) each
 #   make format     clang-format in place; make format-check verifies
 #
 # Outputs go under build/ (build/san for SANITIZE builds). Objects rebuild
@@ -20,7 +21,7 @@ OPT ?= -O3
 
 # The binary needs only PKGS (scripts/deps.sh --build); the tests add
 # TEST_PKGS.
-PKGS := jansson libmicrohttpd libuv sqlite3 libarchive libcrypto
+PKGS := jansson libmicrohttpd libuv sqlite3 libarchive libcrypto libpcre2-8
 TEST_PKGS := libcurl check
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -49,7 +50,7 @@ BIN := $(BUILD)/shears
 TESTS := $(BUILD)/run-tests
 
 .PHONY: all deps test unit integration run sanitize valgrind bench format \
-        format-check hdr-check lint clean demo
+        format-check hdr-check lint clean demo fuzz fuzz-bins
 all: $(BIN)
 
 # --- flags: a change of compiler or flags rebuilds everything
@@ -89,6 +90,7 @@ test: deps
 	@$(MAKE) --no-print-directory $(BIN) $(TESTS)
 	@$(MAKE) --no-print-directory hdr-check format-check lint
 	SHEARS_BIN=$(abspath $(BIN)) $(TESTS) all
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE)
 
 unit: $(TESTS)
 	$(TESTS) unit
@@ -106,6 +108,27 @@ valgrind: $(TESTS)
 	CK_FORK=no valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	  --error-exitcode=3 $(TESTS) unit
 
+# --- fuzzing: libFuzzer targets (tests/fuzz/) built by clang with ASan and
+# UBSan into build/fuzz; `make fuzz` runs each FUZZ_SECONDS from the
+# committed seeds (tests/fuzz/corpus/), `make test` runs a short smoke.
+FUZZ_SRC := $(wildcard tests/fuzz/*.c)
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE ?= 15
+FUZZ_CFLAGS := -fsanitize=fuzzer-no-link,address,undefined \
+               -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+fuzz:
+	@$(MAKE) --no-print-directory CC=clang BUILD=build/fuzz OPT=-O1 \
+	  CFLAGS="$(FUZZ_CFLAGS)" fuzz-bins
+	@scripts/fuzz.sh build/fuzz $(FUZZ_SECONDS)
+
+fuzz-bins: $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzzers/%)
+
+$(BUILD)/fuzzers/%: tests/fuzz/%.c $(LIB_OBJ) $(BUILD)/.flags
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer,address,undefined -o $@ $< \
+	  $(LIB_OBJ) $(LIBS)
+
 # Every header compiles on its own.
 hdr-check: $(HEADERS:%.h=$(BUILD)/hdr/%.ok)
 $(BUILD)/hdr/%.ok: %.h $(BUILD)/.flags
@@ -113,10 +136,10 @@ $(BUILD)/hdr/%.ok: %.h $(BUILD)/.flags
 	@echo '#include "$<"' | $(CC) $(CFLAGS_ALL) -x c -fsyntax-only - && touch $@
 
 format:
-	clang-format -i $(foreach m,$(MODULES) tests tests/bench,$(wildcard $(m)/*.[ch]))
+	clang-format -i $(foreach m,$(MODULES) tests tests/bench tests/fuzz,$(wildcard $(m)/*.[ch]))
 
 format-check:
-	@clang-format --dry-run --Werror $(foreach m,$(MODULES) tests tests/bench,$(wildcard $(m)/*.[ch]))
+	@clang-format --dry-run --Werror $(foreach m,$(MODULES) tests tests/bench tests/fuzz,$(wildcard $(m)/*.[ch]))
 
 # Static checks that need the tools the dependency script installs.
 lint:

@@ -21,13 +21,24 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+// The limits that keep one client from taking the server; serve.c gives
+// every one a flag (README, "Security and limits").
 typedef struct api_config {
     const char *host; // listen address ("127.0.0.1", "0.0.0.0", "::")
     uint16_t port;    // 0: an ephemeral port, see api_port()
     int threads;      // HTTP threads
     uint64_t max_upload;
-    const char *token;     // NULL: no auth
-    unsigned conn_timeout; // seconds of silence before a connection closes
+    const char *token;          // NULL: no auth
+    unsigned conn_timeout;      // seconds of silence before a connection closes
+    unsigned max_conns;         // connections at once
+    unsigned max_conns_per_ip;  // connections at once from one address
+    double head_timeout;        // seconds to receive a whole request head
+    uint64_t min_body_rate;     // bytes/s a body must keep up (0: no minimum)
+    int check_threads;          // threads for checks off the HTTP threads
+    double check_timeout;       // seconds a job spec's check may take
+    uint64_t max_tensors;       // tensors in one checkpoint
+    uint64_t max_header_memory; // safetensors header bytes across uploads
+    uint64_t min_free;          // bytes /readyz wants free in the data dir
 } api_config;
 
 // What the API reports to metrics; all optional. Called from HTTP threads.

@@ -3,6 +3,7 @@
 #define API_API_INT_H
 
 #include "api/api.h"
+#include "api/upload_int.h"
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -56,6 +57,28 @@ typedef struct api_cached_job {
     size_t len;
 } api_cached_job;
 
+// A connection as the guard sees it (guard.c): when its current request
+// head began, how much body has arrived, and whether it is anyone's turn
+// to wait. Lives from accept to close.
+typedef enum api_conn_phase {
+    API_CONN_HEAD,     // waiting for a whole request head
+    API_CONN_BODY,     // receiving a body
+    API_CONN_REPLY,    // the request is in; answering it
+    API_CONN_DEFERRED, // suspended while a check thread works
+} api_conn_phase;
+
+typedef struct api_conn {
+    struct api_conn *prev, *next;
+    int fd;
+    api_conn_phase phase;
+    double since;             // when the phase (or rate window) began
+    uint64_t body, body_mark; // body bytes in all, and at since
+    bool cut;                 // shut down by the guard
+} api_conn;
+
+// Requests waiting for a check thread (defer.c).
+#define API_DEFER_QUEUE 64
+
 struct api_server {
     api_config cfg;
     pthread_mutex_t cache_mu;
@@ -66,6 +89,23 @@ struct api_server {
     struct MHD_Daemon *daemon;
     atomic_bool draining;
     uint16_t port;
+    char data_dir[4096]; // absolute; scrubbed from every message
+    up_budget headers;   // safetensors header bytes across uploads
+    // the check threads
+    pthread_mutex_t defer_mu;
+    pthread_cond_t defer_cv;
+    api_request *defer_queue[API_DEFER_QUEUE];
+    size_t defer_head, defer_len;
+    pthread_t *defer_threads;
+    int defer_n;
+    bool defer_stop;
+    // the connection guard
+    pthread_mutex_t guard_mu;
+    pthread_cond_t guard_cv;
+    api_conn *conns;
+    pthread_t reaper;
+    bool reaper_running, guard_stop;
+    atomic_uint_fast64_t cut_head, cut_body; // connections the guard closed
 };
 
 struct api_request {
@@ -84,8 +124,45 @@ struct api_request {
     char *body; // API_BODY_JSON
     size_t body_len;
     bool body_too_big;
-    void *upload; // API_BODY_STREAM state
+    void *upload;         // API_BODY_STREAM state
+    api_conn *guard;      // the connection's guard record
+    bool dispatched;      // the final call has run the handler
+    api_handler deferred; // runs on a check thread (api_defer)
+    void *ctx;            // a handler's state across the defer
+    void (*ctx_free)(void *ctx);
 };
+
+// --- off the HTTP threads (defer.c)
+
+// Runs fn(r) on a check thread: the connection is suspended, fn responds,
+// the connection resumes. For work whose cost depends on what a client
+// uploaded (opening a model's headers, matching a spec against it,
+// writing its rows). When every check thread is busy and the queue is
+// full, responds 503 instead. Call from a handler, on the final call.
+void api_defer(api_request *r, api_handler fn);
+
+int api_defer_start(api_server *a, sh_diag *d);
+void api_defer_stop(api_server *a);
+
+// --- the connection guard (guard.c)
+
+// libmicrohttpd's connection notifications: a guard record per connection.
+void api_guard_notify(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                      enum MHD_ConnectionNotificationCode code);
+
+// Moves a request's connection to another phase (restarting its clock).
+void api_guard_phase(api_request *r, api_conn_phase phase);
+
+// Counts n body bytes.
+void api_guard_body(api_request *r, uint64_t n);
+
+// After a request: its connection waits for the next head.
+void api_guard_request_done(api_server *a, api_conn *c);
+
+// The reaper: every quarter second, shuts down connections whose head is
+// late (head_timeout) or whose body falls below min_body_rate.
+int api_guard_start(api_server *a, sh_diag *d);
+void api_guard_stop(api_server *a);
 
 // --- routing (routes.c)
 

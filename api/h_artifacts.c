@@ -4,6 +4,8 @@
 // names and files of 8 GiB or more).
 #include "api/api_int.h"
 
+#include "api/parse.h"
+
 #include "common/util.h"
 
 #include <errno.h>
@@ -42,45 +44,6 @@ static json_t *artifact_files(api_request *r)
 }
 
 // --- one file, with Range
-
-// Parses a single "bytes=a-b" range against size. Returns 1 and sets
-// [*from, *to] for a satisfiable range, 0 to send everything, -1 for an
-// unsatisfiable one.
-static int parse_range(const char *h, uint64_t size, uint64_t *from,
-                       uint64_t *to)
-{
-    if (!h || strncmp(h, "bytes=", 6) != 0 || strchr(h, ','))
-        return 0; // not ours, or several ranges: the whole file
-    const char *p = h + 6;
-    char *end;
-    if (*p == '-') { // the last n bytes
-        errno = 0;
-        unsigned long long n = strtoull(p + 1, &end, 10);
-        if (errno || *end || end == p + 1)
-            return 0;
-        if (n == 0 || size == 0)
-            return -1;
-        *from = n >= size ? 0 : size - n;
-        *to = size - 1;
-        return 1;
-    }
-    errno = 0;
-    unsigned long long a = strtoull(p, &end, 10);
-    if (errno || end == p || *end != '-')
-        return 0;
-    p = end + 1;
-    unsigned long long b = size ? size - 1 : 0;
-    if (*p) {
-        b = strtoull(p, &end, 10);
-        if (*end || b < a)
-            return 0;
-    }
-    if (a >= size)
-        return -1;
-    *from = a;
-    *to = b >= size ? size - 1 : b;
-    return 1;
-}
 
 void api_h_artifact_file(api_request *r)
 {
@@ -128,8 +91,8 @@ void api_h_artifact_file(api_request *r)
     const char *if_range = api_header(r, "If-Range");
     int range = if_range && strcmp(if_range, etag) != 0
                     ? 0
-                    : parse_range(api_header(r, MHD_HTTP_HEADER_RANGE), size,
-                                  &from, &to);
+                    : api_range_parse(api_header(r, MHD_HTTP_HEADER_RANGE),
+                                      size, &from, &to);
     char cr[96];
     if (range < 0) {
         close(fd);
@@ -145,10 +108,8 @@ void api_h_artifact_file(api_request *r)
     uint64_t len = size ? to - from + 1 : 0;
     struct MHD_Response *resp =
         MHD_create_response_from_fd_at_offset64(len, fd, (uint64_t)from);
-    const char *base = strrchr(r->param[1], '/');
-    char disp[1100];
-    snprintf(disp, sizeof disp, "attachment; filename=\"%s\"",
-             base ? base + 1 : r->param[1]);
+    char disp[1200];
+    api_content_disposition(disp, sizeof disp, r->param[1]);
     MHD_add_response_header(resp, "Content-Type",
                             sh_str_ends_with(r->param[1], ".json")
                                 ? "application/json"

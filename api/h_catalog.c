@@ -102,9 +102,14 @@ void api_respond_slice(api_request *r, json_t *all)
 
 void api_h_checkpoint_tensors(api_request *r)
 {
+    int limit;
+    int64_t cursor, next = 0;
+    if (!api_page_args(r, &limit, &cursor))
+        return;
     store_conn *c = store_conn_acquire(r->srv->s);
-    json_t *all = NULL;
-    int rc = store_checkpoint_tensors(c, r->param[0], &all);
+    json_t *items = NULL;
+    int rc =
+        store_checkpoint_tensors(c, r->param[0], cursor, limit, &items, &next);
     store_conn_release(r->srv->s, c);
     if (rc == SH_ENOTFOUND)
         api_respond_problem(r, 404, "not-found", "Not found", NULL,
@@ -112,5 +117,5 @@ void api_h_checkpoint_tensors(api_request *r)
     else if (rc != 0)
         api_respond_error(r, rc, NULL);
     else
-        api_respond_slice(r, all);
+        api_respond_page(r, items, next);
 }

@@ -70,9 +70,6 @@ static int check_dataset(store_conn *c, const char *id, const char *field,
 // the spec fits its tensors; datasets exist.
 static int check_spec(api_request *r, const eng_spec *spec, sh_diag *d)
 {
-    if (!spec->checkpoint)
-        return sh_diag_set(d, SH_ESPEC, "checkpoint",
-                           "checkpoint is required (a ck_... id)");
     store_conn *c = store_conn_acquire(r->srv->s);
     eng_model *m = NULL;
     int rc = open_checkpoint(r, c, spec->checkpoint, &m, d);
@@ -84,7 +81,8 @@ static int check_spec(api_request *r, const eng_spec *spec, sh_diag *d)
                            eng_model_arch(m), d);
     store_conn_release(r->srv->s, c);
     if (rc == 0)
-        rc = eng_spec_check_model(spec, m, d);
+        rc = eng_spec_check_model(
+            spec, m, sh_time_mono() + r->srv->cfg.check_timeout, d);
     eng_model_close(m);
     return rc;
 }
@@ -100,6 +98,87 @@ static json_t *job_view(api_request *r, json_t *job)
             json_object_set_new(job, "progress", p);
     }
     return job;
+}
+
+// A submission between its parse (on the HTTP thread) and its check.
+typedef struct submission {
+    json_t *body;
+    eng_spec spec;
+} submission;
+
+static void submission_free(void *p)
+{
+    submission *sub = p;
+    eng_spec_deinit(&sub->spec);
+    json_decref(sub->body);
+    free(sub);
+}
+
+// On a check thread: the spec parsed (its regexes compiled) and checked
+// against its checkpoint, then the insert.
+static void job_create_checked(api_request *r)
+{
+    submission *sub = r->ctx;
+    sh_diag d;
+    sh_diag_clear(&d);
+    int rc = eng_spec_parse(&sub->spec, sub->body, &d);
+    if (rc == 0 && !sub->spec.checkpoint)
+        rc = sh_diag_set(&d, SH_ESPEC, "checkpoint",
+                         "checkpoint is required (a ck_... id)");
+    if (rc == 0)
+        rc = check_spec(r, &sub->spec, &d);
+    if (rc != 0) {
+        api_respond_error(r, rc, &d);
+        return;
+    }
+    // Idempotency: the key is kept with a digest of the request body.
+    const char *key = api_header(r, "Idempotency-Key");
+    char body_sha[SH_SHA256_HEX] = "";
+    char *canon = json_dumps(sub->body, JSON_COMPACT | JSON_SORT_KEYS);
+    sh_sha256 h;
+    if (canon && sh_sha256_init(&h) == 0) {
+        sh_sha256_update(&h, canon, strlen(canon));
+        sh_sha256_final(&h, body_sha);
+        sh_sha256_deinit(&h);
+    }
+    free(canon);
+    char id[48];
+    sh_id_new(id, sizeof id, "job_");
+    json_t *echo = eng_spec_to_json(&sub->spec);
+    store_job_new nj = {.id = id,
+                        .checkpoint = sub->spec.checkpoint,
+                        .calibration = sub->spec.calib_dataset,
+                        .evaluation = sub->spec.eval_dataset,
+                        .spec = echo,
+                        .idem_key = key,
+                        .body_sha256 = body_sha};
+    store_conn *c = store_conn_acquire(r->srv->s);
+    json_t *job = NULL;
+    bool created = false;
+    rc = store_job_add(c, &nj, &job, &created, &d);
+    store_conn_release(r->srv->s, c);
+    json_decref(echo);
+    if (rc == SH_ENOTFOUND)
+        rc = d.code = SH_ESPEC; // a dataset or checkpoint went away just now
+    if (rc != 0) {
+        api_respond_error(r, rc, &d);
+        return;
+    }
+    if (created)
+        job_runner_wake(r->srv->jobs);
+    char location[128];
+    sh_strlcpy(r->job, sizeof r->job,
+               json_string_value(json_object_get(job, "id")));
+    snprintf(location, sizeof location, "/v1/jobs/%s", r->job);
+    struct MHD_Response *resp = api_json_response(r, job_view(r, job));
+    if (!resp) {
+        api_respond_error(r, SH_ENOMEM, NULL);
+        return;
+    }
+    MHD_add_response_header(resp, "Location", location);
+    if (!created)
+        MHD_add_response_header(resp, "Idempotent-Replayed", "true");
+    api_respond(r, 202, resp);
 }
 
 void api_h_job_create(api_request *r)
@@ -119,76 +198,26 @@ void api_h_job_create(api_request *r)
                             r->body ? je.text : "empty body");
         return;
     }
-    sh_diag d;
-    sh_diag_clear(&d);
-    eng_spec spec;
-    int rc = eng_spec_parse(&spec, body, &d);
-    if (rc != 0) {
-        json_decref(body);
-        api_respond_error(r, rc, &d);
-        return;
-    }
-    if ((rc = check_spec(r, &spec, &d)) != 0) {
-        api_respond_error(r, rc, &d);
-        goto out;
-    }
-    // Idempotency: the key is kept with a digest of the request body.
     const char *key = api_header(r, "Idempotency-Key");
     if (key && (strlen(key) == 0 || strlen(key) > 255)) {
+        json_decref(body);
         api_respond_problem(r, 422, "invalid-header", "Invalid header",
                             "Idempotency-Key",
                             "Idempotency-Key must be 1 to 255 characters");
-        goto out;
+        return;
     }
-    char body_sha[SH_SHA256_HEX] = "";
-    char *canon = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
-    sh_sha256 h;
-    if (canon && sh_sha256_init(&h) == 0) {
-        sh_sha256_update(&h, canon, strlen(canon));
-        sh_sha256_final(&h, body_sha);
-        sh_sha256_deinit(&h);
-    }
-    free(canon);
-    char id[48];
-    sh_id_new(id, sizeof id, "job_");
-    json_t *echo = eng_spec_to_json(&spec);
-    store_job_new nj = {.id = id,
-                        .checkpoint = spec.checkpoint,
-                        .calibration = spec.calib_dataset,
-                        .evaluation = spec.eval_dataset,
-                        .spec = echo,
-                        .idem_key = key,
-                        .body_sha256 = body_sha};
-    store_conn *c = store_conn_acquire(r->srv->s);
-    json_t *job = NULL;
-    bool created = false;
-    rc = store_job_add(c, &nj, &job, &created, &d);
-    store_conn_release(r->srv->s, c);
-    json_decref(echo);
-    if (rc == SH_ENOTFOUND)
-        rc = d.code = SH_ESPEC; // a dataset or checkpoint went away just now
-    if (rc != 0) {
-        api_respond_error(r, rc, &d);
-        goto out;
-    }
-    if (created)
-        job_runner_wake(r->srv->jobs);
-    char location[128];
-    sh_strlcpy(r->job, sizeof r->job,
-               json_string_value(json_object_get(job, "id")));
-    snprintf(location, sizeof location, "/v1/jobs/%s", r->job);
-    struct MHD_Response *resp = api_json_response(r, job_view(r, job));
-    if (!resp) {
+    // The rest costs what the spec makes it cost (up to 192 regexes to
+    // compile, then to match against every tensor): a check thread's.
+    submission *sub = calloc(1, sizeof *sub);
+    if (!sub) {
+        json_decref(body);
         api_respond_error(r, SH_ENOMEM, NULL);
-        goto out;
+        return;
     }
-    MHD_add_response_header(resp, "Location", location);
-    if (!created)
-        MHD_add_response_header(resp, "Idempotent-Replayed", "true");
-    api_respond(r, 202, resp);
-out:
-    eng_spec_deinit(&spec);
-    json_decref(body);
+    sub->body = body;
+    r->ctx = sub;
+    r->ctx_free = submission_free;
+    api_defer(r, job_create_checked);
 }
 
 static int get_job(api_request *r, json_t **job)
@@ -343,9 +372,7 @@ void api_h_job_list(api_request *r)
 
 void api_h_job_cancel(api_request *r)
 {
-    store_conn *c = store_conn_acquire(r->srv->s);
-    int rc = store_job_cancel(c, r->param[0]);
-    store_conn_release(r->srv->s, c);
+    int rc = store_job_cancel(r->srv->s, r->param[0]);
     if (rc == SH_EBUSY)
         job_runner_cancel(r->srv->jobs, r->param[0]);
     if (rc == SH_ENOTFOUND) {

@@ -35,6 +35,7 @@ static const status_row by_code[SH_ERR_COUNT] = {
     [-SH_EDB] = {500, "database", "Database error"},
     [-SH_EAUTH] = {401, "unauthorized", "Unauthorized"},
     [-SH_ESHUTDOWN] = {503, "shutting-down", "Shutting down"},
+    [-SH_ENOSPC] = {507, "insufficient-storage", "Insufficient storage"},
 };
 static_assert(sizeof by_code / sizeof by_code[0] == SH_ERR_COUNT,
               "one row per error code");
@@ -60,6 +61,7 @@ void api_respond(api_request *r, unsigned status, struct MHD_Response *resp)
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     r->status = (int)status;
     r->responded = true;
+    api_guard_phase(r, API_CONN_REPLY); // no deadline while it is sent
     MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
 }
@@ -75,6 +77,8 @@ static void respond_text(api_request *r, unsigned status, const char *type,
         return;
     }
     MHD_add_response_header(resp, "Content-Type", type);
+    if (status == 503)
+        MHD_add_response_header(resp, "Retry-After", "5");
     r->bytes_out += n;
     api_respond(r, status, resp);
 }
@@ -124,11 +128,16 @@ void api_respond_problem(api_request *r, unsigned status, const char *slug,
                          const char *title, const char *field, const char *fmt,
                          ...)
 {
-    char detail[1024], type[128];
+    char detail[1024], type[128], dir[4200];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
+    // No message names a server-side path: the data dir's go relative.
+    snprintf(dir, sizeof dir, "%s/", r->srv->data_dir);
+    sh_path_scrub(detail, sizeof detail, dir, "");
+    snprintf(dir, sizeof dir, "%s/", store_data_dir(r->srv->s));
+    sh_path_scrub(detail, sizeof detail, dir, "");
     snprintf(type, sizeof type, "urn:shears:problem:%s", slug);
     json_t *j =
         json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", title,

@@ -7,11 +7,14 @@
 // last call, the rest of the body read and dropped.
 #include "api/api_int.h"
 
+#include "api/parse.h"
+
 #include "common/log.h"
 #include "common/util.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,11 +26,12 @@ static bool token_ok(api_request *r)
     const char *want = r->srv->cfg.token;
     if (!want || r->route->open)
         return true;
-    const char *h = api_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
+    const char *got = NULL;
+    size_t n = 0;
+    if (!api_bearer_token(api_header(r, MHD_HTTP_HEADER_AUTHORIZATION), &got,
+                          &n))
         return false;
-    const char *got = h + 7;
-    return sh_consttime_eq(got, strlen(got), want, strlen(want));
+    return sh_consttime_eq(got, n, want, strlen(want));
 }
 
 // Accepts a client's X-Request-Id when it is short and plain, else makes
@@ -64,9 +68,12 @@ static api_request *request_new(api_server *srv, struct MHD_Connection *conn,
     return r;
 }
 
-// Called at the final call, or at once for bodiless routes.
+// Called once, at the final call. A handler answers, or hands the work to
+// a check thread (api_defer), which answers.
 static void dispatch(api_request *r)
 {
+    r->dispatched = true;
+    api_guard_phase(r, API_CONN_REPLY);
     if (r->route->body == API_BODY_STREAM) {
         r->route->upload->end(r);
     } else if (r->body_too_big) {
@@ -75,14 +82,38 @@ static void dispatch(api_request *r)
     } else {
         r->route->handler(r);
     }
-    if (!r->responded)
+    if (!r->responded && !r->deferred)
         api_respond_problem(r, 500, "internal", "Internal error", NULL,
                             "the handler gave no response");
+}
+
+// A request head this service reads at most: libmicrohttpd answers heads
+// beyond its per-connection memory with its own HTML 431; below that this
+// limit answers first, as problem+json.
+#define API_MAX_HEAD (64u << 10)
+#define API_MAX_HEADERS 100
+
+static bool head_ok(api_request *r)
+{
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(
+        r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t bytes = info ? info->header_size : 0;
+    int count = MHD_get_connection_values(r->conn, MHD_HEADER_KIND, NULL, NULL);
+    if (bytes <= API_MAX_HEAD && count <= API_MAX_HEADERS)
+        return true;
+    api_respond_problem(r, 431, "headers-too-large",
+                        "Request header fields too large", NULL,
+                        "the request head has %d header fields in %zu bytes; "
+                        "this service reads at most %d fields and %u bytes",
+                        count, bytes, API_MAX_HEADERS, API_MAX_HEAD);
+    return false;
 }
 
 // The first call: headers only. Returns false when a response was queued.
 static bool first_call(api_request *r)
 {
+    if (!head_ok(r))
+        return false;
     char allow[64];
     r->route =
         api_route_match(r->method, r->path, r->param, allow, sizeof allow);
@@ -188,6 +219,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
         if (!(r = request_new(srv, conn, method, url)))
             return MHD_NO;
         *con_cls = r;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->guard = ci ? ci->socket_context : NULL;
+        api_guard_phase(r, API_CONN_BODY);
         // Errors found in the headers are answered now (an upload that
         // waits on Expect: 100-continue then sends nothing); the rest on
         // the final call: a response queued before libmicrohttpd has read
@@ -199,6 +234,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
         r->bytes_in += *size;
         size_t n = *size;
         *size = 0; // all consumed, kept or dropped
+        api_guard_body(r, n);
         if (r->responded)
             return MHD_YES;
         if (r->route->body == API_BODY_STREAM)
@@ -206,7 +242,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
         body_piece(r, data, n);
         return MHD_YES;
     }
-    if (!r->responded)
+    if (!r->responded && !r->dispatched)
         dispatch(r);
     return MHD_YES;
 }
@@ -237,6 +273,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
            sh_log_num(bout, (double)r->bytes_out), "job",
            r->job[0] ? r->job : NULL, "aborted",
            why == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "true");
+    if (r->ctx_free)
+        r->ctx_free(r->ctx);
+    api_guard_request_done(srv, r->guard);
     free(r->body);
     free(r);
     *con_cls = NULL;
@@ -253,6 +292,17 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     SH_DEBUG("http", "detail", msg);
 }
 
+static void server_free(api_server *a)
+{
+    up_budget_deinit(&a->headers);
+    pthread_mutex_destroy(&a->guard_mu);
+    pthread_cond_destroy(&a->guard_cv);
+    for (size_t i = 0; i < API_JOB_CACHE; i++)
+        free(a->cache[i].body);
+    pthread_mutex_destroy(&a->cache_mu);
+    free(a);
+}
+
 int api_start(api_server **out, const api_config *cfg, store *s,
               job_runner *jobs, const api_observer *obs, sh_diag *d)
 {
@@ -265,12 +315,20 @@ int api_start(api_server **out, const api_config *cfg, store *s,
     if (obs)
         a->obs = *obs;
     atomic_init(&a->draining, false);
+    atomic_init(&a->cut_head, 0);
+    atomic_init(&a->cut_body, 0);
     pthread_mutex_init(&a->cache_mu, NULL);
+    pthread_mutex_init(&a->guard_mu, NULL);
+    pthread_cond_init(&a->guard_cv, NULL);
+    up_budget_init(&a->headers, cfg->max_header_memory ? cfg->max_header_memory
+                                                       : UINT64_MAX);
+    if (!realpath(store_data_dir(s), a->data_dir))
+        sh_strlcpy(a->data_dir, sizeof a->data_dir, store_data_dir(s));
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, cfg->host, &v4->sin_addr) == 1) {
@@ -281,23 +339,39 @@ int api_start(api_server **out, const api_config *cfg, store *s,
         v6->sin6_port = htons(cfg->port);
         flags |= MHD_USE_IPv6;
     } else {
-        free(a);
+        server_free(a);
         return sh_diag_set(d, SH_EINVAL, "listen",
                            "\"%s\" is not an IPv4 or IPv6 address", cfg->host);
     }
+    int rc = api_defer_start(a, d);
+    if (rc == 0)
+        rc = api_guard_start(a, d);
+    if (rc != 0) {
+        api_defer_stop(a);
+        server_free(a);
+        return rc;
+    }
     unsigned threads = cfg->threads > 0 ? (unsigned)cfg->threads : 4;
+    // Per connection: the request head and the upload chunks (about half
+    // of it) live here; libmicrohttpd zeroes it between requests, so it
+    // is resident for every open connection.
+    size_t conn_memory = 256u << 10;
     a->daemon = MHD_start_daemon(
         flags, cfg->port, NULL, NULL, on_access, a, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(cfg->conn_timeout ? cfg->conn_timeout : 120),
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(1u << 20),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, conn_memory,
+        MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(cfg->max_conns ? cfg->max_conns : 1024),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_conns_per_ip,
+        MHD_OPTION_NOTIFY_CONNECTION, api_guard_notify, a,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
     if (!a->daemon) {
-        pthread_mutex_destroy(&a->cache_mu);
-        free(a);
+        api_defer_stop(a);
+        api_guard_stop(a);
+        server_free(a);
         return sh_diag_set(d, SH_EIO, "listen",
                            "cannot listen on %s:%u (in use, or not allowed)",
                            cfg->host, cfg->port);
@@ -323,10 +397,9 @@ void api_stop(api_server *a)
 {
     if (!a)
         return;
+    api_defer_stop(a); // resumes what it holds: the daemon still runs
     if (a->daemon)
         MHD_stop_daemon(a->daemon);
-    for (size_t i = 0; i < API_JOB_CACHE; i++)
-        free(a->cache[i].body);
-    pthread_mutex_destroy(&a->cache_mu);
-    free(a);
+    api_guard_stop(a);
+    server_free(a);
 }

@@ -14,8 +14,8 @@
 // removes the temp dir: no row, no file.
 #include "api/api_int.h"
 
+#include "api/upload_int.h"
 #include "common/log.h"
-#include "common/sha256.h"
 #include "common/util.h"
 #include "engine/dataset.h"
 #include "engine/model.h"
@@ -23,100 +23,11 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
-#include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#define MAX_FILES 10000
-#define SYNC_STEP (64u << 20) // start writeback every 64 MiB
-
-// --- one file being received
-
-typedef struct up_file {
-    char name[512];
-    char path[4096];
-    int fd;
-    uint64_t bytes, synced;
-    sh_sha256 sha;
-    char hex[SH_SHA256_HEX];
-    bool check; // a .safetensors: run the header check
-    eng_st_check chk;
-} up_file;
-
-static int file_open(up_file *f, const char *dir, const char *name,
-                     size_t index, sh_diag *d)
-{
-    memset(f, 0, sizeof *f);
-    f->fd = -1;
-    snprintf(f->name, sizeof f->name, "%s", name);
-    // Temp files are numbered: the names come from the client.
-    char leaf[32];
-    snprintf(leaf, sizeof leaf, "f%06zu", index);
-    if (sh_path_join(f->path, sizeof f->path, dir, leaf) != 0)
-        return sh_diag_set(d, SH_ETOOBIG, name, "path too long");
-    f->fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (f->fd < 0)
-        return sh_diag_set(d, SH_EIO, name, "cannot create a temp file: %s",
-                           strerror(errno));
-    if (sh_sha256_init(&f->sha) != 0)
-        return sh_diag_set(d, SH_ENOMEM, name, "out of memory");
-    f->check = sh_str_ends_with(name, ".safetensors");
-    eng_st_check_init(&f->chk);
-    return 0;
-}
-
-static int file_write(up_file *f, const void *data, size_t n, sh_diag *d)
-{
-    if (f->check) {
-        int rc = eng_st_check_feed(&f->chk, data, n, d);
-        if (rc != 0) {
-            sh_diag_prefix(d, "%s", f->name);
-            return rc;
-        }
-    }
-    if (sh_write_all(f->fd, data, n) != 0)
-        return sh_diag_set(d, SH_EIO, f->name, "cannot write: %s",
-                           strerror(errno));
-    sh_sha256_update(&f->sha, data, n);
-    f->bytes += n;
-    if (f->bytes - f->synced >= SYNC_STEP) {
-        // Hand finished ranges to writeback as we go, so the fsync at the
-        // end has little left to wait for.
-        sync_file_range(f->fd, (off_t)f->synced, (off_t)(f->bytes - f->synced),
-                        SYNC_FILE_RANGE_WRITE);
-        f->synced = f->bytes;
-    }
-    return 0;
-}
-
-static int file_close(up_file *f, sh_diag *d)
-{
-    int rc = 0;
-    if (f->check && (rc = eng_st_check_finish(&f->chk, d)) != 0)
-        sh_diag_prefix(d, "%s", f->name);
-    if (rc == 0 && fsync(f->fd) != 0)
-        rc =
-            sh_diag_set(d, SH_EIO, f->name, "cannot sync: %s", strerror(errno));
-    if (close(f->fd) != 0 && rc == 0)
-        rc = sh_diag_set(d, SH_EIO, f->name, "cannot close");
-    f->fd = -1;
-    sh_sha256_final(&f->sha, f->hex);
-    return rc;
-}
-
-static void file_drop(up_file *f)
-{
-    if (f->fd >= 0)
-        close(f->fd);
-    f->fd = -1;
-    if (f->sha.ctx)
-        sh_sha256_deinit(&f->sha);
-    eng_st_check_deinit(&f->chk);
-}
 
 // --- the ring buffer between the HTTP thread and the tar reader
 
@@ -181,12 +92,12 @@ static void ring_flag(ring *q, bool *flag)
 
 typedef struct upload {
     bool dataset, tar;
-    char tmp[4096];
     char name[256];
-    uint64_t limit, received, dropped;
+    uint64_t received, dropped;
     int failed;      // the first failure (sticky)
     unsigned status; // its HTTP status
     sh_diag d;
+    up_set set; // the files, the limits
     // plain body
     up_file one;
     bool one_open;
@@ -194,11 +105,8 @@ typedef struct upload {
     ring q;
     pthread_t thread;
     bool thread_running;
-    up_file *files;
-    size_t nfiles;
-    char io[64 * 1024];    // bytes handed to libarchive (its read callback)
-    char chunk[64 * 1024]; // member data handed back by libarchive
-    sh_diag td;            // the reader's diagnostic
+    char io[64 * 1024]; // bytes handed to libarchive (its read callback)
+    sh_diag td;         // the reader's diagnostic
     int tfailed;
 } upload;
 
@@ -212,33 +120,6 @@ static void fail(upload *u, unsigned status, int code, const sh_diag *d)
         u->d = *d;
 }
 
-// A member name made plain: "./" dropped, and refused when absolute, when
-// it climbs out, or holds empty or control characters.
-static bool plain_member(const char *in, char *out, size_t size)
-{
-    while (in[0] == '.' && in[1] == '/')
-        in += 2;
-    size_t n = strlen(in);
-    while (n > 0 && in[n - 1] == '/')
-        n--; // a directory's trailing slash
-    if (n == 0 || n >= size || in[0] == '/')
-        return false;
-    memcpy(out, in, n);
-    out[n] = '\0';
-    for (char *seg = out; seg;) {
-        char *slash = strchr(seg, '/');
-        size_t len = slash ? (size_t)(slash - seg) : strlen(seg);
-        if (len == 0 || (len == 1 && seg[0] == '.') ||
-            (len == 2 && seg[0] == '.' && seg[1] == '.'))
-            return false;
-        seg = slash ? slash + 1 : NULL;
-    }
-    for (const unsigned char *p = (const unsigned char *)out; *p; p++)
-        if (*p < 0x20 || *p == 0x7f || *p == '\\')
-            return false;
-    return true;
-}
-
 static la_ssize_t on_archive_read(struct archive *a, void *ctx,
                                   const void **buf)
 {
@@ -248,82 +129,6 @@ static la_ssize_t on_archive_read(struct archive *a, void *ctx,
     return (la_ssize_t)ring_pull(&u->q, u->io, sizeof u->io);
 }
 
-static const char *kind_of(struct archive_entry *e)
-{
-    if (archive_entry_hardlink(e))
-        return "a hard link";
-    switch (archive_entry_filetype(e)) {
-    case AE_IFLNK: return "a symbolic link";
-    case AE_IFCHR: return "a character device";
-    case AE_IFBLK: return "a block device";
-    case AE_IFIFO: return "a FIFO";
-    case AE_IFSOCK: return "a socket";
-    default: return "not a regular file";
-    }
-}
-
-static int tfail(upload *u, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int tfail(upload *u, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char msg[sizeof u->td.msg];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return sh_diag_set(&u->td, code, "", "%s", msg);
-}
-
-// One member: validated, then copied to a temp file with its checks.
-static int extract_member(upload *u, struct archive *a, struct archive_entry *e)
-{
-    const char *raw = archive_entry_pathname(e);
-    char name[512];
-    bool dir =
-        archive_entry_filetype(e) == AE_IFDIR && !archive_entry_hardlink(e);
-    if (dir && raw && (strcmp(raw, ".") == 0 || strcmp(raw, "./") == 0))
-        return 0; // the archive's own top, as `tar -C dir .` writes it
-    if (!raw || !plain_member(raw, name, sizeof name))
-        return tfail(u, SH_EFORMAT,
-                     "tar member \"%s\" is not a plain relative name (no "
-                     "absolute paths, no \"..\")",
-                     raw ? raw : "(none)");
-    if (dir)
-        return 0;
-    if (archive_entry_filetype(e) != AE_IFREG || archive_entry_hardlink(e))
-        return tfail(u, SH_EFORMAT,
-                     "tar member \"%s\" is %s; only regular files are "
-                     "accepted",
-                     name, kind_of(e));
-    if (u->nfiles == MAX_FILES)
-        return tfail(u, SH_ETOOBIG, "more than %d files in the tar", MAX_FILES);
-    for (size_t i = 0; i < u->nfiles; i++)
-        if (strcmp(u->files[i].name, name) == 0)
-            return tfail(u, SH_EFORMAT, "tar member \"%s\" appears twice",
-                         name);
-    if (u->nfiles % 64 == 0) {
-        up_file *grown = realloc(u->files, (u->nfiles + 64) * sizeof *u->files);
-        if (!grown)
-            return tfail(u, SH_ENOMEM, "out of memory");
-        u->files = grown;
-    }
-    up_file *f = &u->files[u->nfiles++];
-    int rc = file_open(f, u->tmp, name, u->nfiles, &u->td);
-    while (rc == 0) {
-        la_ssize_t n = archive_read_data(a, u->chunk, sizeof u->chunk);
-        if (n < 0)
-            return tfail(u, SH_EFORMAT, "tar member \"%s\": %s", name,
-                         archive_error_string(a));
-        if (n == 0)
-            break;
-        rc = file_write(f, u->chunk, (size_t)n, &u->td);
-    }
-    if (rc == 0)
-        rc = file_close(f, &u->td);
-    return rc;
-}
-
 static void *tar_reader(void *arg)
 {
     upload *u = arg;
@@ -331,18 +136,11 @@ static void *tar_reader(void *arg)
     archive_read_support_format_tar(a);
     archive_read_support_format_gnutar(a);
     int rc = 0;
-    if (archive_read_open(a, u, NULL, on_archive_read, NULL) != ARCHIVE_OK) {
-        rc = tfail(u, SH_EFORMAT, "not a tar archive: %s",
-                   archive_error_string(a));
-    } else {
-        struct archive_entry *e;
-        int r;
-        while (rc == 0 && (r = archive_read_next_header(a, &e)) == ARCHIVE_OK)
-            rc = extract_member(u, a, e);
-        if (rc == 0 && r != ARCHIVE_EOF)
-            rc = tfail(u, SH_EFORMAT, "not a valid tar archive: %s",
-                       archive_error_string(a));
-    }
+    if (archive_read_open(a, u, NULL, on_archive_read, NULL) != ARCHIVE_OK)
+        rc = sh_diag_set(&u->td, SH_EFORMAT, "", "not a tar archive: %s",
+                         archive_error_string(a));
+    else
+        rc = up_tar_extract(&u->set, a, &u->td);
     archive_read_free(a);
     u->tfailed = rc;
     if (rc != 0)
@@ -356,13 +154,19 @@ static void *tar_reader(void *arg)
 
 // --- the ops
 
+// After a failure the rest of the body is read and dropped so the client
+// gets its answer, but only this much: then the connection closes.
+#define DRAIN_MAX (64u << 20)
+
 static upload *upload_new(api_request *r, bool dataset)
 {
     upload *u = calloc(1, sizeof *u);
     if (!u)
         return NULL;
     u->dataset = dataset;
-    u->limit = r->srv->cfg.max_upload;
+    u->set.max_bytes = r->srv->cfg.max_upload;
+    u->set.max_tensors = dataset ? 0 : r->srv->cfg.max_tensors;
+    u->set.budget = &r->srv->headers;
     u->one.fd = -1;
     pthread_mutex_init(&u->q.mu, NULL);
     pthread_cond_init(&u->q.cv, NULL);
@@ -378,6 +182,27 @@ static bool name_ok(const char *s)
         if (*p < 0x20 || *p == 0x7f)
             return false;
     return true;
+}
+
+// Refuses, before the body, an upload the disk cannot take while keeping
+// --min-free.
+static bool room_for(api_request *r, uint64_t len)
+{
+    uint64_t free_now = 0, keep = r->srv->cfg.min_free;
+    if (store_free_space(r->srv->s, &free_now) != 0 ||
+        len <= (free_now > keep ? free_now - keep : 0))
+        return true;
+    char a[32], b[32], c[32];
+    sh_format_bytes(a, sizeof a, (double)len);
+    sh_format_bytes(b, sizeof b, (double)free_now);
+    sh_format_bytes(c, sizeof c, (double)keep);
+    api_respond_problem(r, 507, "insufficient-storage", "Insufficient storage",
+                        NULL,
+                        "the body is %s; the data dir has %s free and keeps "
+                        "%s free (--min-free): delete jobs, checkpoints or "
+                        "datasets to make room",
+                        a, b, c);
+    return false;
 }
 
 static void begin(api_request *r, bool dataset)
@@ -398,13 +223,16 @@ static void begin(api_request *r, bool dataset)
     }
     const char *len = api_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     uint64_t limit = r->srv->cfg.max_upload;
-    if (len && strtoull(len, NULL, 10) > limit) {
+    unsigned long long declared = len ? strtoull(len, NULL, 10) : 0;
+    if (declared > limit) {
         api_respond_problem(r, 413, "too-large", "Upload too large", NULL,
-                            "the body is %s bytes; this service takes at "
-                            "most %llu (--max-upload)",
-                            len, (unsigned long long)limit);
+                            "the body is %llu bytes; this service takes at "
+                            "most %" PRIu64 " (--max-upload)",
+                            declared, limit);
         return;
     }
+    if (!room_for(r, declared))
+        return;
     const char *name = api_query(r, "name");
     if (name && !name_ok(name)) {
         api_respond_problem(r, 422, "invalid-query", "Invalid query", "name",
@@ -419,13 +247,14 @@ static void begin(api_request *r, bool dataset)
     r->upload = u;
     u->tar = tar;
     snprintf(u->name, sizeof u->name, "%s", name ? name : "");
-    if (store_tmp_dir(r->srv->s, "upload-", u->tmp, sizeof u->tmp) != 0) {
-        u->tmp[0] = '\0';
-        api_respond_problem(r, 500, "io", "Input/output error", NULL,
-                            "cannot create a temp dir");
+    int rc = store_tmp_dir(r->srv->s, "upload-", u->set.tmp, sizeof u->set.tmp);
+    if (rc != 0) {
+        u->set.tmp[0] = '\0';
+        sh_diag_set(&u->d, rc, "", "cannot create a temp dir: %s",
+                    sh_strerror(rc));
+        api_respond_error(r, rc, &u->d);
         return;
     }
-    int rc = 0;
     if (tar) {
         u->q.cap = 4u << 20;
         if (!(u->q.buf = malloc(u->q.cap)) ||
@@ -434,10 +263,9 @@ static void begin(api_request *r, bool dataset)
         else
             u->thread_running = true;
     } else {
-        rc = file_open(&u->one, u->tmp,
-                       dataset ? "dataset.safetensors" : "model.safetensors", 0,
-                       &u->d);
-        u->one.check = true;
+        rc = up_file_open(&u->one, &u->set,
+                          dataset ? "dataset.safetensors" : "model.safetensors",
+                          true, &u->d);
         u->one_open = rc == 0;
     }
     if (rc != 0)
@@ -452,16 +280,14 @@ static bool chunk(api_request *r, const char *data, size_t n)
     upload *u = r->upload;
     u->received += n;
     if (u->failed) {
-        // Keep reading so the client gets its answer, but not forever: past
-        // a bound the connection closes.
         u->dropped += n;
-        return u->dropped <= u->limit + (64u << 20);
+        return u->dropped <= DRAIN_MAX;
     }
-    if (u->received > u->limit) {
+    if (u->received > u->set.max_bytes) {
         sh_diag d;
         sh_diag_set(&d, SH_ETOOBIG, "",
-                    "the body exceeds %llu bytes (--max-upload)",
-                    (unsigned long long)u->limit);
+                    "the body exceeds %" PRIu64 " bytes (--max-upload)",
+                    u->set.max_bytes);
         fail(u, 413, SH_ETOOBIG, &d);
         if (u->tar)
             ring_flag(&u->q, &u->q.stop);
@@ -472,7 +298,7 @@ static bool chunk(api_request *r, const char *data, size_t n)
             fail(u, 422, SH_EFORMAT, NULL); // the reader says why
         return true;
     }
-    int rc = file_write(&u->one, data, n, &u->d);
+    int rc = up_file_write(&u->one, &u->set, data, n, &u->d);
     if (rc != 0)
         fail(u, api_status_for(rc), rc, &u->d);
     return true;
@@ -492,53 +318,43 @@ static void join_reader(upload *u)
     }
 }
 
-// A single common top folder ("model/config.json", ...) is dropped.
-static void strip_top_folder(upload *u)
+// What the API tells about a checkpoint, and its tensor rows.
+static int describe(const eng_model *m, json_t **info, store_tensor **rows,
+                    sh_diag *d)
 {
-    if (u->nfiles == 0)
-        return;
-    const char *first = u->files[0].name;
-    const char *slash = strchr(first, '/');
-    if (!slash)
-        return;
-    size_t n = (size_t)(slash - first) + 1;
-    for (size_t i = 1; i < u->nfiles; i++)
-        if (strncmp(u->files[i].name, first, n) != 0)
-            return;
-    for (size_t i = 0; i < u->nfiles; i++)
-        memmove(u->files[i].name, u->files[i].name + n,
-                strlen(u->files[i].name + n) + 1);
-}
-
-// What the API tells about a checkpoint, from its model.
-static void describe(const eng_model *m, json_t **info, json_t **tensors)
-{
-    json_t *rows = json_array(), *dtypes = json_object();
+    size_t n = eng_model_tensor_count(m);
+    store_tensor *ts = calloc(n ? n : 1, sizeof *ts);
+    json_t *dtypes = json_object();
     uint64_t params = 0;
-    for (size_t i = 0; i < eng_model_tensor_count(m); i++) {
+    uint64_t by_dtype[ENG_DTYPE_COUNT] = {0};
+    if (!ts || !dtypes) {
+        free(ts);
+        json_decref(dtypes);
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
         const eng_tensor_info *t = eng_model_tensor(m, i);
         size_t file, idx;
         eng_model_tensor_loc(m, i, &file, &idx);
-        json_t *shape = json_array();
-        for (int k = 0; k < t->ndim; k++)
-            json_array_append_new(shape, json_integer(t->shape[k]));
-        json_array_append_new(
-            rows, json_pack("{s:s, s:s, s:o, s:I, s:s}", "name", t->name,
-                            "dtype", eng_dtype_name(t->dtype), "shape", shape,
-                            "params", (json_int_t)t->numel, "file",
-                            eng_model_file_at(m, file)->name));
-        json_t *c = json_object_get(dtypes, eng_dtype_name(t->dtype));
-        json_object_set_new(dtypes, eng_dtype_name(t->dtype),
-                            json_integer((c ? json_integer_value(c) : 0) +
-                                         (json_int_t)t->numel));
+        ts[i] = (store_tensor){.name = t->name,
+                               .dtype = eng_dtype_name(t->dtype),
+                               .ndim = t->ndim,
+                               .shape = t->shape,
+                               .params = t->numel,
+                               .file = eng_model_file_at(m, file)->name};
+        by_dtype[t->dtype] += t->numel;
         params += t->numel;
     }
+    for (int k = 0; k < ENG_DTYPE_COUNT; k++)
+        if (by_dtype[k])
+            json_object_set_new(dtypes, eng_dtype_name((eng_dtype)k),
+                                json_integer((json_int_t)by_dtype[k]));
     *info = json_pack("{s:I, s:I, s:I, s:o, s:s}", "bytes",
-                      (json_int_t)eng_model_bytes(m), "tensors",
-                      (json_int_t)eng_model_tensor_count(m), "params",
-                      (json_int_t)params, "dtypes", dtypes, "architecture",
-                      eng_model_arch(m));
-    *tensors = rows;
+                      (json_int_t)eng_model_bytes(m), "tensors", (json_int_t)n,
+                      "params", (json_int_t)params, "dtypes", dtypes,
+                      "architecture", eng_model_arch(m));
+    *rows = ts;
+    return 0;
 }
 
 static void finish_checkpoint(api_request *r, upload *u, up_file *files,
@@ -547,7 +363,8 @@ static void finish_checkpoint(api_request *r, upload *u, up_file *files,
     eng_file_ref *refs = calloc(n ? n : 1, sizeof *refs);
     store_file *sf = calloc(n ? n : 1, sizeof *sf);
     eng_model *m = NULL;
-    json_t *info = NULL, *tensors = NULL;
+    json_t *info = NULL;
+    store_tensor *rows = NULL;
     sh_diag d;
     sh_diag_clear(&d);
     int rc = refs && sf ? 0 : SH_ENOMEM;
@@ -556,21 +373,20 @@ static void finish_checkpoint(api_request *r, upload *u, up_file *files,
         sf[i] = (store_file){files[i].name, files[i].path, files[i].hex,
                              files[i].bytes};
     }
-    if (rc == 0 && n == 0)
-        rc = sh_diag_set(&d, SH_EFORMAT, "", "the tar holds no files");
     if (rc == 0)
         rc = eng_model_open_files(&m, refs, n, &d);
+    if (rc == 0)
+        rc = describe(m, &info, &rows, &d);
     if (rc != 0) {
         api_respond_error(r, rc == SH_EINVAL ? SH_EFORMAT : rc, &d);
         goto out;
     }
-    describe(m, &info, &tensors);
     json_object_set_new(info, "format",
                         json_string(u->tar ? "folder" : "safetensors"));
     char id[48];
     sh_id_new(id, sizeof id, "ck_");
     rc = store_checkpoint_add(r->srv->s, id, u->name[0] ? u->name : id, info,
-                              tensors, sf, n, &d);
+                              rows, eng_model_tensor_count(m), sf, n, &d);
     if (rc != 0) {
         api_respond_error(r, rc, &d);
         goto out;
@@ -589,7 +405,7 @@ static void finish_checkpoint(api_request *r, upload *u, up_file *files,
 out:
     eng_model_close(m);
     json_decref(info);
-    json_decref(tensors);
+    free(rows);
     free(refs);
     free(sf);
 }
@@ -638,6 +454,19 @@ static void finish_dataset(api_request *r, upload *u)
     api_respond_at(r, 201, res, location);
 }
 
+// On a check thread: opening the model reads every header again, and
+// the rows go to SQLite; neither belongs on an HTTP thread.
+static void finish(api_request *r)
+{
+    upload *u = r->upload;
+    if (u->dataset)
+        finish_dataset(r, u);
+    else if (u->tar)
+        finish_checkpoint(r, u, u->set.files, u->set.nfiles);
+    else
+        finish_checkpoint(r, u, &u->one, 1);
+}
+
 static void end(api_request *r)
 {
     upload *u = r->upload;
@@ -645,28 +474,20 @@ static void end(api_request *r)
         join_reader(u);
     else if (!u->failed && u->one_open) {
         u->one_open = false;
-        int rc = file_close(&u->one, &u->d);
+        int rc = up_file_close(&u->one, &u->set, &u->d);
         if (rc != 0)
             fail(u, api_status_for(rc), rc, &u->d);
     }
-    if (u->failed) {
-        const char *slug = u->status == 413 ? "too-large" : "invalid-upload";
-        const char *title =
-            u->status == 413 ? "Upload too large" : "Invalid upload";
-        if (u->status >= 500)
-            slug = "io", title = "Input/output error";
-        api_respond_problem(r, u->status, slug, title, u->d.field, "%s",
-                            u->d.msg[0] ? u->d.msg : sh_strerror(u->failed));
+    if (!u->failed) {
+        api_defer(r, finish);
         return;
     }
-    if (u->dataset) {
-        finish_dataset(r, u);
-    } else if (u->tar) {
-        strip_top_folder(u);
-        finish_checkpoint(r, u, u->files, u->nfiles);
-    } else {
-        finish_checkpoint(r, u, &u->one, 1);
-    }
+    if (u->status == 422)
+        api_respond_problem(r, 422, "invalid-upload", "Invalid upload",
+                            u->d.field, "%s",
+                            u->d.msg[0] ? u->d.msg : sh_strerror(u->failed));
+    else
+        api_respond_error(r, u->failed, &u->d);
 }
 
 // Whatever happened, the temp dir goes (stored files were moved out).
@@ -680,12 +501,10 @@ static void cleanup(api_request *r)
         ring_flag(&u->q, &u->q.eof);
         pthread_join(u->thread, NULL);
     }
-    file_drop(&u->one);
-    for (size_t i = 0; i < u->nfiles; i++)
-        file_drop(&u->files[i]);
-    if (u->tmp[0])
-        sh_rm_rf(u->tmp);
-    free(u->files);
+    up_file_drop(&u->one);
+    up_set_deinit(&u->set);
+    if (u->set.tmp[0])
+        sh_rm_rf(u->set.tmp);
     free(u->q.buf);
     pthread_mutex_destroy(&u->q.mu);
     pthread_cond_destroy(&u->q.cv);

@@ -29,13 +29,14 @@
     X(SH_EBUSY, -12, "busy")                                                   \
     X(SH_EDB, -13, "database error")                                           \
     X(SH_EAUTH, -14, "unauthorized")                                           \
-    X(SH_ESHUTDOWN, -15, "shutting down")
+    X(SH_ESHUTDOWN, -15, "shutting down")                                      \
+    X(SH_ENOSPC, -16, "no space left on the device")
 
 enum {
 #define SH_ERR_ENUM(name, value, text) name = value,
     SH_ERRORS(SH_ERR_ENUM)
 #undef SH_ERR_ENUM
-        SH_ERR_COUNT = 16
+        SH_ERR_COUNT = 17
 };
 
 // sh_strerror returns a static string for a code; never NULL.

@@ -53,7 +53,7 @@ void sh_sha256_final(sh_sha256 *s, char hex[SH_SHA256_HEX])
 
 int sh_sha256_file(const char *path, char hex[SH_SHA256_HEX])
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? SH_ENOTFOUND : SH_EIO;
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);

@@ -43,6 +43,36 @@ void sh_time_rfc3339(char *buf, size_t size, int64_t ms)
 
 // --- files
 
+int sh_errno_code(int err)
+{
+    switch (err) {
+    case ENOSPC:
+    case EDQUOT: return SH_ENOSPC;
+    case ENOENT: return SH_ENOTFOUND;
+    case ENOMEM: return SH_ENOMEM;
+    default: return SH_EIO;
+    }
+}
+
+void sh_path_scrub(char *msg, size_t size, const char *prefix, const char *with)
+{
+    size_t pn = prefix ? strlen(prefix) : 0, wn = strlen(with);
+    if (pn == 0 || size == 0)
+        return;
+    char *at = msg;
+    while ((at = strstr(at, prefix))) {
+        size_t tail = strlen(at + pn);
+        size_t room = size - (size_t)(at - msg) - 1; // bytes after at
+        if (wn > room)
+            wn = room;
+        size_t keep = tail < room - wn ? tail : room - wn;
+        memmove(at + wn, at + pn, keep);
+        memcpy(at, with, wn);
+        at[wn + keep] = '\0';
+        at += wn;
+    }
+}
+
 int sh_write_all(int fd, const void *buf, size_t n)
 {
     const char *p = buf;
@@ -51,7 +81,7 @@ int sh_write_all(int fd, const void *buf, size_t n)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return SH_EIO;
+            return sh_errno_code(errno);
         }
         p += w;
         n -= (size_t)w;
@@ -67,7 +97,7 @@ int sh_pwrite_all(int fd, const void *buf, size_t n, off_t off)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return SH_EIO;
+            return sh_errno_code(errno);
         }
         p += w;
         n -= (size_t)w;
@@ -78,11 +108,11 @@ int sh_pwrite_all(int fd, const void *buf, size_t n, off_t off)
 
 int sh_file_read(const char *path, size_t max, char **out, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? SH_ENOTFOUND : SH_EIO;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return SH_EIO;
     }
@@ -136,10 +166,10 @@ static int dir_of(const char *path, char *dir, size_t size)
 
 int sh_fsync_path(const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
-        return SH_EIO;
-    int rc = fsync(fd) == 0 ? 0 : SH_EIO;
+        return sh_errno_code(errno);
+    int rc = fsync(fd) == 0 ? 0 : sh_errno_code(errno);
     close(fd);
     return rc;
 }
@@ -153,14 +183,14 @@ int sh_file_write_atomic(const char *path, const void *data, size_t n)
         return SH_ETOOBIG;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return SH_EIO;
+        return sh_errno_code(errno);
     int rc = sh_write_all(fd, data, n);
     if (rc == 0 && fsync(fd) != 0)
-        rc = SH_EIO;
+        rc = sh_errno_code(errno);
     if (close(fd) != 0 && rc == 0)
-        rc = SH_EIO;
+        rc = sh_errno_code(errno);
     if (rc == 0 && rename(tmp, path) != 0)
-        rc = SH_EIO;
+        rc = sh_errno_code(errno);
     if (rc != 0) {
         unlink(tmp);
         return rc;
@@ -170,13 +200,14 @@ int sh_file_write_atomic(const char *path, const void *data, size_t n)
 
 int sh_file_copy(const char *src, const char *dst, bool sync)
 {
-    int in = open(src, O_RDONLY | O_CLOEXEC);
+    int in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (in < 0)
         return errno == ENOENT ? SH_ENOTFOUND : SH_EIO;
     int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0) {
+        int e = errno;
         close(in);
-        return SH_EIO;
+        return sh_errno_code(e);
     }
     int rc = 0;
     bool kernel = true;
@@ -196,13 +227,13 @@ int sh_file_copy(const char *src, const char *dst, bool sync)
                 break;
             }
             n = read(in, buf, 1 << 20);
-            if (n > 0 && sh_write_all(out, buf, (size_t)n) != 0)
-                n = -1;
+            if (n > 0 && (rc = sh_write_all(out, buf, (size_t)n)) != 0)
+                break;
         }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            rc = SH_EIO;
+            rc = sh_errno_code(errno);
             break;
         }
         if (n == 0)
@@ -210,9 +241,9 @@ int sh_file_copy(const char *src, const char *dst, bool sync)
     }
     free(buf);
     if (rc == 0 && sync && fsync(out) != 0)
-        rc = SH_EIO;
+        rc = sh_errno_code(errno);
     if (close(out) != 0 && rc == 0)
-        rc = SH_EIO;
+        rc = sh_errno_code(errno);
     close(in);
     if (rc != 0)
         unlink(dst);
@@ -232,7 +263,7 @@ int sh_mkdir_p(const char *path)
         char c = buf[i];
         buf[i] = '\0';
         if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return SH_EIO;
+            return sh_errno_code(errno);
         buf[i] = c;
     }
     return sh_path_is_dir(path) ? 0 : SH_EIO;

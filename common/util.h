@@ -24,6 +24,17 @@ void sh_time_rfc3339(char *buf, size_t size, int64_t ms);
 
 // --- files
 
+// The code for a failed system call's errno: SH_ENOSPC for a full disk or
+// quota (ENOSPC, EDQUOT), SH_ENOTFOUND for ENOENT, SH_ENOMEM for ENOMEM,
+// SH_EIO for the rest. The file functions below return these.
+int sh_errno_code(int err);
+
+// Replaces every occurrence of prefix in msg (size bytes) with with, so a
+// message about a server's files names them relative to a folder the
+// client knows nothing of. A NULL or empty prefix changes nothing.
+void sh_path_scrub(char *msg, size_t size, const char *prefix,
+                   const char *with);
+
 // Writes all n bytes, retrying short writes and EINTR.
 int sh_write_all(int fd, const void *buf, size_t n);
 

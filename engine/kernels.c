@@ -8,8 +8,10 @@
 #include <string.h>
 
 // Hot loops get an AVX2 (x86-64-v3) clone beside the baseline one; the
-// loader picks one per CPU. Elsewhere they are plain functions.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+// loader picks one per CPU (gcc; clang builds are the fuzzers). Elsewhere
+// they are plain functions.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&         \
+    !defined(__SANITIZE_ADDRESS__)
 #define ENG_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define ENG_HOT

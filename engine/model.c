@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,6 +27,7 @@ struct eng_model {
     json_t *by_name; // tensor name -> index into tensors, as a hash map
     json_t *config;
     char arch[64];
+    bool single; // opened from one .safetensors file
 };
 
 static int add_file(eng_model *m, const char *name, const char *path,
@@ -60,13 +62,72 @@ static int add_file(eng_model *m, const char *name, const char *path,
     return 0;
 }
 
-static int walk(eng_model *m, const char *root, const char *rel, sh_diag *d)
+// What a walk of a model folder carries: the folder's real path, and the
+// folders on the way down (a link back to one of them is a loop).
+typedef struct walk_ctx {
+    const char *root;
+    char root_real[PATH_MAX];
+    struct {
+        dev_t dev;
+        ino_t ino;
+    } up[64];
+    int depth;
+} walk_ctx;
+
+static const char *file_kind(mode_t mode)
+{
+    return S_ISFIFO(mode)   ? "a FIFO"
+           : S_ISCHR(mode)  ? "a character device"
+           : S_ISBLK(mode)  ? "a block device"
+           : S_ISSOCK(mode) ? "a socket"
+                            : "not a regular file";
+}
+
+static int walk(eng_model *m, walk_ctx *w, const char *rel, sh_diag *d);
+
+// A folder inside the model, reached by name or through a link.
+static int walk_into(eng_model *m, walk_ctx *w, const char *path,
+                     const char *name, const struct stat *st, bool link,
+                     sh_diag *d)
+{
+    for (int i = 0; i < w->depth; i++)
+        if (w->up[i].dev == st->st_dev && w->up[i].ino == st->st_ino)
+            return sh_diag_set(d, SH_EINVAL, name,
+                               "folder link \"%s\" leads back to a folder "
+                               "that holds it (a loop)",
+                               name);
+    if (link) {
+        char real[PATH_MAX];
+        size_t n = strlen(w->root_real);
+        if (!realpath(path, real) || strncmp(real, w->root_real, n) != 0 ||
+            (real[n] != '/' && real[n] != '\0'))
+            return sh_diag_set(d, SH_EINVAL, name,
+                               "folder link \"%s\" leads out of the model "
+                               "folder",
+                               name);
+    }
+    if (w->depth == (int)SH_ARRAY_LEN(w->up))
+        return sh_diag_set(d, SH_EINVAL, name,
+                           "folder \"%s\" is nested more than %zu deep", name,
+                           SH_ARRAY_LEN(w->up));
+    w->up[w->depth].dev = st->st_dev;
+    w->up[w->depth++].ino = st->st_ino;
+    int rc = walk(m, w, name, d);
+    w->depth--;
+    return rc;
+}
+
+// Regular files and links to them are the model's (a Hugging Face cache
+// snapshot is a folder of links into ../../blobs); folders nest, and
+// links to folders must stay inside without looping; the rest (FIFOs,
+// devices, sockets, dangling links) is left out.
+static int walk(eng_model *m, walk_ctx *w, const char *rel, sh_diag *d)
 {
     char dirpath[4096];
     if (rel[0])
-        sh_path_join(dirpath, sizeof dirpath, root, rel);
+        sh_path_join(dirpath, sizeof dirpath, w->root, rel);
     else
-        snprintf(dirpath, sizeof dirpath, "%s", root);
+        snprintf(dirpath, sizeof dirpath, "%s", w->root);
     DIR *dir = opendir(dirpath);
     if (!dir)
         return sh_diag_set(d, SH_EIO, "", "cannot read folder %s: %s", dirpath,
@@ -83,12 +144,12 @@ static int walk(eng_model *m, const char *root, const char *rel, sh_diag *d)
             rc = sh_diag_set(d, SH_ETOOBIG, "", "path too long in %s", dirpath);
             break;
         }
-        struct stat st;
-        if (stat(path, &st) != 0)
-            continue; // a dangling link: nothing to copy
+        struct stat lst, st;
+        if (lstat(path, &lst) != 0 || stat(path, &st) != 0)
+            continue; // gone, or a dangling link: nothing to copy
         if (S_ISDIR(st.st_mode)) {
             if (e->d_name[0] != '.')
-                rc = walk(m, root, name, d);
+                rc = walk_into(m, w, path, name, &st, S_ISLNK(lst.st_mode), d);
         } else if (S_ISREG(st.st_mode)) {
             rc = add_file(m, name, path, d);
         }
@@ -135,10 +196,12 @@ static int load_json(const eng_model_file *f, json_t **out, sh_diag *d)
     return 0;
 }
 
-static int open_weights(eng_model_file *f, sh_diag *d)
+static int open_weights(const eng_model *m, eng_model_file *f, sh_diag *d)
 {
     int rc = eng_st_open(&f->st, f->path, d);
     if (rc != 0) {
+        if (m->single)
+            return rc;
         sh_diag_prefix(d, "%s", f->name);
         if (d && !d->field[0])
             snprintf(d->field, sizeof d->field, "%s", f->name);
@@ -176,7 +239,7 @@ static int load_index(eng_model *m, eng_model_file *idx, sh_diag *d)
             goto out;
         }
         eng_model_file *f = &m->files[fi];
-        if (!f->st && (rc = open_weights(f, d)) != 0)
+        if (!f->st && (rc = open_weights(m, f, d)) != 0)
             goto out;
         if (eng_st_header_find(eng_st_header_of(f->st), tname) < 0) {
             rc = sh_diag_set(d, SH_EFORMAT, tname,
@@ -259,7 +322,7 @@ static int finish_open(eng_model *m, sh_diag *d)
             return sh_diag_set(d, SH_EFORMAT, "",
                                "no weights: expected model.safetensors or %s",
                                INDEX_NAME);
-        if ((rc = open_weights(&m->files[w], d)) != 0)
+        if ((rc = open_weights(m, &m->files[w], d)) != 0)
             return rc;
     }
     if (cfg >= 0) {
@@ -303,15 +366,34 @@ int eng_model_open(eng_model **out, const char *path, sh_diag *d)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     int rc;
     struct stat st;
+    walk_ctx *w = NULL;
     if (stat(path, &st) != 0) {
         rc = sh_diag_set(d, errno == ENOENT ? SH_ENOTFOUND : SH_EIO, "",
                          "cannot open: %s", strerror(errno));
         goto fail;
     }
-    if (S_ISDIR(st.st_mode))
-        rc = walk(m, path, "", d);
-    else
+    if (S_ISDIR(st.st_mode)) {
+        if (!(w = calloc(1, sizeof *w))) {
+            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+            goto fail;
+        }
+        w->root = path;
+        if (!realpath(path, w->root_real))
+            sh_strlcpy(w->root_real, sizeof w->root_real, path);
+        w->up[0].dev = st.st_dev;
+        w->up[0].ino = st.st_ino;
+        w->depth = 1;
+        rc = walk(m, w, "", d);
+        free(w);
+    } else if (S_ISREG(st.st_mode)) {
+        // Its messages name the path given, not the name it gets out.
+        m->single = true;
         rc = add_file(m, "model.safetensors", path, d);
+    } else {
+        rc = sh_diag_set(d, SH_EINVAL, "",
+                         "is %s, not a .safetensors file or a model folder",
+                         file_kind(st.st_mode));
+    }
     if (rc == 0)
         rc = finish_open(m, d);
     if (rc != 0)
@@ -323,19 +405,64 @@ fail:
     return rc;
 }
 
-static bool plain_name(const char *name)
+int eng_model_name_check(const char *name, sh_diag *d)
 {
-    if (!name[0] || name[0] == '/')
-        return false;
-    for (const char *p = name; *p;) {
+    size_t len = strlen(name);
+    if (len > ENG_MODEL_NAME_MAX)
+        return sh_diag_set(d, SH_EINVAL, "",
+                           "file name \"%.64s...\" is %zu bytes; names in a "
+                           "model are at most %d",
+                           name, len, ENG_MODEL_NAME_MAX);
+    bool plain = name[0] && name[0] != '/';
+    for (const char *p = name; plain && *p;) {
         const char *slash = strchr(p, '/');
         size_t n = slash ? (size_t)(slash - p) : strlen(p);
         if (n == 0 || (n == 1 && p[0] == '.') ||
             (n == 2 && p[0] == '.' && p[1] == '.'))
-            return false;
+            plain = false;
         p += n + (slash ? 1 : 0);
     }
-    return true;
+    for (const unsigned char *p = (const unsigned char *)name; plain && *p; p++)
+        if (*p < 0x20 || *p == 0x7f || *p == '\\')
+            plain = false;
+    if (!plain)
+        return sh_diag_set(d, SH_EINVAL, name,
+                           "file name \"%s\" is not a plain relative name "
+                           "(no absolute paths, \"..\", \".\", empty "
+                           "segments, control characters or backslashes)",
+                           name);
+    return 0;
+}
+
+// Orders names as a tree walk would: '/' before every other byte, so a
+// file "x" is directly followed by the names under "x/".
+static int tree_order(const void *a, const void *b)
+{
+    const unsigned char *p = *(const unsigned char *const *)a;
+    const unsigned char *q = *(const unsigned char *const *)b;
+    for (;; p++, q++) {
+        unsigned x = *p == '/' ? 1 : *p == 0 ? 0 : *p + 1u;
+        unsigned y = *q == '/' ? 1 : *q == 0 ? 0 : *q + 1u;
+        if (x != y || x == 0)
+            return (int)x - (int)y;
+    }
+}
+
+int eng_model_names_check(const char **names, size_t n, sh_diag *d)
+{
+    qsort(names, n, sizeof *names, tree_order);
+    for (size_t i = 1; i < n; i++) {
+        size_t k = strlen(names[i - 1]);
+        if (strcmp(names[i - 1], names[i]) == 0)
+            return sh_diag_set(d, SH_EINVAL, names[i],
+                               "file \"%s\" appears twice", names[i]);
+        if (strncmp(names[i - 1], names[i], k) == 0 && names[i][k] == '/')
+            return sh_diag_set(d, SH_EINVAL, names[i],
+                               "\"%s\" is a file, so \"%s\" cannot be in "
+                               "it: a name cannot be both a file and a folder",
+                               names[i - 1], names[i]);
+    }
+    return 0;
 }
 
 int eng_model_open_files(eng_model **out, const eng_file_ref *refs, size_t n,
@@ -344,18 +471,17 @@ int eng_model_open_files(eng_model **out, const eng_file_ref *refs, size_t n,
     eng_model *m = calloc(1, sizeof *m);
     if (!m)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    int rc = 0;
+    const char **names = calloc(n ? n : 1, sizeof *names);
+    int rc = names ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (!plain_name(refs[i].name))
-            rc = sh_diag_set(d, SH_EINVAL, refs[i].name,
-                             "file name \"%s\" is not a plain relative name",
-                             refs[i].name);
-        else if (find_file(m, refs[i].name) >= 0)
-            rc = sh_diag_set(d, SH_EINVAL, refs[i].name,
-                             "file \"%s\" given twice", refs[i].name);
-        else
-            rc = add_file(m, refs[i].name, refs[i].path, d);
+        rc = eng_model_name_check(refs[i].name, d);
+        names[i] = refs[i].name;
     }
+    if (rc == 0)
+        rc = eng_model_names_check(names, n, d);
+    free(names);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = add_file(m, refs[i].name, refs[i].path, d);
     if (rc == 0)
         rc = finish_open(m, d);
     if (rc != 0) {

@@ -18,6 +18,10 @@
 #include <jansson.h>
 #include <stdint.h>
 
+// The longest file name inside a model: its path from the model's top,
+// '/'-separated, in bytes (so every component fits a file system's 255).
+#define ENG_MODEL_NAME_MAX 255
+
 typedef enum eng_file_role {
     ENG_FILE_WEIGHTS, // a safetensors file holding model tensors
     ENG_FILE_INDEX,   // model.safetensors.index.json
@@ -46,11 +50,23 @@ typedef struct eng_model eng_model;
 // model folder (regular files, symlinks followed, dot-directories skipped).
 int eng_model_open(eng_model **out, const char *path, sh_diag *d);
 
-// Opens a model from files given by name. Names must be relative and plain.
+// Opens a model from files given by name. Names must be relative and plain,
+// at most ENG_MODEL_NAME_MAX bytes, and no name may be a folder of another
+// ("x" and "x/y").
 int eng_model_open_files(eng_model **out, const eng_file_ref *refs, size_t n,
                          sh_diag *d);
 
 void eng_model_close(eng_model *m);
+
+// Checks one name of a file in a model: relative, plain (no "..", ".",
+// empty segments, control characters, backslashes), at most
+// ENG_MODEL_NAME_MAX bytes. SH_EINVAL with the reason in d.
+int eng_model_name_check(const char *name, sh_diag *d);
+
+// Checks a set of names as one folder tree: none twice, none a folder of
+// another. Sorts names (the pointers) in place. SH_EINVAL naming the
+// offender.
+int eng_model_names_check(const char **names, size_t n, sh_diag *d);
 
 size_t eng_model_file_count(const eng_model *m);
 const eng_model_file *eng_model_file_at(const eng_model *m, size_t i);

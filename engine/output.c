@@ -101,8 +101,9 @@ int eng_out_finish(eng_out *w, sh_diag *d)
         if (rc != 0)
             return rc;
     }
-    if (w->o->sync && sh_fsync_path(w->o->out_dir) != 0)
-        return sh_diag_set(d, SH_EIO, "", "cannot sync %s", w->o->out_dir);
+    int rc = w->o->sync ? sh_fsync_path(w->o->out_dir) : 0;
+    if (rc != 0)
+        return sh_diag_set(d, rc, "", "cannot sync %s", w->o->out_dir);
     return 0;
 }
 

@@ -307,7 +307,9 @@ int eng_st_open(eng_st **out, const char *path, sh_diag *d)
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         goto fail;
     }
-    st->fd = open(path, O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO or a device must not hang the open; the fstat
+    // below refuses anything but a regular file.
+    st->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (st->fd < 0) {
         rc = sh_diag_set(d, errno == ENOENT ? SH_ENOTFOUND : SH_EIO, "",
                          "cannot open: %s", strerror(errno));
@@ -435,14 +437,49 @@ void eng_st_release(const eng_st *st, size_t i)
 
 // --- the stream check
 
-void eng_st_check_init(eng_st_check *c) { memset(c, 0, sizeof *c); }
+void eng_st_check_init(eng_st_check *c)
+{
+    memset(c, 0, sizeof *c);
+    c->max_tensors = UINT64_MAX;
+}
+
+// The members of a JSON object's top level: the ':' outside strings at
+// depth 1. Exact for valid JSON; for invalid JSON the parser says why.
+static uint64_t count_entries(const char *p, uint64_t n)
+{
+    uint64_t count = 0;
+    int depth = 0;
+    bool str = false, esc = false;
+    for (uint64_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (str) {
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"')
+                str = false;
+            continue;
+        }
+        switch (c) {
+        case '"': str = true; break;
+        case '{':
+        case '[': depth++; break;
+        case '}':
+        case ']': depth--; break;
+        case ':': count += depth == 1; break;
+        default: break;
+        }
+    }
+    return count;
+}
 
 void eng_st_check_deinit(eng_st_check *c)
 {
     free(c->header);
     if (c->parsed)
         eng_st_header_deinit(&c->h);
-    memset(c, 0, sizeof *c);
+    eng_st_check_init(c);
 }
 
 int eng_st_check_feed(eng_st_check *c, const void *data, size_t n, sh_diag *d)
@@ -492,10 +529,25 @@ int eng_st_check_feed(eng_st_check *c, const void *data, size_t n, sh_diag *d)
         memcpy(c->header + pos, p + off, take);
         off += take;
         if (pos + take == want) {
+            // One entry may be __metadata__.
+            uint64_t entries = count_entries(c->header + 8, c->header_len);
+            if (entries > 0 && entries - 1 > c->max_tensors)
+                return c->failed = fail(d, "",
+                                        "the header lists %" PRIu64
+                                        " entries; at most %" PRIu64
+                                        " tensors are accepted",
+                                        entries, c->max_tensors);
             int rc = eng_st_header_parse(&c->h, c->header + 8,
                                          (size_t)c->header_len, 0, d);
             if (rc != 0)
                 return c->failed = rc;
+            if (c->h.count > c->max_tensors) {
+                c->parsed = true; // deinit frees it
+                return c->failed = fail(d, "",
+                                        "the header lists %zu tensors; at "
+                                        "most %" PRIu64 " tensors are accepted",
+                                        c->h.count, c->max_tensors);
+            }
             c->parsed = true;
             free(c->header);
             c->header = NULL;

@@ -92,16 +92,6 @@ int eng_st_read(const eng_st *st, size_t i, void *buf, sh_diag *d);
 int eng_st_read_range(const eng_st *st, size_t i, uint64_t off, void *buf,
                       size_t n, sh_diag *d);
 
-// Copies tensor i's bytes into buf (end - begin bytes) with pread. For a
-// pass over a whole tensor this beats the mapping where first touches of
-// mapped pages are dear (virtual machines with shadow paging: ~1 us per
-// 4 KiB page), since one reused buffer is touched only once.
-int eng_st_read(const eng_st *st, size_t i, void *buf, sh_diag *d);
-
-// Copies n bytes from offset off within tensor i into buf.
-int eng_st_read_range(const eng_st *st, size_t i, uint64_t off, void *buf,
-                      size_t n, sh_diag *d);
-
 // Hints the kernel to read a tensor ahead / gives its pages back.
 void eng_st_prefetch(const eng_st *st, size_t i);
 void eng_st_release(const eng_st *st, size_t i);
@@ -114,15 +104,18 @@ typedef struct eng_st_check {
     char *header;        // collects the N header bytes
     bool parsed;         // header parsed; expect h.file_size bytes in all
     eng_st_header h;
-    int failed; // sticky error code
+    int failed;           // sticky error code
+    uint64_t max_tensors; // set after init (UINT64_MAX: no limit)
 } eng_st_check;
 
 void eng_st_check_init(eng_st_check *c);
 void eng_st_check_deinit(eng_st_check *c);
 
 // Feeds n bytes. Fails as soon as the bytes cannot be a valid file (bad
-// header, or more bytes than the header allows). Once it failed, it stays
-// failed and d is not touched again.
+// header, or more bytes than the header allows). With max_tensors set, a
+// header listing more tensors is refused (SH_EFORMAT) before it is parsed:
+// the entries are counted with a scan that allocates nothing. Once it
+// failed, it stays failed and d is not touched again.
 int eng_st_check_feed(eng_st_check *c, const void *data, size_t n, sh_diag *d);
 
 // Declares the end of the stream: fails unless exactly the size the header

@@ -36,7 +36,6 @@ const char *eng_norm_name(eng_norm n) { return norm_names[n]; }
 
 #define DEFAULT_SAMPLES 0 // all rows of the calibration set
 #define MAX_SAMPLES 1000000
-#define MAX_REGEXES 256
 
 // Names, norms and embeddings are not pruned by default.
 static const char default_exclude[] =
@@ -65,6 +64,19 @@ void eng_pattern_format(char *buf, size_t size, eng_pattern p)
     }
 }
 
+// Reads 1 to 3 decimal digits at *p.
+static bool digits(const char **p, int *out)
+{
+    int v = 0, k = 0;
+    while (k < 3 && **p >= '0' && **p <= '9') {
+        v = v * 10 + (**p - '0');
+        (*p)++;
+        k++;
+    }
+    *out = v;
+    return k > 0 && !(**p >= '0' && **p <= '9');
+}
+
 int eng_pattern_parse(const char *word, eng_pattern *out, const char *field,
                       sh_diag *d)
 {
@@ -76,9 +88,10 @@ int eng_pattern_parse(const char *word, eng_pattern *out, const char *field,
         *out = (eng_pattern){ENG_PATTERN_ROWS, 0, 0};
         return 0;
     }
-    int n = 0, m = 0, used = 0;
-    if (sscanf(word, "%d:%d%n", &n, &m, &used) == 2 &&
-        (size_t)used == strlen(word)) {
+    // Digits only: no signs, no spaces.
+    int n = 0, m = 0;
+    const char *p = word;
+    if (digits(&p, &n) && *p++ == ':' && digits(&p, &m) && *p == '\0') {
         if (n <= 0 || m > 32 || n >= m)
             return bad(d, field,
                        "pattern \"%s\": N:M needs 0 < N < M <= 32, where N "
@@ -95,35 +108,14 @@ int eng_pattern_parse(const char *word, eng_pattern *out, const char *field,
 
 // --- regexes
 
-static int regex_compile(eng_regex *r, const char *text, const char *field,
+static int regex_compile(eng_regex *r, const json_t *v, const char *field,
                          sh_diag *d)
 {
-    int err = regcomp(&r->re, text, REG_EXTENDED | REG_NOSUB);
-    if (err != 0) {
-        char why[160];
-        regerror(err, &r->re, why, sizeof why);
-        return bad(d, field, "\"%s\" is not a POSIX extended regex: %s", text,
-                   why);
-    }
-    if (!(r->text = strdup(text))) {
-        regfree(&r->re);
-        return sh_diag_set(d, SH_ENOMEM, field, "out of memory");
-    }
-    return 0;
-}
-
-static void regex_free(eng_regex *r)
-{
-    if (r->text) {
-        regfree(&r->re);
-        free(r->text);
-        r->text = NULL;
-    }
-}
-
-static bool regex_match(const eng_regex *r, const char *s)
-{
-    return regexec(&r->re, s, 0, NULL, 0) == 0;
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return bad(d, field, "%s must be a non-empty regex string", field);
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return bad(d, field, "%s holds a NUL character", field);
+    return eng_regex_compile(r, json_string_value(v), field, d);
 }
 
 static int parse_regex_list(const json_t *v, const char *field, eng_regex **out,
@@ -132,9 +124,9 @@ static int parse_regex_list(const json_t *v, const char *field, eng_regex **out,
     if (!json_is_array(v))
         return bad(d, field, "%s must be an array of regex strings", field);
     size_t n = json_array_size(v);
-    if (n > MAX_REGEXES)
+    if (n > ENG_SPEC_MAX_REGEXES)
         return bad(d, field, "%s has %zu entries, at most %d", field, n,
-                   MAX_REGEXES);
+                   ENG_SPEC_MAX_REGEXES);
     eng_regex *rs = calloc(n ? n : 1, sizeof *rs);
     if (!rs)
         return sh_diag_set(d, SH_ENOMEM, field, "out of memory");
@@ -142,10 +134,7 @@ static int parse_regex_list(const json_t *v, const char *field, eng_regex **out,
     for (size_t i = 0; i < n; i++) {
         char f[64];
         snprintf(f, sizeof f, "%s[%zu]", field, i);
-        json_t *x = json_array_get(v, i);
-        if (!json_is_string(x) || json_string_length(x) == 0)
-            return bad(d, f, "%s must be a non-empty regex string", f);
-        int rc = regex_compile(&rs[i], json_string_value(x), f, d);
+        int rc = regex_compile(&rs[i], json_array_get(v, i), f, d);
         if (rc != 0)
             return rc;
         *count = i + 1;
@@ -195,7 +184,7 @@ static int get_fraction(const json_t *v, const char *field, double *out,
     double x = json_number_value(v);
     if (!(x >= 0.0 && x <= 1.0))
         return bad(d, field, "%s is %g; it must lie between 0 and 1", field, x);
-    *out = x;
+    *out = x == 0.0 ? 0.0 : x; // -0.0 is echoed as 0.0
     return 0;
 }
 
@@ -237,8 +226,9 @@ static int parse_overrides(eng_spec *s, const json_t *v, sh_diag *d)
     if (!json_is_array(v))
         return bad(d, "overrides", "overrides must be an array of objects");
     size_t n = json_array_size(v);
-    if (n > MAX_REGEXES)
-        return bad(d, "overrides", "at most %d overrides", MAX_REGEXES);
+    if (n > ENG_SPEC_MAX_REGEXES)
+        return bad(d, "overrides", "overrides has %zu entries, at most %d", n,
+                   ENG_SPEC_MAX_REGEXES);
     s->overrides = calloc(n ? n : 1, sizeof *s->overrides);
     if (!s->overrides)
         return sh_diag_set(d, SH_ENOMEM, "overrides", "out of memory");
@@ -256,9 +246,7 @@ static int parse_overrides(eng_spec *s, const json_t *v, sh_diag *d)
         eng_override *ov = &s->overrides[i];
         json_t *m = json_object_get(o, "match");
         snprintf(ff, sizeof ff, "%s.match", f);
-        if (!json_is_string(m) || json_string_length(m) == 0)
-            return bad(d, ff, "%s must be a non-empty regex string", ff);
-        if ((rc = regex_compile(&ov->match, json_string_value(m), ff, d)))
+        if ((rc = regex_compile(&ov->match, m, ff, d)))
             return rc;
         s->n_overrides = i + 1;
         json_t *p = json_object_get(o, "pattern");
@@ -537,13 +525,13 @@ void eng_spec_deinit(eng_spec *s)
 {
     free(s->checkpoint);
     for (size_t i = 0; i < s->n_targets; i++)
-        regex_free(&s->targets[i]);
+        eng_regex_free(&s->targets[i]);
     free(s->targets);
     for (size_t i = 0; i < s->n_ignore; i++)
-        regex_free(&s->ignore[i]);
+        eng_regex_free(&s->ignore[i]);
     free(s->ignore);
     for (size_t i = 0; i < s->n_overrides; i++)
-        regex_free(&s->overrides[i].match);
+        eng_regex_free(&s->overrides[i].match);
     free(s->overrides);
     free(s->calib_dataset);
     free(s->eval_dataset);
@@ -610,48 +598,79 @@ json_t *eng_spec_to_json(const eng_spec *s)
 
 // --- planning
 
-static regex_t default_exclude_re;
-static bool default_exclude_ok;
+static eng_regex default_exclude_re;
+static int default_exclude_rc = SH_ENOMEM;
 static pthread_once_t default_exclude_once = PTHREAD_ONCE_INIT;
 
 static void default_exclude_compile(void)
 {
-    default_exclude_ok = regcomp(&default_exclude_re, default_exclude,
-                                 REG_EXTENDED | REG_NOSUB) == 0;
+    default_exclude_rc = eng_regex_compile(&default_exclude_re, default_exclude,
+                                           "default targets", NULL);
 }
 
-// Compiled once per process (regexec on a compiled regex is thread-safe).
-static bool default_target(const eng_tensor_info *t)
+// Compiled once per process (matching a compiled pattern is thread-safe).
+static int default_target(const eng_tensor_info *t)
 {
     pthread_once(&default_exclude_once, default_exclude_compile);
-    return default_exclude_ok && t->ndim >= 2 &&
-           sh_str_ends_with(t->name, ".weight") &&
-           regexec(&default_exclude_re, t->name, 0, NULL, 0) != 0;
+    if (default_exclude_rc != 0)
+        return default_exclude_rc;
+    if (t->ndim < 2 || !sh_str_ends_with(t->name, ".weight"))
+        return 0;
+    int m = eng_regex_match(&default_exclude_re, t->name);
+    return m < 0 ? m : !m;
 }
 
-void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out)
+// Matches one of a spec's regexes; a search the limits cut off is an error
+// naming the field and the tensor.
+static int match(const eng_regex *r, const char *field, size_t i,
+                 const char *name, sh_diag *d)
+{
+    int m = eng_regex_match(r, name);
+    if (m >= 0)
+        return m;
+    char f[64];
+    snprintf(f, sizeof f, "%s[%zu]%s", field, i,
+             strcmp(field, "overrides") == 0 ? ".match" : "");
+    if (m == SH_ETOOBIG)
+        return sh_diag_set(d, SH_ESPEC, f,
+                           "%s: \"%s\" needs too many steps to match tensor "
+                           "\"%.128s\"; simplify the pattern",
+                           f, r->text, name);
+    return sh_diag_set(d, m, f, "out of memory");
+}
+
+// The plan of one tensor, or an error when a regex cannot be matched.
+static int plan_tensor(const eng_spec *s, const eng_tensor_info *t,
+                       eng_plan *out, sh_diag *d)
 {
     *out = (eng_plan){.target = false,
                       .sparsity = s->sparsity,
                       .pattern = s->pattern,
                       .override_index = -1};
     if (!eng_dtypes[t->dtype].prunable || t->numel == 0 || t->ndim == 0)
-        return;
-    bool target = false;
+        return 0;
+    int target = 0;
     if (s->n_targets == 0) {
         target = default_target(t);
+        if (target < 0)
+            return sh_diag_set(d, target, "targets",
+                               "the default targets cannot be matched");
     } else {
-        for (size_t i = 0; i < s->n_targets && !target; i++)
-            target = regex_match(&s->targets[i], t->name);
+        for (size_t i = 0; i < s->n_targets && target == 0; i++)
+            target = match(&s->targets[i], "targets", i, t->name, d);
     }
-    for (size_t i = 0; i < s->n_ignore && target; i++)
-        target = !regex_match(&s->ignore[i], t->name);
-    if (!target)
-        return;
-    out->target = true;
+    for (size_t i = 0; i < s->n_ignore && target == 1; i++) {
+        int m = match(&s->ignore[i], "ignore", i, t->name, d);
+        target = m < 0 ? m : !m;
+    }
+    if (target <= 0)
+        return target;
     for (size_t i = 0; i < s->n_overrides; i++) {
         const eng_override *o = &s->overrides[i];
-        if (!regex_match(&o->match, t->name))
+        int m = match(&o->match, "overrides", i, t->name, d);
+        if (m < 0)
+            return m;
+        if (m == 0)
             continue;
         if (o->has_pattern)
             out->pattern = o->pattern;
@@ -663,6 +682,16 @@ void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out)
         out->override_index = (int)i;
         break;
     }
+    out->target = true;
+    return 0;
+}
+
+void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out)
+{
+    // eng_spec_check ran the same matches on the same names: the limits
+    // are counts of steps, so none can fail here that passed there.
+    if (plan_tensor(s, t, out, NULL) != 0)
+        out->target = false;
 }
 
 void eng_tensor_rows_cols(const eng_tensor_info *t, uint64_t *rows,
@@ -677,13 +706,22 @@ void eng_tensor_rows_cols(const eng_tensor_info *t, uint64_t *rows,
     *cols = t->shape[0] ? t->numel / (uint64_t)t->shape[0] : 0;
 }
 
-int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
-                   size_t n, const char *arch, bool runs, sh_diag *d)
+static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
+                 size_t n, const char *arch, bool runs, double deadline,
+                 sh_diag *d)
 {
     size_t targets = 0;
     for (size_t i = 0; i < n; i++) {
+        if (deadline > 0 && i % 1024 == 1023 && sh_time_mono() > deadline)
+            return bad(d, "targets",
+                       "matching targets, ignore and overrides against the "
+                       "%zu tensors of the checkpoint takes too long; use "
+                       "fewer or simpler patterns",
+                       n);
         eng_plan p;
-        eng_spec_plan(s, tensors[i], &p);
+        int rc = plan_tensor(s, tensors[i], &p, d);
+        if (rc != 0)
+            return rc;
         if (!p.target)
             continue;
         targets++;
@@ -737,7 +775,14 @@ int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
     return 0;
 }
 
-int eng_spec_check_model(const eng_spec *s, const eng_model *m, sh_diag *d)
+int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
+                   size_t n, const char *arch, bool runs, sh_diag *d)
+{
+    return check(s, tensors, n, arch, runs, 0, d);
+}
+
+int eng_spec_check_model(const eng_spec *s, const eng_model *m, double deadline,
+                         sh_diag *d)
 {
     size_t n = eng_model_tensor_count(m);
     const eng_tensor_info **ts = malloc((n ? n : 1) * sizeof *ts);
@@ -746,8 +791,8 @@ int eng_spec_check_model(const eng_spec *s, const eng_model *m, sh_diag *d)
     for (size_t i = 0; i < n; i++)
         ts[i] = eng_model_tensor(m, i);
     const char *arch = eng_model_arch(m);
-    int rc = eng_spec_check(s, ts, n, arch,
-                            eng_model_config(m) && eng_net_runs(arch), d);
+    int rc = check(s, ts, n, arch, eng_model_config(m) && eng_net_runs(arch),
+                   deadline, d);
     free(ts);
     return rc;
 }

@@ -17,8 +17,10 @@
 //
 // N:M keeps at most N non-zero weights in every M consecutive ones along the
 // input dimension (2:4 keeps 2 of 4, as NVIDIA's sparse tensor cores read
-// it). Regexes are POSIX extended, searched anywhere in the tensor name
-// (anchor with ^ and $). The first override whose regex matches applies.
+// it). Regexes are POSIX extended within the rule of regex.h, searched
+// anywhere in the tensor name (anchor with ^ and $); at most
+// ENG_SPEC_MAX_REGEXES in each list. The first override whose regex
+// matches applies.
 //
 // The default targets are float tensors of two or more dimensions whose
 // name ends in ".weight", except embeddings, norms and lm_head.
@@ -26,12 +28,15 @@
 #define ENG_SPEC_H
 
 #include "common/err.h"
+#include "engine/regex.h"
 #include "engine/safetensors.h"
 
 #include <jansson.h>
-#include <regex.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+// Entries of each of targets, ignore and overrides.
+#define ENG_SPEC_MAX_REGEXES 64
 
 // X(enum suffix, name, needs calibration, supports global scope)
 #define ENG_METHODS(X)                                                         \
@@ -73,11 +78,6 @@ typedef enum eng_scope {
     ENG_SCOPE_COUNT
 } eng_scope;
 typedef enum eng_norm { ENG_NORM_L1, ENG_NORM_L2, ENG_NORM_COUNT } eng_norm;
-
-typedef struct eng_regex {
-    char *text;
-    regex_t re;
-} eng_regex;
 
 typedef struct eng_override {
     eng_regex match;
@@ -132,10 +132,12 @@ json_t *eng_spec_to_json(const eng_spec *s);
 int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
                    size_t n, const char *arch, bool runnable, sh_diag *d);
 
-// The same against an open model.
+// The same against an open model. With deadline > 0 (sh_time_mono()
+// seconds) a check still matching names then gives up (SH_ESPEC): the
+// service bounds what a request may cost; the CLI passes 0.
 struct eng_model;
 int eng_spec_check_model(const eng_spec *s, const struct eng_model *m,
-                         sh_diag *d);
+                         double deadline, sh_diag *d);
 
 // Decides whether tensor t is a target and at what sparsity and pattern.
 void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out);

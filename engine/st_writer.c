@@ -93,8 +93,8 @@ int eng_st_writer_create(eng_st_writer **out, const char *path,
 
     w->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (w->fd < 0) {
-        rc = sh_diag_set(d, SH_EIO, "", "cannot create %s: %s", path,
-                         strerror(errno));
+        rc = sh_diag_set(d, sh_errno_code(errno), "", "cannot create %s: %s",
+                         path, strerror(errno));
         goto fail;
     }
     w->created = true;
@@ -104,8 +104,8 @@ int eng_st_writer_create(eng_st_writer **out, const char *path,
     if (sh_write_all(w->fd, lenbuf, 8) != 0 ||
         sh_write_all(w->fd, text, padded) != 0 ||
         ftruncate(w->fd, (off_t)(w->data_start + cursor)) != 0) {
-        rc = sh_diag_set(d, SH_EIO, "", "cannot write %s: %s", path,
-                         strerror(errno));
+        rc = sh_diag_set(d, sh_errno_code(errno), "", "cannot write %s: %s",
+                         path, strerror(errno));
         goto fail;
     }
     free(text);
@@ -133,9 +133,10 @@ int eng_st_writer_put(eng_st_writer *w, size_t i, uint64_t off, const void *buf,
 {
     if (off + n > w->size[i])
         return sh_diag_set(d, SH_EINVAL, "", "write past tensor %zu", i);
-    if (sh_pwrite_all(w->fd, buf, n,
-                      (off_t)(eng_st_writer_offset(w, i) + off)) != 0)
-        return sh_diag_set(d, SH_EIO, "", "cannot write %s: %s", w->path,
+    int rc =
+        sh_pwrite_all(w->fd, buf, n, (off_t)(eng_st_writer_offset(w, i) + off));
+    if (rc != 0)
+        return sh_diag_set(d, rc, "", "cannot write %s: %s", w->path,
                            strerror(errno));
     w->written[i] += n;
     return 0;
@@ -176,12 +177,12 @@ int eng_st_writer_finish(eng_st_writer *w, bool sync, sh_diag *d)
                                " bytes",
                                w->path, i, w->written[i], w->size[i]);
     if (sync && fsync(w->fd) != 0)
-        return sh_diag_set(d, SH_EIO, "", "cannot sync %s: %s", w->path,
-                           strerror(errno));
+        return sh_diag_set(d, sh_errno_code(errno), "", "cannot sync %s: %s",
+                           w->path, strerror(errno));
     if (close(w->fd) != 0) {
         w->fd = -1;
-        return sh_diag_set(d, SH_EIO, "", "cannot close %s: %s", w->path,
-                           strerror(errno));
+        return sh_diag_set(d, sh_errno_code(errno), "", "cannot close %s: %s",
+                           w->path, strerror(errno));
     }
     w->fd = -1;
     w->finished = true;

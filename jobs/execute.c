@@ -6,6 +6,7 @@
 #include "common/util.h"
 #include "engine/engine.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,7 +100,10 @@ static int hash_outputs(job_run *run, const eng_model *m)
             i + 1 < n ? eng_model_file_at(m, i)->name : ENG_MANIFEST_NAME;
         if (i + 1 < n && strcmp(name, ENG_MANIFEST_NAME) == 0)
             continue; // replaced by ours, listed last
-        snprintf(run->names[k], sizeof run->names[k], "%s", name);
+        if (!sh_strlcpy(run->names[k], sizeof run->names[k], name))
+            return sh_diag_set(&run->d, SH_ETOOBIG, name,
+                               "output file name longer than %d bytes",
+                               ENG_MODEL_NAME_MAX);
         if (sh_path_join(run->paths[k], sizeof run->paths[k], run->out_dir,
                          name) != 0)
             return sh_diag_set(&run->d, SH_ETOOBIG, name, "path too long");
@@ -241,10 +245,32 @@ static const problem_kind problems[] = {
     {SH_ENOMEM, "out-of-memory", "Out of memory"},
     {SH_ECANCELED, "cancelled", "Cancelled"},
     {SH_ENOTFOUND, "missing-input", "Input missing"},
+    {SH_ENOSPC, "insufficient-storage", "Insufficient storage"},
 };
 
-static json_t *problem_for(int code, const sh_diag *d)
+// The words of a failure, without the server's paths: the job's output
+// folder and the data dir become names relative to them.
+static void scrub(const job_run *run, char *msg, size_t size)
 {
+    store *s = run->r->s;
+    char out[4200], real[PATH_MAX], data[4200];
+    if (run->out_dir[0]) {
+        snprintf(out, sizeof out, "%s/", run->out_dir);
+        sh_path_scrub(msg, size, out, "");
+        sh_path_scrub(msg, size, run->out_dir, "the output folder");
+    }
+    if (realpath(store_data_dir(s), real)) {
+        snprintf(data, sizeof data, "%s/", real);
+        sh_path_scrub(msg, size, data, "");
+    }
+    snprintf(data, sizeof data, "%s/", store_data_dir(s));
+    sh_path_scrub(msg, size, data, "");
+}
+
+static json_t *problem_for(const job_run *run, int code, const sh_diag *in)
+{
+    sh_diag scrubbed = *in, *d = &scrubbed;
+    scrub(run, d->msg, sizeof d->msg);
     const char *slug = "internal", *title = "Internal error";
     for (size_t i = 0; i < SH_ARRAY_LEN(problems); i++) {
         if (problems[i].code == code) {
@@ -276,18 +302,23 @@ store_job_status job_run_record(struct job_runner *r, job_run *run)
     json_t *error = NULL;
     if (status == STORE_JOB_CANCELLED) {
         sh_diag_set(&run->d, SH_ECANCELED, "", "cancelled while running");
-        error = problem_for(SH_ECANCELED, &run->d);
+        error = problem_for(run, SH_ECANCELED, &run->d);
     } else if (status == STORE_JOB_FAILED) {
-        error = problem_for(run->rc, &run->d);
+        error = problem_for(run, run->rc, &run->d);
     }
+    // Only a success keeps its output; the rest is removed first, so a
+    // job that filled the disk gives the room back before it is recorded.
+    if (status != STORE_JOB_SUCCEEDED && run->out_dir[0])
+        sh_rm_rf(run->out_dir);
     sh_diag d;
     sh_diag_clear(&d);
     int rc = store_job_finish(r->s, run->id, status, run->result, error,
                               run->files, run->nfiles, &d);
     if (rc != 0 && status == STORE_JOB_SUCCEEDED) {
         // The artifact could not be stored: the job fails, saying why.
+        sh_rm_rf(run->out_dir);
         json_decref(error);
-        error = problem_for(rc, &d);
+        error = problem_for(run, rc, &d);
         status = STORE_JOB_FAILED;
         rc = store_job_finish(r->s, run->id, status, NULL, error, NULL, 0, &d);
     }

@@ -5,6 +5,8 @@
 
 #include "jobs/jobs.h"
 
+#include "engine/model.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <uv.h>
@@ -35,7 +37,7 @@ typedef struct job_run {
     char out_dir[4096]; // the temp dir holding the artifact, or ""
     store_file *files;
     size_t nfiles;
-    char (*names)[256];
+    char (*names)[ENG_MODEL_NAME_MAX + 1];
     char (*paths)[4096];
     char (*shas)[65];
     struct job_run *next;

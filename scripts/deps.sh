@@ -14,20 +14,23 @@ set -euo pipefail
 build_pkgs=(
   build-essential pkg-config
   libmicrohttpd-dev libjansson-dev libuv1-dev libsqlite3-dev
-  libopenblas-dev libarchive-dev libssl-dev
+  libopenblas-dev libarchive-dev libssl-dev libpcre2-dev
 )
 # Building and running the tests and checks: check and libcurl (suites),
 # clang-format, valgrind, wrk (bench), sqlite3, bc, curl; chromium (the
-# dashboard's browser test) and prometheus (promtool, the /metrics check).
+# dashboard's browser test) and prometheus (promtool, the /metrics check);
+# clang with its runtime libraries (libFuzzer and the sanitizers: make
+# fuzz); util-linux's unshare and GNU tar (the disk-full and tar tests).
 test_pkgs=(
   check libcurl4-openssl-dev clang-format valgrind wrk sqlite3 bc
-  curl ca-certificates chromium prometheus
+  curl ca-certificates chromium prometheus clang libclang-rt-14-dev
+  util-linux tar
 )
 # Running the binary (the container's runtime stage): the shared libraries
 # build/shears links, curl for the HEALTHCHECK.
 runtime_pkgs=(
   libmicrohttpd12 libjansson4 libuv1 libsqlite3-0 libopenblas0-pthread
-  libarchive13 libssl3 ca-certificates curl
+  libarchive13 libssl3 libpcre2-8-0 ca-certificates curl
 )
 
 profile=${1:-all}

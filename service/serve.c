@@ -28,17 +28,20 @@ typedef struct serve_config {
     char host[128];
     uint16_t port;
     const char *data_dir;
-    int workers, http_threads, threads, max_attempts;
-    uint64_t max_upload;
+    int workers, http_threads, threads, max_attempts, check_threads;
+    int max_conns, max_conns_per_ip;
+    uint64_t max_upload, max_tensors, max_header_memory, min_body_rate;
+    uint64_t min_free, ballast;
     const char *token_file;
     const char *port_file;
-    double grace;
+    double grace, idle_timeout, head_timeout, check_timeout;
     const char *log_level;
 } serve_config;
 
 typedef enum opt_kind {
     OPT_STRING,
     OPT_INT,
+    OPT_COUNT, // an integer into a uint64_t
     OPT_BYTES,
     OPT_SECONDS,
     OPT_LISTEN
@@ -66,7 +69,7 @@ static const opt_def opt_defs[] = {
      OPT_INT, OFF(threads), 0, 1024},
     {"max-upload", "SHEARS_MAX_UPLOAD",
      "largest upload in bytes, K/M/G/T suffixes allowed (64G)", OPT_BYTES,
-     OFF(max_upload), 0, 0},
+     OFF(max_upload), 1, 0},
     {"token-file", "SHEARS_TOKEN_FILE",
      "file holding the API token; /v1 then needs Authorization: Bearer",
      OPT_STRING, OFF(token_file), 0, 0},
@@ -81,6 +84,41 @@ static const opt_def opt_defs[] = {
     {"port-file", "SHEARS_PORT_FILE",
      "write the bound port there (for --listen with port 0)", OPT_STRING,
      OFF(port_file), 0, 0},
+    // Limits: README, "Security and limits".
+    {"max-conns", "SHEARS_MAX_CONNS", "connections at once (1024)", OPT_INT,
+     OFF(max_conns), 1, 65536},
+    {"max-conns-per-ip", "SHEARS_MAX_CONNS_PER_IP",
+     "connections at once from one address (64; 0: no limit)", OPT_INT,
+     OFF(max_conns_per_ip), 0, 65536},
+    {"idle-timeout", "SHEARS_IDLE_TIMEOUT",
+     "seconds of silence before a connection closes (120)", OPT_SECONDS,
+     OFF(idle_timeout), 1, 0},
+    {"head-timeout", "SHEARS_HEAD_TIMEOUT",
+     "seconds to receive a whole request head (30; 0: none)", OPT_SECONDS,
+     OFF(head_timeout), 0, 0},
+    {"min-body-rate", "SHEARS_MIN_BODY_RATE",
+     "bytes a second a request body must keep up, over 10 s (1K; 0: none)",
+     OPT_BYTES, OFF(min_body_rate), 0, 0},
+    {"max-tensors", "SHEARS_MAX_TENSORS",
+     "tensors in one uploaded checkpoint (200000)", OPT_COUNT, OFF(max_tensors),
+     1, 100000000},
+    {"max-header-memory", "SHEARS_MAX_HEADER_MEMORY",
+     "safetensors header bytes all uploads may hold at once (64M)", OPT_BYTES,
+     OFF(max_header_memory), 1, 0},
+    {"check-threads", "SHEARS_CHECK_THREADS",
+     "threads that check uploads and job specs off the HTTP threads (2)",
+     OPT_INT, OFF(check_threads), 1, 64},
+    {"check-timeout", "SHEARS_CHECK_TIMEOUT",
+     "seconds a job spec's regexes may take against its checkpoint (10)",
+     OPT_SECONDS, OFF(check_timeout), 1, 0},
+    {"min-free", "SHEARS_MIN_FREE",
+     "bytes the data dir keeps free: /readyz fails and uploads are refused "
+     "below it (128M; 0: none)",
+     OPT_BYTES, OFF(min_free), 0, 0},
+    {"ballast", "SHEARS_BALLAST",
+     "bytes kept in a ballast file, released on a full disk so deletes "
+     "work (64M; 0: none)",
+     OPT_BYTES, OFF(ballast), 0, 0},
 };
 
 static bool parse_bytes(const char *s, uint64_t *out)
@@ -162,14 +200,21 @@ static int apply(const opt_def *o, const char *value, serve_config *c,
             return 0;
         }
         break;
+    case OPT_COUNT:
+        if (svc_parse_u64(value, &u) && u >= (uint64_t)o->min &&
+            u <= (uint64_t)o->max) {
+            *(uint64_t *)(base + o->offset) = u;
+            return 0;
+        }
+        break;
     case OPT_BYTES:
-        if (parse_bytes(value, &u) && u > 0) {
+        if (parse_bytes(value, &u) && u >= (uint64_t)o->min) {
             *(uint64_t *)(base + o->offset) = u;
             return 0;
         }
         break;
     case OPT_SECONDS:
-        if (svc_parse_double(value, &x) && x >= 0 && x <= 86400) {
+        if (svc_parse_double(value, &x) && x >= (double)o->min && x <= 86400) {
             *(double *)(base + o->offset) = x;
             return 0;
         }
@@ -197,7 +242,18 @@ static int parse_config(int argc, char **argv, serve_config *c)
                         .max_attempts = 3,
                         .max_upload = 64ull << 30,
                         .grace = 20,
-                        .log_level = "info"};
+                        .log_level = "info",
+                        .check_threads = 2,
+                        .max_conns = 1024,
+                        .max_conns_per_ip = 64,
+                        .idle_timeout = 120,
+                        .head_timeout = 30,
+                        .min_body_rate = 1024,
+                        .max_tensors = 200000,
+                        .max_header_memory = 64ull << 20,
+                        .check_timeout = 10,
+                        .min_free = 128ull << 20,
+                        .ballast = 64ull << 20};
     for (size_t i = 0; i < SH_ARRAY_LEN(opt_defs); i++) {
         const char *v = getenv(opt_defs[i].env);
         int rc;
@@ -344,12 +400,22 @@ int svc_cmd_serve(int argc, char **argv)
     }
     svc_metrics_set_runner(metrics, jobs);
     job_runner_on_end(jobs, svc_metrics_job, metrics);
+    store_ballast_set(s, cfg.ballast);
     api_config ac = {.host = cfg.host,
                      .port = cfg.port,
                      .threads = cfg.http_threads,
                      .max_upload = cfg.max_upload,
                      .token = token,
-                     .conn_timeout = 120};
+                     .conn_timeout = (unsigned)cfg.idle_timeout,
+                     .max_conns = (unsigned)cfg.max_conns,
+                     .max_conns_per_ip = (unsigned)cfg.max_conns_per_ip,
+                     .head_timeout = cfg.head_timeout,
+                     .min_body_rate = cfg.min_body_rate,
+                     .check_threads = cfg.check_threads,
+                     .check_timeout = cfg.check_timeout,
+                     .max_tensors = cfg.max_tensors,
+                     .max_header_memory = cfg.max_header_memory,
+                     .min_free = cfg.min_free};
     api_observer obs = {.ctx = metrics,
                         .request = svc_metrics_request,
                         .metrics = svc_metrics_render};

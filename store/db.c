@@ -7,10 +7,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 // Each entry moves the schema from version i to i + 1; never edit one that
@@ -58,24 +60,62 @@ static const char *const migrations[] = {
     "CREATE INDEX jobs_status ON jobs(status, seq);"
     "CREATE INDEX jobs_checkpoint ON jobs(checkpoint_id, seq);"
     "CREATE INDEX jobs_datasets ON jobs(calibration_id, evaluation_id);",
+
+    // 2: a checkpoint's tensors as rows, so a page of them costs the page.
+    "CREATE TABLE tensors ("
+    "  checkpoint_id TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  dtype TEXT NOT NULL,"
+    "  shape TEXT NOT NULL,"
+    "  params INTEGER NOT NULL,"
+    "  file TEXT NOT NULL,"
+    "  PRIMARY KEY (checkpoint_id, seq)) WITHOUT ROWID;"
+    "INSERT INTO tensors SELECT c.id, CAST(t.key AS INTEGER),"
+    "  json_extract(t.value, '$.name'), json_extract(t.value, '$.dtype'),"
+    "  json_extract(t.value, '$.shape'), json_extract(t.value, '$.params'),"
+    "  json_extract(t.value, '$.file')"
+    "  FROM checkpoints c, json_each(c.tensors) t;"
+    "ALTER TABLE checkpoints DROP COLUMN tensors;",
 };
 
 // --- statements
 
+static int code_of(int sqlite_code)
+{
+    switch (sqlite_code & 0xff) {
+    case SQLITE_FULL: return SH_ENOSPC;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return SH_EBUSY;
+    default: return SH_EDB;
+    }
+}
+
 int store_fail(store_conn *c, const char *what)
 {
-    int code = sqlite3_errcode(c->db);
+    int code = sqlite3_extended_errcode(c->db);
     SH_ERROR("database error", "op", what, "sqlite", sqlite3_errmsg(c->db));
-    return code == SQLITE_BUSY || code == SQLITE_LOCKED ? SH_EBUSY : SH_EDB;
+    return code_of(code);
+}
+
+int store_diag(sh_diag *d, int code)
+{
+    const char *msg = code == SH_ENOSPC
+                          ? "the disk of the data dir is full; delete jobs, "
+                            "checkpoints or datasets to make room"
+                      : code == SH_EBUSY ? "database busy; try again"
+                                         : "database error";
+    return sh_diag_set(d, code, "", "%s", msg);
 }
 
 int store_exec(store_conn *c, const char *sql)
 {
     char *err = NULL;
     if (sqlite3_exec(c->db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        int code = code_of(sqlite3_extended_errcode(c->db));
         SH_ERROR("database error", "sql", sql, "sqlite", err ? err : "?");
         sqlite3_free(err);
-        return SH_EDB;
+        return code;
     }
     return 0;
 }
@@ -116,7 +156,7 @@ void store_done(store_conn *c, sqlite3_stmt *st)
             return;
         }
     }
-    store_done(c, st);
+    sqlite3_finalize(st); // not cached: made fresh for a nested use
 }
 
 static void conn_close(store_conn *c)
@@ -125,6 +165,17 @@ static void conn_close(store_conn *c)
         sqlite3_finalize(c->cache[i].st);
     sqlite3_close(c->db);
     free(c);
+}
+
+bool store_row_exists(store_conn *c, const char *sql, const char *id)
+{
+    sqlite3_stmt *st = store_prepare(c, sql);
+    if (!st)
+        return false;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    bool found = sqlite3_step(st) == SQLITE_ROW;
+    store_done(c, st);
+    return found;
 }
 
 int store_begin(store_conn *c) { return store_exec(c, "BEGIN IMMEDIATE"); }
@@ -257,7 +308,65 @@ int store_tmp_dir(store *s, const char *prefix, char *buf, size_t size)
 {
     if (snprintf(buf, size, "%s/%sXXXXXX", s->tmp, prefix) >= (int)size)
         return SH_ETOOBIG;
-    return mkdtemp(buf) ? 0 : SH_EIO;
+    return mkdtemp(buf) ? 0 : sh_errno_code(errno);
+}
+
+// --- free space and the ballast
+
+int store_free_space(const store *s, uint64_t *out)
+{
+    struct statvfs v;
+    if (statvfs(s->dir, &v) != 0)
+        return sh_errno_code(errno);
+    *out = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    return 0;
+}
+
+void store_ballast_set(store *s, uint64_t bytes)
+{
+    pthread_mutex_lock(&s->ballast_mu);
+    s->ballast_bytes = bytes;
+    pthread_mutex_unlock(&s->ballast_mu);
+    store_ballast_restore(s);
+}
+
+bool store_ballast_release(store *s)
+{
+    pthread_mutex_lock(&s->ballast_mu);
+    bool freed = s->ballast_held && unlink(s->ballast) == 0;
+    s->ballast_held = false;
+    pthread_mutex_unlock(&s->ballast_mu);
+    if (freed)
+        SH_WARN("the data dir is full: the ballast file was released so "
+                "deletes can go through");
+    return freed;
+}
+
+void store_ballast_restore(store *s)
+{
+    pthread_mutex_lock(&s->ballast_mu);
+    uint64_t free_now = 0;
+    // Only with room to spare: the ballast must not be what fills the disk.
+    if (!s->ballast_held && s->ballast_bytes > 0 &&
+        store_free_space(s, &free_now) == 0 &&
+        free_now > 2 * s->ballast_bytes) {
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.new", s->ballast);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        bool ok = fd >= 0 &&
+                  posix_fallocate(fd, 0, (off_t)s->ballast_bytes) == 0 &&
+                  fsync(fd) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (ok && rename(tmp, s->ballast) == 0)
+            s->ballast_held = true;
+        else
+            unlink(tmp);
+    } else if (s->ballast_bytes == 0 && s->ballast_held) {
+        unlink(s->ballast);
+        s->ballast_held = false;
+    }
+    pthread_mutex_unlock(&s->ballast_mu);
 }
 
 // Moves one file into place (or drops it when the blob exists already).
@@ -274,8 +383,8 @@ static int blob_put(store *s, const store_file *f, sh_diag *d)
     }
     if (sh_mkdir_p(dir) != 0 || sh_fsync_path(f->path) != 0 ||
         rename(f->path, path) != 0 || sh_fsync_path(dir) != 0)
-        return sh_diag_set(d, SH_EIO, f->name, "cannot store %s: %s", f->name,
-                           strerror(errno));
+        return sh_diag_set(d, sh_errno_code(errno), f->name,
+                           "cannot store %s: %s", f->name, strerror(errno));
     return 0;
 }
 
@@ -285,7 +394,7 @@ int store_files_put(store *s, store_conn *c, const char *owner,
     sqlite3_stmt *st = store_prepare(
         c, "INSERT INTO files(owner, name, sha256, bytes) VALUES(?,?,?,?)");
     if (!st)
-        return sh_diag_set(d, SH_EDB, "", "database error");
+        return store_diag(d, SH_EDB);
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         if ((rc = blob_put(s, &files[i], d)) != 0)
@@ -348,6 +457,17 @@ void store_blobs_sweep(store *s, store_conn *c, const json_t *shas)
     store_done(c, st);
 }
 
+void store_files_unplace(store *s, store_conn *c, const store_file *files,
+                         size_t n)
+{
+    json_t *shas = json_array();
+    for (size_t i = 0; shas && i < n; i++)
+        json_array_append_new(shas, json_string(files[i].sha256));
+    if (shas)
+        store_blobs_sweep(s, c, shas);
+    json_decref(shas);
+}
+
 // Start-up: empties tmp/ and removes blobs no row points at (a crash
 // between a blob's rename and its rows' commit, or after a delete's commit).
 static void sweep_all(store *s, store_conn *c)
@@ -401,8 +521,10 @@ int store_open(store **out, const char *data_dir, sh_diag *d)
     }
     pthread_mutex_init(&s->pool_mu, NULL);
     pthread_mutex_init(&s->blob_mu, NULL);
+    pthread_mutex_init(&s->ballast_mu, NULL);
     int rc = 0;
     if (sh_path_join(s->db_path, sizeof s->db_path, data_dir, "shears.db") ||
+        sh_path_join(s->ballast, sizeof s->ballast, data_dir, "ballast") ||
         sh_path_join(s->blobs, sizeof s->blobs, data_dir, "blobs") ||
         sh_path_join(s->tmp, sizeof s->tmp, data_dir, "tmp")) {
         rc = sh_diag_set(d, SH_ETOOBIG, "", "data dir path too long");
@@ -443,6 +565,7 @@ void store_close(store *s)
     }
     pthread_mutex_destroy(&s->pool_mu);
     pthread_mutex_destroy(&s->blob_mu);
+    pthread_mutex_destroy(&s->ballast_mu);
     free(s->dir);
     free(s);
 }

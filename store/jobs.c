@@ -130,29 +130,19 @@ int store_job_list(store_conn *c, int status, const char *checkpoint,
     return 0;
 }
 
-static bool row_exists(store_conn *c, const char *sql, const char *id)
-{
-    sqlite3_stmt *st = store_prepare(c, sql);
-    if (!st)
-        return false;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    bool found = sqlite3_step(st) == SQLITE_ROW;
-    store_done(c, st);
-    return found;
-}
-
 // Inside the insert's transaction: the ids the job names exist now, so a
 // concurrent delete cannot slip in between the check and the insert.
 static int check_refs(store_conn *c, const store_job_new *j, sh_diag *d)
 {
-    if (!row_exists(c, "SELECT 1 FROM checkpoints WHERE id = ?", j->checkpoint))
+    if (!store_row_exists(c, "SELECT 1 FROM checkpoints WHERE id = ?",
+                          j->checkpoint))
         return sh_diag_set(d, SH_ENOTFOUND, "checkpoint",
                            "checkpoint %s does not exist", j->checkpoint);
     const char *ds[2] = {j->calibration, j->evaluation};
     const char *field[2] = {"calibration.dataset", "evaluation.dataset"};
     for (int i = 0; i < 2; i++)
         if (ds[i] &&
-            !row_exists(c, "SELECT 1 FROM datasets WHERE id = ?", ds[i]))
+            !store_row_exists(c, "SELECT 1 FROM datasets WHERE id = ?", ds[i]))
             return sh_diag_set(d, SH_ENOTFOUND, field[i],
                                "dataset %s does not exist", ds[i]);
     return 0;
@@ -167,14 +157,14 @@ int store_job_add(store_conn *c, const store_job_new *j, json_t **out,
     char existing[64] = "";
     int rc = store_begin(c);
     if (rc != 0) {
-        sh_diag_set(d, rc, "", "database busy");
+        store_diag(d, rc);
         goto out;
     }
     if (j->idem_key) {
         sqlite3_stmt *st = store_prepare(
             c, "SELECT id, body_sha256 FROM jobs WHERE idem_key = ?");
         if (!st) {
-            rc = sh_diag_set(d, SH_EDB, "", "database error");
+            rc = store_diag(d, SH_EDB);
             goto out;
         }
         sqlite3_bind_text(st, 1, j->idem_key, -1, SQLITE_STATIC);
@@ -197,7 +187,7 @@ int store_job_add(store_conn *c, const store_job_new *j, json_t **out,
            "evaluation_id, status, spec, idem_key, body_sha256, created_ms) "
            "VALUES(?,?,?,?,'queued',?,?,?,?)");
     if (!st) {
-        rc = sh_diag_set(d, SH_EDB, "", "database error");
+        rc = store_diag(d, SH_EDB);
         goto out;
     }
     sqlite3_bind_text(st, 1, j->id, -1, SQLITE_STATIC);
@@ -209,10 +199,10 @@ int store_job_add(store_conn *c, const store_job_new *j, json_t **out,
     sqlite3_bind_text(st, 7, j->body_sha256, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 8, sh_time_now_ms());
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = sh_diag_set(d, store_fail(c, "insert job"), "", "database error");
+        rc = store_diag(d, store_fail(c, "insert job"));
     store_done(c, st);
     if (rc == 0 && (rc = store_commit(c)) != 0)
-        sh_diag_set(d, rc, "", "database error");
+        store_diag(d, rc);
 out:
     store_rollback(c);
     free(spec);
@@ -260,9 +250,9 @@ int store_job_progress(store_conn *c, const char *id, const json_t *progress)
     return rc;
 }
 
-int store_job_finish(store *s, const char *id, store_job_status status,
-                     const json_t *result, const json_t *error,
-                     const store_file *files, size_t n, sh_diag *d)
+static int job_finish_once(store *s, const char *id, store_job_status status,
+                           const json_t *result, const json_t *error,
+                           const store_file *files, size_t n, sh_diag *d)
 {
     char *rtext = result ? json_dumps(result, JSON_COMPACT) : NULL;
     char *etext = error ? json_dumps(error, JSON_COMPACT) : NULL;
@@ -270,7 +260,7 @@ int store_job_finish(store *s, const char *id, store_job_status status,
     pthread_mutex_lock(&s->blob_mu);
     int rc = store_begin(c);
     if (rc != 0) {
-        sh_diag_set(d, rc, "", "database busy");
+        store_diag(d, rc);
         goto out;
     }
     if (status == STORE_JOB_SUCCEEDED &&
@@ -286,7 +276,7 @@ int store_job_finish(store *s, const char *id, store_job_status status,
                  "json_object('fraction', 1.0, 'phase', 'done') ELSE "
                  "progress END WHERE id = ?1 AND status = 'running'");
     if (!st) {
-        rc = sh_diag_set(d, SH_EDB, "", "database error");
+        rc = store_diag(d, SH_EDB);
         goto out;
     }
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -297,23 +287,37 @@ int store_job_finish(store *s, const char *id, store_job_status status,
         sqlite3_bind_text(st, 5, etext, -1, SQLITE_STATIC);
     }
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = sh_diag_set(d, store_fail(c, "finish job"), "", "database error");
+        rc = store_diag(d, store_fail(c, "finish job"));
     else if (sqlite3_changes(c->db) != 1)
         rc = sh_diag_set(d, SH_ECONFLICT, "", "job %s is not running", id);
     store_done(c, st);
     if (rc == 0 && (rc = store_commit(c)) != 0)
-        sh_diag_set(d, rc, "", "database error");
+        store_diag(d, rc);
 out:
     if (rc != 0)
         store_rollback(c);
     pthread_mutex_unlock(&s->blob_mu);
+    if (rc != 0 && status == STORE_JOB_SUCCEEDED)
+        store_files_unplace(s, c, files, n);
     store_conn_release(s, c);
     free(rtext);
     free(etext);
     return rc;
 }
 
-int store_job_cancel(store_conn *c, const char *id)
+// A job's end is recorded even on a full disk: the ballast makes room.
+int store_job_finish(store *s, const char *id, store_job_status status,
+                     const json_t *result, const json_t *error,
+                     const store_file *files, size_t n, sh_diag *d)
+{
+    int rc = job_finish_once(s, id, status, result, error, files, n, d);
+    if (rc == SH_ENOSPC && status != STORE_JOB_SUCCEEDED &&
+        store_ballast_release(s))
+        rc = job_finish_once(s, id, status, result, error, files, n, d);
+    return rc;
+}
+
+static int job_cancel_once(store_conn *c, const char *id)
 {
     int rc = store_begin(c);
     if (rc != 0)
@@ -356,27 +360,37 @@ int store_job_cancel(store_conn *c, const char *id)
     return rc;
 }
 
-int store_job_delete(store *s, const char *id, sh_diag *d)
+int store_job_cancel(store *s, const char *id)
+{
+    store_conn *c = store_conn_acquire(s);
+    int rc = job_cancel_once(c, id);
+    if (rc == SH_ENOSPC && store_ballast_release(s))
+        rc = job_cancel_once(c, id);
+    store_conn_release(s, c);
+    return rc;
+}
+
+static int job_delete_once(store *s, const char *id, sh_diag *d)
 {
     store_conn *c = store_conn_acquire(s);
     json_t *shas = NULL;
     int rc = store_begin(c);
     if (rc != 0) {
-        sh_diag_set(d, rc, "", "database busy");
+        store_diag(d, rc);
         goto out;
     }
     sqlite3_stmt *st =
         store_prepare(c, "DELETE FROM jobs WHERE id = ? AND status NOT IN "
                          "('queued','running') RETURNING id");
     if (!st) {
-        rc = sh_diag_set(d, SH_EDB, "", "database error");
+        rc = store_diag(d, SH_EDB);
         goto out;
     }
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int r = sqlite3_step(st);
     store_done(c, st);
     if (r != SQLITE_ROW) {
-        rc = row_exists(c, "SELECT 1 FROM jobs WHERE id = ?", id)
+        rc = store_row_exists(c, "SELECT 1 FROM jobs WHERE id = ?", id)
                  ? sh_diag_set(d, SH_ECONFLICT, "",
                                "job %s has not ended; cancel it first", id)
                  : sh_diag_set(d, SH_ENOTFOUND, "", "no job %s", id);
@@ -391,6 +405,16 @@ out:
         store_blobs_sweep(s, c, shas);
     json_decref(shas);
     store_conn_release(s, c);
+    return rc;
+}
+
+int store_job_delete(store *s, const char *id, sh_diag *d)
+{
+    int rc = job_delete_once(s, id, d);
+    if (rc == SH_ENOSPC && store_ballast_release(s))
+        rc = job_delete_once(s, id, d);
+    if (rc == 0)
+        store_ballast_restore(s);
     return rc;
 }
 

@@ -44,6 +44,19 @@ const char *store_data_dir(const store *s);
 // Makes a fresh directory under tmp/ ("<prefix>XXXXXX") into buf.
 int store_tmp_dir(store *s, const char *prefix, char *buf, size_t size);
 
+// Bytes free for this process on the data dir's filesystem.
+int store_free_space(const store *s, uint64_t *out);
+
+// The ballast: a file of bytes (0: none) kept in the data dir so that,
+// once the disk is full, releasing it leaves SQLite room to delete. Set
+// once at start-up; it is made only while more than twice its size is
+// free. store_ballast_release removes it (true when it was there);
+// store_ballast_restore makes it again when the room is back. Deletes
+// release it themselves when they hit a full disk. Any thread.
+void store_ballast_set(store *s, uint64_t bytes);
+bool store_ballast_release(store *s);
+void store_ballast_restore(store *s);
+
 // The path of a blob.
 int store_blob_path(const store *s, const char *sha256, char *buf, size_t size);
 
@@ -57,19 +70,33 @@ typedef struct store_file {
 
 // --- checkpoints and datasets
 
+// One tensor of a checkpoint, as the API lists it.
+typedef struct store_tensor {
+    const char *name, *dtype;
+    int ndim;
+    const int64_t *shape; // ndim entries
+    uint64_t params;
+    const char *file; // the file of the checkpoint that holds it
+} store_tensor;
+
 // Adds a checkpoint: moves the files into the blob store (fsync'd, dir
 // fsync'd) and commits its rows in one transaction. info holds the
 // resource's fields (bytes, tensors, params, dtypes, architecture, format);
-// tensors the per-tensor rows. References are not stolen.
+// tensors the per-tensor rows, one table row each so that a page of them
+// costs the page. References are not stolen.
 int store_checkpoint_add(store *s, const char *id, const char *name,
-                         const json_t *info, const json_t *tensors,
-                         const store_file *files, size_t n, sh_diag *d);
+                         const json_t *info, const store_tensor *tensors,
+                         size_t ntensors, const store_file *files, size_t n,
+                         sh_diag *d);
 
 // The resource (new reference) or SH_ENOTFOUND.
 int store_checkpoint_get(store_conn *c, const char *id, json_t **out);
 
-// The tensor rows of a checkpoint (new reference).
-int store_checkpoint_tensors(store_conn *c, const char *id, json_t **out);
+// A page of a checkpoint's tensors in file order: at most limit rows from
+// position cursor (0: the first); *next is the cursor of the next page, 0
+// at the end. SH_ENOTFOUND when there is no such checkpoint.
+int store_checkpoint_tensors(store_conn *c, const char *id, int64_t cursor,
+                             int limit, json_t **items, int64_t *next);
 
 // Newest first, at most limit, before the position `cursor` (0: from the
 // top). *next is the cursor of the following page, 0 when there is none.
@@ -148,7 +175,7 @@ int store_job_finish(store *s, const char *id, store_job_status status,
 // Cancels a queued job at once (returns 0), or marks a running one as
 // asked to cancel (SH_EBUSY: the runner finishes it). SH_ECONFLICT when it
 // has already ended.
-int store_job_cancel(store_conn *c, const char *id);
+int store_job_cancel(store *s, const char *id);
 
 // Deletes an ended job and its artifact. SH_ECONFLICT while queued/running.
 int store_job_delete(store *s, const char *id, sh_diag *d);

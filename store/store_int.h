@@ -29,6 +29,10 @@ struct store {
     pthread_mutex_t pool_mu;
     store_conn *free_conns;
     pthread_mutex_t blob_mu; // blob renames + their rows, and blob removal
+    pthread_mutex_t ballast_mu;
+    char ballast[4096]; // <data>/ballast: space kept for deletes
+    uint64_t ballast_bytes;
+    bool ballast_held;
 };
 
 // Runs SQL without results. Returns 0 or SH_EDB (logged).
@@ -40,13 +44,21 @@ int store_exec(store_conn *c, const char *sql);
 sqlite3_stmt *store_prepare(store_conn *c, const char *sql);
 void store_done(store_conn *c, sqlite3_stmt *st);
 
+// True when sql (one parameter: id) returns a row.
+bool store_row_exists(store_conn *c, const char *sql, const char *id);
+
 // BEGIN IMMEDIATE / COMMIT / ROLLBACK.
 int store_begin(store_conn *c);
 int store_commit(store_conn *c);
 void store_rollback(store_conn *c);
 
-// Maps a failed sqlite3 result to a code, logging the message.
+// Maps a failed sqlite3 result to a code, logging the message:
+// SH_ENOSPC for a full disk, SH_EBUSY for a lock held too long, SH_EDB.
 int store_fail(store_conn *c, const char *what);
+
+// Sets d's message for a database failure code ("the disk of the data dir
+// is full", "database busy", "database error") and returns code.
+int store_diag(sh_diag *d, int code);
 
 // Column text as a C string ("" for NULL) and as parsed JSON (NULL for
 // NULL or bad JSON).
@@ -64,6 +76,11 @@ int store_files_put(store *s, store_conn *c, const char *owner,
 // Deletes the rows of owner (inside the caller's transaction) and returns
 // their digests (new reference) for store_blobs_sweep after commit.
 int store_files_drop(store_conn *c, const char *owner, json_t **shas);
+
+// After a rolled-back store_files_put: removes the blobs of files that
+// no row points at (those it moved in), so a failed add leaves no file.
+void store_files_unplace(store *s, store_conn *c, const store_file *files,
+                         size_t n);
 
 // Removes the blobs among shas that no row points at any more.
 void store_blobs_sweep(store *s, store_conn *c, const json_t *shas);

@@ -17,11 +17,14 @@ Suite *suite_spec(void);
 Suite *suite_mask(void);
 Suite *suite_prune(void);
 Suite *suite_net(void);
+Suite *suite_headers(void);
+Suite *suite_tar(void);
 Suite *suite_methods(void);
 Suite *suite_cli(void);
 Suite *suite_api(void);
 Suite *suite_durability(void);
 Suite *suite_ops(void);
+Suite *suite_limits(void);
 
 // A fresh directory under $TMPDIR; the caller frees the string and removes
 // the tree with th_rmtree.

@@ -25,11 +25,14 @@ static const suite_entry suites[] = {
     {"mask", suite_mask, false},
     {"prune", suite_prune, false},
     {"net", suite_net, false},
+    {"headers", suite_headers, false},
+    {"tar", suite_tar, false},
     {"methods", suite_methods, true},
     {"cli", suite_cli, true},
     {"api", suite_api, true},
     {"durability", suite_durability, true},
     {"ops", suite_ops, true},
+    {"limits", suite_limits, true},
 };
 
 int main(int argc, char **argv)

@@ -30,8 +30,22 @@ static void spawn(th_server *s)
         bin = "build/shears";
     char *port_file = th_path(s->dir, "port");
     unlink(port_file);
-    const char *argv[64];
+    const char *argv[72];
     int n = 0;
+    if (s->tmpfs[0]) {
+        // unshare execs the shell and the shell execs shears: one pid.
+        static char script[160];
+        snprintf(script, sizeof script,
+                 "mount -t tmpfs -o size=%s shears-test \"$0\" && exec \"$@\"",
+                 s->tmpfs);
+        sh_mkdir_p(s->data);
+        argv[n++] = "/usr/bin/unshare";
+        argv[n++] = "-rm";
+        argv[n++] = "/bin/sh";
+        argv[n++] = "-c";
+        argv[n++] = script;
+        argv[n++] = s->data;
+    }
     argv[n++] = bin;
     argv[n++] = "serve";
     argv[n++] = "--listen";
@@ -47,7 +61,7 @@ static void spawn(th_server *s)
         argv[n++] = "--token-file";
         argv[n++] = token_file;
     }
-    for (int i = 0; s->extra[i] && n < 62; i++)
+    for (int i = 0; s->extra[i] && n < 70; i++)
         argv[n++] = s->extra[i];
     argv[n] = NULL;
     posix_spawn_file_actions_t fa;
@@ -55,7 +69,8 @@ static void spawn(th_server *s)
     posix_spawn_file_actions_addopen(&fa, 2, s->log,
                                      O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    int rc = posix_spawn(&s->pid, bin, &fa, NULL, (char *const *)argv, environ);
+    int rc =
+        posix_spawn(&s->pid, argv[0], &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     ck_assert_msg(rc == 0, "cannot start %s", bin);
     // Wait for the port file (the server writes it once listening).
@@ -87,6 +102,19 @@ void th_server_start(th_server *s, const char *token, const char *const *extra)
     s->log = th_path(s->dir, "server.log");
     if (token)
         snprintf(s->token, sizeof s->token, "%s", token);
+    for (int i = 0; extra && extra[i] && i < 15; i++)
+        s->extra[i] = extra[i];
+    spawn(s);
+}
+
+void th_server_start_tmpfs(th_server *s, const char *size,
+                           const char *const *extra)
+{
+    memset(s, 0, sizeof *s);
+    s->dir = th_tmpdir();
+    s->data = th_path(s->dir, "data");
+    s->log = th_path(s->dir, "server.log");
+    snprintf(s->tmpfs, sizeof s->tmpfs, "%s", size);
     for (int i = 0; extra && extra[i] && i < 15; i++)
         s->extra[i] = extra[i];
     spawn(s);
@@ -516,4 +544,34 @@ char *th_slow_job(th_server *s)
     th_resp_free(&r);
     free(ck);
     return id;
+}
+
+// --- problems
+
+static const char *field_of(const json_t *j, const char *key)
+{
+    return json_string_value(json_object_get(j, key));
+}
+
+void th_expect_problem(th_resp *r, long status, const char *field,
+                       const char *words)
+{
+    char ct[128];
+    ck_assert_msg(r->status == status, "want %ld, got %ld: %s", status,
+                  r->status, r->body);
+    ck_assert_msg(th_header(r, "Content-Type", ct, sizeof ct) &&
+                      strcmp(ct, "application/problem+json") == 0,
+                  "not problem+json: %s", r->headers);
+    ck_assert_ptr_nonnull(r->json);
+    ck_assert_int_eq(json_integer_value(json_object_get(r->json, "status")),
+                     status);
+    ck_assert(field_of(r->json, "type") && field_of(r->json, "title") &&
+              field_of(r->json, "detail"));
+    if (field)
+        ck_assert_msg(field_of(r->json, "field") &&
+                          strcmp(field_of(r->json, "field"), field) == 0,
+                      "field: want %s in %s", field, r->body);
+    if (words)
+        ck_assert_msg(strstr(field_of(r->json, "detail"), words),
+                      "detail lacks \"%s\": %s", words, r->body);
 }

@@ -16,11 +16,18 @@ typedef struct th_server {
     char *log;             // the server's stderr
     char token[64];        // "" = no auth
     const char *extra[16]; // extra flags for every start
+    char tmpfs[16];        // a size: the data dir is a tmpfs of its own
 } th_server;
 
 // Starts a server in a fresh temp dir with the extra flags (NULL-ended).
 // With token non-NULL, writes it to a file and passes --token-file.
 void th_server_start(th_server *s, const char *token, const char *const *extra);
+
+// The same, with the data dir on a tmpfs of size bytes ("24m") that only
+// the server sees: it runs in a mount namespace of its own (unshare -rm),
+// so a test can fill the disk through the API alone.
+void th_server_start_tmpfs(th_server *s, const char *size,
+                           const char *const *extra);
 
 // Starts again on the same data dir (after a stop or a kill).
 void th_server_restart(th_server *s);
@@ -68,6 +75,11 @@ const char *th_header(const th_resp *r, const char *name, char *buf,
                       size_t size);
 
 void th_resp_free(th_resp *r);
+
+// Asserts r is an RFC 9457 problem+json of this status, naming field
+// (unless NULL), with words in its detail (unless NULL).
+void th_expect_problem(th_resp *r, long status, const char *field,
+                       const char *words);
 
 // Polls a job until it ends (or timeout seconds pass); returns its JSON.
 json_t *th_job_wait(th_server *s, const char *id, double timeout);

@@ -7,8 +7,11 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 // Exactly one error line, prefixed "shears: error: ", containing words;
 // the lines before it, if any, are progress.
@@ -295,6 +298,139 @@ START_TEST(test_eval_and_calibrated_prune)
 }
 END_TEST
 
+// --model that is not a file or folder is refused at once, by its name:
+// a FIFO does not hang, a device is not read.
+START_TEST(test_model_not_a_file)
+{
+    char *dir = th_tmpdir();
+    char *fifo = th_path(dir, "pipe"), *out = th_path(dir, "o");
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    const char *models[] = {fifo, "/dev/zero"};
+    const char *kinds[] = {"is a FIFO", "is a character device"};
+    for (int i = 0; i < 2; i++) {
+        char *o = NULL, *e = NULL;
+        const char *args[] = {"prune",    "--model",   models[i], "--out", out,
+                              "--method", "magnitude", "--quiet", NULL};
+        double t0 = sh_time_mono();
+        ck_assert_int_eq(th_run(&o, &e, args), 1);
+        ck_assert_msg(sh_time_mono() - t0 < 10, "blocked on %s", models[i]);
+        one_error_line(e, kinds[i]);
+        ck_assert_msg(strstr(e, models[i]), "%s not named: %s", models[i], e);
+        ck_assert_msg(!strstr(e, "model.safetensors"), "wrong name: %s", e);
+        free(o);
+        free(e);
+        const char *inspect[] = {"inspect", models[i], NULL};
+        ck_assert_int_eq(th_run(&o, &e, inspect), 1);
+        one_error_line(e, kinds[i]);
+        free(o);
+        free(e);
+    }
+    th_rmtree(dir);
+    free(dir);
+    free(fifo);
+    free(out);
+}
+END_TEST
+
+// Copies the fixture's files into dir (the link targets of the tests).
+static void copy_fixture(const char *dir, const char *name, const char *to)
+{
+    char rel[128];
+    snprintf(rel, sizeof rel, "mlp-fmnist/%s", name);
+    char *src = th_fixture(rel), *dst = th_path(dir, to);
+    ck_assert_int_eq(sh_file_copy(src, dst, false), 0);
+    free(src);
+    free(dst);
+}
+
+// A Hugging Face cache snapshot is a folder of links into ../../blobs:
+// file links are followed and the output holds real files; a folder link
+// that loops or leaves the model folder is refused with a clear error.
+START_TEST(test_model_links)
+{
+    char *dir = th_tmpdir();
+    char *blobs = th_path(dir, "blobs"), *snap = th_path(dir, "snapshots/abc");
+    ck_assert_int_eq(sh_mkdir_p(blobs), 0);
+    ck_assert_int_eq(sh_mkdir_p(snap), 0);
+    copy_fixture(blobs, "config.json", "1f2e3d");
+    copy_fixture(blobs, "model.safetensors", "9a8b7c");
+    char *cfg = th_path(snap, "config.json"),
+         *w = th_path(snap, "model.safetensors");
+    ck_assert_int_eq(symlink("../../blobs/1f2e3d", cfg), 0);
+    ck_assert_int_eq(symlink("../../blobs/9a8b7c", w), 0);
+    char *out = th_path(dir, "out");
+    char *o = NULL, *e = NULL;
+    const char *args[] = {"prune",    "--model",   snap,      "--out", out,
+                          "--method", "magnitude", "--quiet", NULL};
+    ck_assert_msg(th_run(&o, &e, args) == 0, "%s", e);
+    free(o);
+    free(e);
+    char *ow = th_path(out, "model.safetensors");
+    struct stat st;
+    ck_assert_int_eq(lstat(ow, &st), 0);
+    ck_assert(S_ISREG(st.st_mode));
+    ck_assert_int_eq(st.st_size, 2143760);
+    free(ow);
+
+    // A folder link back to a folder that holds it loops; one that leaves
+    // the model folder is refused too.
+    static const struct {
+        const char *link, *target, *words;
+    } bad[] = {{"sub", ".", "a loop"},
+               {"d/up", "..", "a loop"},
+               {"sub", "..", "leads out of the model folder"},
+               {"sub", "../../blobs", "leads out of the model folder"}};
+    char *d = th_path(snap, "d");
+    ck_assert_int_eq(sh_mkdir_p(d), 0);
+    for (int i = 0; i < 4; i++) {
+        char *link = th_path(snap, bad[i].link);
+        ck_assert_int_eq(symlink(bad[i].target, link), 0);
+        char *out2 = th_path(dir, "out2");
+        const char *args2[] = {"prune",     "--model", snap,
+                               "--out",     out2,      "--method",
+                               "magnitude", "--quiet", NULL};
+        ck_assert_int_eq(th_run(&o, &e, args2), 1);
+        one_error_line(e, bad[i].words);
+        char quoted[64];
+        snprintf(quoted, sizeof quoted, "\"%s\"", bad[i].link);
+        ck_assert_msg(strstr(e, quoted), "the link is not named: %s", e);
+        ck_assert(!sh_path_exists(out2));
+        unlink(link);
+        free(link);
+        free(o);
+        free(e);
+        free(out2);
+    }
+    rmdir(d);
+    free(d);
+    // A folder link that stays inside is followed.
+    char *link = th_path(snap, "sub");
+    char *inner = th_path(snap, "extra");
+    ck_assert_int_eq(sh_mkdir_p(inner), 0);
+    copy_fixture(inner, "config.json", "notes.json");
+    ck_assert_int_eq(symlink("extra", link), 0);
+    char *out3 = th_path(dir, "out3");
+    const char *args3[] = {"prune",    "--model",   snap,      "--out", out3,
+                           "--method", "magnitude", "--quiet", NULL};
+    ck_assert_msg(th_run(&o, &e, args3) == 0, "%s", e);
+    char *copied = th_path(out3, "sub/notes.json");
+    ck_assert(sh_path_exists(copied));
+    free(copied);
+    free(o);
+    free(e);
+    free(out3);
+    free(inner);
+    free(link);
+    free(out);
+    free(cfg);
+    free(w);
+    free(snap);
+    free(blobs);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 Suite *suite_cli(void)
 {
     Suite *s = suite_create("cli");
@@ -305,6 +441,8 @@ Suite *suite_cli(void)
     tcase_add_test(tc, test_errors_and_codes);
     tcase_add_test(tc, test_failed_run_leaves_nothing);
     tcase_add_test(tc, test_eval_and_calibrated_prune);
+    tcase_add_test(tc, test_model_not_a_file);
+    tcase_add_test(tc, test_model_links);
     suite_add_tcase(s, tc);
     return s;
 }

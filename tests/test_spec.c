@@ -3,12 +3,14 @@
 
 #include "engine/spec.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int parse(const char *text, eng_spec *s, sh_diag *d)
 {
     json_error_t je;
-    json_t *j = json_loads(text, 0, &je);
+    json_t *j = json_loads(text, JSON_ALLOW_NUL, &je);
     ck_assert_msg(j != NULL, "bad test JSON: %s", text);
     sh_diag_clear(d);
     int rc = eng_spec_parse(s, j, d);
@@ -95,7 +97,7 @@ static const bad_spec bad_specs[] = {
     {"{\"method\":\"magnitude\",\"targets\":\"fc1\"}", "targets",
      "must be an array"},
     {"{\"method\":\"magnitude\",\"targets\":[\"(\"]}", "targets[0]",
-     "is not a POSIX extended regex"},
+     "is not an accepted regex"},
     {"{\"method\":\"magnitude\",\"ignore\":[\"\"]}", "ignore[0]",
      "non-empty regex"},
     {"{\"method\":\"magnitude\",\"overrides\":[{\"match\":\"a\"}]}",
@@ -126,6 +128,66 @@ static const bad_spec bad_specs[] = {
     {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
      "\"sparsegpt\":{\"blocksize\":0}}",
      "sparsegpt.blocksize", "from 1 to 4096"},
+    // Patterns: only digits around the colon.
+    {"{\"method\":\"magnitude\",\"pattern\":\" 2:4\"}", "pattern",
+     "is not one of"},
+    {"{\"method\":\"magnitude\",\"pattern\":\"2:+4\"}", "pattern",
+     "is not one of"},
+    {"{\"method\":\"magnitude\",\"pattern\":\"+2:4\"}", "pattern",
+     "is not one of"},
+    {"{\"method\":\"magnitude\",\"pattern\":\"2:4 \"}", "pattern",
+     "is not one of"},
+    {"{\"method\":\"magnitude\",\"pattern\":\"2:-4\"}", "pattern",
+     "is not one of"},
+    {"{\"method\":\"magnitude\",\"pattern\":\"2:0004\"}", "pattern",
+     "is not one of"},
+    // Regexes outside the rule of engine/regex.h, in every list.
+    {"{\"method\":\"magnitude\",\"targets\":[\"(a+)+$\"]}", "targets[0]",
+     "nested repetition"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"x\",\"(a|aa)*b\"]}",
+     "targets[1]", "nested repetition"},
+    {"{\"method\":\"magnitude\",\"ignore\":[\"((ab)*c)*\"]}", "ignore[0]",
+     "nested repetition"},
+    {"{\"method\":\"magnitude\",\"overrides\":[{\"match\":\"(.*){2,9}\","
+     "\"sparsity\":0.3}]}",
+     "overrides[0].match", "nested repetition"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"a**\"]}", "targets[0]",
+     "right after another"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"a+?\"]}", "targets[0]",
+     "right after another"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"a{2}{3}\"]}", "targets[0]",
+     "right after another"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"a{1000}\"]}", "targets[0]",
+     "n <= m <= 100"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"a{3,2}\"]}", "targets[0]",
+     "n <= m <= 100"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"(a)\\\\1\"]}", "targets[0]",
+     "no backreferences"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"(?=a)\"]}", "targets[0]",
+     "lookaround"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"((((((((((a))))))))))\"]}",
+     "targets[0]", "more than 8 deep"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"a\\u0000b\"]}", "targets[0]",
+     "NUL"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"a\\tb\"]}", "targets[0]",
+     "control character"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"[[.a.]]\"]}", "targets[0]",
+     "collating element"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"^*a\"]}", "targets[0]",
+     "repeats an anchor"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"[a-\"]}", "targets[0]",
+     "unclosed ["},
+    {"{\"method\":\"magnitude\",\"targets\":[\"[z-a]\"]}", "targets[0]",
+     "is not an accepted regex"},
+    {"{\"method\":\"magnitude\",\"targets\":[\"x{\"]}", "targets[0]",
+     "write \\{ for the character"},
+    {"{\"method\":\"magnitude\",\"targets\":["
+     "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "a\"]}",
+     "targets[0]", "at most 256"},
 };
 
 // Every bad spec is refused, naming the field and saying why.
@@ -237,6 +299,97 @@ START_TEST(test_check_against_tensors)
 }
 END_TEST
 
+// What the rule accepts compiles and searches as POSIX extended would:
+// anywhere in the name, anchors at the ends.
+START_TEST(test_regex_accepted)
+{
+    static const struct {
+        const char *re, *name;
+        int match;
+    } cases[] = {
+        {"mlp\\.(gate|up)_proj", "model.layers.3.mlp.up_proj.weight", 1},
+        {"mlp\\.(gate|up)_proj", "model.layers.3.mlp.down_proj.weight", 0},
+        {"^model\\.layers\\.[0-9]+\\.", "model.layers.12.x", 1},
+        {"^layers", "model.layers.0", 0},
+        {"weight$", "a.weight", 1},
+        {"weight$", "a.weight\n", 0},
+        {"[[:digit:]]{2}", "layer.10.w", 1},
+        {"\\d\\.self_attn", "layers.7.self_attn.q", 1},
+        {"(q|k|v)_proj", "v_proj", 1},
+        {"(ab){2,3}c", "xababc", 1},
+        {"\\bfc\\b", "net.fc.weight", 1},
+        {"[]a]", "]", 1},
+        {"()", "anything", 1},
+        {"a|b", "b", 1},
+        {"(^|\\.)ln_[^.]*\\.", "transformer.h.0.ln_1.weight", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        eng_regex r;
+        sh_diag d;
+        sh_diag_clear(&d);
+        ck_assert_msg(eng_regex_compile(&r, cases[i].re, "t", &d) == 0,
+                      "%s refused: %s", cases[i].re, d.msg);
+        ck_assert_msg(eng_regex_match(&r, cases[i].name) == cases[i].match,
+                      "%s on %s", cases[i].re, cases[i].name);
+        eng_regex_free(&r);
+    }
+}
+END_TEST
+
+// A search the rule lets through but that needs too many steps on a name
+// is cut off by the match limit, deterministically, and the spec check
+// names the field and the tensor.
+START_TEST(test_regex_match_limit)
+{
+    char name[201];
+    memset(name, 'a', 199);
+    name[199] = 'b';
+    name[200] = '\0';
+    eng_regex r;
+    sh_diag d;
+    sh_diag_clear(&d);
+    ck_assert_int_eq(eng_regex_compile(&r, "a.*a.*a.*b.*b", "t", &d), 0);
+    ck_assert_int_eq(eng_regex_match(&r, name), SH_ETOOBIG);
+    ck_assert_int_eq(eng_regex_match(&r, name), SH_ETOOBIG);
+    ck_assert_int_eq(eng_regex_match(&r, "xaaaybzb"), 1);
+    eng_regex_free(&r);
+
+    eng_spec s;
+    ck_assert_int_eq(parse("{\"method\":\"magnitude\",\"ignore\":[\"x\","
+                           "\"a.*a.*a.*b.*b\"]}",
+                           &s, &d),
+                     0);
+    char wname[220];
+    snprintf(wname, sizeof wname, "%s.weight", name);
+    eng_tensor_info t = tensor(wname, ENG_DTYPE_F32, 2, 4, 4);
+    const eng_tensor_info *ts[] = {&t};
+    ck_assert_int_eq(eng_spec_check(&s, ts, 1, "unknown", false, &d), SH_ESPEC);
+    ck_assert_str_eq(d.field, "ignore[1]");
+    ck_assert_msg(strstr(d.msg, "too many steps"), "%s", d.msg);
+    eng_spec_deinit(&s);
+}
+END_TEST
+
+// -0.0 is echoed as 0.0 (a client comparing echoes sees no sign).
+START_TEST(test_negative_zero)
+{
+    eng_spec s;
+    sh_diag d;
+    ck_assert_int_eq(parse("{\"method\":\"magnitude\",\"sparsity\":-0.0,"
+                           "\"overrides\":[{\"match\":\"a\",\"sparsity\":"
+                           "-0.0}]}",
+                           &s, &d),
+                     0);
+    json_t *echo = eng_spec_to_json(&s);
+    char *text = json_dumps(echo, JSON_COMPACT);
+    ck_assert_msg(!strstr(text, "-0"), "%s", text);
+    ck_assert_msg(strstr(text, "\"sparsity\":0.0"), "%s", text);
+    free(text);
+    json_decref(echo);
+    eng_spec_deinit(&s);
+}
+END_TEST
+
 Suite *suite_spec(void)
 {
     Suite *s = suite_create("spec");
@@ -247,6 +400,9 @@ Suite *suite_spec(void)
                         (int)(sizeof bad_specs / sizeof bad_specs[0]));
     tcase_add_test(tc, test_plan_targets);
     tcase_add_test(tc, test_check_against_tensors);
+    tcase_add_test(tc, test_regex_accepted);
+    tcase_add_test(tc, test_regex_match_limit);
+    tcase_add_test(tc, test_negative_zero);
     suite_add_tcase(s, tc);
     return s;
 }

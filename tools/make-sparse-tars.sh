@@ -15,7 +15,8 @@ truncate -s 300M model.safetensors
 printf 'abc' >> model.safetensors
 opts=(--sparse --owner=0 --group=0 --numeric-owner --mtime=@0)
 tar "${opts[@]}" --format=gnu -cf "$out/sparse-gnu.tar" config.json model.safetensors
-tar "${opts[@]}" --format=pax -cf "$out/sparse-pax.tar" config.json model.safetensors
+tar "${opts[@]}" --format=pax --pax-option=delete=atime,delete=ctime \
+  -cf "$out/sparse-pax.tar" config.json model.safetensors
 rm model.safetensors
 truncate -s 300M model.safetensors
 tar "${opts[@]}" --format=gnu -cf "$out/all-hole.tar" config.json model.safetensors

@@ -442,7 +442,7 @@ int eng_prune_calibrated(const eng_model *m, const eng_spec *s,
         goto out;
     progress(&c, "calibrating", 0, 1, 0.0);
     if ((rc = eng_dataset_load(&ds, o->calibration_path, s->calib_samples,
-                               eng_net_vocab(c.net), eng_net_classes(c.net),
+                               eng_net_vocab(c.net), eng_net_classes(c.net), h,
                                d)) != 0 ||
         (rc = eng_net_check_dataset(c.net, &ds.info, d)) != 0) {
         sh_diag_prefix(d, "calibration data");

@@ -72,8 +72,12 @@ int eng_dataset_check(const eng_st_header *h, eng_dataset_info *out, sh_diag *d)
     return 0;
 }
 
+// Values converted between two polls of the cancel hook.
+#define LOAD_STEP ((size_t)1 << 20)
+
 int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
-                     int64_t vocab, int64_t classes, sh_diag *d)
+                     int64_t vocab, int64_t classes, const eng_hooks *hooks,
+                     sh_diag *d)
 {
     memset(ds, 0, sizeof *ds);
     eng_st *st = NULL;
@@ -94,6 +98,10 @@ int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
             goto out;
         }
         for (size_t k = 0; k < n; k++) {
+            if (k % LOAD_STEP == LOAD_STEP - 1 && eng_hooks_cancelled(hooks)) {
+                rc = SH_ECANCELED;
+                goto out;
+            }
             int64_t v = eng_read_int(src, ds->info.dtype, k);
             if (v < 0 || (vocab > 0 && v >= vocab) || v > INT32_MAX) {
                 rc = sh_diag_set(d, SH_EFORMAT, "tokens",
@@ -112,8 +120,16 @@ int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
             rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
             goto out;
         }
-        eng_convert_to_f32(ds->inputs, eng_st_data(st, (size_t)i),
-                           ds->info.dtype, n);
+        const unsigned char *raw = eng_st_data(st, (size_t)i);
+        size_t elem = eng_dtype_size(ds->info.dtype);
+        for (size_t k = 0; k < n; k += LOAD_STEP) {
+            if (eng_hooks_cancelled(hooks)) {
+                rc = SH_ECANCELED;
+                goto out;
+            }
+            eng_convert_to_f32(ds->inputs + k, raw + k * elem, ds->info.dtype,
+                               n - k < LOAD_STEP ? n - k : LOAD_STEP);
+        }
         for (size_t k = 0; k < n; k++) {
             if (ds->inputs[k] - ds->inputs[k] != 0) { // NaN or Inf
                 rc = sh_diag_set(d, SH_EFORMAT, "inputs",

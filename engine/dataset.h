@@ -12,6 +12,7 @@
 #define ENG_DATASET_H
 
 #include "common/err.h"
+#include "engine/hooks.h"
 #include "engine/safetensors.h"
 
 #include <stdint.h>
@@ -46,10 +47,12 @@ typedef struct eng_dataset {
 } eng_dataset;
 
 // Opens path, checks it, loads at most max_rows rows (0: all). vocab > 0
-// checks every token id against it; classes > 0 every label. Frees with
+// checks every token id against it; classes > 0 every label. Polls h (may
+// be NULL) every million values: SH_ECANCELED. Frees with
 // eng_dataset_deinit.
 int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
-                     int64_t vocab, int64_t classes, sh_diag *d);
+                     int64_t vocab, int64_t classes, const eng_hooks *h,
+                     sh_diag *d);
 void eng_dataset_deinit(eng_dataset *ds);
 
 #endif

@@ -369,7 +369,7 @@ static int measure(const eng_model *m, const char *path, const eng_hooks *h,
     int rc = eng_net_open(&net, m, d);
     if (rc == 0 &&
         (rc = eng_dataset_load(&ds, path, 0, eng_net_vocab(net),
-                               eng_net_classes(net), d)) == 0 &&
+                               eng_net_classes(net), h, d)) == 0 &&
         (rc = eng_net_check_dataset(net, &ds.info, d)) == 0)
         rc = eng_net_evaluate(net, &ds, h, out, d);
     else if (rc != 0 && rc != SH_ECANCELED)

@@ -69,7 +69,7 @@ int svc_cmd_eval(int argc, char **argv)
         goto out;
     }
     if (eng_dataset_load(&ds, eval, (int64_t)samples, eng_net_vocab(net),
-                         eng_net_classes(net), &d) != 0 ||
+                         eng_net_classes(net), NULL, &d) != 0 ||
         eng_net_check_dataset(net, &ds.info, &d) != 0) {
         svc_fail_diag(SVC_EXIT_FAIL, eval, &d);
         goto out;

@@ -139,7 +139,7 @@ static double metric_of(const char *model, const char *data)
     char *p = th_fixture(data);
     eng_dataset ds;
     ck_assert_msg(eng_dataset_load(&ds, p, 0, eng_net_vocab(n),
-                                   eng_net_classes(n), &d) == 0,
+                                   eng_net_classes(n), NULL, &d) == 0,
                   "%s", d.msg);
     eng_metric mt;
     ck_assert_int_eq(eng_net_evaluate(n, &ds, NULL, &mt, &d), 0);
@@ -292,9 +292,9 @@ START_TEST(test_dataset_checks)
     th_write_st(p, t, 1, NULL);
     eng_dataset ds;
     sh_diag d;
-    ck_assert_int_eq(eng_dataset_load(&ds, p, 0, 256, 0, &d), SH_EFORMAT);
+    ck_assert_int_eq(eng_dataset_load(&ds, p, 0, 256, 0, NULL, &d), SH_EFORMAT);
     ck_assert_ptr_nonnull(strstr(d.msg, "token id 300"));
-    ck_assert_int_eq(eng_dataset_load(&ds, p, 1, 256, 0, &d), 0); // row 0
+    ck_assert_int_eq(eng_dataset_load(&ds, p, 1, 256, 0, NULL, &d), 0); // row 0
     ck_assert_int_eq(ds.rows, 1);
     eng_dataset_deinit(&ds);
     // A token dataset for a classifier is refused with words.
@@ -322,6 +322,43 @@ START_TEST(test_dataset_checks)
 }
 END_TEST
 
+static long load_polls;
+
+static bool count_and_stop_at_3(void *ctx)
+{
+    (void)ctx;
+    return ++load_polls >= 3;
+}
+
+// Loading a large float dataset polls the cancel hook every million
+// values, and stops when it says so, holding nothing.
+START_TEST(test_dataset_load_cancel)
+{
+    char *dir = th_tmpdir();
+    char *p = th_path(dir, "big.safetensors");
+    size_t rows = 2600, cols = 1000; // 2.6 M values
+    float *v = malloc(rows * cols * sizeof *v);
+    th_randn(v, rows * cols, 7);
+    th_tensor t = {"inputs", "F32", 2, {(int64_t)rows, (int64_t)cols}, v};
+    th_write_st(p, &t, 1, NULL);
+    free(v);
+    eng_dataset ds;
+    sh_diag d;
+    load_polls = 0;
+    eng_hooks h = {.cancelled = count_and_stop_at_3};
+    ck_assert_int_eq(eng_dataset_load(&ds, p, 0, 0, 0, &h, &d), SH_ECANCELED);
+    ck_assert_int_eq(load_polls, 3);
+    ck_assert_ptr_null(ds.inputs);
+    load_polls = -100; // polls, never stops
+    ck_assert_int_eq(eng_dataset_load(&ds, p, 0, 0, 0, &h, &d), 0);
+    ck_assert_int_eq(load_polls, -100 + 3); // one per million values
+    eng_dataset_deinit(&ds);
+    th_rmtree(dir);
+    free(dir);
+    free(p);
+}
+END_TEST
+
 Suite *suite_net(void)
 {
     Suite *s = suite_create("net");
@@ -335,6 +372,7 @@ Suite *suite_net(void)
     tcase_add_test(tc, test_sparsegpt_damping_and_failures);
     tcase_add_test(tc, test_sparsegpt_cancel);
     tcase_add_test(tc, test_dataset_checks);
+    tcase_add_test(tc, test_dataset_load_cancel);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -37,14 +37,14 @@ LDFLAGS_ALL := $(if $(SANITIZE),-fsanitize=$(SANITIZE)) $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lopenblas -lm -lpthread
 
 MODULES := common engine store jobs api service
-LIB_SRC := $(filter-out service/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+LIB_SRC := $(filter-out service/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c $(m)/*/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/service/main.o
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
-HEADERS := $(foreach m,$(MODULES),$(wildcard $(m)/*.h))
+HEADERS := $(foreach m,$(MODULES),$(wildcard $(m)/*.h $(m)/*/*.h))
 
 BIN := $(BUILD)/shears
 TESTS := $(BUILD)/run-tests
@@ -136,10 +136,10 @@ $(BUILD)/hdr/%.ok: %.h $(BUILD)/.flags
 	@echo '#include "$<"' | $(CC) $(CFLAGS_ALL) -x c -fsyntax-only - && touch $@
 
 format:
-	clang-format -i $(foreach m,$(MODULES) tests tests/bench tests/fuzz,$(wildcard $(m)/*.[ch]))
+	clang-format -i $(foreach m,$(MODULES) $(wildcard engine/*/) tests tests/bench tests/fuzz,$(wildcard $(m)/*.[ch]))
 
 format-check:
-	@clang-format --dry-run --Werror $(foreach m,$(MODULES) tests tests/bench tests/fuzz,$(wildcard $(m)/*.[ch]))
+	@clang-format --dry-run --Werror $(foreach m,$(MODULES) $(wildcard engine/*/) tests tests/bench tests/fuzz,$(wildcard $(m)/*.[ch]))
 
 # Static checks that need the tools the dependency script installs.
 lint:

@@ -3,10 +3,10 @@
 
 #include "common/sha256.h"
 #include "common/util.h"
-#include "engine/dataset.h"
-#include "engine/model.h"
-#include "engine/net.h"
-#include "engine/spec.h"
+#include "engine/io/dataset.h"
+#include "engine/io/model.h"
+#include "engine/nets/net.h"
+#include "engine/spec/spec.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -17,8 +17,8 @@
 #include "api/upload_int.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "engine/dataset.h"
-#include "engine/model.h"
+#include "engine/io/dataset.h"
+#include "engine/io/model.h"
 
 #include <archive.h>
 #include <archive_entry.h>

@@ -6,8 +6,8 @@
 
 #include "common/err.h"
 #include "common/sha256.h"
-#include "engine/model.h"
-#include "engine/safetensors.h"
+#include "engine/io/model.h"
+#include "engine/io/safetensors.h"
 
 #include <pthread.h>
 #include <stdbool.h>

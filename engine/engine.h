@@ -15,9 +15,9 @@
 
 #include "common/err.h"
 #include "engine/hooks.h"
-#include "engine/model.h"
-#include "engine/report.h"
-#include "engine/spec.h"
+#include "engine/io/model.h"
+#include "engine/run/report.h"
+#include "engine/spec/spec.h"
 
 #include <stdbool.h>
 

@@ -5,7 +5,7 @@
 
 #include "jobs/jobs.h"
 
-#include "engine/model.h"
+#include "engine/io/model.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

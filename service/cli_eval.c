@@ -4,7 +4,7 @@
 
 #include "common/util.h"
 #include "engine/engine.h"
-#include "engine/net.h"
+#include "engine/nets/net.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #include "tests/helpers.h"
 
 #include "common/util.h"
-#include "engine/dtype.h"
+#include "engine/io/dtype.h"
 
 #include <fcntl.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 // test_dtype.c: the dtype table and conversions (round to nearest even).
 #include "tests/helpers.h"
 
-#include "engine/dtype.h"
+#include "engine/io/dtype.h"
 
 #include <math.h>
 #include <string.h>

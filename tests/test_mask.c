@@ -2,8 +2,8 @@
 #include "tests/helpers.h"
 
 #include "engine/engine.h"
-#include "engine/kernels.h"
-#include "engine/mask.h"
+#include "engine/select/kernels.h"
+#include "engine/select/mask.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -20,9 +20,11 @@
 
 #include "common/util.h"
 #include "engine/engine.h"
-#include "engine/engine_int.h"
-#include "engine/linalg.h"
-#include "engine/mask.h"
+#include "engine/math/linalg.h"
+#include "engine/math/poll.h"
+#include "engine/nets/layers.h"
+#include "engine/run/run.h"
+#include "engine/select/mask.h"
 
 #include <math.h>
 #include <stdio.h>

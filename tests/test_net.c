@@ -3,13 +3,13 @@
 // edge cases, datasets.
 #include "tests/helpers.h"
 
-#include "engine/dataset.h"
 #include "engine/engine.h"
-#include "engine/linalg.h"
-#include "engine/mask.h"
-#include "engine/model.h"
-#include "engine/net.h"
-#include "engine/sparsegpt.h"
+#include "engine/io/dataset.h"
+#include "engine/io/model.h"
+#include "engine/math/linalg.h"
+#include "engine/methods/sparsegpt.h"
+#include "engine/nets/net.h"
+#include "engine/select/mask.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
 
 #include "common/util.h"
 #include "engine/engine.h"
-#include "engine/mask.h"
+#include "engine/select/mask.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
 // writer.
 #include "tests/helpers.h"
 
-#include "engine/safetensors.h"
+#include "engine/io/safetensors.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -13,9 +13,9 @@
 // and is given as a ratio to sgemm's GFLOP/s on a 2048^3 product. Then the
 // whole fixture Llama is pruned by each method through the CLI.
 #include "common/util.h"
-#include "engine/linalg.h"
-#include "engine/mask.h"
-#include "engine/sparsegpt.h"
+#include "engine/math/linalg.h"
+#include "engine/methods/sparsegpt.h"
+#include "engine/select/mask.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -11,7 +11,7 @@
 // a fraction of the file size. Outputs are written without fsync by both,
 // so the figures measure the work, not the disk.
 #include "common/util.h"
-#include "engine/safetensors.h"
+#include "engine/io/safetensors.h"
 
 #include <errno.h>
 #include <stdio.h>

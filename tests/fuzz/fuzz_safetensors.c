@@ -4,7 +4,7 @@
 // the input chooses), the header parser, and the mapped reader on a file;
 // the three must agree on whether the file is valid, and a valid file's
 // tensors must read back within its bounds.
-#include "engine/safetensors.h"
+#include "engine/io/safetensors.h"
 
 #include <assert.h>
 #include <fcntl.h>

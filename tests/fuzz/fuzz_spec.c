@@ -4,8 +4,8 @@
 // again to the same echo, then checked against a fixed set of tensors), or
 // a bare regex (checked against the rule, compiled, matched against
 // names). Neither may crash, leak, or take unbounded steps.
-#include "engine/regex.h"
-#include "engine/spec.h"
+#include "engine/spec/regex.h"
+#include "engine/spec/spec.h"
 
 #include <assert.h>
 #include <stdlib.h>

@@ -1,0 +1,444 @@
+// output.c: the pruned model folder, written beside nothing else: one
+// writer per weight file, other files copied, the manifest last.
+#include "engine/formats/output.h"
+#include "engine/math/poll.h"
+
+#include "engine/select/kernels.h"
+
+#include "common/util.h"
+#include "common/version.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct eng_out {
+    const eng_model *m;
+    const eng_options *o;
+    eng_st_writer **writers; // per model file; NULL for non-weight files
+    size_t nfiles;
+    unsigned char *scratch[2]; // OUT_CHUNK bytes each, reused by every write
+};
+
+// Chunk buffers are allocated once per run: fresh pages cost a fault each,
+// and glibc maps blocks this large anew on every malloc.
+#define OUT_CHUNK ((size_t)1 << 20)
+
+static int out_path(char *buf, size_t size, const char *dir, const char *name,
+                    sh_diag *d)
+{
+    if (sh_path_join(buf, size, dir, name) != 0)
+        return sh_diag_set(d, SH_ETOOBIG, name, "output path too long");
+    char *slash = strrchr(buf, '/');
+    if (slash && strchr(name, '/')) {
+        *slash = '\0';
+        int rc = sh_mkdir_p(buf);
+        *slash = '/';
+        if (rc != 0)
+            return sh_diag_set(d, rc, name, "cannot create the folder of %s",
+                               name);
+    }
+    return 0;
+}
+
+int eng_out_open(eng_out **out, const eng_model *m, const eng_options *o,
+                 sh_diag *d)
+{
+    eng_out *w = calloc(1, sizeof *w);
+    size_t nf = eng_model_file_count(m);
+    if (!w || !(w->writers = calloc(nf ? nf : 1, sizeof *w->writers))) {
+        free(w);
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    }
+    w->m = m;
+    w->o = o;
+    w->nfiles = nf;
+    int rc = 0;
+    for (size_t i = 0; i < nf && rc == 0; i++) {
+        const eng_model_file *f = eng_model_file_at(m, i);
+        char path[4096];
+        if (strcmp(f->name, ENG_MANIFEST_NAME) == 0)
+            continue; // replaced by ours
+        if ((rc = out_path(path, sizeof path, o->out_dir, f->name, d)) != 0)
+            break;
+        if (f->role == ENG_FILE_WEIGHTS) {
+            const eng_st_header *h = eng_st_header_of(f->st);
+            rc = eng_st_writer_create(&w->writers[i], path, h->tensors,
+                                      h->count, h->metadata, d);
+        } else if ((rc = sh_file_copy(f->path, path, o->sync)) != 0) {
+            rc = sh_diag_set(d, rc, f->name, "cannot copy %s: %s", f->name,
+                             sh_strerror(rc));
+        }
+    }
+    if (rc != 0) {
+        eng_out_destroy(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+int eng_out_copy(eng_out *w, size_t ti, sh_diag *d)
+{
+    size_t file, index;
+    eng_model_tensor_loc(w->m, ti, &file, &index);
+    return eng_st_writer_copy(w->writers[file], index,
+                              eng_model_file_at(w->m, file)->st, index, d);
+}
+
+int eng_out_put(eng_out *w, size_t ti, uint64_t off, const void *buf, size_t n,
+                sh_diag *d)
+{
+    size_t file, index;
+    eng_model_tensor_loc(w->m, ti, &file, &index);
+    return eng_st_writer_put(w->writers[file], index, off, buf, n, d);
+}
+
+int eng_out_finish(eng_out *w, sh_diag *d)
+{
+    for (size_t i = 0; i < w->nfiles; i++) {
+        if (!w->writers[i])
+            continue;
+        int rc = eng_st_writer_finish(w->writers[i], w->o->sync, d);
+        if (rc != 0)
+            return rc;
+    }
+    int rc = w->o->sync ? sh_fsync_path(w->o->out_dir) : 0;
+    if (rc != 0)
+        return sh_diag_set(d, rc, "", "cannot sync %s", w->o->out_dir);
+    return 0;
+}
+
+void eng_out_destroy(eng_out *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->nfiles; i++)
+        eng_st_writer_destroy(w->writers[i]);
+    free(w->writers);
+    free(w->scratch[0]);
+    free(w->scratch[1]);
+    free(w);
+}
+
+int eng_manifest_write(const eng_model *m, const eng_spec *s,
+                       const eng_report *r, const eng_options *o, sh_diag *d)
+{
+    const char *const *sha =
+        o->input_sha ? o->input_sha(o->input_sha_ctx) : NULL;
+    json_t *files = json_array();
+    for (size_t i = 0; i < eng_model_file_count(m); i++) {
+        const eng_model_file *f = eng_model_file_at(m, i);
+        json_t *e = json_pack("{s:s, s:I}", "name", f->name, "bytes",
+                              (json_int_t)f->bytes);
+        if (sha && sha[i])
+            json_object_set_new(e, "sha256", json_string(sha[i]));
+        json_array_append_new(files, e);
+    }
+    json_t *inputs = json_pack("{s:o}", "files", files);
+    if (o->calibration_sha)
+        json_object_set_new(inputs, "calibration",
+                            json_pack("{s:s}", "sha256", o->calibration_sha));
+    if (o->evaluation_sha)
+        json_object_set_new(inputs, "evaluation",
+                            json_pack("{s:s}", "sha256", o->evaluation_sha));
+    char stamp[40];
+    sh_time_rfc3339(stamp, sizeof stamp, sh_time_now_ms());
+    json_t *j = json_pack("{s:{s:s}, s:s, s:s, s:I, s:o, s:o, s:o}", "shears",
+                          "version", SH_VERSION, "created", stamp,
+                          "architecture", eng_model_arch(m), "seed",
+                          (json_int_t)s->seed, "spec", eng_spec_to_json(s),
+                          "inputs", inputs, "report", eng_report_to_json(r));
+    char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    json_decref(j);
+    if (!text)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    char path[4096];
+    int rc = sh_path_join(path, sizeof path, o->out_dir, ENG_MANIFEST_NAME);
+    if (rc == 0)
+        rc = sh_file_write_atomic(path, text, strlen(text));
+    free(text);
+    if (rc != 0)
+        return sh_diag_set(d, rc, "", "cannot write %s", ENG_MANIFEST_NAME);
+    return 0;
+}
+
+// --- statistics on raw bytes
+
+static inline bool is_zero(const unsigned char *p, eng_dtype dt)
+{
+    switch (dt) {
+    case ENG_DTYPE_F16:
+    case ENG_DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        return (h & 0x7fffu) == 0;
+    }
+    case ENG_DTYPE_F32: {
+        uint32_t u;
+        memcpy(&u, p, 4);
+        return (u & 0x7fffffffu) == 0;
+    }
+    case ENG_DTYPE_F64: {
+        uint64_t u;
+        memcpy(&u, p, 8);
+        return (u & 0x7fffffffffffffffull) == 0;
+    }
+    default:
+        for (size_t i = 0; i < eng_dtype_size(dt); i++)
+            if (p[i])
+                return false;
+        return true;
+    }
+}
+
+uint64_t eng_count_zeros(const void *data, eng_dtype dt, uint64_t n)
+{
+    const unsigned char *p = data;
+    uint64_t z = 0;
+    switch (dt) { // the common types get loops the compiler vectorises
+    case ENG_DTYPE_F16:
+    case ENG_DTYPE_BF16:
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            z += (h & 0x7fffu) == 0;
+        }
+        return z;
+    case ENG_DTYPE_F32:
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            z += (u & 0x7fffffffu) == 0;
+        }
+        return z;
+    default: {
+        size_t es = eng_dtype_size(dt);
+        for (uint64_t i = 0; i < n; i++)
+            z += is_zero(p + i * es, dt);
+        return z;
+    }
+    }
+}
+
+bool eng_check_nm(const void *data, eng_dtype dt, uint64_t n, int keep, int m)
+{
+    const unsigned char *p = data;
+    size_t es = eng_dtype_size(dt);
+    for (uint64_t g = 0; g < n; g += (uint64_t)m) {
+        int nonzero = 0;
+        for (int i = 0; i < m; i++)
+            nonzero += !is_zero(p + (g + (uint64_t)i) * es, dt);
+        if (nonzero > keep)
+            return false;
+    }
+    return true;
+}
+
+// Elements per output chunk: about 1 MiB, whole 64-bit mask words, whole
+// N:M groups.
+static size_t chunk_elems(eng_dtype dt, int m)
+{
+    size_t unit = 64 * (size_t)(m > 0 ? m : 1);
+    size_t k = OUT_CHUNK / eng_dtype_size(dt) / unit;
+    return (k ? k : 1) * unit;
+}
+
+static void zero_masked(unsigned char *buf, size_t es, const uint64_t *mask,
+                        uint64_t at, size_t len)
+{
+    for (size_t w = 0; w < (len + 63) / 64; w++) {
+        uint64_t bits = mask[(at >> 6) + w];
+        if (len - w * 64 < 64)
+            bits &= (1ull << (len - w * 64)) - 1;
+        while (bits) {
+            size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
+            memset(buf + i * es, 0, es);
+            bits &= bits - 1;
+        }
+    }
+}
+
+// What fills each chunk of a tensor being written.
+typedef enum fill_kind {
+    FILL_MASKED,    // source bytes, masked elements zeroed
+    FILL_THRESHOLD, // magnitude kernel: zero under a threshold
+    FILL_NM,        // magnitude kernel: N:M
+    FILL_F32,       // F32 values rounded to the dtype
+} fill_kind;
+
+typedef struct fill {
+    fill_kind kind;
+    eng_src src;          // FILL_MASKED (memory only), _THRESHOLD, _NM
+    const uint64_t *mask; // FILL_MASKED, may be NULL
+    eng_threshold *thr;   // FILL_THRESHOLD
+    const float *f32;     // FILL_F32
+    bool nonfinite;       // FILL_NM: seen NaN or Inf
+} fill;
+
+// The one chunk loop: fill, count zeros, verify N:M, write, poll cancel.
+static int write_tensor(eng_out *w, size_t ti, eng_dtype dt, uint64_t numel,
+                        fill *f, eng_layer_report *l, uint64_t want_zeros,
+                        const eng_hooks *h, sh_diag *d)
+{
+    bool nm = l->pattern.kind == ENG_PATTERN_NM;
+    size_t es = eng_dtype_size(dt);
+    size_t chunk = chunk_elems(dt, nm ? l->pattern.m : 1);
+    for (int i = 0; i < 2; i++)
+        if (!w->scratch[i] && !(w->scratch[i] = malloc(OUT_CHUNK)))
+            return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    unsigned char *buf = w->scratch[0], *in = w->scratch[1];
+    uint64_t zeros = 0;
+    bool nm_ok = true;
+    int rc = 0;
+    for (uint64_t at = 0; at < numel; at += chunk) {
+        size_t len = numel - at < chunk ? (size_t)(numel - at) : chunk;
+        const unsigned char *src = f->src.mem ? f->src.mem + at * es : in;
+        if (f->src.st && (rc = eng_st_read_range(f->src.st, f->src.idx, at * es,
+                                                 in, len * es, d)))
+            break;
+        switch (f->kind) {
+        case FILL_MASKED:
+            memcpy(buf, src, len * es);
+            if (f->mask)
+                zero_masked(buf, es, f->mask, at, len);
+            zeros += eng_count_zeros(buf, dt, len);
+            break;
+        case FILL_THRESHOLD:
+            zeros += eng_k_apply_threshold(buf, src, dt, len, f->thr);
+            break;
+        case FILL_NM:
+            zeros += eng_k_apply_nm(buf, src, dt, len, l->pattern.n,
+                                    l->pattern.m, &f->nonfinite);
+            break;
+        case FILL_F32:
+            eng_convert_from_f32(buf, f->f32 + at, dt, len);
+            zeros += eng_count_zeros(buf, dt, len);
+            break;
+        }
+        if (nm)
+            nm_ok =
+                nm_ok && eng_check_nm(buf, dt, len, l->pattern.n, l->pattern.m);
+        if ((rc = eng_out_put(w, ti, at * es, buf, len * es, d)) != 0)
+            break;
+        if ((at / chunk) % 64 == 63 && eng_hooks_cancelled(h)) {
+            rc = SH_ECANCELED;
+            break;
+        }
+    }
+    if (rc == 0) {
+        l->zeros = zeros;
+        l->pattern_ok = nm ? nm_ok : zeros >= want_zeros;
+    }
+    return rc;
+}
+
+int eng_write_masked(eng_out *w, size_t ti, const void *src, eng_dtype dt,
+                     uint64_t numel, const uint64_t *mask, eng_layer_report *l,
+                     uint64_t want_zeros, const eng_hooks *h, sh_diag *d)
+{
+    fill f = {.kind = FILL_MASKED, .src = {.mem = src}, .mask = mask};
+    return write_tensor(w, ti, dt, numel, &f, l, want_zeros, h, d);
+}
+
+int eng_write_threshold(eng_out *w, size_t ti, eng_src src, eng_dtype dt,
+                        uint64_t numel, eng_threshold *t, eng_layer_report *l,
+                        uint64_t want_zeros, const eng_hooks *h, sh_diag *d)
+{
+    fill f = {.kind = FILL_THRESHOLD, .src = src, .thr = t};
+    return write_tensor(w, ti, dt, numel, &f, l, want_zeros, h, d);
+}
+
+int eng_write_nm(eng_out *w, size_t ti, eng_src src, eng_dtype dt,
+                 uint64_t numel, eng_layer_report *l, uint64_t want_zeros,
+                 const eng_hooks *h, sh_diag *d)
+{
+    fill f = {.kind = FILL_NM, .src = src};
+    int rc = write_tensor(w, ti, dt, numel, &f, l, want_zeros, h, d);
+    if (rc == 0 && f.nonfinite)
+        rc = sh_diag_set(d, SH_ENUMERIC, l->name,
+                         "tensor \"%s\" holds NaN or infinite values; "
+                         "refusing to prune a broken checkpoint",
+                         l->name);
+    return rc;
+}
+
+int eng_write_f32(eng_out *w, size_t ti, const float *src, eng_dtype dt,
+                  uint64_t numel, eng_layer_report *l, uint64_t want_zeros,
+                  sh_diag *d)
+{
+    fill f = {.kind = FILL_F32, .f32 = src};
+    return write_tensor(w, ti, dt, numel, &f, l, want_zeros, NULL, d);
+}
+
+// --- chunked passes for the reader's thread
+
+int eng_stream_feed(const eng_st *st, size_t idx, eng_select *sel,
+                    unsigned char *buf, sh_diag *d)
+{
+    const eng_tensor_info *t = &eng_st_header_of(st)->tensors[idx];
+    size_t es = eng_dtype_size(t->dtype);
+    size_t chunk = ENG_STREAM_CHUNK / es;
+    int rc = 0;
+    for (uint64_t at = 0; rc == 0 && at < t->numel; at += chunk) {
+        size_t len = t->numel - at < chunk ? (size_t)(t->numel - at) : chunk;
+        if ((rc = eng_st_read_range(st, idx, at * es, buf, len * es, d)))
+            break;
+        // Magnitude keys do not depend on the position: a chunk is a
+        // tensor of its own for the selection.
+        eng_scorer sc;
+        eng_scorer_init(&sc, ENG_SCORE_MAGNITUDE, t->dtype, buf, 1, len, 0,
+                        NULL, NULL);
+        if (eng_select_feed(sel, &sc))
+            rc = SH_ENUMERIC;
+    }
+    return rc;
+}
+
+int eng_stream_select(const eng_st *st, size_t idx, uint64_t k,
+                      eng_threshold *out, unsigned char *buf, sh_diag *d)
+{
+    const eng_tensor_info *t = &eng_st_header_of(st)->tensors[idx];
+    eng_select sel;
+    if (eng_select_init(&sel, k, t->numel) != 0)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    int rc = 0;
+    while (rc == 0 && !sel.done) {
+        if ((rc = eng_stream_feed(st, idx, &sel, buf, d)) == 0)
+            eng_select_next(&sel);
+    }
+    if (rc == 0)
+        *out = sel.result;
+    eng_select_deinit(&sel);
+    return rc;
+}
+
+int eng_stream_zeros(const eng_st *st, size_t idx, uint64_t *zeros,
+                     unsigned char *buf, sh_diag *d)
+{
+    const eng_tensor_info *t = &eng_st_header_of(st)->tensors[idx];
+    size_t es = eng_dtype_size(t->dtype);
+    size_t chunk = ENG_STREAM_CHUNK / es;
+    int rc = 0;
+    uint64_t z = 0;
+    for (uint64_t at = 0; rc == 0 && at < t->numel; at += chunk) {
+        size_t len = t->numel - at < chunk ? (size_t)(t->numel - at) : chunk;
+        if ((rc = eng_st_read_range(st, idx, at * es, buf, len * es, d)) == 0)
+            z += eng_count_zeros(buf, t->dtype, len);
+    }
+    if (rc == 0)
+        *zeros = z;
+    return rc;
+}
+
+int eng_tensor_zeros(const eng_model *m, size_t ti, uint64_t *zeros, sh_diag *d)
+{
+    size_t file, idx;
+    eng_model_tensor_loc(m, ti, &file, &idx);
+    unsigned char *buf = malloc(ENG_STREAM_CHUNK);
+    if (!buf)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    int rc =
+        eng_stream_zeros(eng_model_file_at(m, file)->st, idx, zeros, buf, d);
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,175 @@
+// dataset.c: checking and loading calibration / evaluation data.
+#include "engine/io/dataset.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const kind_names[ENG_DATASET_KIND_COUNT] = {
+    [ENG_DATASET_TOKENS] = "tokens",
+    [ENG_DATASET_INPUTS] = "inputs",
+};
+
+const char *eng_dataset_kind_name(eng_dataset_kind k) { return kind_names[k]; }
+
+static bool is_float(eng_dtype dt)
+{
+    return dt == ENG_DTYPE_F32 || dt == ENG_DTYPE_F16 || dt == ENG_DTYPE_BF16;
+}
+
+int eng_dataset_check(const eng_st_header *h, eng_dataset_info *out, sh_diag *d)
+{
+    long tok = eng_st_header_find(h, "tokens");
+    long inp = eng_st_header_find(h, "inputs");
+    long lab = eng_st_header_find(h, "labels");
+    eng_dataset_info info = {0};
+    if (tok >= 0 && inp >= 0)
+        return sh_diag_set(d, SH_EFORMAT, "tokens",
+                           "a dataset holds \"tokens\" or \"inputs\", not "
+                           "both");
+    if (tok < 0 && inp < 0)
+        return sh_diag_set(d, SH_EFORMAT, "",
+                           "a dataset needs a tensor \"tokens\" [N, T] of "
+                           "token ids, or \"inputs\" [N, D] of features with "
+                           "optional \"labels\" [N]");
+    const eng_tensor_info *t = &h->tensors[tok >= 0 ? tok : inp];
+    info.kind = tok >= 0 ? ENG_DATASET_TOKENS : ENG_DATASET_INPUTS;
+    if (t->ndim != 2 || t->shape[0] < 1 || t->shape[1] < 1)
+        return sh_diag_set(d, SH_EFORMAT, t->name,
+                           "\"%s\" must have two non-zero dimensions [N, %s]",
+                           t->name, tok >= 0 ? "T" : "D");
+    info.rows = t->shape[0];
+    info.cols = t->shape[1];
+    info.dtype = t->dtype;
+    if (tok >= 0 && !eng_dtype_is_int(t->dtype))
+        return sh_diag_set(d, SH_EFORMAT, t->name,
+                           "\"tokens\" must hold integers (I32 or I64), not "
+                           "%s",
+                           eng_dtype_name(t->dtype));
+    if (inp >= 0 && !is_float(t->dtype))
+        return sh_diag_set(d, SH_EFORMAT, t->name,
+                           "\"inputs\" must hold F32, F16 or BF16, not %s",
+                           eng_dtype_name(t->dtype));
+    if (lab >= 0) {
+        const eng_tensor_info *l = &h->tensors[lab];
+        if (tok >= 0)
+            return sh_diag_set(d, SH_EFORMAT, "labels",
+                               "\"labels\" go with \"inputs\", not with "
+                               "\"tokens\"");
+        if (!eng_dtype_is_int(l->dtype))
+            return sh_diag_set(d, SH_EFORMAT, "labels",
+                               "\"labels\" must hold integers, not %s",
+                               eng_dtype_name(l->dtype));
+        if (l->ndim != 1 || l->shape[0] != info.rows)
+            return sh_diag_set(d, SH_EFORMAT, "labels",
+                               "\"labels\" must be [%" PRId64
+                               "], one per row of \"inputs\"",
+                               info.rows);
+        info.has_labels = true;
+        info.label_dtype = l->dtype;
+    }
+    *out = info;
+    return 0;
+}
+
+// Values converted between two polls of the cancel hook.
+#define LOAD_STEP ((size_t)1 << 20)
+
+int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
+                     int64_t vocab, int64_t classes, const eng_hooks *hooks,
+                     sh_diag *d)
+{
+    memset(ds, 0, sizeof *ds);
+    eng_st *st = NULL;
+    int rc = eng_st_open(&st, path, d);
+    if (rc != 0)
+        return rc;
+    const eng_st_header *h = eng_st_header_of(st);
+    if ((rc = eng_dataset_check(h, &ds->info, d)) != 0)
+        goto out;
+    ds->rows =
+        max_rows > 0 && max_rows < ds->info.rows ? max_rows : ds->info.rows;
+    size_t n = (size_t)(ds->rows * ds->info.cols);
+    if (ds->info.kind == ENG_DATASET_TOKENS) {
+        long i = eng_st_header_find(h, "tokens");
+        const void *src = eng_st_data(st, (size_t)i);
+        if (!(ds->ids = malloc(n * sizeof *ds->ids))) {
+            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+            goto out;
+        }
+        for (size_t k = 0; k < n; k++) {
+            if (k % LOAD_STEP == LOAD_STEP - 1 && eng_hooks_cancelled(hooks)) {
+                rc = SH_ECANCELED;
+                goto out;
+            }
+            int64_t v = eng_read_int(src, ds->info.dtype, k);
+            if (v < 0 || (vocab > 0 && v >= vocab) || v > INT32_MAX) {
+                rc = sh_diag_set(d, SH_EFORMAT, "tokens",
+                                 "token id %" PRId64 " at row %zu, column "
+                                 "%zu is outside the vocabulary (0..%" PRId64
+                                 ")",
+                                 v, k / (size_t)ds->info.cols,
+                                 k % (size_t)ds->info.cols, vocab - 1);
+                goto out;
+            }
+            ds->ids[k] = (int32_t)v;
+        }
+    } else {
+        long i = eng_st_header_find(h, "inputs");
+        if (!(ds->inputs = malloc(n * sizeof *ds->inputs))) {
+            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+            goto out;
+        }
+        const unsigned char *raw = eng_st_data(st, (size_t)i);
+        size_t elem = eng_dtype_size(ds->info.dtype);
+        for (size_t k = 0; k < n; k += LOAD_STEP) {
+            if (eng_hooks_cancelled(hooks)) {
+                rc = SH_ECANCELED;
+                goto out;
+            }
+            eng_convert_to_f32(ds->inputs + k, raw + k * elem, ds->info.dtype,
+                               n - k < LOAD_STEP ? n - k : LOAD_STEP);
+        }
+        for (size_t k = 0; k < n; k++) {
+            if (ds->inputs[k] - ds->inputs[k] != 0) { // NaN or Inf
+                rc = sh_diag_set(d, SH_EFORMAT, "inputs",
+                                 "\"inputs\" holds a non-finite value at "
+                                 "row %zu",
+                                 k / (size_t)ds->info.cols);
+                goto out;
+            }
+        }
+        if (ds->info.has_labels) {
+            long l = eng_st_header_find(h, "labels");
+            const void *src = eng_st_data(st, (size_t)l);
+            if (!(ds->labels = malloc((size_t)ds->rows * sizeof *ds->labels))) {
+                rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+                goto out;
+            }
+            for (int64_t k = 0; k < ds->rows; k++) {
+                int64_t v = eng_read_int(src, ds->info.label_dtype, (size_t)k);
+                if (v < 0 || (classes > 0 && v >= classes) || v > INT32_MAX) {
+                    rc = sh_diag_set(d, SH_EFORMAT, "labels",
+                                     "label %" PRId64 " at row %" PRId64
+                                     " is outside the classes (0..%" PRId64 ")",
+                                     v, k, classes - 1);
+                    goto out;
+                }
+                ds->labels[k] = (int32_t)v;
+            }
+        }
+    }
+out:
+    eng_st_close(st);
+    if (rc != 0)
+        eng_dataset_deinit(ds);
+    return rc;
+}
+
+void eng_dataset_deinit(eng_dataset *ds)
+{
+    free(ds->ids);
+    free(ds->inputs);
+    free(ds->labels);
+    memset(ds, 0, sizeof *ds);
+}

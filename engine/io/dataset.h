@@ -1,0 +1,58 @@
+// dataset.h: calibration and evaluation data sets, as safetensors files.
+//
+// Two kinds:
+//   tokens  "tokens" [N, T] of I32/I64 (or another integer type): N rows of
+//           T token ids, for language models.
+//   inputs  "inputs" [N, D] of F32/F16/BF16 with optional "labels" [N] of an
+//           integer type, for classifiers.
+// Other tensors in the file are ignored. The header check needs no data;
+// eng_dataset_load reads the rows a run uses and checks their values
+// (token ids inside the vocabulary, labels inside the classes).
+#ifndef ENG_DATASET_H
+#define ENG_DATASET_H
+
+#include "common/err.h"
+#include "engine/hooks.h"
+#include "engine/io/safetensors.h"
+
+#include <stdint.h>
+
+typedef enum eng_dataset_kind {
+    ENG_DATASET_TOKENS,
+    ENG_DATASET_INPUTS,
+    ENG_DATASET_KIND_COUNT
+} eng_dataset_kind;
+
+typedef struct eng_dataset_info {
+    eng_dataset_kind kind;
+    int64_t rows, cols; // N and T (tokens) or D (inputs)
+    eng_dtype dtype;    // of tokens or inputs
+    bool has_labels;
+    eng_dtype label_dtype;
+} eng_dataset_info;
+
+// Checks a header for one of the two kinds. d names the tensor at fault.
+int eng_dataset_check(const eng_st_header *h, eng_dataset_info *out,
+                      sh_diag *d);
+
+const char *eng_dataset_kind_name(eng_dataset_kind k);
+
+// A loaded dataset: the first `rows` rows, ids as int32 or inputs as F32.
+typedef struct eng_dataset {
+    eng_dataset_info info;
+    int64_t rows;    // rows loaded (<= info.rows)
+    int32_t *ids;    // (rows, cols) token ids, kind TOKENS
+    float *inputs;   // (rows, cols) features, kind INPUTS
+    int32_t *labels; // (rows,), or NULL
+} eng_dataset;
+
+// Opens path, checks it, loads at most max_rows rows (0: all). vocab > 0
+// checks every token id against it; classes > 0 every label. Polls h (may
+// be NULL) every million values: SH_ECANCELED. Frees with
+// eng_dataset_deinit.
+int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
+                     int64_t vocab, int64_t classes, const eng_hooks *h,
+                     sh_diag *d);
+void eng_dataset_deinit(eng_dataset *ds);
+
+#endif

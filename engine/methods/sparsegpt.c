@@ -1,0 +1,193 @@
+// sparsegpt.c: SparseGPT on one layer (see sparsegpt.h for the algorithm).
+#include "engine/methods/sparsegpt.h"
+
+#include "engine/math/linalg.h"
+#include "engine/math/poll.h"
+#include "engine/select/mask.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool finite_all(const float *x, size_t n)
+{
+    float acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc += x[i] * 0.0f; // NaN or Inf turns the sum NaN
+    return acc == 0.0f;
+}
+
+// Marks, in a block (rows, count) of scores, exactly k to prune (the
+// lowest; ties by position).
+static void mask_block(uint8_t *mask, const float *score, int64_t rows,
+                       int64_t count, uint64_t k, uint64_t *bits)
+{
+    eng_scorer sc;
+    eng_scorer_init(&sc, ENG_SCORE_MAGNITUDE, ENG_DTYPE_F32, score,
+                    (uint64_t)rows, (uint64_t)count, 0, NULL, NULL);
+    eng_threshold t;
+    eng_select_one(&sc, k, &t); // scores are finite: checked before
+    eng_mask_threshold(bits, &sc, &t);
+    for (int64_t i = 0; i < rows * count; i++)
+        mask[i] = eng_mask_get(bits, (uint64_t)i);
+}
+
+// In each row, the m - n lowest scores of the group starting at column c.
+static void mask_group(uint8_t *mask, const float *score, int64_t rows,
+                       int64_t count, int64_t c, int n, int m)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *s = score + r * count + c;
+        for (int i = 0; i < m; i++) {
+            int rank = 0;
+            for (int j = 0; j < m; j++)
+                rank += s[j] < s[i] || (s[j] == s[i] && j < i);
+            mask[r * count + c + i] = rank < m - n;
+        }
+    }
+}
+
+int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
+                  const eng_sgpt_opts *o, double *damp_used,
+                  const eng_hooks *hooks, sh_diag *d)
+{
+    if (!finite_all(w, (size_t)(rows * cols)) ||
+        !finite_all(h, (size_t)(cols * cols)))
+        return sh_diag_set(d, SH_ENUMERIC, "",
+                           "NaN or infinite values in the weights or the "
+                           "calibration statistics");
+    int64_t bs = o->blocksize > 0 ? o->blocksize : 128;
+    if (o->m > 0 && bs % o->m != 0)
+        bs = (bs / o->m + 1) * o->m; // groups never straddle blocks
+    size_t hn = (size_t)(cols * cols);
+    float *h0 = malloc(hn * sizeof *h0);
+    float *w1 = malloc((size_t)(rows * bs) * sizeof *w1);
+    float *q1 = malloc((size_t)(rows * bs) * sizeof *q1);
+    float *err = malloc((size_t)(rows * bs) * sizeof *err);
+    float *score = malloc((size_t)(rows * bs) * sizeof *score);
+    uint8_t *mask = malloc((size_t)(rows * bs));
+    uint64_t *bits = malloc(eng_mask_words((uint64_t)(rows * bs)) * 8);
+    int rc = 0;
+    if (!h0 || !w1 || !q1 || !err || !score || !mask || !bits) {
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        goto out;
+    }
+
+    // Dead inputs: never seen non-zero, so their weights cannot matter.
+    double mean = 0;
+    for (int64_t j = 0; j < cols; j++) {
+        if (h[j * cols + j] == 0) {
+            h[j * cols + j] = 1;
+            for (int64_t r = 0; r < rows; r++)
+                w[r * cols + j] = 0;
+        }
+        mean += h[j * cols + j];
+    }
+    mean /= (double)cols;
+    if (eng_copy_polled(h0, h, hn, hooks))
+        goto cancelled;
+
+    // Dampening, ten times more after each failed factorisation.
+    double damp = o->damp;
+    rc = SH_ENUMERIC;
+    for (int attempt = 0; attempt < 4 && rc == SH_ENUMERIC;
+         attempt++, damp *= 10) {
+        if (attempt && eng_copy_polled(h, h0, hn, hooks))
+            goto cancelled;
+        float add = (float)(damp * mean);
+        for (int64_t j = 0; j < cols; j++)
+            h[j * cols + j] += add;
+        rc = eng_chol_inverse_polled(h, cols, 0, hooks);
+        if (rc == 0)
+            *damp_used = damp;
+    }
+    if (rc == SH_ENUMERIC)
+        rc = sh_diag_set(d, SH_ENUMERIC, "",
+                         "the Hessian is not positive definite even with "
+                         "dampening %g",
+                         damp / 10);
+    if (rc != 0)
+        goto out;
+    const float *u = h; // (cols, cols) upper: H^-1 = U^T U
+
+    // Polls: before each block, and as work is done (eng_pacer) between
+    // rows of the block's passes, the OBS updates included (a block of many
+    // columns is long), and between pieces of the lazy update.
+    eng_pacer pace = {.h = hooks};
+    for (int64_t i1 = 0; i1 < cols; i1 += bs) {
+        if (eng_hooks_cancelled(hooks))
+            goto cancelled;
+        int64_t i2 = i1 + bs < cols ? i1 + bs : cols, count = i2 - i1;
+        for (int64_t r = 0; r < rows; r++) {
+            memcpy(w1 + r * count, w + r * cols + i1,
+                   (size_t)count * sizeof *w1);
+            for (int64_t c = 0; o->m == 0 && c < count; c++) {
+                float dd = u[(i1 + c) * cols + i1 + c];
+                float x = w1[r * count + c];
+                score[r * count + c] = x * x / (dd * dd);
+            }
+            if (eng_pacer_step(&pace, (uint64_t)count))
+                goto cancelled;
+        }
+        memset(mask, 0, (size_t)(rows * count));
+        if (o->m == 0) {
+            // This block's share of round(s * numel), so the tensor gets
+            // exactly its count however the blocks fall.
+            uint64_t k = eng_count_for(o->sparsity, (uint64_t)(rows * i2)) -
+                         eng_count_for(o->sparsity, (uint64_t)(rows * i1));
+            mask_block(mask, score, rows, count, k, bits);
+            if (eng_pacer_step(&pace, (uint64_t)(rows * count)))
+                goto cancelled;
+        }
+        for (int64_t i = 0; i < count; i++) {
+            const float *urow = u + (i1 + i) * cols + i1; // U[i1+i, i1..i2)
+            float dd = urow[i];
+            if (o->m > 0 && i % o->m == 0) {
+                for (int64_t r = 0; r < rows; r++)
+                    for (int j = 0; j < o->m; j++) {
+                        float du = u[(i1 + i + j) * cols + i1 + i + j];
+                        float x = w1[r * count + i + j];
+                        score[r * count + i + j] = x * x / (du * du);
+                    }
+                mask_group(mask, score, rows, count, i, o->n, o->m);
+            }
+            for (int64_t r = 0; r < rows; r++) {
+                float *row = w1 + r * count;
+                float x = row[i];
+                float q = mask[r * count + i] ? 0.0f : x;
+                float e = (x - q) / dd;
+                q1[r * count + i] = q;
+                err[r * count + i] = e;
+                for (int64_t j = i; j < count; j++)
+                    row[j] -= e * urow[j];
+                if (eng_pacer_step(&pace, (uint64_t)(count - i)))
+                    goto cancelled;
+            }
+        }
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(w + r * cols + i1, q1 + r * count,
+                   (size_t)count * sizeof *q1);
+        if (eng_pacer_step(&pace, (uint64_t)(rows * count)))
+            goto cancelled;
+        if (i2 < cols && // W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+            (rc = eng_gemm_polled(false, false, rows, cols - i2, count, -1.0f,
+                                  err, count, u + i1 * cols + i2, cols, 1.0f,
+                                  w + i2, cols, hooks)) != 0)
+            goto out;
+    }
+    if (!finite_all(w, (size_t)(rows * cols)))
+        rc = sh_diag_set(d, SH_ENUMERIC, "",
+                         "the updated weights are not finite");
+    goto out;
+cancelled:
+    rc = SH_ECANCELED;
+out:
+    free(h0);
+    free(w1);
+    free(q1);
+    free(err);
+    free(score);
+    free(mask);
+    free(bits);
+    return rc;
+}

@@ -1,0 +1,443 @@
+// net_llama.c: the Llama decoder (LlamaForCausalLM as Hugging Face
+// computes it; Mistral and Qwen2 fit), read top to bottom:
+//
+//   h = embed[tokens]                                     (N*T, d)
+//   per layer:
+//     x1 = rmsnorm(h) * w_in                              site 0
+//     q, k, v = x1 Wq^T, x1 Wk^T, x1 Wv^T (+ biases)
+//     q, k = rope(q), rope(k)                             rotate half
+//     a = softmax(q k^T / sqrt(hd) + causal) v, per head  site 1
+//     h = h + a Wo^T
+//     x2 = rmsnorm(h) * w_post                            site 2
+//     m = silu(x2 Wg^T) * (x2 Wu^T)                       site 3
+//     h = h + m Wd^T
+//   logits = (rmsnorm(h) * w_norm) W_head^T
+#include "engine/nets/layers.h"
+
+#include "engine/math/linalg.h"
+#include "engine/math/poll.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// --- config
+
+static int64_t cfg_int(const json_t *cfg, const char *key, int64_t dflt)
+{
+    json_t *v = json_object_get(cfg, key);
+    return json_is_integer(v) ? json_integer_value(v) : dflt;
+}
+
+static double cfg_num(const json_t *cfg, const char *key, double dflt)
+{
+    json_t *v = json_object_get(cfg, key);
+    return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+enum { Q, K, V, O, GATE, UP, DOWN };
+static const char *const proj[] = {"self_attn.q_proj", "self_attn.k_proj",
+                                   "self_attn.v_proj", "self_attn.o_proj",
+                                   "mlp.gate_proj",    "mlp.up_proj",
+                                   "mlp.down_proj"};
+static const int site_of[] = {0, 0, 0, 1, 2, 2, 3};
+
+static int rope_tables(eng_net *n, int64_t len, sh_diag *d)
+{
+    int64_t hd = n->head_dim, half = hd / 2;
+    float *c = malloc((size_t)(len * hd) * sizeof *c);
+    float *s = malloc((size_t)(len * hd) * sizeof *s);
+    if (!c || !s) {
+        free(c);
+        free(s);
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    }
+    for (int64_t i = 0; i < half; i++) {
+        // As transformers: inv_freq in F32, angle = pos * inv_freq in F32.
+        float inv = (float)(1.0 / pow(n->theta, (double)(2 * i) / hd));
+        for (int64_t p = 0; p < len; p++) {
+            float ang = (float)p * inv;
+            c[p * hd + i] = c[p * hd + i + half] = (float)cos((double)ang);
+            s[p * hd + i] = s[p * hd + i + half] = (float)sin((double)ang);
+        }
+    }
+    free(n->rope_cos);
+    free(n->rope_sin);
+    n->rope_cos = c;
+    n->rope_sin = s;
+    n->rope_len = len;
+    return 0;
+}
+
+int net_llama_open(eng_net *n, const json_t *cfg, sh_diag *d)
+{
+    n->hidden = cfg_int(cfg, "hidden_size", 0);
+    n->inter = cfg_int(cfg, "intermediate_size", 0);
+    int64_t layers = cfg_int(cfg, "num_hidden_layers", 0);
+    n->heads = cfg_int(cfg, "num_attention_heads", 0);
+    n->kv_heads = cfg_int(cfg, "num_key_value_heads", n->heads);
+    n->head_dim =
+        cfg_int(cfg, "head_dim", n->heads > 0 ? n->hidden / n->heads : 0);
+    n->vocab = cfg_int(cfg, "vocab_size", 0);
+    n->eps = cfg_num(cfg, "rms_norm_eps", 1e-6);
+    n->theta = cfg_num(cfg, "rope_theta", 10000.0);
+    bool tied = json_is_true(json_object_get(cfg, "tie_word_embeddings"));
+    const char *act = json_string_value(json_object_get(cfg, "hidden_act"));
+    json_t *scaling = json_object_get(cfg, "rope_scaling");
+    if (n->hidden <= 0 || n->inter <= 0 || layers <= 0 || n->heads <= 0 ||
+        n->kv_heads <= 0 || n->head_dim <= 0 || n->head_dim % 2 ||
+        n->heads % n->kv_heads || n->vocab <= 0)
+        return sh_diag_set(d, SH_EFORMAT, "config.json",
+                           "config.json: hidden_size, intermediate_size, "
+                           "num_hidden_layers, num_attention_heads (a "
+                           "multiple of num_key_value_heads), an even "
+                           "head_dim and vocab_size must be positive");
+    if (act && strcmp(act, "silu") != 0)
+        return sh_diag_set(d, SH_EUNSUPPORTED, "config.json",
+                           "config.json: hidden_act \"%s\" is not supported "
+                           "for the Llama family (silu is)",
+                           act);
+    if (scaling && !json_is_null(scaling))
+        return sh_diag_set(d, SH_EUNSUPPORTED, "config.json",
+                           "config.json: rope_scaling is not supported yet");
+    // Mistral's sliding window (Qwen2's only with use_sliding_window).
+    json_t *win = json_object_get(cfg, "sliding_window");
+    json_t *use = json_object_get(cfg, "use_sliding_window");
+    const char *mt = json_string_value(json_object_get(cfg, "model_type"));
+    bool windowed =
+        json_is_integer(win) &&
+        (json_is_true(use) || (!use && mt && strcmp(mt, "mistral") == 0));
+    n->window = windowed ? json_integer_value(win) : 0;
+
+    int64_t d_ = n->hidden, qd = n->heads * n->head_dim,
+            kvd = n->kv_heads * n->head_dim;
+    if ((n->embed = net_tensor(n, "model.embed_tokens.weight", 2, n->vocab, d_,
+                               d)) < 0 ||
+        (n->final_norm = net_tensor(n, "model.norm.weight", 1, d_, 0, d)) < 0)
+        return d->code;
+    n->head =
+        tied ? n->embed : net_tensor(n, "lm_head.weight", 2, n->vocab, d_, d);
+    if (n->head < 0)
+        return d->code;
+    n->nblocks = (size_t)layers;
+    n->blocks = calloc(n->nblocks, sizeof *n->blocks);
+    if (!n->blocks)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    const int64_t shape[7][2] = {{qd, d_},      {kvd, d_},      {kvd, d_},
+                                 {d_, qd},      {n->inter, d_}, {n->inter, d_},
+                                 {d_, n->inter}};
+    for (int64_t l = 0; l < layers; l++) {
+        net_block_def *b = &n->blocks[l];
+        char name[160];
+        for (int p = 0; p < 7; p++) {
+            snprintf(name, sizeof name, "model.layers.%" PRId64 ".%s.weight", l,
+                     proj[p]);
+            long t = net_tensor(n, name, 2, shape[p][0], shape[p][1], d);
+            if (t < 0)
+                return d->code;
+            b->lin[p] = (eng_net_linear){(size_t)t, site_of[p], shape[p][0],
+                                         shape[p][1]};
+            snprintf(name, sizeof name, "model.layers.%" PRId64 ".%s.bias", l,
+                     proj[p]);
+            b->bias[p] = eng_model_find(n->m, name);
+            if (b->bias[p] >= 0 &&
+                net_tensor(n, name, 1, shape[p][0], 0, d) < 0)
+                return d->code;
+        }
+        b->nlin = 7;
+        b->sites = 4;
+        snprintf(name, sizeof name,
+                 "model.layers.%" PRId64 ".input_layernorm.weight", l);
+        if ((b->norm_in = net_tensor(n, name, 1, d_, 0, d)) < 0)
+            return d->code;
+        snprintf(name, sizeof name,
+                 "model.layers.%" PRId64 ".post_attention_layernorm.weight", l);
+        if ((b->norm_post = net_tensor(n, name, 1, d_, 0, d)) < 0)
+            return d->code;
+    }
+    return 0;
+}
+
+// --- pieces
+
+// y (rows, d) = x / sqrt(mean(x^2) + eps) * w
+static void rmsnorm(float *restrict y, const float *restrict x,
+                    const float *restrict w, int64_t rows, int64_t d,
+                    double eps)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d;
+        double ss = 0;
+        for (int64_t j = 0; j < d; j++)
+            ss += (double)xr[j] * xr[j];
+        float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
+        for (int64_t j = 0; j < d; j++)
+            y[r * d + j] = w[j] * (xr[j] * inv);
+    }
+}
+
+// In place on (rows, heads * hd) laid out as [seq][pos][head][hd]:
+// x' = x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1].
+static void rope(const eng_net *n, float *x, int64_t seqs, int64_t seqlen,
+                 int64_t heads)
+{
+    int64_t hd = n->head_dim, half = hd / 2;
+    for (int64_t s = 0; s < seqs; s++) {
+        for (int64_t p = 0; p < seqlen; p++) {
+            const float *c = n->rope_cos + p * hd, *sn = n->rope_sin + p * hd;
+            for (int64_t h = 0; h < heads; h++) {
+                float *v = x + ((s * seqlen + p) * heads + h) * hd;
+                for (int64_t i = 0; i < half; i++) {
+                    float a = v[i], b = v[i + half];
+                    v[i] = a * c[i] - b * sn[i];
+                    v[i + half] = b * c[i + half] + a * sn[i + half];
+                }
+            }
+        }
+    }
+}
+
+// Causal attention, head by head, sequence by sequence. ctx (rows, qd).
+// Counts a head's T^2 scores on pace; true when a poll said stop.
+static bool attention(const eng_net *n, float *ctx, const float *q,
+                      const float *k, const float *v, int64_t seqs,
+                      int64_t seqlen, float *scores, eng_pacer *pace)
+{
+    int64_t hd = n->head_dim, qd = n->heads * hd, kvd = n->kv_heads * hd;
+    int64_t group = n->heads / n->kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t s = 0; s < seqs; s++) {
+        for (int64_t h = 0; h < n->heads; h++) {
+            int64_t g = h / group;
+            const float *qs = q + s * seqlen * qd + h * hd;
+            const float *ks = k + s * seqlen * kvd + g * hd;
+            const float *vs = v + s * seqlen * kvd + g * hd;
+            // scores (T, T) = q k^T * scale
+            eng_gemm(false, true, seqlen, seqlen, hd, scale, qs, qd, ks, kvd,
+                     0.0f, scores, seqlen);
+            for (int64_t i = 0; i < seqlen; i++) {
+                float *row = scores + i * seqlen;
+                int64_t lo = n->window > 0 && i - n->window + 1 > 0
+                                 ? i - n->window + 1
+                                 : 0;
+                float mx = -INFINITY;
+                for (int64_t j = lo; j <= i; j++)
+                    mx = row[j] > mx ? row[j] : mx;
+                float sum = 0;
+                for (int64_t j = 0; j < seqlen; j++) {
+                    float e = j >= lo && j <= i ? expf(row[j] - mx) : 0.0f;
+                    row[j] = e;
+                    sum += e;
+                }
+                for (int64_t j = lo; j <= i; j++)
+                    row[j] /= sum;
+            }
+            eng_gemm(false, false, seqlen, hd, seqlen, 1.0f, scores, seqlen, vs,
+                     kvd, 0.0f, ctx + s * seqlen * qd + h * hd, qd);
+            if (eng_pacer_step(pace, (uint64_t)(seqlen * seqlen)))
+                return true;
+        }
+    }
+    return false;
+}
+
+int net_llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
+                    sh_diag *d)
+{
+    return net_llama_embed_polled(n, ds, out, NULL, d);
+}
+
+int net_llama_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
+                           const eng_hooks *h, sh_diag *d)
+{
+    int64_t T = ds->info.cols, rows = ds->rows * T, dm = n->hidden;
+    if (T > n->rope_len && rope_tables(n, T, d) != 0)
+        return d->code;
+    float *x = malloc((size_t)(rows * dm) * sizeof *x);
+    if (!x)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    // Rows of the embedding, read where they lie (no whole-table load).
+    size_t file, idx;
+    eng_model_tensor_loc(n->m, (size_t)n->embed, &file, &idx);
+    const eng_st *st = eng_model_file_at(n->m, file)->st;
+    const eng_tensor_info *t = eng_model_tensor(n->m, (size_t)n->embed);
+    size_t es = eng_dtype_size(t->dtype);
+    unsigned char *row = malloc((size_t)dm * es);
+    int rc = row ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    eng_pacer pace = {.h = h};
+    for (int64_t r = 0; rc == 0 && r < rows; r++) {
+        int32_t id = ds->ids[r];
+        if (id < 0 || id >= n->vocab) {
+            rc = sh_diag_set(
+                d, SH_EFORMAT, "tokens",
+                "token id %d is outside the vocabulary (0..%" PRId64 ")", id,
+                n->vocab - 1);
+            break;
+        }
+        rc = eng_st_read_range(st, idx, (uint64_t)id * (uint64_t)dm * es, row,
+                               (size_t)dm * es, d);
+        if (rc == 0)
+            eng_convert_to_f32(x + r * dm, row, t->dtype, (size_t)dm);
+        if (rc == 0 && eng_pacer_step(&pace, (uint64_t)dm))
+            rc = SH_ECANCELED;
+    }
+    free(row);
+    if (rc != 0) {
+        free(x);
+        return rc;
+    }
+    *out = (eng_acts){x, rows, dm, ds->rows, T};
+    return 0;
+}
+
+int net_llama_forward(eng_net *n, eng_net_block *b, eng_acts *a, eng_site_fn fn,
+                      void *ctx, sh_diag *d)
+{
+    return net_llama_forward_polled(n, b, a, fn, ctx, NULL, d);
+}
+
+// Polls: after every piece of each product (eng_linear_polled), every
+// head of a sequence, and rows of the element-wise steps by ENG_POLL_ELEMS.
+int net_llama_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
+                             eng_site_fn fn, void *ctx, const eng_hooks *hk,
+                             sh_diag *d)
+{
+    int64_t rows = a->rows, dm = n->hidden, hd = n->head_dim;
+    int64_t qd = n->heads * hd, kvd = n->kv_heads * hd, in = n->inter;
+    if (a->seqlen > n->rope_len && rope_tables(n, a->seqlen, d) != 0)
+        return d->code;
+    size_t need = (size_t)rows * (size_t)(dm + qd + 2 * kvd + qd + 3 * in) +
+                  (size_t)(a->seqlen * a->seqlen);
+    float *buf = net_scratch(n, need);
+    if (!buf)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory for a block");
+    float *x = buf, *q = x + rows * dm, *k = q + rows * qd, *v = k + rows * kvd;
+    float *att = v + rows * kvd, *g = att + rows * qd, *u = g + rows * in;
+    float *m = u + rows * in, *scores = m + rows * in;
+    float *h = a->x;
+    eng_pacer pace = {.h = hk};
+    uint64_t width = (uint64_t)(rows * dm);
+    int rc = 0;
+
+    rmsnorm(x, h, b->norm_in, rows, dm, n->eps);
+    if (eng_pacer_step(&pace, width))
+        return SH_ECANCELED;
+    if (fn)
+        fn(ctx, 0, x, rows, dm);
+    if ((rc = eng_linear_polled(q, x, b->w[Q], b->b[Q], rows, dm, qd, hk)) ||
+        (rc = eng_linear_polled(k, x, b->w[K], b->b[K], rows, dm, kvd, hk)) ||
+        (rc = eng_linear_polled(v, x, b->w[V], b->b[V], rows, dm, kvd, hk)))
+        return rc;
+    rope(n, q, a->seqs, a->seqlen, n->heads);
+    rope(n, k, a->seqs, a->seqlen, n->kv_heads);
+    if (eng_pacer_step(&pace, (uint64_t)(rows * (qd + kvd))) ||
+        attention(n, att, q, k, v, a->seqs, a->seqlen, scores, &pace))
+        return SH_ECANCELED;
+    if (fn)
+        fn(ctx, 1, att, rows, qd);
+    // x reused: o
+    if ((rc = eng_linear_polled(x, att, b->w[O], b->b[O], rows, qd, dm, hk)))
+        return rc;
+    for (int64_t i = 0; i < rows * dm; i++)
+        h[i] += x[i];
+
+    rmsnorm(x, h, b->norm_post, rows, dm, n->eps);
+    if (eng_pacer_step(&pace, 2 * width))
+        return SH_ECANCELED;
+    if (fn)
+        fn(ctx, 2, x, rows, dm);
+    if ((rc = eng_linear_polled(g, x, b->w[GATE], b->b[GATE], rows, dm, in,
+                                hk)) ||
+        (rc = eng_linear_polled(u, x, b->w[UP], b->b[UP], rows, dm, in, hk)))
+        return rc;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = r * in; i < (r + 1) * in; i++)
+            m[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        if (eng_pacer_step(&pace, (uint64_t)in))
+            return SH_ECANCELED;
+    }
+    if (fn)
+        fn(ctx, 3, m, rows, in);
+    if ((rc =
+             eng_linear_polled(x, m, b->w[DOWN], b->b[DOWN], rows, in, dm, hk)))
+        return rc;
+    for (int64_t i = 0; i < rows * dm; i++)
+        h[i] += x[i];
+    return eng_pacer_step(&pace, width) ? SH_ECANCELED : 0;
+}
+
+// Logits (rows, vocab) of final hidden states h (rows, hidden).
+static int head_run(eng_net *n, const float *h, int64_t rows, float *logits,
+                    const float *head_w, const float *norm_w,
+                    const eng_hooks *hk)
+{
+    float *x = net_scratch(n, (size_t)(rows * n->hidden));
+    if (!x)
+        return SH_ENOMEM;
+    rmsnorm(x, h, norm_w, rows, n->hidden, n->eps);
+    return eng_linear_polled(logits, x, head_w, NULL, rows, n->hidden, n->vocab,
+                             hk);
+}
+
+int net_llama_head(eng_net *n, const float *h, int64_t rows, float *logits,
+                   const float *head_w, const float *norm_w)
+{
+    return head_run(n, h, rows, logits, head_w, norm_w, NULL);
+}
+
+int net_llama_evaluate(eng_net *n, const eng_dataset *ds, const eng_acts *a,
+                       eng_metric *out, sh_diag *d)
+{
+    return net_llama_evaluate_polled(n, ds, a, NULL, out, d);
+}
+
+// Polls: in the head's product, and every ENG_POLL_ELEMS logits.
+int net_llama_evaluate_polled(eng_net *n, const eng_dataset *ds,
+                              const eng_acts *a, const eng_hooks *hk,
+                              eng_metric *out, sh_diag *d)
+{
+    float *head = NULL, *norm = NULL;
+    int64_t T = a->seqlen;
+    float *logits = malloc((size_t)(T * n->vocab) * sizeof *logits);
+    int rc = logits ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    if (rc == 0)
+        rc = net_load_f32(n, (size_t)n->head, &head, d);
+    if (rc == 0)
+        rc = net_load_f32(n, (size_t)n->final_norm, &norm, d);
+    double nll = 0;
+    int64_t count = 0;
+    eng_pacer pace = {.h = hk};
+    for (int64_t s = 0; rc == 0 && s < a->seqs; s++) {
+        rc = head_run(n, a->x + s * T * n->hidden, T, logits, head, norm, hk);
+        if (rc == SH_ENOMEM)
+            sh_diag_set(d, rc, "", "out of memory");
+        if (rc != 0)
+            break;
+        // Position t - 1 predicts token t.
+        for (int64_t t = 1; t < T; t++) {
+            const float *z = logits + (t - 1) * n->vocab;
+            double mx = z[0];
+            for (int64_t j = 1; j < n->vocab; j++)
+                mx = z[j] > mx ? z[j] : mx;
+            double sum = 0;
+            for (int64_t j = 0; j < n->vocab; j++)
+                sum += exp((double)z[j] - mx);
+            nll += log(sum) + mx - z[ds->ids[s * T + t]];
+            count++;
+            if (eng_pacer_step(&pace, (uint64_t)n->vocab)) {
+                rc = SH_ECANCELED;
+                break;
+            }
+        }
+    }
+    free(logits);
+    free(head);
+    free(norm);
+    if (rc != 0)
+        return rc;
+    double mean = nll / (double)count;
+    *out = (eng_metric){"perplexity", exp(mean), mean};
+    return 0;
+}

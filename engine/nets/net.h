@@ -1,0 +1,126 @@
+// net.h: models the engine can run forward, block by block, for
+// calibration and evaluation.
+//
+//   mlp    config.json {"model_type": "mlp", "layers": [...], "hidden_act"},
+//          each layer "<name>.weight" (out, in) and "<name>.bias";
+//          y = x W^T + b, the activation after every layer but the last.
+//          Each layer is a block with one linear layer.
+//   llama  LlamaForCausalLM as Hugging Face computes it (Mistral and Qwen2
+//          fit): RMSNorm, rotate-half RoPE, grouped-query causal attention,
+//          SwiGLU, final norm, lm_head or tied embeddings, optional q/k/v
+//          biases. Each decoder layer is a block of seven linear layers
+//          reading four inputs ("sites"): q,k,v read the normed residual;
+//          o the attention output; gate, up the second normed residual;
+//          down the SwiGLU product.
+//
+// Activations are F32 (rows, width); for llama, rows = sequences x tokens.
+// Weights are read tensor by tensor (converted from their dtype) when a
+// block is loaded, so memory is one block, not the model.
+#ifndef ENG_NET_H
+#define ENG_NET_H
+
+#include "engine/hooks.h"
+#include "engine/io/dataset.h"
+#include "engine/io/model.h"
+
+typedef struct eng_net eng_net;
+
+// Opens a runnable model; SH_EUNSUPPORTED (saying why) for others.
+int eng_net_open(eng_net **out, const eng_model *m, sh_diag *d);
+void eng_net_close(eng_net *n);
+
+// True when arch (eng_model_arch) names a family eng_net can run.
+bool eng_net_runs(const char *arch);
+
+// The dataset kind a runnable architecture eats.
+eng_dataset_kind eng_net_kind_for(const char *arch);
+
+// The dataset kind the model eats (tokens or inputs), and checks that a
+// dataset fits it (ids inside the vocabulary, widths).
+eng_dataset_kind eng_net_input_kind(const eng_net *n);
+int eng_net_check_dataset(const eng_net *n, const eng_dataset_info *di,
+                          sh_diag *d);
+int64_t eng_net_vocab(const eng_net *n);   // token models, else 0
+int64_t eng_net_classes(const eng_net *n); // classifiers, else 0
+
+// --- blocks and their linear layers
+
+typedef struct eng_net_linear {
+    size_t tensor; // model tensor index of its weight
+    int site;      // which input of the block it reads
+    int64_t rows, cols;
+} eng_net_linear;
+
+size_t eng_net_blocks(const eng_net *n);
+size_t eng_net_linears(const eng_net *n, size_t block,
+                       const eng_net_linear **out);
+int eng_net_sites(const eng_net *n, size_t block);
+
+// The block and linear of a model tensor, or false.
+bool eng_net_find_linear(const eng_net *n, size_t tensor, size_t *block,
+                         size_t *linear);
+
+typedef struct eng_net_block eng_net_block;
+
+int eng_net_block_load(eng_net *n, size_t block, eng_net_block **out,
+                       sh_diag *d);
+void eng_net_block_free(eng_net_block *b);
+
+// The F32 weight (rows, cols) of linear i, which pruning may rewrite.
+float *eng_net_block_weight(eng_net_block *b, size_t i);
+
+// --- running
+
+typedef struct eng_acts {
+    float *x; // (rows, width)
+    int64_t rows, width;
+    int64_t seqs, seqlen; // token models: rows = seqs * seqlen
+} eng_acts;
+
+void eng_acts_free(eng_acts *a);
+int eng_acts_copy(eng_acts *dst, const eng_acts *src);
+
+// The first `rows` dataset rows as the first block's input.
+int eng_net_embed(eng_net *n, const eng_dataset *ds, eng_acts *out, sh_diag *d);
+
+// Called with each site's input during a forward pass: X (rows, cols).
+typedef void (*eng_site_fn)(void *ctx, int site, const float *x, int64_t rows,
+                            int64_t cols);
+
+// Runs one block over a (in place; width may change). fn may be NULL.
+int eng_net_block_forward(eng_net *n, eng_net_block *b, eng_acts *a,
+                          eng_site_fn fn, void *ctx, sh_diag *d);
+
+// The metric over a dataset: perplexity for token models (exp of the mean
+// next-token NLL over positions 1..T-1 of every row), top-1 accuracy for
+// classifiers (with the mean cross-entropy as loss).
+typedef struct eng_metric {
+    const char *name; // "perplexity" or "accuracy"
+    double value;
+    double loss; // mean NLL / cross-entropy
+} eng_metric;
+
+int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
+                     eng_metric *out, sh_diag *d);
+
+// Logits (seqlen, vocab) of one token row, for tests against reference
+// logits. out is malloc'd.
+int eng_net_logits(eng_net *n, const int32_t *ids, int64_t seqlen, float **out,
+                   sh_diag *d);
+
+// --- running models with polls
+//
+// The embedding, copy and forward pass above, polling h between pieces of the
+// work (rows of the copies and products, attention heads, positions of the
+// metric). SH_ECANCELED leaves the output's values undefined; its buffer, if
+// any, is still the caller's to free (eng_acts_free). With h NULL each is the
+// function of the same name without _polled.
+int eng_net_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
+                         const eng_hooks *h, sh_diag *d);
+int eng_acts_copy_polled(eng_acts *dst, const eng_acts *src,
+                         const eng_hooks *h);
+int eng_net_block_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
+                                 eng_site_fn fn, void *ctx, const eng_hooks *h,
+                                 sh_diag *d);
+
+#endif

@@ -1,0 +1,482 @@
+// calib.c: pruning with calibration data, block by block, as the SparseGPT
+// and Wanda drivers do:
+//
+//   acts = the first block's inputs over the calibration set
+//   for each block:
+//     run it (dense) over acts, collecting each input site's statistics:
+//       H = sum x x^T (SparseGPT; and every method's reconstruction error)
+//       s = sum x^2 per input (Wanda)
+//     prune its target linear layers from those statistics
+//     run it again with the pruned weights: the next block's inputs
+//
+// Weights are rounded to their dtype before the second run, so later blocks
+// see what the written model computes. Targets must be linear layers of the
+// model's blocks. Magnitude and random run here too when calibration data
+// is given (for their reconstruction errors); their masks are the same as
+// without it.
+#include "engine/math/poll.h"
+#include "engine/run/run.h"
+
+#include "engine/io/dataset.h"
+#include "engine/math/linalg.h"
+#include "engine/methods/sparsegpt.h"
+#include "engine/nets/net.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SITES 8
+
+typedef struct calib {
+    const eng_model *m;
+    const eng_spec *s;
+    const eng_hooks *h;
+    eng_out *w;
+    eng_report *r;
+    eng_net *net;
+    eng_plan *plans;    // (ntensors,)
+    bool *written;      // (ntensors,)
+    eng_threshold *thr; // (ntensors,) global scope: per-tensor threshold
+    size_t nt;
+    // the current block's statistics, per input site
+    int nsites;
+    bool used[MAX_SITES];
+    int64_t cols[MAX_SITES];
+    float *hess[MAX_SITES];  // (cols, cols)
+    float *colsq[MAX_SITES]; // (cols,)
+    bool cancelled;          // a poll in on_site said stop
+} calib;
+
+static eng_score_kind kind_of(eng_method m)
+{
+    return m == ENG_METHOD_RANDOM  ? ENG_SCORE_RANDOM
+           : m == ENG_METHOD_WANDA ? ENG_SCORE_SCALED
+                                   : ENG_SCORE_MAGNITUDE;
+}
+
+static void on_site(void *ctx, int site, const float *x, int64_t rows,
+                    int64_t cols)
+{
+    calib *c = ctx;
+    if (c->cancelled || site >= c->nsites || !c->used[site])
+        return;
+    c->cols[site] = cols;
+    // The forward pass polls too; this is the long part of a site.
+    if (c->hess[site] &&
+        eng_syrk_acc_polled(c->hess[site], x, rows, cols, c->h) != 0)
+        c->cancelled = true;
+    if (c->colsq[site] && !c->cancelled)
+        eng_colsq_acc(c->colsq[site], x, rows, cols);
+}
+
+static void stats_free(calib *c)
+{
+    for (int i = 0; i < MAX_SITES; i++) {
+        free(c->hess[i]);
+        free(c->colsq[i]);
+        c->hess[i] = c->colsq[i] = NULL;
+        c->used[i] = false;
+    }
+}
+
+// Statistics for the sites the block's targets read.
+static int stats_alloc(calib *c, size_t block, sh_diag *d)
+{
+    const eng_net_linear *lin;
+    size_t n = eng_net_linears(c->net, block, &lin);
+    c->nsites = eng_net_sites(c->net, block);
+    for (size_t i = 0; i < n; i++) {
+        int s = lin[i].site;
+        if (!c->plans[lin[i].tensor].target || c->used[s])
+            continue;
+        c->used[s] = true;
+        size_t cols = (size_t)lin[i].cols;
+        c->hess[s] = calloc(cols * cols, sizeof(float));
+        if (c->s->method == ENG_METHOD_WANDA)
+            c->colsq[s] = calloc(cols, sizeof(float));
+        if (!c->hess[s] || (c->s->method == ENG_METHOD_WANDA && !c->colsq[s]))
+            return sh_diag_set(d, SH_ENOMEM, "",
+                               "out of memory for %zux%zu calibration "
+                               "statistics",
+                               cols, cols);
+    }
+    return 0;
+}
+
+static int nonfinite(sh_diag *d, const char *name)
+{
+    return sh_diag_set(d, SH_ENUMERIC, name,
+                       "tensor \"%s\": NaN or infinite values in the "
+                       "weights or the calibration statistics",
+                       name);
+}
+
+// Builds the mask of one target from its F32 weights; returns the zeros
+// the plan asks for.
+static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
+                    int64_t cols, const float *scale, uint64_t *mask,
+                    uint64_t *want, sh_diag *d)
+{
+    const eng_tensor_info *t = eng_model_tensor(c->m, ti);
+    const eng_plan *p = &c->plans[ti];
+    eng_scorer sc;
+    eng_scorer_init(&sc, kind_of(c->s->method), ENG_DTYPE_F32, w,
+                    (uint64_t)rows, (uint64_t)cols, c->s->seed, t->name, scale);
+    uint64_t numel = (uint64_t)(rows * cols);
+    bool bad = false;
+    switch (p->pattern.kind) {
+    case ENG_PATTERN_NM:
+        bad = eng_mask_nm(mask, &sc, p->pattern.n, p->pattern.m);
+        *want = numel / (uint64_t)p->pattern.m *
+                (uint64_t)(p->pattern.m - p->pattern.n);
+        break;
+    case ENG_PATTERN_ROWS: {
+        uint64_t k = eng_count_for(p->sparsity, (uint64_t)rows);
+        double *score = malloc((size_t)rows * sizeof *score);
+        uint64_t *idx = malloc((size_t)rows * sizeof *idx);
+        if (!score || !idx) {
+            free(score);
+            free(idx);
+            return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        }
+        bad = eng_mask_rows(mask, &sc, k, c->s->norm, score, idx);
+        free(score);
+        free(idx);
+        *want = k * (uint64_t)cols;
+        break;
+    }
+    default:
+        if (c->s->method == ENG_METHOD_WANDA) {
+            // Wanda's comparison group is the output row.
+            uint64_t k = eng_count_for(p->sparsity, (uint64_t)cols);
+            uint32_t *work = malloc(2 * (size_t)cols * sizeof *work);
+            if (!work)
+                return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+            bad = eng_mask_per_row(mask, &sc, k, work);
+            free(work);
+            *want = k * (uint64_t)rows;
+        } else if (c->thr) {
+            eng_threshold t2 = c->thr[ti];
+            eng_mask_threshold(mask, &sc, &t2);
+            *want = 0;
+            for (size_t i = 0; i < eng_mask_words(numel); i++)
+                *want += (uint64_t)__builtin_popcountll(mask[i]);
+        } else {
+            eng_threshold t2;
+            *want = eng_count_for(p->sparsity, numel);
+            int rc = eng_select_one(&sc, *want, &t2);
+            if (rc == SH_ENUMERIC)
+                bad = true;
+            else if (rc != 0)
+                return sh_diag_set(d, rc, "", "out of memory");
+            else
+                eng_mask_threshold(mask, &sc, &t2);
+        }
+    }
+    return bad ? nonfinite(d, t->name) : 0;
+}
+
+// Prunes one target linear of the loaded block and writes it.
+static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
+                        int64_t cols, int site, sh_diag *d)
+{
+    const eng_tensor_info *t = eng_model_tensor(c->m, ti);
+    const eng_plan *p = &c->plans[ti];
+    eng_layer_report *l = eng_report_add_layer(c->r, t, p);
+    size_t n = (size_t)(rows * cols), cn = (size_t)(cols * cols);
+    float *orig = malloc(n * sizeof *orig);
+    float *work = malloc((n > cn ? n : cn) * sizeof *work);
+    float *scale = NULL;
+    uint64_t *mask = NULL;
+    uint64_t want = 0;
+    int rc = 0;
+    if (!l || !orig || !work) {
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        goto out;
+    }
+    if ((rc = eng_copy_polled(orig, w, n, c->h)) != 0)
+        goto out;
+    const float *h = c->hess[site];
+    if (c->s->method == ENG_METHOD_SPARSEGPT) {
+        // SparseGPT consumes its copy
+        if ((rc = eng_copy_polled(work, h, cn, c->h)) != 0)
+            goto out;
+        eng_sgpt_opts so = {
+            .sparsity = p->sparsity,
+            .n = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.n : 0,
+            .m = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.m : 0,
+            .blocksize = c->s->sgpt_blocksize,
+            .damp = c->s->sgpt_damp};
+        rc = eng_sparsegpt(w, work, rows, cols, &so, &l->damping, c->h, d);
+        if (rc != 0 && rc != SH_ECANCELED) { // a cancel sets no diag
+            sh_diag_prefix(d, "tensor \"%s\"", t->name);
+            if (!d->field[0])
+                snprintf(d->field, sizeof d->field, "%s", t->name);
+        }
+        want = p->pattern.kind == ENG_PATTERN_NM
+                   ? (uint64_t)n / (uint64_t)p->pattern.m *
+                         (uint64_t)(p->pattern.m - p->pattern.n)
+                   : eng_count_for(p->sparsity, (uint64_t)n);
+    } else {
+        if (c->s->method == ENG_METHOD_WANDA) {
+            if (!(scale = malloc((size_t)cols * sizeof *scale))) {
+                rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+                goto out;
+            }
+            for (int64_t j = 0; j < cols; j++)
+                scale[j] = sqrtf(c->colsq[site][j]);
+        }
+        if (!(mask = malloc(eng_mask_words(n) * sizeof *mask))) {
+            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+            goto out;
+        }
+        rc = mask_for(c, ti, w, rows, cols, scale, mask, &want, d);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            if (eng_mask_get(mask, i))
+                w[i] = 0.0f;
+    }
+    if (rc != 0)
+        goto out;
+    // What the written model holds: rounded to the tensor's dtype.
+    if (t->dtype != ENG_DTYPE_F32) {
+        eng_convert_from_f32(work, w, t->dtype, n);
+        eng_convert_to_f32(w, work, t->dtype, n);
+    }
+    // ||W X - W' X||^2 / ||W X||^2 = tr(D H D^T) / tr(W H W^T).
+    double den = 0, num = 0;
+    if ((rc = eng_quad_trace_polled(&den, orig, h, rows, cols, work, c->h)))
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        orig[i] -= w[i];
+    if ((rc = eng_quad_trace_polled(&num, orig, h, rows, cols, work, c->h)))
+        goto out;
+    l->recon_error = den > 0 ? num / den : 0.0;
+    rc = eng_write_f32(c->w, ti, w, t->dtype, n, l, want, d);
+    if (rc == 0) {
+        c->written[ti] = true;
+        c->r->target_tensors++;
+        c->r->target_params += n;
+        c->r->target_zeros += l->zeros;
+        c->r->model_zeros += l->zeros;
+    }
+out:
+    free(orig);
+    free(work);
+    free(scale);
+    free(mask);
+    return rc;
+}
+
+// Global scope (magnitude, random): the pooled threshold, then each
+// tensor's share of the ties in file order, so the masks are those the
+// streaming path makes.
+static bool pooled(const calib *c, size_t i)
+{
+    return c->plans[i].target && c->plans[i].override_index < 0;
+}
+
+static int read_scorer(calib *c, size_t i, unsigned char *buf, eng_scorer *sc,
+                       sh_diag *d)
+{
+    const eng_tensor_info *t = eng_model_tensor(c->m, i);
+    size_t file, idx;
+    eng_model_tensor_loc(c->m, i, &file, &idx);
+    int rc = eng_st_read(eng_model_file_at(c->m, file)->st, idx, buf, d);
+    uint64_t rows, cols;
+    eng_tensor_rows_cols(t, &rows, &cols);
+    eng_scorer_init(sc, kind_of(c->s->method), t->dtype, buf, rows, cols,
+                    c->s->seed, t->name, NULL);
+    return rc;
+}
+
+static int global_thresholds(calib *c, sh_diag *d)
+{
+    uint64_t total = 0, largest = 0;
+    for (size_t i = 0; i < c->nt; i++) {
+        const eng_tensor_info *t = eng_model_tensor(c->m, i);
+        if (pooled(c, i)) {
+            total += t->numel;
+            if (t->end - t->begin > largest)
+                largest = t->end - t->begin;
+        }
+    }
+    c->thr = calloc(c->nt, sizeof *c->thr);
+    unsigned char *buf = malloc(largest ? largest : 1);
+    eng_select sel;
+    if (!c->thr || !buf ||
+        eng_select_init(&sel, eng_count_for(c->s->sparsity, total), total)) {
+        free(buf);
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    }
+    int rc = 0;
+    eng_scorer sc;
+    while (rc == 0 && !sel.done) {
+        for (size_t i = 0; rc == 0 && i < c->nt; i++) {
+            if (!pooled(c, i))
+                continue;
+            if (eng_hooks_cancelled(c->h)) // a poll per tensor
+                rc = SH_ECANCELED;
+            else if ((rc = read_scorer(c, i, buf, &sc, d)) == 0 &&
+                     eng_select_feed(&sel, &sc))
+                rc = nonfinite(d, eng_model_tensor(c->m, i)->name);
+        }
+        eng_select_next(&sel);
+    }
+    // Each tensor's keys equal to the threshold take ties in file order.
+    uint64_t ties = sel.result.ties;
+    for (size_t i = 0; rc == 0 && i < c->nt; i++) {
+        if (!pooled(c, i))
+            continue;
+        if (eng_hooks_cancelled(c->h))
+            rc = SH_ECANCELED;
+        if (rc || (rc = read_scorer(c, i, buf, &sc, d)))
+            continue;
+        uint32_t keys[4096];
+        uint64_t eq = 0, numel = sc.rows * sc.cols;
+        for (uint64_t at = 0; at < numel; at += 4096) {
+            size_t m = numel - at < 4096 ? (size_t)(numel - at) : 4096;
+            eng_scorer_keys(&sc, keys, at, m);
+            for (size_t k = 0; k < m; k++)
+                eq += keys[k] == sel.result.key;
+        }
+        c->thr[i] = (eng_threshold){sel.result.key, eq < ties ? eq : ties};
+        ties -= c->thr[i].ties;
+    }
+    eng_select_deinit(&sel);
+    free(buf);
+    return rc;
+}
+
+static void progress(calib *c, const char *phase, size_t step, size_t steps,
+                     double fraction)
+{
+    eng_progress p = {
+        .phase = phase, .step = step, .steps = steps, .fraction = fraction};
+    eng_hooks_progress(c->h, &p);
+}
+
+// Every target must be a linear layer of a block.
+static int check_targets(calib *c, sh_diag *d)
+{
+    for (size_t i = 0; i < c->nt; i++) {
+        size_t b, l;
+        if (c->plans[i].target && !eng_net_find_linear(c->net, i, &b, &l))
+            return sh_diag_set(
+                d, SH_ESPEC, "targets",
+                "with calibration data, the targets must be linear layers "
+                "of the model's blocks; \"%s\" is not one (leave it out "
+                "with ignore)",
+                eng_model_tensor(c->m, i)->name);
+    }
+    return 0;
+}
+
+static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
+{
+    size_t nb = eng_net_blocks(c->net);
+    eng_acts dense = {0}; // the statistics pass runs on a copy
+    int rc = 0;
+    for (size_t b = 0; rc == 0 && b < nb; b++) {
+        if (eng_hooks_cancelled(c->h)) {
+            rc = SH_ECANCELED; // and free dense below
+            break;
+        }
+        progress(c, "pruning", b + 1, nb, 0.15 + 0.7 * (double)b / nb);
+        eng_net_block *blk = NULL;
+        if ((rc = eng_net_block_load(c->net, b, &blk, d)) != 0)
+            break;
+        if (eng_hooks_cancelled(c->h))
+            rc = SH_ECANCELED; // blk freed below
+        if (rc == 0 && (rc = stats_alloc(c, b, d)) == 0 &&
+            (rc = eng_acts_copy_polled(&dense, acts, c->h)) == SH_ENOMEM)
+            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        if (rc == 0)
+            rc = eng_net_block_forward_polled(c->net, blk, &dense, on_site, c,
+                                              c->h, d);
+        if (rc == 0 && c->cancelled)
+            rc = SH_ECANCELED;
+        for (int s = 0; rc == 0 && s < c->nsites; s++)
+            if (c->hess[s])
+                eng_sym_fill(c->hess[s], c->cols[s]);
+        const eng_net_linear *lin;
+        size_t nl = eng_net_linears(c->net, b, &lin);
+        for (size_t i = 0; rc == 0 && i < nl; i++) {
+            if (!c->plans[lin[i].tensor].target)
+                continue;
+            rc = prune_linear(c, lin[i].tensor, eng_net_block_weight(blk, i),
+                              lin[i].rows, lin[i].cols, lin[i].site, d);
+        }
+        if (rc == 0) // the pruned block makes the next block's inputs
+            rc = eng_net_block_forward_polled(c->net, blk, acts, NULL, NULL,
+                                              c->h, d);
+        stats_free(c);
+        eng_net_block_free(blk);
+    }
+    eng_acts_free(&dense);
+    return rc;
+}
+
+int eng_prune_calibrated(const eng_model *m, const eng_spec *s,
+                         const eng_options *o, const eng_hooks *h, eng_out *w,
+                         eng_report *r, sh_diag *d)
+{
+    calib c = {.m = m, .s = s, .h = h, .w = w, .r = r};
+    c.nt = eng_model_tensor_count(m);
+    eng_dataset ds = {0};
+    eng_acts acts = {0};
+    int rc = 0;
+    if (!o->calibration_path)
+        return sh_diag_set(d, SH_ESPEC, "calibration",
+                           "method %s needs calibration data",
+                           eng_methods[s->method].name);
+    c.plans = malloc((c.nt ? c.nt : 1) * sizeof *c.plans);
+    c.written = calloc(c.nt ? c.nt : 1, sizeof *c.written);
+    if (!c.plans || !c.written) {
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < c.nt; i++)
+        eng_spec_plan(s, eng_model_tensor(m, i), &c.plans[i]);
+    if ((rc = eng_net_open(&c.net, m, d)) != 0 ||
+        (rc = check_targets(&c, d)) != 0)
+        goto out;
+    progress(&c, "calibrating", 0, 1, 0.0);
+    if ((rc = eng_dataset_load(&ds, o->calibration_path, s->calib_samples,
+                               eng_net_vocab(c.net), eng_net_classes(c.net), h,
+                               d)) != 0 ||
+        (rc = eng_net_check_dataset(c.net, &ds.info, d)) != 0) {
+        sh_diag_prefix(d, "calibration data");
+        goto out;
+    }
+    r->calib_samples = ds.rows;
+    r->calib_tokens =
+        ds.info.kind == ENG_DATASET_TOKENS ? ds.rows * ds.info.cols : ds.rows;
+    if (s->scope == ENG_SCOPE_GLOBAL && (rc = global_thresholds(&c, d)) != 0)
+        goto out;
+    if ((rc = eng_net_embed_polled(c.net, &ds, &acts, h, d)) != 0)
+        goto out;
+    if ((rc = run_blocks(&c, &acts, d)) != 0)
+        goto out;
+    // Everything not pruned is copied through, byte for byte.
+    for (size_t i = 0; rc == 0 && i < c.nt; i++) {
+        if (c.written[i])
+            continue;
+        uint64_t zeros = 0;
+        rc = eng_tensor_zeros(m, i, &zeros, d);
+        r->model_zeros += zeros;
+        if (rc == 0)
+            rc = eng_out_copy(w, i, d);
+    }
+    for (size_t i = 0; i < c.nt; i++)
+        r->model_params += eng_model_tensor(m, i)->numel;
+out:
+    stats_free(&c);
+    eng_acts_free(&acts);
+    eng_dataset_deinit(&ds);
+    eng_net_close(c.net);
+    free(c.plans);
+    free(c.written);
+    free(c.thr);
+    return rc;
+}

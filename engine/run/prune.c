@@ -1,0 +1,455 @@
+// prune.c: eng_prune, and the streaming pipeline for criteria that need no
+// calibration (magnitude, random): tensor after tensor, read into a reused
+// buffer, pruned, written; the next tensor is read and its threshold found
+// on a helper thread meanwhile (reader.c).
+#include "engine/math/poll.h"
+#include "engine/run/reader.h"
+#include "engine/run/run.h"
+
+#include "engine/io/dataset.h"
+#include "engine/nets/net.h"
+#include "engine/select/kernels.h"
+
+#include "common/util.h"
+#include "common/version.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *eng_version(void) { return SH_VERSION; }
+
+static eng_score_kind score_kind(eng_method m)
+{
+    return m == ENG_METHOD_RANDOM ? ENG_SCORE_RANDOM : ENG_SCORE_MAGNITUDE;
+}
+
+typedef struct stream_ctx {
+    const eng_model *m;
+    const eng_spec *s;
+    const eng_options *o;
+    const eng_hooks *h;
+    eng_out *w;
+    eng_report *r;
+    eng_plan *plans;      // (ntensors,)
+    bool global;          // one threshold for the pooled targets
+    eng_threshold pooled; // that threshold, its ties consumed in order
+    uint64_t bytes_total, bytes_done;
+    uint64_t largest; // bytes of the largest tensor: the buffer size
+} stream_ctx;
+
+static bool threaded(const stream_ctx *c)
+{
+    if (c->o->threads == 1)
+        return false;
+    return c->o->threads > 1 || sh_cpu_count() > 1;
+}
+
+// A scorer over tensor ti's loaded bytes.
+static void scorer_for(const stream_ctx *c, size_t ti,
+                       const unsigned char *data, eng_scorer *sc)
+{
+    const eng_tensor_info *t = eng_model_tensor(c->m, ti);
+    uint64_t rows, cols;
+    eng_tensor_rows_cols(t, &rows, &cols);
+    eng_scorer_init(sc, score_kind(c->s->method), t->dtype, data, rows, cols,
+                    c->s->seed, t->name, NULL);
+}
+
+static bool pooled(const stream_ctx *c, size_t ti)
+{
+    return c->global && c->plans[ti].target && c->plans[ti].override_index < 0;
+}
+
+// Magnitude on F16/BF16/F32 streams through the kernels; the rest works on
+// the whole tensor in memory.
+static bool fast(const stream_ctx *c, size_t ti)
+{
+    return score_kind(c->s->method) == ENG_SCORE_MAGNITUDE &&
+           eng_k_supports(eng_model_tensor(c->m, ti)->dtype);
+}
+
+static const eng_st *tensor_file(const eng_model *m, size_t ti, size_t *idx)
+{
+    size_t file;
+    eng_model_tensor_loc(m, ti, &file, idx);
+    return eng_model_file_at(m, file)->st;
+}
+
+// Reader callback: targets off the fast path (and rows, which ranks whole
+// rows) are needed whole.
+static bool want_bytes(void *ctx, size_t ti)
+{
+    stream_ctx *c = ctx;
+    return c->plans[ti].target &&
+           (!fast(c, ti) || c->plans[ti].pattern.kind == ENG_PATTERN_ROWS);
+}
+
+static void progress(stream_ctx *c, const char *phase, size_t step,
+                     size_t steps, const char *tensor, double base, double span)
+{
+    double f = c->bytes_total ? (double)c->bytes_done / c->bytes_total : 1;
+    eng_progress p = {.phase = phase,
+                      .step = step,
+                      .steps = steps,
+                      .tensor = tensor,
+                      .bytes_done = c->bytes_done,
+                      .bytes_total = c->bytes_total,
+                      .fraction = base + span * f};
+    eng_hooks_progress(c->h, &p);
+}
+
+static int nonfinite(sh_diag *d, const char *name)
+{
+    return sh_diag_set(d, SH_ENUMERIC, name,
+                       "tensor \"%s\" holds NaN or infinite values; refusing "
+                       "to prune a broken checkpoint",
+                       name);
+}
+
+// Reader callback for the global passes: feeds one pooled tensor to the
+// shared selection, in order, on the reader's thread.
+typedef struct global_pass {
+    stream_ctx *c;
+    eng_select *sel;
+} global_pass;
+
+static int feed_pooled(void *ctx, eng_loaded *l)
+{
+    global_pass *g = ctx;
+    const eng_tensor_info *t = eng_model_tensor(g->c->m, l->ti);
+    int rc;
+    if (l->data) {
+        eng_scorer sc;
+        scorer_for(g->c, l->ti, l->data, &sc);
+        rc = eng_select_feed(g->sel, &sc) ? SH_ENUMERIC : 0;
+    } else {
+        size_t idx;
+        const eng_st *st = tensor_file(g->c->m, l->ti, &idx);
+        rc = eng_stream_feed(st, idx, g->sel, l->scratch, &l->d);
+    }
+    return rc == SH_ENUMERIC ? nonfinite(&l->d, t->name) : rc;
+}
+
+static bool pooled_bytes(void *ctx, size_t ti)
+{
+    return want_bytes(((global_pass *)ctx)->c, ti);
+}
+
+// Global scope: one threshold over every pooled target, in one or two
+// streaming passes over them.
+static int select_global(stream_ctx *c, sh_diag *d)
+{
+    size_t nt = eng_model_tensor_count(c->m), n = 0;
+    size_t *order = malloc((nt ? nt : 1) * sizeof *order);
+    if (!order)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    uint64_t total = 0;
+    for (size_t i = 0; i < nt; i++) {
+        if (pooled(c, i)) {
+            order[n++] = i;
+            total += eng_model_tensor(c->m, i)->numel;
+        }
+    }
+    eng_select sel;
+    if (eng_select_init(&sel, eng_count_for(c->s->sparsity, total), total)) {
+        free(order);
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    }
+    global_pass g = {c, &sel};
+    int rc = 0;
+    for (int pass = 0; rc == 0 && !sel.done; pass++) {
+        eng_reader *rd = NULL;
+        if ((rc = eng_reader_start(&rd, c->m, order, n, c->largest, threaded(c),
+                                   pooled_bytes, feed_pooled, &g, d)) != 0)
+            break;
+        c->bytes_done = 0;
+        eng_loaded *l;
+        while (rc == 0 && (l = eng_reader_next(rd))) {
+            const eng_tensor_info *t = eng_model_tensor(c->m, l->ti);
+            if ((rc = l->rc) != 0)
+                *d = l->d;
+            else if (eng_hooks_cancelled(c->h))
+                rc = SH_ECANCELED;
+            eng_reader_release(rd, l);
+            c->bytes_done += t->end - t->begin;
+            progress(c, "scoring", l->ti + 1, nt, t->name, pass * 0.25, 0.25);
+        }
+        eng_reader_stop(rd);
+        eng_select_next(&sel);
+    }
+    c->pooled = sel.result;
+    eng_select_deinit(&sel);
+    free(order);
+    return rc;
+}
+
+// On the reader's thread, one tensor ahead of the writer: a non-target's
+// zeros are counted, a layer-scope unstructured target gets its threshold.
+static int prepare(void *ctx, eng_loaded *l)
+{
+    stream_ctx *c = ctx;
+    const eng_plan *p = &c->plans[l->ti];
+    const eng_tensor_info *t = eng_model_tensor(c->m, l->ti);
+    size_t idx;
+    const eng_st *st = tensor_file(c->m, l->ti, &idx);
+    if (!p->target)
+        return eng_stream_zeros(st, idx, &l->zeros, l->scratch, &l->d);
+    if (p->pattern.kind != ENG_PATTERN_UNSTRUCTURED || pooled(c, l->ti))
+        return 0;
+    l->want = eng_count_for(p->sparsity, t->numel);
+    int rc;
+    if (l->data) {
+        eng_scorer sc;
+        scorer_for(c, l->ti, l->data, &sc);
+        rc = eng_select_one(&sc, l->want, &l->thr);
+    } else {
+        rc = eng_stream_select(st, idx, l->want, &l->thr, l->scratch, &l->d);
+    }
+    if (rc == SH_ENUMERIC)
+        return nonfinite(&l->d, t->name);
+    if (rc == SH_ENOMEM)
+        return sh_diag_set(&l->d, rc, "", "out of memory");
+    l->has_thr = rc == 0;
+    return rc;
+}
+
+// Rows: whole output channels, through a mask.
+static int rows_mask(stream_ctx *c, const eng_scorer *sc, double sparsity,
+                     uint64_t *mask, uint64_t *want, sh_diag *d)
+{
+    uint64_t k = eng_count_for(sparsity, sc->rows);
+    double *score = malloc(sc->rows * sizeof *score);
+    uint64_t *idx = malloc(sc->rows * sizeof *idx);
+    int rc = 0;
+    if (score && idx) {
+        if (eng_mask_rows(mask, sc, k, c->s->norm, score, idx))
+            rc = SH_ENUMERIC;
+    } else {
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    }
+    free(score);
+    free(idx);
+    *want = k * sc->cols;
+    return rc;
+}
+
+// One target: magnitude on F16/BF16/F32 takes the fused kernels (no mask);
+// everything else builds a mask first. Both give the same bytes (the tests
+// hold them to it).
+static int prune_target(stream_ctx *c, eng_loaded *ld, eng_layer_report *l,
+                        sh_diag *d)
+{
+    size_t ti = ld->ti;
+    const eng_tensor_info *t = eng_model_tensor(c->m, ti);
+    const eng_plan *p = &c->plans[ti];
+    eng_src src = {.mem = ld->data};
+    src.st = ld->data ? NULL : tensor_file(c->m, ti, &src.idx);
+    uint64_t want = ld->want;
+    eng_threshold *thr = pooled(c, ti) ? &c->pooled : &ld->thr;
+    int rc = 0;
+
+    if (p->pattern.kind == ENG_PATTERN_NM) {
+        want = t->numel / (uint64_t)p->pattern.m *
+               (uint64_t)(p->pattern.m - p->pattern.n);
+        if (!ld->data)
+            return eng_write_nm(c->w, ti, src, t->dtype, t->numel, l, want,
+                                c->h, d);
+    } else if (p->pattern.kind == ENG_PATTERN_UNSTRUCTURED && !ld->data) {
+        // pooled: want stays 0, global scope has no per-layer count
+        return eng_write_threshold(c->w, ti, src, t->dtype, t->numel, thr, l,
+                                   want, c->h, d);
+    }
+
+    // Off the fast path: the whole tensor is in memory; build a mask.
+    eng_scorer sc;
+    scorer_for(c, ti, ld->data, &sc);
+    uint64_t *mask = malloc(eng_mask_words(t->numel) * sizeof *mask);
+    if (!mask)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    switch (p->pattern.kind) {
+    case ENG_PATTERN_NM:
+        if (eng_mask_nm(mask, &sc, p->pattern.n, p->pattern.m))
+            rc = SH_ENUMERIC;
+        break;
+    case ENG_PATTERN_ROWS:
+        rc = rows_mask(c, &sc, p->sparsity, mask, &want, d);
+        break;
+    default: eng_mask_threshold(mask, &sc, thr);
+    }
+    if (rc == SH_ENUMERIC)
+        rc = nonfinite(d, t->name);
+    if (rc == 0)
+        rc = eng_write_masked(c->w, ti, ld->data, t->dtype, t->numel, mask, l,
+                              want, c->h, d);
+    free(mask);
+    return rc;
+}
+
+static int stream_tensor(stream_ctx *c, eng_loaded *ld, sh_diag *d)
+{
+    const eng_tensor_info *t = eng_model_tensor(c->m, ld->ti);
+    const eng_plan *p = &c->plans[ld->ti];
+    if (ld->rc != 0) {
+        *d = ld->d;
+        return ld->rc;
+    }
+    c->r->model_params += t->numel;
+    if (!p->target) {
+        c->r->model_zeros += ld->zeros;
+        return eng_out_copy(c->w, ld->ti, d);
+    }
+    eng_layer_report *l = eng_report_add_layer(c->r, t, p);
+    if (!l)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    int rc = prune_target(c, ld, l, d);
+    if (rc == 0) {
+        c->r->target_tensors++;
+        c->r->target_params += t->numel;
+        c->r->target_zeros += l->zeros;
+        c->r->model_zeros += l->zeros;
+    }
+    return rc;
+}
+
+static int prune_streaming(const eng_model *m, const eng_spec *s,
+                           const eng_options *o, const eng_hooks *h, eng_out *w,
+                           eng_report *r, eng_plan *plans, sh_diag *d)
+{
+    stream_ctx c = {.m = m,
+                    .s = s,
+                    .o = o,
+                    .h = h,
+                    .w = w,
+                    .r = r,
+                    .plans = plans,
+                    .global = s->scope == ENG_SCOPE_GLOBAL};
+    size_t nt = eng_model_tensor_count(m);
+    size_t *order = malloc((nt ? nt : 1) * sizeof *order);
+    if (!order)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (size_t i = 0; i < nt; i++) {
+        const eng_tensor_info *t = eng_model_tensor(m, i);
+        uint64_t bytes = t->end - t->begin;
+        c.bytes_total += bytes;
+        c.largest = bytes > c.largest ? bytes : c.largest;
+        order[i] = i;
+    }
+    double base = 0, span = 1;
+    int rc = 0;
+    if (c.global) {
+        rc = select_global(&c, d);
+        base = 0.5, span = 0.5;
+    }
+    eng_reader *rd = NULL;
+    if (rc == 0)
+        rc = eng_reader_start(&rd, m, order, nt, c.largest, threaded(&c),
+                              want_bytes, prepare, &c, d);
+    c.bytes_done = 0;
+    eng_loaded *ld;
+    while (rc == 0 && (ld = eng_reader_next(rd))) {
+        const eng_tensor_info *t = eng_model_tensor(m, ld->ti);
+        progress(&c, "pruning", ld->ti + 1, nt, t->name, base, span);
+        rc = eng_hooks_cancelled(h) ? SH_ECANCELED : stream_tensor(&c, ld, d);
+        eng_reader_release(rd, ld);
+        c.bytes_done += t->end - t->begin;
+    }
+    eng_reader_stop(rd);
+    if (rc == 0)
+        progress(&c, "pruning", nt, nt, NULL, base, span);
+    free(order);
+    return rc;
+}
+
+// The metric of a model on the evaluation set (dense: the input model;
+// pruned: the written folder, so what is measured is what is shipped).
+static int measure(const eng_model *m, const char *path, const eng_hooks *h,
+                   eng_metric *out, sh_diag *d)
+{
+    eng_net *net = NULL;
+    eng_dataset ds = {0};
+    int rc = eng_net_open(&net, m, d);
+    if (rc == 0 &&
+        (rc = eng_dataset_load(&ds, path, 0, eng_net_vocab(net),
+                               eng_net_classes(net), h, d)) == 0 &&
+        (rc = eng_net_check_dataset(net, &ds.info, d)) == 0)
+        rc = eng_net_evaluate(net, &ds, h, out, d);
+    else if (rc != 0 && rc != SH_ECANCELED)
+        sh_diag_prefix(d, "evaluation");
+    eng_dataset_deinit(&ds);
+    eng_net_close(net);
+    return rc;
+}
+
+static void phase(const eng_hooks *h, const char *name, double fraction)
+{
+    eng_progress p = {
+        .phase = name, .step = 1, .steps = 1, .fraction = fraction};
+    eng_hooks_progress(h, &p);
+}
+
+int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
+              const eng_hooks *h, eng_report *r, sh_diag *d)
+{
+    double t0 = sh_time_mono();
+    size_t nt = eng_model_tensor_count(m);
+    const eng_tensor_info **ts = malloc((nt ? nt : 1) * sizeof *ts);
+    eng_plan *plans = malloc((nt ? nt : 1) * sizeof *plans);
+    eng_out *w = NULL;
+    eng_model *pruned = NULL;
+    eng_metric dense, after;
+    int rc = 0;
+    if (!ts || !plans) {
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        ts[i] = eng_model_tensor(m, i);
+        eng_spec_plan(s, ts[i], &plans[i]);
+    }
+    if ((rc = eng_spec_check_model(s, m, 0, d)) != 0)
+        goto out;
+    if (o->evaluation_path) {
+        phase(h, "evaluating dense", 0.0);
+        if ((rc = measure(m, o->evaluation_path, h, &dense, d)) != 0)
+            goto out;
+    }
+    if ((rc = eng_out_open(&w, m, o, d)) != 0)
+        goto out;
+    // Calibration data means the sequential pipeline, for every method:
+    // the reconstruction errors need the layers' inputs.
+    if (eng_methods[s->method].needs_calibration || o->calibration_path)
+        rc = eng_prune_calibrated(m, s, o, h, w, r, d);
+    else
+        rc = prune_streaming(m, s, o, h, w, r, plans, d);
+    // Polls between the phases too: finishing syncs every file.
+    if (rc == 0 && eng_hooks_cancelled(h))
+        rc = SH_ECANCELED;
+    if (rc == 0)
+        rc = eng_out_finish(w, d);
+    if (rc == 0 && eng_hooks_cancelled(h))
+        rc = SH_ECANCELED;
+    if (rc == 0 && o->evaluation_path) {
+        phase(h, "evaluating pruned", 0.9);
+        rc = eng_model_open(&pruned, o->out_dir, d);
+        if (rc == 0)
+            rc = measure(pruned, o->evaluation_path, h, &after, d);
+        if (rc == 0) {
+            r->has_metric = true;
+            r->metric_name = dense.name;
+            r->metric_dense = dense.value;
+            r->metric_pruned = after.value;
+        }
+    }
+    r->seconds = sh_time_mono() - t0;
+    if (rc == 0)
+        rc = eng_manifest_write(m, s, r, o, d);
+out:
+    if (rc == SH_ECANCELED) // from any phase, the dense evaluation too
+        sh_diag_set(d, rc, "", "cancelled");
+    eng_model_close(pruned);
+    eng_out_destroy(w);
+    free(ts);
+    free(plans);
+    return rc;
+}

@@ -1,0 +1,114 @@
+// report.c: the run report and its JSON form.
+#include "engine/run/report.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void eng_report_init(eng_report *r, const eng_spec *s)
+{
+    memset(r, 0, sizeof *r);
+    r->method = s->method;
+    r->pattern = s->pattern;
+    r->scope = s->scope;
+    r->sparsity = s->sparsity;
+}
+
+void eng_report_deinit(eng_report *r)
+{
+    for (size_t i = 0; i < r->n_layers; i++)
+        free(r->layers[i].name);
+    free(r->layers);
+    memset(r, 0, sizeof *r);
+}
+
+eng_layer_report *eng_report_add_layer(eng_report *r, const eng_tensor_info *t,
+                                       const eng_plan *p)
+{
+    if (r->n_layers == r->cap_layers) {
+        size_t cap = r->cap_layers ? 2 * r->cap_layers : 32;
+        eng_layer_report *l = realloc(r->layers, cap * sizeof *l);
+        if (!l)
+            return NULL;
+        r->layers = l;
+        r->cap_layers = cap;
+    }
+    eng_layer_report *l = &r->layers[r->n_layers];
+    memset(l, 0, sizeof *l);
+    if (!(l->name = strdup(t->name)))
+        return NULL;
+    r->n_layers++;
+    l->dtype = t->dtype;
+    l->ndim = t->ndim;
+    memcpy(l->shape, t->shape, sizeof l->shape);
+    l->params = t->numel;
+    l->target_sparsity = p->sparsity;
+    l->pattern = p->pattern;
+    l->recon_error = NAN;
+    l->damping = NAN;
+    return l;
+}
+
+eng_layer_report *eng_report_layer(eng_report *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_layers; i++)
+        if (strcmp(r->layers[i].name, name) == 0)
+            return &r->layers[i];
+    return NULL;
+}
+
+static double ratio(uint64_t a, uint64_t b)
+{
+    return b ? (double)a / (double)b : 0.0;
+}
+
+static json_t *layer_json(const eng_layer_report *l)
+{
+    char pat[16];
+    eng_pattern_format(pat, sizeof pat, l->pattern);
+    json_t *shape = json_array();
+    for (int k = 0; k < l->ndim; k++)
+        json_array_append_new(shape, json_integer(l->shape[k]));
+    json_t *j = json_pack(
+        "{s:s, s:o, s:s, s:I, s:I, s:f, s:f, s:s, s:b}", "name", l->name,
+        "shape", shape, "dtype", eng_dtype_name(l->dtype), "params",
+        (json_int_t)l->params, "zeros", (json_int_t)l->zeros, "sparsity",
+        ratio(l->zeros, l->params), "target_sparsity", l->target_sparsity,
+        "pattern", pat, "pattern_ok", l->pattern_ok);
+    if (!isnan(l->recon_error))
+        json_object_set_new(j, "recon_error", json_real(l->recon_error));
+    if (!isnan(l->damping))
+        json_object_set_new(j, "damping", json_real(l->damping));
+    return j;
+}
+
+json_t *eng_report_to_json(const eng_report *r)
+{
+    char pat[16];
+    eng_pattern_format(pat, sizeof pat, r->pattern);
+    json_t *layers = json_array();
+    for (size_t i = 0; i < r->n_layers; i++)
+        json_array_append_new(layers, layer_json(&r->layers[i]));
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:f, s:{s:I, s:I, s:I, s:f}, s:{s:I, s:I, s:f}, "
+        "s:o, s:f}",
+        "method", eng_methods[r->method].name, "pattern", pat, "scope",
+        eng_scope_name(r->scope), "sparsity", r->sparsity, "targets", "tensors",
+        (json_int_t)r->target_tensors, "params", (json_int_t)r->target_params,
+        "zeros", (json_int_t)r->target_zeros, "sparsity",
+        ratio(r->target_zeros, r->target_params), "model", "params",
+        (json_int_t)r->model_params, "zeros", (json_int_t)r->model_zeros,
+        "sparsity", ratio(r->model_zeros, r->model_params), "layers", layers,
+        "seconds", r->seconds);
+    if (r->has_metric)
+        json_object_set_new(j, "metric",
+                            json_pack("{s:s, s:f, s:f}", "name", r->metric_name,
+                                      "dense", r->metric_dense, "pruned",
+                                      r->metric_pruned));
+    if (r->calib_samples > 0)
+        json_object_set_new(j, "calibration",
+                            json_pack("{s:I, s:I}", "samples",
+                                      (json_int_t)r->calib_samples, "tokens",
+                                      (json_int_t)r->calib_tokens));
+    return j;
+}

@@ -1,0 +1,68 @@
+// report.h: what a pruning run did, tensor by tensor, and what it cost.
+//
+// The JSON form (eng_report_to_json) is the job's `result` in the API and
+// the `--report` file of the CLI; its field names are a public contract:
+//
+//   {"method", "pattern", "scope", "sparsity",
+//    "targets": {"tensors", "params", "zeros", "sparsity"},
+//    "model":   {"params", "zeros", "sparsity"},
+//    "layers":  [{"name", "shape", "dtype", "params", "zeros", "sparsity",
+//                 "target_sparsity", "pattern", "pattern_ok",
+//                 "recon_error"?, "damping"?}],
+//    "metric"?: {"name", "dense", "pruned"},
+//    "calibration"?: {"samples", "tokens"},
+//    "seconds"}
+#ifndef ENG_REPORT_H
+#define ENG_REPORT_H
+
+#include "engine/io/safetensors.h"
+#include "engine/spec/spec.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct eng_layer_report {
+    char *name;
+    eng_dtype dtype;
+    int ndim;
+    int64_t shape[ENG_MAX_DIMS];
+    uint64_t params, zeros;
+    double target_sparsity;
+    eng_pattern pattern;
+    bool pattern_ok;    // N:M holds in every group; exact count otherwise
+    double recon_error; // NAN when there was no calibration data
+    double damping;     // NAN unless SparseGPT ran
+} eng_layer_report;
+
+typedef struct eng_report {
+    eng_method method;
+    eng_pattern pattern;
+    eng_scope scope;
+    double sparsity;
+    uint64_t target_tensors, target_params, target_zeros;
+    uint64_t model_params, model_zeros;
+    eng_layer_report *layers;
+    size_t n_layers, cap_layers;
+    bool has_metric;
+    const char *metric_name; // "perplexity" or "accuracy"
+    double metric_dense, metric_pruned;
+    int64_t calib_samples, calib_tokens; // 0 without calibration
+    double seconds;
+} eng_report;
+
+void eng_report_init(eng_report *r, const eng_spec *s);
+void eng_report_deinit(eng_report *r);
+
+// Appends a layer row for tensor t; returns it (owned by r), or NULL when
+// out of memory. recon_error and damping start as NAN.
+eng_layer_report *eng_report_add_layer(eng_report *r, const eng_tensor_info *t,
+                                       const eng_plan *p);
+
+// The JSON form described above (a new reference).
+json_t *eng_report_to_json(const eng_report *r);
+
+// Finds the layer row called name, or NULL.
+eng_layer_report *eng_report_layer(eng_report *r, const char *name);
+
+#endif

@@ -1,0 +1,485 @@
+// mask.c: scorers, radix selection and masks for every pattern.
+#include "engine/select/mask.h"
+
+#include "engine/select/kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 4096 // keys computed at a time; a multiple of 64
+
+// --- scorers
+
+static inline uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; s && *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
+void eng_scorer_init(eng_scorer *s, eng_score_kind kind, eng_dtype dtype,
+                     const void *data, uint64_t rows, uint64_t cols,
+                     uint64_t seed, const char *name, const float *scale)
+{
+    *s = (eng_scorer){.kind = kind,
+                      .dtype = dtype,
+                      .data = data,
+                      .rows = rows,
+                      .cols = cols,
+                      .salt = splitmix64(seed ^ fnv1a(name)),
+                      .scale = scale};
+}
+
+// keys (n,) <- bits of |w| for elements [start, start+n); returns the OR of
+// a "non-finite" flag over them.
+static bool abs_keys(const eng_scorer *s, uint32_t *restrict keys,
+                     uint64_t start, size_t n)
+{
+    const unsigned char *p = s->data + start * eng_dtype_size(s->dtype);
+    uint32_t bad = 0;
+    switch (s->dtype) {
+    case ENG_DTYPE_F32:
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            u &= 0x7fffffffu;
+            bad |= u >= 0x7f800000u;
+            keys[i] = u;
+        }
+        break;
+    case ENG_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            uint32_t u = (uint32_t)(h & 0x7fffu) << 16;
+            bad |= u >= 0x7f800000u;
+            keys[i] = u;
+        }
+        break;
+    case ENG_DTYPE_F16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            h &= 0x7fffu;
+            bad |= h >= 0x7c00u;
+            keys[i] = eng_f32_bits(eng_f16_to_f32(h));
+        }
+        break;
+    case ENG_DTYPE_F64:
+        for (size_t i = 0; i < n; i++) {
+            double v;
+            memcpy(&v, p + 8 * i, 8);
+            v = fabs(v);
+            bad |= !(v <= 3.4028234663852886e38);
+            keys[i] = eng_f32_bits((float)v) & 0x7fffffffu;
+        }
+        break;
+    default: memset(keys, 0, n * sizeof *keys);
+    }
+    return bad != 0;
+}
+
+bool eng_scorer_keys(const eng_scorer *s, uint32_t *restrict keys,
+                     uint64_t start, size_t n)
+{
+    bool bad = abs_keys(s, keys, start, n);
+    switch (s->kind) {
+    case ENG_SCORE_MAGNITUDE: break;
+    case ENG_SCORE_RANDOM:
+        for (size_t i = 0; i < n; i++)
+            keys[i] = (uint32_t)(splitmix64(s->salt + start + i) >> 32);
+        break;
+    case ENG_SCORE_SCALED: {
+        uint64_t col = start % s->cols;
+        for (size_t i = 0; i < n; i++) {
+            float v = eng_bits_f32(keys[i]) * s->scale[col];
+            uint32_t u = eng_f32_bits(v);
+            bad |= u >= 0x7f800000u;
+            keys[i] = u;
+            if (++col == s->cols)
+                col = 0;
+        }
+        break;
+    }
+    default: break;
+    }
+    return bad;
+}
+
+// --- counting and selection
+
+uint64_t eng_count_for(double s, uint64_t n)
+{
+    double k = nearbyint(s * (double)n);
+    if (!(k > 0))
+        return 0;
+    if (k >= (double)n)
+        return n;
+    return (uint64_t)k;
+}
+
+static inline void swap32(uint32_t *a, uint32_t *b)
+{
+    uint32_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+uint32_t eng_select_kth(uint32_t *a, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n - 1;
+    while (hi > lo) {
+        // median of three as pivot, then a three-way partition so runs of
+        // equal keys (pruned zeros, say) cost one pass.
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < a[lo])
+            swap32(&a[mid], &a[lo]);
+        if (a[hi] < a[lo])
+            swap32(&a[hi], &a[lo]);
+        if (a[hi] < a[mid])
+            swap32(&a[hi], &a[mid]);
+        uint32_t pivot = a[mid];
+        size_t lt = lo, i = lo, gt = hi;
+        while (i <= gt) {
+            if (a[i] < pivot)
+                swap32(&a[lt++], &a[i++]);
+            else if (a[i] > pivot)
+                swap32(&a[i], &a[gt--]);
+            else
+                i++;
+        }
+        if (k < lt)
+            hi = lt - 1;
+        else if (k > gt)
+            lo = gt + 1;
+        else
+            return pivot;
+    }
+    return a[lo];
+}
+
+// Finds the bucket holding the k-th (1-based) key; *below = keys in lower
+// buckets.
+static uint32_t find_bucket(const uint64_t *hist, uint64_t k, uint64_t *below)
+{
+    uint64_t acc = 0;
+    for (uint32_t b = 0; b < 65536; b++) {
+        if (acc + hist[b] >= k) {
+            *below = acc;
+            return b;
+        }
+        acc += hist[b];
+    }
+    *below = acc;
+    return 65535;
+}
+
+int eng_select_init(eng_select *s, uint64_t k, uint64_t total)
+{
+    memset(s, 0, sizeof *s);
+    s->k = k;
+    s->total = total;
+    s->pass = 1;
+    if (k == 0) {
+        s->done = true;
+        s->result = (eng_threshold){0, 0};
+        return 0;
+    }
+    if (k >= total) {
+        s->done = true;
+        s->result = (eng_threshold){UINT32_MAX, total};
+        return 0;
+    }
+    s->hist = calloc(65536, sizeof *s->hist);
+    s->sub = calloc(2 * 65536, sizeof *s->sub);
+    if (!s->hist || !s->sub) {
+        eng_select_deinit(s);
+        return SH_ENOMEM;
+    }
+    return 0;
+}
+
+void eng_select_deinit(eng_select *s)
+{
+    free(s->hist);
+    free(s->sub);
+    s->hist = NULL;
+    s->sub = NULL;
+}
+
+static void fold_sub(eng_select *s)
+{
+    for (size_t b = 0; b < 65536; b++)
+        s->hist[b] += (uint64_t)s->sub[b] + s->sub[65536 + b];
+    memset(s->sub, 0, 2 * 65536 * sizeof *s->sub);
+    s->pending = 0;
+}
+
+// Pass 1 for magnitude on F16/BF16/F32: histogram the bytes directly.
+// Non-finite values are the keys that land in the top buckets.
+static bool feed_magnitude(eng_select *s, const eng_scorer *sc)
+{
+    uint64_t numel = sc->rows * sc->cols;
+    size_t es = eng_dtype_size(sc->dtype);
+    if (s->pass == 2) {
+        eng_k_hist_lo(s->hist, sc->data, sc->dtype, numel, s->hi);
+        return false;
+    }
+    uint64_t bad = eng_k_nonfinite(s->sub);
+    const uint64_t step = 1ull << 28; // folds keep the u32 counts exact
+    for (uint64_t at = 0; at < numel; at += step) {
+        size_t m = numel - at < step ? (size_t)(numel - at) : (size_t)step;
+        s->or_low |= eng_k_hist_hi(s->sub, sc->data + at * es, sc->dtype, m);
+        s->pending += m;
+        if (eng_k_nonfinite(s->sub) != bad)
+            return true;
+        if (s->pending > (1ull << 31)) {
+            fold_sub(s);
+            bad = 0;
+        }
+    }
+    return false;
+}
+
+bool eng_select_feed(eng_select *s, const eng_scorer *sc)
+{
+    if (s->done)
+        return false;
+    if (sc->kind == ENG_SCORE_MAGNITUDE && eng_k_supports(sc->dtype))
+        return feed_magnitude(s, sc);
+    uint32_t keys[CHUNK];
+    uint64_t numel = sc->rows * sc->cols;
+    for (uint64_t at = 0; at < numel; at += CHUNK) {
+        size_t m = numel - at < CHUNK ? (size_t)(numel - at) : CHUNK;
+        if (eng_scorer_keys(sc, keys, at, m))
+            return true;
+        if (s->pass == 2) {
+            for (size_t i = 0; i < m; i++)
+                if ((keys[i] >> 16) == s->hi)
+                    s->hist[keys[i] & 0xffffu]++;
+            continue;
+        }
+        // Two sub-histograms alternate so runs of one bucket do not
+        // serialise on a single counter; folded before they can overflow.
+        uint32_t *a = s->sub, *b = s->sub + 65536;
+        uint32_t or_low = 0;
+        size_t i = 0;
+        for (; i + 1 < m; i += 2) {
+            a[keys[i] >> 16]++;
+            b[keys[i + 1] >> 16]++;
+            or_low |= (keys[i] | keys[i + 1]) & 0xffffu;
+        }
+        for (; i < m; i++) {
+            a[keys[i] >> 16]++;
+            or_low |= keys[i] & 0xffffu;
+        }
+        s->or_low |= or_low;
+        s->pending += m;
+        if (s->pending > (1ull << 31))
+            fold_sub(s);
+    }
+    return false;
+}
+
+void eng_select_next(eng_select *s)
+{
+    if (s->done)
+        return;
+    uint64_t below = 0;
+    if (s->pass == 1) {
+        fold_sub(s);
+        s->hi = find_bucket(s->hist, s->k, &below);
+        s->r = s->k - below;  // >= 1
+        if (s->or_low == 0) { // every low half is zero: no second pass
+            s->result = (eng_threshold){s->hi << 16, s->r};
+            s->done = true;
+            return;
+        }
+        memset(s->hist, 0, 65536 * sizeof *s->hist);
+        s->pass = 2;
+        return;
+    }
+    uint32_t lo = find_bucket(s->hist, s->r, &below);
+    s->result = (eng_threshold){(s->hi << 16) | lo, s->r - below};
+    s->done = true;
+}
+
+int eng_select_one(const eng_scorer *sc, uint64_t k, eng_threshold *out)
+{
+    eng_select sel;
+    int rc = eng_select_init(&sel, k, sc->rows * sc->cols);
+    while (rc == 0 && !sel.done) {
+        if (eng_select_feed(&sel, sc))
+            rc = SH_ENUMERIC;
+        else
+            eng_select_next(&sel);
+    }
+    if (rc == 0)
+        *out = sel.result;
+    eng_select_deinit(&sel);
+    return rc;
+}
+
+// --- masks
+
+void eng_mask_threshold(uint64_t *mask, const eng_scorer *s, eng_threshold *t)
+{
+    uint64_t numel = s->rows * s->cols;
+    uint32_t keys[CHUNK];
+    uint32_t cut = t->key;
+    uint64_t ties = t->ties;
+    for (uint64_t at = 0; at < numel; at += CHUNK) {
+        size_t m = numel - at < CHUNK ? (size_t)(numel - at) : CHUNK;
+        eng_scorer_keys(s, keys, at, m);
+        for (size_t w = 0; w < (m + 63) / 64; w++) {
+            uint64_t bits = 0;
+            size_t end = (w + 1) * 64 < m ? (w + 1) * 64 : m;
+            for (size_t i = w * 64; i < end; i++)
+                bits |= (uint64_t)(keys[i] < cut) << (i & 63);
+            if (ties) {
+                for (size_t i = w * 64; i < end && ties; i++) {
+                    if (keys[i] == cut) {
+                        bits |= 1ull << (i & 63);
+                        ties--;
+                    }
+                }
+            }
+            mask[(at >> 6) + w] = bits;
+        }
+    }
+    t->ties = ties;
+}
+
+static inline void set_bit(uint64_t *mask, uint64_t i)
+{
+    mask[i >> 6] |= 1ull << (i & 63);
+}
+
+bool eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m)
+{
+    uint64_t numel = s->rows * s->cols;
+    memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
+    // Chunks hold whole groups: a multiple of m, and of 64 for alignment.
+    size_t chunk = (size_t)(CHUNK / (64 * m)) * 64 * (size_t)m;
+    if (chunk == 0)
+        chunk = 64 * (size_t)m;
+    uint32_t *keys = malloc(chunk * sizeof *keys);
+    if (!keys)
+        abort(); // (64 * 32) keys: a failure here is not recoverable
+    int drop = m - n;
+    bool bad = false;
+    for (uint64_t at = 0; at < numel; at += chunk) {
+        size_t len = numel - at < chunk ? (size_t)(numel - at) : chunk;
+        bad |= eng_scorer_keys(s, keys, at, len);
+        for (size_t g = 0; g < len; g += (size_t)m) {
+            const uint32_t *k = keys + g;
+            if (m == 4 && drop == 2) {
+                // 2:4, the common case: rank without loops.
+                for (int i = 0; i < 4; i++) {
+                    int rank = 0;
+                    for (int j = 0; j < 4; j++)
+                        rank += k[j] < k[i] || (k[j] == k[i] && j < i);
+                    if (rank < 2)
+                        set_bit(mask, at + g + (size_t)i);
+                }
+                continue;
+            }
+            for (int i = 0; i < m; i++) {
+                int rank = 0;
+                for (int j = 0; j < m; j++)
+                    rank += k[j] < k[i] || (k[j] == k[i] && j < i);
+                if (rank < drop)
+                    set_bit(mask, at + g + (size_t)i);
+            }
+        }
+    }
+    free(keys);
+    return bad;
+}
+
+bool eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
+                      uint32_t *work)
+{
+    uint64_t numel = s->rows * s->cols;
+    memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
+    bool bad = false;
+    size_t cols = (size_t)s->cols;
+    uint32_t *keys = work, *tmp = work + cols;
+    for (uint64_t r = 0; r < s->rows && k > 0; r++) {
+        uint64_t base = r * s->cols;
+        bad |= eng_scorer_keys(s, keys, base, cols);
+        if (k >= s->cols) {
+            for (size_t i = 0; i < cols; i++)
+                set_bit(mask, base + i);
+            continue;
+        }
+        memcpy(tmp, keys, cols * sizeof *tmp);
+        uint32_t cut = eng_select_kth(tmp, cols, (size_t)k - 1);
+        uint64_t lt = 0;
+        for (size_t i = 0; i < cols; i++)
+            lt += keys[i] < cut;
+        uint64_t ties = k - lt;
+        for (size_t i = 0; i < cols; i++) {
+            if (keys[i] < cut || (keys[i] == cut && ties > 0)) {
+                if (keys[i] == cut)
+                    ties--;
+                set_bit(mask, base + i);
+            }
+        }
+    }
+    return bad;
+}
+
+static int by_score(const void *a, const void *b, void *ctx)
+{
+    const double *score = ctx;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    if (score[x] != score[y])
+        return score[x] < score[y] ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+bool eng_mask_rows(uint64_t *mask, const eng_scorer *s, uint64_t k,
+                   eng_norm norm, double *score, uint64_t *idx)
+{
+    uint64_t numel = s->rows * s->cols;
+    memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
+    uint32_t keys[CHUNK];
+    bool bad = false;
+    for (uint64_t r = 0; r < s->rows; r++) {
+        double acc = 0;
+        for (uint64_t at = 0; at < s->cols; at += CHUNK) {
+            size_t m = s->cols - at < CHUNK ? (size_t)(s->cols - at) : CHUNK;
+            bad |= eng_scorer_keys(s, keys, r * s->cols + at, m);
+            if (s->kind == ENG_SCORE_RANDOM)
+                continue;
+            for (size_t i = 0; i < m; i++) {
+                double v = eng_bits_f32(keys[i]);
+                acc += norm == ENG_NORM_L1 ? v : v * v;
+            }
+        }
+        score[r] =
+            s->kind == ENG_SCORE_RANDOM
+                ? (double)(splitmix64(s->salt ^ (r * 0x2545f4914f6cdd1dull)) >>
+                           11)
+                : (norm == ENG_NORM_L2 ? sqrt(acc) : acc);
+        idx[r] = r;
+    }
+    qsort_r(idx, (size_t)s->rows, sizeof *idx, by_score, score);
+    for (uint64_t i = 0; i < k && i < s->rows; i++) {
+        uint64_t base = idx[i] * s->cols;
+        for (uint64_t c = 0; c < s->cols; c++)
+            set_bit(mask, base + c);
+    }
+    return bad;
+}

@@ -1,0 +1,798 @@
+// spec.c: parsing, defaults and checks of the job spec.
+#include "engine/spec/spec.h"
+
+#include "common/util.h"
+#include "engine/io/model.h"
+#include "engine/nets/net.h"
+
+#include <assert.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const eng_method_info eng_methods[ENG_METHOD_COUNT] = {
+#define ENG_METHOD_ROW(e, nm, calib, global)                                   \
+    [ENG_METHOD_##e] = {                                                       \
+        .name = nm, .needs_calibration = calib, .supports_global = global},
+    ENG_METHODS(ENG_METHOD_ROW)
+#undef ENG_METHOD_ROW
+};
+
+static const char *const scope_names[ENG_SCOPE_COUNT] = {
+    [ENG_SCOPE_LAYER] = "layer",
+    [ENG_SCOPE_GLOBAL] = "global",
+};
+static const char *const norm_names[ENG_NORM_COUNT] = {
+    [ENG_NORM_L1] = "l1",
+    [ENG_NORM_L2] = "l2",
+};
+static_assert(SH_ARRAY_LEN(scope_names) == ENG_SCOPE_COUNT, "scope names");
+static_assert(SH_ARRAY_LEN(norm_names) == ENG_NORM_COUNT, "norm names");
+
+const char *eng_scope_name(eng_scope s) { return scope_names[s]; }
+const char *eng_norm_name(eng_norm n) { return norm_names[n]; }
+
+#define DEFAULT_SAMPLES 0 // all rows of the calibration set
+#define MAX_SAMPLES 1000000
+
+// Names, norms and embeddings are not pruned by default.
+static const char default_exclude[] =
+    "(^|\\.)(lm_head|wte|wpe)\\.|embed|norm|(^|\\.)ln_[^.]*\\.";
+
+static int bad(sh_diag *d, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int bad(sh_diag *d, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = sh_diag_vset(d, SH_ESPEC, field, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+// --- patterns
+
+void eng_pattern_format(char *buf, size_t size, eng_pattern p)
+{
+    switch (p.kind) {
+    case ENG_PATTERN_NM: snprintf(buf, size, "%d:%d", p.n, p.m); break;
+    case ENG_PATTERN_ROWS: snprintf(buf, size, "rows"); break;
+    default: snprintf(buf, size, "unstructured");
+    }
+}
+
+// Reads 1 to 3 decimal digits at *p.
+static bool digits(const char **p, int *out)
+{
+    int v = 0, k = 0;
+    while (k < 3 && **p >= '0' && **p <= '9') {
+        v = v * 10 + (**p - '0');
+        (*p)++;
+        k++;
+    }
+    *out = v;
+    return k > 0 && !(**p >= '0' && **p <= '9');
+}
+
+int eng_pattern_parse(const char *word, eng_pattern *out, const char *field,
+                      sh_diag *d)
+{
+    if (strcmp(word, "unstructured") == 0) {
+        *out = (eng_pattern){ENG_PATTERN_UNSTRUCTURED, 0, 0};
+        return 0;
+    }
+    if (strcmp(word, "rows") == 0) {
+        *out = (eng_pattern){ENG_PATTERN_ROWS, 0, 0};
+        return 0;
+    }
+    // Digits only: no signs, no spaces.
+    int n = 0, m = 0;
+    const char *p = word;
+    if (digits(&p, &n) && *p++ == ':' && digits(&p, &m) && *p == '\0') {
+        if (n <= 0 || m > 32 || n >= m)
+            return bad(d, field,
+                       "pattern \"%s\": N:M needs 0 < N < M <= 32, where N "
+                       "is the number of weights kept in every M",
+                       word);
+        *out = (eng_pattern){ENG_PATTERN_NM, n, m};
+        return 0;
+    }
+    return bad(d, field,
+               "pattern \"%s\" is not one of unstructured, rows, or N:M "
+               "such as 2:4 (keep 2 of every 4)",
+               word);
+}
+
+// --- regexes
+
+static int regex_compile(eng_regex *r, const json_t *v, const char *field,
+                         sh_diag *d)
+{
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return bad(d, field, "%s must be a non-empty regex string", field);
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return bad(d, field, "%s holds a NUL character", field);
+    return eng_regex_compile(r, json_string_value(v), field, d);
+}
+
+static int parse_regex_list(const json_t *v, const char *field, eng_regex **out,
+                            size_t *count, sh_diag *d)
+{
+    if (!json_is_array(v))
+        return bad(d, field, "%s must be an array of regex strings", field);
+    size_t n = json_array_size(v);
+    if (n > ENG_SPEC_MAX_REGEXES)
+        return bad(d, field, "%s has %zu entries, at most %d", field, n,
+                   ENG_SPEC_MAX_REGEXES);
+    eng_regex *rs = calloc(n ? n : 1, sizeof *rs);
+    if (!rs)
+        return sh_diag_set(d, SH_ENOMEM, field, "out of memory");
+    *out = rs;
+    for (size_t i = 0; i < n; i++) {
+        char f[64];
+        snprintf(f, sizeof f, "%s[%zu]", field, i);
+        int rc = regex_compile(&rs[i], json_array_get(v, i), f, d);
+        if (rc != 0)
+            return rc;
+        *count = i + 1;
+    }
+    return 0;
+}
+
+// --- field helpers
+
+static int check_keys(const json_t *obj, const char *prefix,
+                      const char *const *known, sh_diag *d)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach ((json_t *)obj, k, v) {
+        bool ok = false;
+        for (const char *const *p = known; *p; p++)
+            ok = ok || strcmp(*p, k) == 0;
+        if (!ok) {
+            char f[160];
+            snprintf(f, sizeof f, "%s%s", prefix, k);
+            return bad(d, f, "unknown field \"%s\"", f);
+        }
+    }
+    return 0;
+}
+
+static int get_string(const json_t *obj, const char *key, const char *field,
+                      const char **out, sh_diag *d)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) {
+        *out = NULL;
+        return 0;
+    }
+    if (!json_is_string(v))
+        return bad(d, field, "%s must be a string", field);
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int get_fraction(const json_t *v, const char *field, double *out,
+                        sh_diag *d)
+{
+    if (!json_is_number(v))
+        return bad(d, field, "%s must be a number between 0 and 1", field);
+    double x = json_number_value(v);
+    if (!(x >= 0.0 && x <= 1.0))
+        return bad(d, field, "%s is %g; it must lie between 0 and 1", field, x);
+    *out = x == 0.0 ? 0.0 : x; // -0.0 is echoed as 0.0
+    return 0;
+}
+
+static int dup_str(char **dst, const char *src, const char *field, sh_diag *d)
+{
+    if (!src)
+        return 0;
+    if (!(*dst = strdup(src)))
+        return sh_diag_set(d, SH_ENOMEM, field, "out of memory");
+    return 0;
+}
+
+static double implied_sparsity(eng_pattern p)
+{
+    return p.kind == ENG_PATTERN_NM ? (double)(p.m - p.n) / p.m : -1;
+}
+
+// Reconciles an explicit sparsity with an N:M pattern, which implies one.
+static int settle_sparsity(eng_pattern p, bool given, double *sparsity,
+                           const char *field, sh_diag *d)
+{
+    double implied = implied_sparsity(p);
+    if (implied < 0)
+        return 0;
+    if (given && fabs(*sparsity - implied) > 1e-9) {
+        char pat[16];
+        eng_pattern_format(pat, sizeof pat, p);
+        return bad(d, field,
+                   "%s %g conflicts with pattern %s, which keeps %d of every "
+                   "%d weights (sparsity %g); leave it out",
+                   field, *sparsity, pat, p.n, p.m, implied);
+    }
+    *sparsity = implied;
+    return 0;
+}
+
+static int parse_overrides(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    if (!json_is_array(v))
+        return bad(d, "overrides", "overrides must be an array of objects");
+    size_t n = json_array_size(v);
+    if (n > ENG_SPEC_MAX_REGEXES)
+        return bad(d, "overrides", "overrides has %zu entries, at most %d", n,
+                   ENG_SPEC_MAX_REGEXES);
+    s->overrides = calloc(n ? n : 1, sizeof *s->overrides);
+    if (!s->overrides)
+        return sh_diag_set(d, SH_ENOMEM, "overrides", "out of memory");
+    static const char *const known[] = {"match", "sparsity", "pattern", NULL};
+    for (size_t i = 0; i < n; i++) {
+        char f[64], ff[96];
+        snprintf(f, sizeof f, "overrides[%zu]", i);
+        json_t *o = json_array_get(v, i);
+        if (!json_is_object(o))
+            return bad(d, f, "%s must be an object", f);
+        snprintf(ff, sizeof ff, "%s.", f);
+        int rc = check_keys(o, ff, known, d);
+        if (rc != 0)
+            return rc;
+        eng_override *ov = &s->overrides[i];
+        json_t *m = json_object_get(o, "match");
+        snprintf(ff, sizeof ff, "%s.match", f);
+        if ((rc = regex_compile(&ov->match, m, ff, d)))
+            return rc;
+        s->n_overrides = i + 1;
+        json_t *p = json_object_get(o, "pattern");
+        if (p) {
+            snprintf(ff, sizeof ff, "%s.pattern", f);
+            if (!json_is_string(p))
+                return bad(d, ff, "%s must be a string", ff);
+            if ((rc = eng_pattern_parse(json_string_value(p), &ov->pattern, ff,
+                                        d)))
+                return rc;
+            ov->has_pattern = true;
+        }
+        json_t *sp = json_object_get(o, "sparsity");
+        snprintf(ff, sizeof ff, "%s.sparsity", f);
+        if (sp && (rc = get_fraction(sp, ff, &ov->sparsity, d)))
+            return rc;
+        ov->has_sparsity = sp != NULL;
+        if (!sp && !p)
+            return bad(d, f, "%s needs a sparsity or a pattern", f);
+        if (ov->has_pattern &&
+            (rc = settle_sparsity(ov->pattern, ov->has_sparsity, &ov->sparsity,
+                                  ff, d)))
+            return rc;
+        if (ov->has_pattern && ov->pattern.kind == ENG_PATTERN_NM)
+            ov->has_sparsity = true;
+    }
+    return 0;
+}
+
+static int parse_calibration(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_object(v))
+        return bad(d, "calibration",
+                   "calibration must be an object {dataset, samples}");
+    static const char *const known[] = {"dataset", "samples", NULL};
+    int rc = check_keys(v, "calibration.", known, d);
+    const char *ds = NULL;
+    if (rc || (rc = get_string(v, "dataset", "calibration.dataset", &ds, d)))
+        return rc;
+    if (!ds || !ds[0])
+        return bad(d, "calibration.dataset", "calibration.dataset is required");
+    json_t *n = json_object_get(v, "samples");
+    s->calib_samples = DEFAULT_SAMPLES;
+    if (n && !json_is_null(n)) {
+        if (!json_is_integer(n) || json_integer_value(n) < 1 ||
+            json_integer_value(n) > MAX_SAMPLES)
+            return bad(d, "calibration.samples",
+                       "calibration.samples must be an integer from 1 to %d",
+                       MAX_SAMPLES);
+        s->calib_samples = json_integer_value(n);
+    }
+    return dup_str(&s->calib_dataset, ds, "calibration.dataset", d);
+}
+
+static int parse_evaluation(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_object(v))
+        return bad(d, "evaluation", "evaluation must be an object {dataset}");
+    static const char *const known[] = {"dataset", NULL};
+    int rc = check_keys(v, "evaluation.", known, d);
+    const char *ds = NULL;
+    if (rc || (rc = get_string(v, "dataset", "evaluation.dataset", &ds, d)))
+        return rc;
+    if (!ds || !ds[0])
+        return bad(d, "evaluation.dataset", "evaluation.dataset is required");
+    return dup_str(&s->eval_dataset, ds, "evaluation.dataset", d);
+}
+
+static int parse_sparsegpt(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    if (!json_is_object(v))
+        return bad(d, "sparsegpt",
+                   "sparsegpt must be an object {blocksize, damp}");
+    static const char *const known[] = {"blocksize", "damp", NULL};
+    int rc = check_keys(v, "sparsegpt.", known, d);
+    if (rc)
+        return rc;
+    json_t *b = json_object_get(v, "blocksize");
+    if (b) {
+        if (!json_is_integer(b) || json_integer_value(b) < 1 ||
+            json_integer_value(b) > 4096)
+            return bad(d, "sparsegpt.blocksize",
+                       "sparsegpt.blocksize must be an integer from 1 to "
+                       "4096");
+        s->sgpt_blocksize = (int)json_integer_value(b);
+    }
+    json_t *p = json_object_get(v, "damp");
+    if (p) {
+        if (!json_is_number(p) || !(json_number_value(p) > 0) ||
+            json_number_value(p) > 1)
+            return bad(d, "sparsegpt.damp",
+                       "sparsegpt.damp must be a number in (0, 1]");
+        s->sgpt_damp = json_number_value(p);
+    }
+    return 0;
+}
+
+static int parse_output(const json_t *v, sh_diag *d)
+{
+    if (!json_is_object(v))
+        return bad(d, "output", "output must be an object {format}");
+    static const char *const known[] = {"format", NULL};
+    int rc = check_keys(v, "output.", known, d);
+    const char *f = NULL;
+    if (rc || (rc = get_string(v, "format", "output.format", &f, d)))
+        return rc;
+    if (f && strcmp(f, "dense") != 0)
+        return bad(d, "output.format",
+                   "output.format \"%s\" is not supported; use \"dense\" "
+                   "(pruned weights stored as zeros in place)",
+                   f);
+    return 0;
+}
+
+static int parse_enum(const json_t *j, const char *key,
+                      const char *const *names, int count, int *out, sh_diag *d)
+{
+    const char *w = NULL;
+    int rc = get_string(j, key, key, &w, d);
+    if (rc || !w)
+        return rc;
+    for (int i = 0; i < count; i++) {
+        if (strcmp(w, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    char list[256] = "";
+    size_t n = 0;
+    for (int i = 0; i < count; i++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "",
+                              names[i]);
+    return bad(d, key, "%s \"%s\" is not one of %s", key, w, list);
+}
+
+static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
+{
+    static const char *const known[] = {
+        "checkpoint",  "method",     "sparsity",  "pattern",   "scope",
+        "norm",        "targets",    "ignore",    "overrides", "seed",
+        "calibration", "evaluation", "sparsegpt", "output",    NULL};
+    int rc = check_keys(j, "", known, d);
+    if (rc)
+        return rc;
+
+    const char *ck = NULL;
+    if ((rc = get_string(j, "checkpoint", "checkpoint", &ck, d)) ||
+        (rc = dup_str(&s->checkpoint, ck, "checkpoint", d)))
+        return rc;
+
+    const char *method = NULL;
+    if ((rc = get_string(j, "method", "method", &method, d)))
+        return rc;
+    if (!method)
+        return bad(d, "method", "method is required");
+    const char *names[ENG_METHOD_COUNT];
+    for (int i = 0; i < ENG_METHOD_COUNT; i++)
+        names[i] = eng_methods[i].name;
+    int mi = -1;
+    if ((rc = parse_enum(j, "method", names, ENG_METHOD_COUNT, &mi, d)))
+        return rc;
+    s->method = (eng_method)mi;
+
+    const char *pat = NULL;
+    if ((rc = get_string(j, "pattern", "pattern", &pat, d)) ||
+        (pat && (rc = eng_pattern_parse(pat, &s->pattern, "pattern", d))))
+        return rc;
+
+    json_t *sp = json_object_get(j, "sparsity");
+    if (sp && (rc = get_fraction(sp, "sparsity", &s->sparsity, d)))
+        return rc;
+    if ((rc = settle_sparsity(s->pattern, sp != NULL, &s->sparsity, "sparsity",
+                              d)))
+        return rc;
+
+    int e = (int)s->scope;
+    if ((rc = parse_enum(j, "scope", scope_names, ENG_SCOPE_COUNT, &e, d)))
+        return rc;
+    s->scope = (eng_scope)e;
+    e = (int)s->norm;
+    if ((rc = parse_enum(j, "norm", norm_names, ENG_NORM_COUNT, &e, d)))
+        return rc;
+    s->norm = (eng_norm)e;
+
+    json_t *v;
+    if ((v = json_object_get(j, "targets")) && !json_is_null(v) &&
+        (rc = parse_regex_list(v, "targets", &s->targets, &s->n_targets, d)))
+        return rc;
+    if ((v = json_object_get(j, "ignore")) && !json_is_null(v) &&
+        (rc = parse_regex_list(v, "ignore", &s->ignore, &s->n_ignore, d)))
+        return rc;
+    if ((v = json_object_get(j, "overrides")) && !json_is_null(v) &&
+        (rc = parse_overrides(s, v, d)))
+        return rc;
+
+    if ((v = json_object_get(j, "seed")) && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return bad(d, "seed", "seed must be a non-negative integer");
+        s->seed = (uint64_t)json_integer_value(v);
+    } else {
+        // A fresh seed, recorded in the echoed spec so the run reproduces.
+        uint64_t r = 0;
+        sh_random_bytes(&r, sizeof r);
+        s->seed = r & ((1ull << 53) - 1); // exact in every JSON reader
+    }
+
+    if ((v = json_object_get(j, "calibration")) &&
+        (rc = parse_calibration(s, v, d)))
+        return rc;
+    if ((v = json_object_get(j, "evaluation")) &&
+        (rc = parse_evaluation(s, v, d)))
+        return rc;
+    if ((v = json_object_get(j, "sparsegpt")) && !json_is_null(v) &&
+        (rc = parse_sparsegpt(s, v, d)))
+        return rc;
+    if ((v = json_object_get(j, "output")) && !json_is_null(v) &&
+        (rc = parse_output(v, d)))
+        return rc;
+    return 0;
+}
+
+// Checks that need several fields at once.
+static int check_combination(const eng_spec *s, sh_diag *d)
+{
+    const eng_method_info *mi = &eng_methods[s->method];
+    if (s->scope == ENG_SCOPE_GLOBAL) {
+        if (!mi->supports_global)
+            return bad(d, "scope",
+                       "scope \"global\" is not defined for method %s; use "
+                       "\"layer\"",
+                       mi->name);
+        if (s->pattern.kind != ENG_PATTERN_UNSTRUCTURED)
+            return bad(d, "scope",
+                       "scope \"global\" ranks single weights across "
+                       "tensors, so it needs pattern \"unstructured\"");
+        for (size_t i = 0; i < s->n_overrides; i++)
+            if (s->overrides[i].has_pattern &&
+                s->overrides[i].pattern.kind != ENG_PATTERN_UNSTRUCTURED)
+                return bad(d, "scope",
+                           "overrides with a pattern need scope \"layer\"");
+    }
+    if (mi->needs_calibration && !s->calib_dataset)
+        return bad(d, "calibration",
+                   "method %s needs calibration data: give "
+                   "calibration.dataset",
+                   mi->name);
+    return 0;
+}
+
+int eng_spec_parse(eng_spec *s, const json_t *j, sh_diag *d)
+{
+    memset(s, 0, sizeof *s);
+    s->method = ENG_METHOD_MAGNITUDE;
+    s->sparsity = 0.5;
+    s->pattern.kind = ENG_PATTERN_UNSTRUCTURED;
+    s->scope = ENG_SCOPE_LAYER;
+    s->norm = ENG_NORM_L2;
+    s->calib_samples = DEFAULT_SAMPLES;
+    s->sgpt_blocksize = 128;
+    s->sgpt_damp = 0.01;
+    if (!json_is_object(j))
+        return bad(d, "", "the job spec must be a JSON object");
+    int rc = parse_fields(s, j, d);
+    if (rc == 0)
+        rc = check_combination(s, d);
+    if (rc != 0)
+        eng_spec_deinit(s);
+    return rc;
+}
+
+void eng_spec_deinit(eng_spec *s)
+{
+    free(s->checkpoint);
+    for (size_t i = 0; i < s->n_targets; i++)
+        eng_regex_free(&s->targets[i]);
+    free(s->targets);
+    for (size_t i = 0; i < s->n_ignore; i++)
+        eng_regex_free(&s->ignore[i]);
+    free(s->ignore);
+    for (size_t i = 0; i < s->n_overrides; i++)
+        eng_regex_free(&s->overrides[i].match);
+    free(s->overrides);
+    free(s->calib_dataset);
+    free(s->eval_dataset);
+    memset(s, 0, sizeof *s);
+}
+
+static json_t *regex_array(const eng_regex *rs, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(rs[i].text));
+    return a;
+}
+
+json_t *eng_spec_to_json(const eng_spec *s)
+{
+    char pat[16];
+    eng_pattern_format(pat, sizeof pat, s->pattern);
+    json_t *j = json_object();
+    json_object_set_new(j, "checkpoint",
+                        s->checkpoint ? json_string(s->checkpoint)
+                                      : json_null());
+    json_object_set_new(j, "method", json_string(eng_methods[s->method].name));
+    json_object_set_new(j, "sparsity", json_real(s->sparsity));
+    json_object_set_new(j, "pattern", json_string(pat));
+    json_object_set_new(j, "scope", json_string(scope_names[s->scope]));
+    json_object_set_new(j, "norm", json_string(norm_names[s->norm]));
+    json_object_set_new(j, "targets", regex_array(s->targets, s->n_targets));
+    json_object_set_new(j, "ignore", regex_array(s->ignore, s->n_ignore));
+    json_t *ov = json_array();
+    for (size_t i = 0; i < s->n_overrides; i++) {
+        const eng_override *o = &s->overrides[i];
+        json_t *x = json_pack("{s:s}", "match", o->match.text);
+        if (o->has_sparsity)
+            json_object_set_new(x, "sparsity", json_real(o->sparsity));
+        if (o->has_pattern) {
+            eng_pattern_format(pat, sizeof pat, o->pattern);
+            json_object_set_new(x, "pattern", json_string(pat));
+        }
+        json_array_append_new(ov, x);
+    }
+    json_object_set_new(j, "overrides", ov);
+    json_object_set_new(j, "seed", json_integer((json_int_t)s->seed));
+    json_t *cal = json_null();
+    if (s->calib_dataset) {
+        cal = json_pack("{s:s}", "dataset", s->calib_dataset);
+        json_object_set_new(cal, "samples",
+                            s->calib_samples > 0
+                                ? json_integer((json_int_t)s->calib_samples)
+                                : json_null()); // null: every row
+    }
+    json_object_set_new(j, "calibration", cal);
+    json_object_set_new(j, "evaluation",
+                        s->eval_dataset
+                            ? json_pack("{s:s}", "dataset", s->eval_dataset)
+                            : json_null());
+    if (s->method == ENG_METHOD_SPARSEGPT)
+        json_object_set_new(j, "sparsegpt",
+                            json_pack("{s:i, s:f}", "blocksize",
+                                      s->sgpt_blocksize, "damp", s->sgpt_damp));
+    json_object_set_new(j, "output", json_pack("{s:s}", "format", "dense"));
+    return j;
+}
+
+// --- planning
+
+static eng_regex default_exclude_re;
+static int default_exclude_rc = SH_ENOMEM;
+static pthread_once_t default_exclude_once = PTHREAD_ONCE_INIT;
+
+static void default_exclude_compile(void)
+{
+    default_exclude_rc = eng_regex_compile(&default_exclude_re, default_exclude,
+                                           "default targets", NULL);
+}
+
+// Compiled once per process (matching a compiled pattern is thread-safe).
+static int default_target(const eng_tensor_info *t)
+{
+    pthread_once(&default_exclude_once, default_exclude_compile);
+    if (default_exclude_rc != 0)
+        return default_exclude_rc;
+    if (t->ndim < 2 || !sh_str_ends_with(t->name, ".weight"))
+        return 0;
+    int m = eng_regex_match(&default_exclude_re, t->name);
+    return m < 0 ? m : !m;
+}
+
+// Matches one of a spec's regexes; a search the limits cut off is an error
+// naming the field and the tensor.
+static int match(const eng_regex *r, const char *field, size_t i,
+                 const char *name, sh_diag *d)
+{
+    int m = eng_regex_match(r, name);
+    if (m >= 0)
+        return m;
+    char f[64];
+    snprintf(f, sizeof f, "%s[%zu]%s", field, i,
+             strcmp(field, "overrides") == 0 ? ".match" : "");
+    if (m == SH_ETOOBIG)
+        return sh_diag_set(d, SH_ESPEC, f,
+                           "%s: \"%s\" needs too many steps to match tensor "
+                           "\"%.128s\"; simplify the pattern",
+                           f, r->text, name);
+    return sh_diag_set(d, m, f, "out of memory");
+}
+
+// The plan of one tensor, or an error when a regex cannot be matched.
+static int plan_tensor(const eng_spec *s, const eng_tensor_info *t,
+                       eng_plan *out, sh_diag *d)
+{
+    *out = (eng_plan){.target = false,
+                      .sparsity = s->sparsity,
+                      .pattern = s->pattern,
+                      .override_index = -1};
+    if (!eng_dtypes[t->dtype].prunable || t->numel == 0 || t->ndim == 0)
+        return 0;
+    int target = 0;
+    if (s->n_targets == 0) {
+        target = default_target(t);
+        if (target < 0)
+            return sh_diag_set(d, target, "targets",
+                               "the default targets cannot be matched");
+    } else {
+        for (size_t i = 0; i < s->n_targets && target == 0; i++)
+            target = match(&s->targets[i], "targets", i, t->name, d);
+    }
+    for (size_t i = 0; i < s->n_ignore && target == 1; i++) {
+        int m = match(&s->ignore[i], "ignore", i, t->name, d);
+        target = m < 0 ? m : !m;
+    }
+    if (target <= 0)
+        return target;
+    for (size_t i = 0; i < s->n_overrides; i++) {
+        const eng_override *o = &s->overrides[i];
+        int m = match(&o->match, "overrides", i, t->name, d);
+        if (m < 0)
+            return m;
+        if (m == 0)
+            continue;
+        if (o->has_pattern)
+            out->pattern = o->pattern;
+        if (o->has_sparsity)
+            out->sparsity = o->sparsity;
+        else if (o->has_pattern && o->pattern.kind != ENG_PATTERN_NM &&
+                 s->pattern.kind == ENG_PATTERN_NM)
+            out->sparsity = s->sparsity;
+        out->override_index = (int)i;
+        break;
+    }
+    out->target = true;
+    return 0;
+}
+
+void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out)
+{
+    // eng_spec_check ran the same matches on the same names: the limits
+    // are counts of steps, so none can fail here that passed there.
+    if (plan_tensor(s, t, out, NULL) != 0)
+        out->target = false;
+}
+
+void eng_tensor_rows_cols(const eng_tensor_info *t, uint64_t *rows,
+                          uint64_t *cols)
+{
+    if (t->ndim <= 1) {
+        *rows = 1;
+        *cols = t->numel;
+        return;
+    }
+    *rows = (uint64_t)t->shape[0];
+    *cols = t->shape[0] ? t->numel / (uint64_t)t->shape[0] : 0;
+}
+
+static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
+                 size_t n, const char *arch, bool runs, double deadline,
+                 sh_diag *d)
+{
+    size_t targets = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (deadline > 0 && i % 1024 == 1023 && sh_time_mono() > deadline)
+            return bad(d, "targets",
+                       "matching targets, ignore and overrides against the "
+                       "%zu tensors of the checkpoint takes too long; use "
+                       "fewer or simpler patterns",
+                       n);
+        eng_plan p;
+        int rc = plan_tensor(s, tensors[i], &p, d);
+        if (rc != 0)
+            return rc;
+        if (!p.target)
+            continue;
+        targets++;
+        if (p.pattern.kind != ENG_PATTERN_NM)
+            continue;
+        uint64_t rows, cols;
+        eng_tensor_rows_cols(tensors[i], &rows, &cols);
+        if (cols % (uint64_t)p.pattern.m != 0) {
+            const char *field = p.override_index >= 0 ? "overrides" : "pattern";
+            return bad(d, field,
+                       "pattern %d:%d needs the input dimension of every "
+                       "target to be a multiple of %d; tensor \"%s\" has "
+                       "%llu",
+                       p.pattern.n, p.pattern.m, p.pattern.m, tensors[i]->name,
+                       (unsigned long long)cols);
+        }
+    }
+    if (targets == 0)
+        return bad(d, s->n_targets ? "targets" : "ignore",
+                   "no tensor of the model is a target: check targets and "
+                   "ignore (the default targets are float .weight tensors "
+                   "of 2+ dimensions, not embeddings, norms or lm_head)");
+    // Calibration and evaluation run the model forward.
+    if (eng_methods[s->method].needs_calibration && !runs)
+        return bad(d, "method",
+                   "method %s runs the model on calibration data; the "
+                   "engine cannot run this model (architecture \"%s\"; it "
+                   "runs mlp and the Llama family: llama, mistral, qwen2, "
+                   "with their config.json)",
+                   eng_methods[s->method].name, arch);
+    if (s->calib_dataset && !runs)
+        return bad(d, "calibration",
+                   "calibration data needs a model the engine can run; "
+                   "\"%s\" is not one",
+                   arch);
+    if (s->eval_dataset && !runs)
+        return bad(d, "evaluation",
+                   "evaluation needs a model the engine can run; \"%s\" "
+                   "is not one",
+                   arch);
+    if (s->method == ENG_METHOD_SPARSEGPT) {
+        for (size_t i = 0; i < n; i++) {
+            eng_plan p;
+            eng_spec_plan(s, tensors[i], &p);
+            if (p.target && p.pattern.kind == ENG_PATTERN_ROWS)
+                return bad(d, "pattern",
+                           "sparsegpt prunes unstructured or N:M; for whole "
+                           "rows use magnitude, random or wanda");
+        }
+    }
+    return 0;
+}
+
+int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
+                   size_t n, const char *arch, bool runs, sh_diag *d)
+{
+    return check(s, tensors, n, arch, runs, 0, d);
+}
+
+int eng_spec_check_model(const eng_spec *s, const eng_model *m, double deadline,
+                         sh_diag *d)
+{
+    size_t n = eng_model_tensor_count(m);
+    const eng_tensor_info **ts = malloc((n ? n : 1) * sizeof *ts);
+    if (!ts)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (size_t i = 0; i < n; i++)
+        ts[i] = eng_model_tensor(m, i);
+    const char *arch = eng_model_arch(m);
+    int rc = check(s, ts, n, arch, eng_model_config(m) && eng_net_runs(arch),
+                   deadline, d);
+    free(ts);
+    return rc;
+}

@@ -1,0 +1,161 @@
+// spec.h: the job spec, the same JSON for POST /v1/jobs and `prune --spec`.
+//
+//   {"checkpoint": "ck_...",            opaque to the engine
+//    "method": "magnitude",             see ENG_METHODS
+//    "sparsity": 0.5,                   [0, 1]; implied by an N:M pattern
+//    "pattern": "unstructured",         unstructured | "N:M" | rows
+//    "scope": "layer",                  layer | global (unstructured only)
+//    "norm": "l2",                      l1 | l2: how rows are scored
+//    "targets": ["regex"],              replaces the default set; [] = default
+//    "ignore": ["regex"],               removes from the set
+//    "overrides": [{"match": "regex", "sparsity": 0.3, "pattern": "2:4"}],
+//    "seed": 1234,                      drawn at random when absent
+//    "calibration": {"dataset": "...", "samples": null},  null: all rows
+//    "evaluation": {"dataset": "..."},
+//    "sparsegpt": {"blocksize": 128, "damp": 0.01},
+//    "output": {"format": "dense"}}
+//
+// N:M keeps at most N non-zero weights in every M consecutive ones along the
+// input dimension (2:4 keeps 2 of 4, as NVIDIA's sparse tensor cores read
+// it). Regexes are POSIX extended within the rule of regex.h, searched
+// anywhere in the tensor name (anchor with ^ and $); at most
+// ENG_SPEC_MAX_REGEXES in each list. The first override whose regex
+// matches applies.
+//
+// The default targets are float tensors of two or more dimensions whose
+// name ends in ".weight", except embeddings, norms and lm_head.
+#ifndef ENG_SPEC_H
+#define ENG_SPEC_H
+
+#include "common/err.h"
+#include "engine/io/safetensors.h"
+#include "engine/spec/regex.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+// Entries of each of targets, ignore and overrides.
+#define ENG_SPEC_MAX_REGEXES 64
+
+// X(enum suffix, name, needs calibration, supports global scope)
+#define ENG_METHODS(X)                                                         \
+    X(MAGNITUDE, "magnitude", false, true)                                     \
+    X(RANDOM, "random", false, true)                                           \
+    X(WANDA, "wanda", true, false)                                             \
+    X(SPARSEGPT, "sparsegpt", true, false)
+
+typedef enum eng_method {
+#define ENG_METHOD_ENUM(e, name, calib, global) ENG_METHOD_##e,
+    ENG_METHODS(ENG_METHOD_ENUM)
+#undef ENG_METHOD_ENUM
+        ENG_METHOD_COUNT
+} eng_method;
+
+typedef struct eng_method_info {
+    const char *name;
+    bool needs_calibration;
+    bool supports_global;
+} eng_method_info;
+
+extern const eng_method_info eng_methods[ENG_METHOD_COUNT];
+
+typedef enum eng_pattern_kind {
+    ENG_PATTERN_UNSTRUCTURED,
+    ENG_PATTERN_NM,
+    ENG_PATTERN_ROWS,
+    ENG_PATTERN_KIND_COUNT
+} eng_pattern_kind;
+
+typedef struct eng_pattern {
+    eng_pattern_kind kind;
+    int n, m; // ENG_PATTERN_NM: keep n of every m
+} eng_pattern;
+
+typedef enum eng_scope {
+    ENG_SCOPE_LAYER,
+    ENG_SCOPE_GLOBAL,
+    ENG_SCOPE_COUNT
+} eng_scope;
+typedef enum eng_norm { ENG_NORM_L1, ENG_NORM_L2, ENG_NORM_COUNT } eng_norm;
+
+typedef struct eng_override {
+    eng_regex match;
+    bool has_sparsity, has_pattern;
+    double sparsity;
+    eng_pattern pattern;
+} eng_override;
+
+typedef struct eng_spec {
+    char *checkpoint; // may be NULL
+    eng_method method;
+    double sparsity;
+    eng_pattern pattern;
+    eng_scope scope;
+    eng_norm norm;
+    eng_regex *targets;
+    size_t n_targets;
+    eng_regex *ignore;
+    size_t n_ignore;
+    eng_override *overrides;
+    size_t n_overrides;
+    uint64_t seed;
+    char *calib_dataset; // NULL when there is no calibration
+    int64_t calib_samples;
+    char *eval_dataset; // NULL when there is no evaluation
+    int sgpt_blocksize;
+    double sgpt_damp;
+} eng_spec;
+
+// A tensor's share of the spec.
+typedef struct eng_plan {
+    bool target;
+    double sparsity;
+    eng_pattern pattern;
+    int override_index; // -1 when none applied
+} eng_plan;
+
+// Parses a spec object, fills defaults and checks every field on its own.
+// On failure d->field names the offending field ("overrides[1].match") and
+// *s is left empty. Free with eng_spec_deinit.
+int eng_spec_parse(eng_spec *s, const json_t *j, sh_diag *d);
+void eng_spec_deinit(eng_spec *s);
+
+// The spec with every default filled in (a new reference).
+json_t *eng_spec_to_json(const eng_spec *s);
+
+// Checks the spec against a model's tensors: some target exists, N:M
+// divides every target's input dimension, what runs the model forward
+// (calibrated methods, calibration, evaluation) has a model the engine can
+// run (`runnable`: a known architecture with its config.json). d->field
+// names the spec field, the message the tensor.
+int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
+                   size_t n, const char *arch, bool runnable, sh_diag *d);
+
+// The same against an open model. With deadline > 0 (sh_time_mono()
+// seconds) a check still matching names then gives up (SH_ESPEC): the
+// service bounds what a request may cost; the CLI passes 0.
+struct eng_model;
+int eng_spec_check_model(const eng_spec *s, const struct eng_model *m,
+                         double deadline, sh_diag *d);
+
+// Decides whether tensor t is a target and at what sparsity and pattern.
+void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out);
+
+// Formats a pattern ("unstructured", "2:4", "rows") into buf.
+void eng_pattern_format(char *buf, size_t size, eng_pattern p);
+
+// Parses a pattern word. Returns 0 or SH_ESPEC with the reason in d.
+int eng_pattern_parse(const char *word, eng_pattern *out, const char *field,
+                      sh_diag *d);
+
+// Names of the enums, for reports.
+const char *eng_scope_name(eng_scope s);
+const char *eng_norm_name(eng_norm n);
+
+// A (rows, cols) view of a tensor: dim 0 by the product of the rest; a 1-D
+// tensor is one row.
+void eng_tensor_rows_cols(const eng_tensor_info *t, uint64_t *rows,
+                          uint64_t *cols);
+
+#endif

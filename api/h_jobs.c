@@ -3,9 +3,9 @@
 
 #include "common/sha256.h"
 #include "common/util.h"
+#include "engine/engine.h"
 #include "engine/io/dataset.h"
 #include "engine/io/model.h"
-#include "engine/nets/net.h"
 #include "engine/spec/spec.h"
 
 #include <stdio.h>
@@ -44,9 +44,10 @@ static int open_checkpoint(api_request *r, store_conn *c, const char *id,
     return rc;
 }
 
-// A dataset the spec names must exist and be of the kind the model eats.
+// A dataset the spec names must exist and be of the kind the model takes.
 static int check_dataset(store_conn *c, const char *id, const char *field,
-                         const char *arch, sh_diag *d)
+                         const char *arch, const eng_model_needs *needs,
+                         sh_diag *d)
 {
     json_t *ds = NULL;
     int rc = store_dataset_get(c, id, &ds);
@@ -56,8 +57,8 @@ static int check_dataset(store_conn *c, const char *id, const char *field,
                            "/v1/datasets first)",
                            field, id);
     const char *kind = json_string_value(json_object_get(ds, "kind"));
-    const char *want = eng_dataset_kind_name(eng_net_kind_for(arch));
-    if (rc == 0 && eng_net_runs(arch) && kind && strcmp(kind, want) != 0)
+    const char *want = eng_dataset_kind_name(needs->dataset);
+    if (rc == 0 && needs->runs && kind && strcmp(kind, want) != 0)
         rc = sh_diag_set(d, SH_ESPEC, field,
                          "%s: dataset %s holds \"%s\"; a %s model needs "
                          "\"%s\"",
@@ -67,22 +68,23 @@ static int check_dataset(store_conn *c, const char *id, const char *field,
 }
 
 // Everything a spec needs beyond its own fields: the checkpoint exists and
-// the spec fits its tensors; datasets exist.
+// the spec fits its tensors; datasets exist and are what the model takes.
 static int check_spec(api_request *r, const eng_spec *spec, sh_diag *d)
 {
     store_conn *c = store_conn_acquire(r->srv->s);
     eng_model *m = NULL;
+    eng_model_needs needs = {0};
     int rc = open_checkpoint(r, c, spec->checkpoint, &m, d);
+    if (rc == 0)
+        rc = eng_check(spec, m, sh_time_mono() + r->srv->cfg.check_timeout,
+                       &needs, d);
     if (rc == 0 && spec->calib_dataset)
         rc = check_dataset(c, spec->calib_dataset, "calibration.dataset",
-                           eng_model_arch(m), d);
+                           eng_model_arch(m), &needs, d);
     if (rc == 0 && spec->eval_dataset)
         rc = check_dataset(c, spec->eval_dataset, "evaluation.dataset",
-                           eng_model_arch(m), d);
+                           eng_model_arch(m), &needs, d);
     store_conn_release(r->srv->s, c);
-    if (rc == 0)
-        rc = eng_spec_check_model(
-            spec, m, sh_time_mono() + r->srv->cfg.check_timeout, d);
     eng_model_close(m);
     return rc;
 }

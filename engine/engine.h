@@ -15,6 +15,7 @@
 
 #include "common/err.h"
 #include "engine/hooks.h"
+#include "engine/io/dataset.h"
 #include "engine/io/model.h"
 #include "engine/run/report.h"
 #include "engine/spec/spec.h"
@@ -37,6 +38,18 @@ typedef struct eng_options {
     const char *evaluation_sha;  // or NULL
     int threads;                 // BLAS threads for this run; 0 = leave
 } eng_options;
+
+// What running a model takes, as its family says (nets/).
+typedef struct eng_model_needs {
+    bool runs;                // a family runs it (it has its config.json)
+    eng_dataset_kind dataset; // the datasets it takes, when it runs
+} eng_model_needs;
+
+// Checks s against m (eng_spec_check, with the family's word on whether m
+// runs) and, when needs is not NULL, says what running m takes. deadline
+// as eng_spec_check's. Returns 0 or SH_ESPEC (SH_ENOMEM) with d set.
+int eng_check(const eng_spec *s, const eng_model *m, double deadline,
+              eng_model_needs *needs, sh_diag *d);
 
 // Prunes m as s says into o->out_dir. On success fills *r (caller inits it
 // with eng_report_init and deinits it) and returns 0. On failure returns a

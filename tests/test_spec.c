@@ -273,15 +273,17 @@ START_TEST(test_check_against_tensors)
     sh_diag d;
     ck_assert_int_eq(
         parse("{\"method\":\"magnitude\",\"pattern\":\"2:4\"}", &s, &d), 0);
-    ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", false, &d), SH_ESPEC);
+    ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", false, 0, &d),
+                     SH_ESPEC);
     ck_assert_str_eq(d.field, "pattern");
     ck_assert_ptr_nonnull(strstr(d.msg, "\"b.weight\" has 6"));
-    ck_assert_int_eq(eng_spec_check(&s, ts, 1, "unknown", false, &d), 0);
+    ck_assert_int_eq(eng_spec_check(&s, ts, 1, "unknown", false, 0, &d), 0);
     eng_spec_deinit(&s);
     ck_assert_int_eq(
         parse("{\"method\":\"magnitude\",\"targets\":[\"nothing\"]}", &s, &d),
         0);
-    ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", false, &d), SH_ESPEC);
+    ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", false, 0, &d),
+                     SH_ESPEC);
     ck_assert_str_eq(d.field, "targets");
     eng_spec_deinit(&s);
     // An override that switches one tensor to another pattern.
@@ -290,7 +292,7 @@ START_TEST(test_check_against_tensors)
                            "\"unstructured\",\"sparsity\":0.3}]}",
                            &s, &d),
                      0);
-    ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", false, &d), 0);
+    ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", false, 0, &d), 0);
     eng_plan p;
     eng_spec_plan(&s, &b, &p);
     ck_assert_int_eq(p.pattern.kind, ENG_PATTERN_UNSTRUCTURED);
@@ -363,7 +365,8 @@ START_TEST(test_regex_match_limit)
     snprintf(wname, sizeof wname, "%s.weight", name);
     eng_tensor_info t = tensor(wname, ENG_DTYPE_F32, 2, 4, 4);
     const eng_tensor_info *ts[] = {&t};
-    ck_assert_int_eq(eng_spec_check(&s, ts, 1, "unknown", false, &d), SH_ESPEC);
+    ck_assert_int_eq(eng_spec_check(&s, ts, 1, "unknown", false, 0, &d),
+                     SH_ESPEC);
     ck_assert_str_eq(d.field, "ignore[1]");
     ck_assert_msg(strstr(d.msg, "too many steps"), "%s", d.msg);
     eng_spec_deinit(&s);

@@ -407,7 +407,7 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
         ts[i] = eng_model_tensor(m, i);
         eng_spec_plan(s, ts[i], &plans[i]);
     }
-    if ((rc = eng_spec_check_model(s, m, 0, d)) != 0)
+    if ((rc = eng_check(s, m, 0, NULL, d)) != 0)
         goto out;
     if (o->evaluation_path) {
         phase(h, "evaluating dense", 0.0);

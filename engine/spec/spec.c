@@ -3,7 +3,6 @@
 
 #include "common/util.h"
 #include "engine/io/model.h"
-#include "engine/nets/net.h"
 
 #include <assert.h>
 #include <math.h>
@@ -776,23 +775,8 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
 }
 
 int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
-                   size_t n, const char *arch, bool runs, sh_diag *d)
+                   size_t n, const char *arch, bool runs, double deadline,
+                   sh_diag *d)
 {
-    return check(s, tensors, n, arch, runs, 0, d);
-}
-
-int eng_spec_check_model(const eng_spec *s, const eng_model *m, double deadline,
-                         sh_diag *d)
-{
-    size_t n = eng_model_tensor_count(m);
-    const eng_tensor_info **ts = malloc((n ? n : 1) * sizeof *ts);
-    if (!ts)
-        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    for (size_t i = 0; i < n; i++)
-        ts[i] = eng_model_tensor(m, i);
-    const char *arch = eng_model_arch(m);
-    int rc = check(s, ts, n, arch, eng_model_config(m) && eng_net_runs(arch),
-                   deadline, d);
-    free(ts);
-    return rc;
+    return check(s, tensors, n, arch, runs, deadline, d);
 }

@@ -127,17 +127,14 @@ json_t *eng_spec_to_json(const eng_spec *s);
 // Checks the spec against a model's tensors: some target exists, N:M
 // divides every target's input dimension, what runs the model forward
 // (calibrated methods, calibration, evaluation) has a model the engine can
-// run (`runnable`: a known architecture with its config.json). d->field
-// names the spec field, the message the tensor.
+// run (`runnable`: a family of nets/ takes it, and it has its config.json).
+// d->field names the spec field, the message the tensor. With deadline > 0
+// (sh_time_mono() seconds) a check still matching names then gives up
+// (SH_ESPEC): the service bounds what a request may cost; the CLI passes 0.
+// The check knows no family: eng_check (engine.h) asks them.
 int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
-                   size_t n, const char *arch, bool runnable, sh_diag *d);
-
-// The same against an open model. With deadline > 0 (sh_time_mono()
-// seconds) a check still matching names then gives up (SH_ESPEC): the
-// service bounds what a request may cost; the CLI passes 0.
-struct eng_model;
-int eng_spec_check_model(const eng_spec *s, const struct eng_model *m,
-                         double deadline, sh_diag *d);
+                   size_t n, const char *arch, bool runnable, double deadline,
+                   sh_diag *d);
 
 // Decides whether tensor t is a target and at what sparsity and pattern.
 void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out);

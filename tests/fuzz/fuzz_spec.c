@@ -44,7 +44,7 @@ static void spec_mode(const unsigned char *data, size_t n)
                                       .numel = 4096};
             ptrs[i] = &ts[i];
         }
-        eng_spec_check(&s, ptrs, 6, "llama", true, &d);
+        eng_spec_check(&s, ptrs, 6, "llama", true, 0, &d);
         for (int i = 0; i < 6; i++) {
             eng_plan p;
             eng_spec_plan(&s, &ts[i], &p);

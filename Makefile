@@ -69,8 +69,12 @@ $(BUILD)/tests/%.o: CFLAGS_ALL += $(TEST_CFLAGS)
 $(BIN): $(LIB_OBJ) $(MAIN_OBJ)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
 
+# The tests see every allocation of the project's code (tests/alloc.h).
+TEST_WRAP := $(foreach f,malloc calloc realloc posix_memalign aligned_alloc \
+               strdup free,-Wl,--wrap=$(f))
+
 $(TESTS): $(LIB_OBJ) $(TEST_OBJ)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS) $(TEST_LIBS)
+	$(CC) $(LDFLAGS_ALL) $(TEST_WRAP) -o $@ $^ $(LIBS) $(TEST_LIBS)
 
 $(BUILD)/bench/%: tests/bench/%.c $(LIB_OBJ) $(BUILD)/.flags
 	@mkdir -p $(@D)

@@ -18,8 +18,8 @@ typedef struct run {
     int rc;
 } run;
 
-static int run_spec_threads(run *x, const char *model, const char *spec_json,
-                            const eng_hooks *h, int threads)
+static int run_spec_opts(run *x, const char *model, const char *spec_json,
+                         const eng_hooks *h, int threads, const char *calib)
 {
     memset(x, 0, sizeof *x);
     x->dir = th_tmpdir();
@@ -33,17 +33,35 @@ static int run_spec_threads(run *x, const char *model, const char *spec_json,
     eng_model *m = NULL;
     ck_assert_msg(eng_model_open(&m, model, &x->d) == 0, "%s", x->d.msg);
     eng_report_init(&x->r, &s);
-    eng_options o = {.out_dir = x->out, .sync = false, .threads = threads};
+    eng_options o = {.out_dir = x->out,
+                     .sync = false,
+                     .threads = threads,
+                     .calibration_path = calib};
     x->rc = eng_prune(m, &s, &o, h, &x->r, &x->d);
     eng_model_close(m);
     eng_spec_deinit(&s);
     return x->rc;
 }
 
+static int run_spec_threads(run *x, const char *model, const char *spec_json,
+                            const eng_hooks *h, int threads)
+{
+    return run_spec_opts(x, model, spec_json, h, threads, NULL);
+}
+
 static int run_spec(run *x, const char *model, const char *spec_json,
                     const eng_hooks *h)
 {
     return run_spec_threads(x, model, spec_json, h, 0);
+}
+
+static const eng_layer_report *layer_named(const run *x, const char *name)
+{
+    for (size_t i = 0; i < x->r.n_layers; i++)
+        if (strcmp(x->r.layers[i].name, name) == 0)
+            return &x->r.layers[i];
+    ck_abort_msg("no layer %s in the report", name);
+    return NULL;
 }
 
 static void run_free(run *x)
@@ -358,6 +376,49 @@ START_TEST(test_global_scope)
 }
 END_TEST
 
+// Global scope with an override: the override's tensor takes its own count
+// and the pooled ones share the global threshold, with or without
+// calibration data (which once gave the override an all-zero threshold:
+// nothing pruned, and the report said pattern_ok).
+START_TEST(test_global_override)
+{
+    char *model = th_fixture("mlp-fmnist");
+    char *calib = th_fixture("mlp-fmnist-data/calibration.safetensors");
+    const char *spec =
+        "{\"method\":\"magnitude\",\"scope\":\"global\","
+        "\"sparsity\":0.6,\"calibration\":{\"dataset\":\"c\",\"samples\":64},"
+        "\"overrides\":[{\"match\":\"^fc2\\\\.weight$\","
+        "\"sparsity\":0.3}]}";
+    run plain, cal;
+    ck_assert_int_eq(run_spec(&plain, model, spec, NULL), 0);
+    ck_assert_int_eq(run_spec_opts(&cal, model, spec, NULL, 0, calib), 0);
+    for (int k = 0; k < 2; k++) {
+        const run *x = k ? &cal : &plain;
+        const eng_layer_report *l = layer_named(x, "fc2.weight");
+        ck_assert_uint_eq(l->zeros, eng_count_for(0.3, l->params));
+        ck_assert(l->pattern_ok);
+        uint64_t pooled = 0, zeros = 0;
+        for (size_t i = 0; i < x->r.n_layers; i++) {
+            const eng_layer_report *p = &x->r.layers[i];
+            ck_assert_msg(p->pattern_ok, "%s", p->name);
+            if (p != l)
+                pooled += p->params, zeros += p->zeros;
+        }
+        ck_assert_uint_eq(zeros, eng_count_for(0.6, pooled));
+    }
+    // The same masks either way.
+    char *pa = th_path(plain.out, "model.safetensors");
+    char *pb = th_path(cal.out, "model.safetensors");
+    ck_assert(same_file(pa, pb));
+    free(pa);
+    free(pb);
+    run_free(&plain);
+    run_free(&cal);
+    free(calib);
+    free(model);
+}
+END_TEST
+
 // Rows: whole output channels, conv weights pruned as [out, rest], and a
 // per-tensor override.
 START_TEST(test_rows_conv_overrides)
@@ -525,6 +586,7 @@ Suite *suite_prune(void)
     tcase_add_test(tc, test_dtypes_round_trip);
     tcase_add_test(tc, test_sharded_folder);
     tcase_add_test(tc, test_global_scope);
+    tcase_add_test(tc, test_global_override);
     tcase_add_test(tc, test_rows_conv_overrides);
     tcase_add_test(tc, test_failures_named);
     tcase_add_test(tc, test_progress_and_cancel);

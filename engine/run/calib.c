@@ -112,6 +112,12 @@ static int nonfinite(sh_diag *d, const char *name)
                        name);
 }
 
+// Global scope: the targets no override names share one threshold.
+static bool pooled(const calib *c, size_t i)
+{
+    return c->plans[i].target && c->plans[i].override_index < 0;
+}
+
 // Builds the mask of one target from its F32 weights; returns the zeros
 // the plan asks for.
 static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
@@ -156,7 +162,7 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
             bad = eng_mask_per_row(mask, &sc, k, work);
             free(work);
             *want = k * (uint64_t)rows;
-        } else if (c->thr) {
+        } else if (c->thr && pooled(c, ti)) {
             eng_threshold t2 = c->thr[ti];
             eng_mask_threshold(mask, &sc, &t2);
             *want = 0;
@@ -271,11 +277,6 @@ out:
 // Global scope (magnitude, random): the pooled threshold, then each
 // tensor's share of the ties in file order, so the masks are those the
 // streaming path makes.
-static bool pooled(const calib *c, size_t i)
-{
-    return c->plans[i].target && c->plans[i].override_index < 0;
-}
-
 static int read_scorer(calib *c, size_t i, unsigned char *buf, eng_scorer *sc,
                        sh_diag *d)
 {

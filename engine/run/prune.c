@@ -193,6 +193,8 @@ static int prepare(void *ctx, eng_loaded *l)
     const eng_tensor_info *t = eng_model_tensor(c->m, l->ti);
     size_t idx;
     const eng_st *st = tensor_file(c->m, l->ti, &idx);
+    l->want = 0;
+    l->has_thr = false;
     if (!p->target)
         return eng_stream_zeros(st, idx, &l->zeros, l->scratch, &l->d);
     if (p->pattern.kind != ENG_PATTERN_UNSTRUCTURED || pooled(c, l->ti))

@@ -65,6 +65,8 @@ static void track_remove(void *p)
 // Counts an allocation; true when this one must fail.
 static bool must_fail(void)
 {
+    if (!tracking)
+        return false;
     bool fail = fail_at >= 0 && count == fail_at;
     count++;
     if (fail) {

@@ -6,8 +6,10 @@
 // Two uses, as SQLite's tests use its malloc layer:
 //   - leaks: between th_alloc_track_begin and th_alloc_track_end the
 //     blocks allocated and not yet freed are counted;
-//   - failures: th_alloc_fail_at(n) makes the n-th allocation from now
-//     (0: the next) return NULL, once, as a full heap would.
+//   - failures: th_alloc_fail_at(n) makes the n-th allocation of the next
+//     tracking window (0: the first) return NULL, once, as a full heap
+//     would. Only allocations inside a window count: check's own (every
+//     ck_assert sends a message) must stay outside.
 #ifndef TH_ALLOC_H
 #define TH_ALLOC_H
 
@@ -21,7 +23,8 @@ void th_alloc_track_begin(void);
 // freed (the table of live blocks must not have overflowed: checked).
 size_t th_alloc_track_end(void);
 
-// The n-th allocation from now fails (n < 0: none). Resets the count.
+// The n-th allocation of the tracking windows from now fails (n < 0:
+// none). Resets the count.
 void th_alloc_fail_at(long n);
 
 // Whether the failure set by th_alloc_fail_at happened; the allocations

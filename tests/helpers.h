@@ -19,6 +19,7 @@ Suite *suite_prune(void);
 Suite *suite_net(void);
 Suite *suite_headers(void);
 Suite *suite_tar(void);
+Suite *suite_faults(void);
 Suite *suite_methods(void);
 Suite *suite_cli(void);
 Suite *suite_api(void);

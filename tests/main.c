@@ -1,4 +1,5 @@
-// main.c: the one test runner. `run-tests unit|integration|all [suite]`.
+// main.c: the one test runner. `run-tests unit|integration|all [suite]`;
+// `-suite` runs every suite of the kind but that one.
 //
 // Unit suites exercise one module in-process; integration suites start the
 // real binary. check runs every test in a fork with a timeout; the runner
@@ -27,6 +28,7 @@ static const suite_entry suites[] = {
     {"net", suite_net, false},
     {"headers", suite_headers, false},
     {"tar", suite_tar, false},
+    {"faults", suite_faults, false},
     {"methods", suite_methods, true},
     {"cli", suite_cli, true},
     {"api", suite_api, true},
@@ -42,15 +44,18 @@ int main(int argc, char **argv)
     bool unit = strcmp(mode, "unit") == 0 || strcmp(mode, "all") == 0;
     bool integ = strcmp(mode, "integration") == 0 || strcmp(mode, "all") == 0;
     if (!unit && !integ) {
-        fprintf(stderr, "usage: run-tests unit|integration|all [suite]\n");
+        fprintf(stderr,
+                "usage: run-tests unit|integration|all [suite|-suite]\n");
         return 2;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     SRunner *sr = NULL;
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) {
         const suite_entry *e = &suites[i];
+        bool skip = only && only[0] == '-';
         if ((e->integration ? !integ : !unit) ||
-            (only && strcmp(only, e->name) != 0))
+            (only && !skip && strcmp(only, e->name) != 0) ||
+            (skip && strcmp(only + 1, e->name) == 0))
             continue;
         if (!sr)
             sr = srunner_create(e->make());

@@ -18,18 +18,25 @@ static bool finite_all(const float *x, size_t n)
 }
 
 // Marks, in a block (rows, count) of scores, exactly k to prune (the
-// lowest; ties by position).
-static void mask_block(uint8_t *mask, const float *score, int64_t rows,
-                       int64_t count, uint64_t k, uint64_t *bits)
+// lowest; ties by position). Returns 0, or SH_ENOMEM or SH_ENUMERIC (a
+// score not finite) with d set.
+static int mask_block(uint8_t *mask, const float *score, int64_t rows,
+                      int64_t count, uint64_t k, uint64_t *bits, sh_diag *d)
 {
     eng_scorer sc;
     eng_scorer_init(&sc, ENG_SCORE_MAGNITUDE, ENG_DTYPE_F32, score,
                     (uint64_t)rows, (uint64_t)count, 0, NULL, NULL);
     eng_threshold t;
-    eng_select_one(&sc, k, &t); // scores are finite: checked before
+    int rc = eng_select_one(&sc, k, &t);
+    if (rc == SH_ENOMEM)
+        return sh_diag_set(d, rc, "", "out of memory");
+    if (rc != 0)
+        return sh_diag_set(d, SH_ENUMERIC, "",
+                           "the SparseGPT scores are not finite");
     eng_mask_threshold(bits, &sc, &t);
     for (int64_t i = 0; i < rows * count; i++)
         mask[i] = eng_mask_get(bits, (uint64_t)i);
+    return 0;
 }
 
 // In each row, the m - n lowest scores of the group starting at column c.
@@ -135,7 +142,8 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
             // exactly its count however the blocks fall.
             uint64_t k = eng_count_for(o->sparsity, (uint64_t)(rows * i2)) -
                          eng_count_for(o->sparsity, (uint64_t)(rows * i1));
-            mask_block(mask, score, rows, count, k, bits);
+            if ((rc = mask_block(mask, score, rows, count, k, bits, d)) != 0)
+                goto out;
             if (eng_pacer_step(&pace, (uint64_t)(rows * count)))
                 goto cancelled;
         }

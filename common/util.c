@@ -394,6 +394,27 @@ bool sh_strlcpy(char *dst, size_t size, const char *src)
 
 char *sh_strdup(const char *s) { return s ? strdup(s) : NULL; }
 
+bool sh_join(char *buf, size_t size, const char *const *words, size_t n,
+             const char *sep)
+{
+    static const char more[] = "...";
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t need = (i ? strlen(sep) : 0) + strlen(words[i]);
+        // Room for this word, and for the mark should a later one not fit.
+        size_t keep = i + 1 < n ? sizeof more - 1 : 0;
+        if (at + need + keep >= size) {
+            if (at + sizeof more <= size)
+                memcpy(buf + at, more, sizeof more);
+            return false;
+        }
+        at += (size_t)snprintf(buf + at, size - at, "%s%s", i ? sep : "",
+                               words[i]);
+    }
+    return true;
+}
+
 void sh_format_bytes(char *buf, size_t size, double bytes)
 {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

@@ -96,6 +96,12 @@ bool sh_strlcpy(char *dst, size_t size, const char *src);
 // strdup that returns NULL only on allocation failure of a non-NULL s.
 char *sh_strdup(const char *s);
 
+// Joins the n words with sep into buf (size > 0), always terminated; what
+// does not fit is cut at a word and marked with "...". Returns false when
+// cut.
+bool sh_join(char *buf, size_t size, const char *const *words, size_t n,
+             const char *sep);
+
 // Formats bytes as "1.50 GiB" into buf.
 void sh_format_bytes(char *buf, size_t size, double bytes);
 

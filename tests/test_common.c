@@ -10,6 +10,31 @@
 #include <unistd.h>
 
 // Diagnostics: set, prefix, NULL-safety, truncation.
+// Joined words never pass the buffer: a list longer than it is cut at a
+// word and marked. (The spec's enum messages once joined names with
+// snprintf's would-be lengths and wrote past 256 bytes.)
+START_TEST(test_join_bounded)
+{
+    const char *words[40];
+    for (size_t i = 0; i < 40; i++)
+        words[i] = "a-rather-long-method-name";
+    char buf[256 + 16];
+    memset(buf, 'X', sizeof buf);
+    ck_assert(!sh_join(buf, 256, words, 40, ", "));
+    ck_assert_uint_lt(strlen(buf), 256);
+    ck_assert(sh_str_ends_with(buf, "..."));
+    for (size_t i = 256; i < sizeof buf; i++)
+        ck_assert_int_eq(buf[i], 'X');
+    ck_assert(sh_join(buf, 256, words, 3, ", "));
+    ck_assert_str_eq(buf, "a-rather-long-method-name, a-rather-long-method-"
+                          "name, a-rather-long-method-name");
+    ck_assert(!sh_join(buf, 8, words, 1, ", "));
+    ck_assert_str_eq(buf, "...");
+    ck_assert(sh_join(buf, 8, words, 0, ", "));
+    ck_assert_str_eq(buf, "");
+}
+END_TEST
+
 START_TEST(test_diag_set_and_prefix)
 {
     sh_diag d;
@@ -156,6 +181,7 @@ Suite *suite_common(void)
     tcase_add_test(tc, test_files);
     tcase_add_test(tc, test_ids_and_compare);
     tcase_add_test(tc, test_cpu_count);
+    tcase_add_test(tc, test_join_bounded);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -4,6 +4,9 @@
 // loop, no calls, restrict pointers, unaligned loads through memcpy.
 #include "engine/select/kernels.h"
 
+#include "engine/select/pattern.h"
+
+#include <assert.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -19,7 +22,8 @@
 
 // --- keys of 16-bit floats
 
-// F16 |h| (15 bits) -> the F32 bit pattern of its value, built once.
+// F16 |h| (15 bits) -> the F32 bit pattern of its value, built once, by
+// whichever kernel needs it first (f16_table at every entry that reads it).
 static uint32_t f16_key[32768];
 static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
 
@@ -31,10 +35,17 @@ static void f16_init(void)
     }
 }
 
-bool eng_k_supports(eng_dtype dt)
+static void f16_table(eng_dtype dt)
 {
     if (dt == ENG_DTYPE_F16)
         pthread_once(&f16_once, f16_init);
+}
+
+// The group index rides in the low 5 bits of the N:M kernels' keys.
+static_assert(ENG_NM_MAX <= 32, "N:M keys carry the index in 5 bits");
+
+bool eng_k_supports(eng_dtype dt)
+{
     return dt == ENG_DTYPE_F16 || dt == ENG_DTYPE_BF16 || dt == ENG_DTYPE_F32;
 }
 
@@ -68,6 +79,7 @@ ENG_HOT
 uint32_t eng_k_hist_hi(uint32_t *restrict hist, const void *restrict src,
                        eng_dtype dt, size_t n)
 {
+    f16_table(dt);
     const unsigned char *p = src;
     uint32_t *a = hist, *b = hist + 65536;
     uint32_t or_low = 0;
@@ -126,6 +138,7 @@ ENG_HOT
 void eng_k_hist_lo(uint64_t *restrict hist, const void *restrict src,
                    eng_dtype dt, size_t n, uint32_t hi)
 {
+    f16_table(dt);
     const unsigned char *p = src;
     switch (dt) {
     case ENG_DTYPE_BF16: // every low half is zero
@@ -187,6 +200,7 @@ uint64_t eng_k_apply_threshold(void *restrict dst, const void *restrict src,
     const unsigned char *s = src;
     unsigned char *d = dst;
     uint32_t cut, tie;
+    f16_table(dt);
     native_cut(dt, t->key, &cut, &tie);
     uint64_t zeros = 0;
     if (dt == ENG_DTYPE_F32) {
@@ -276,14 +290,14 @@ static uint64_t nm4_32(unsigned char *restrict d,
     return zeros;
 }
 
-// Any other m (up to 32): ranks by pairwise comparison within the group,
-// on keys that carry the index in their low 5 bits so every comparison is
-// strict and branch-free. M is a compile-time constant in the common cases
+// Any other m (up to ENG_NM_MAX): ranks by pairwise comparison within the
+// group, on keys that carry the index in their low 5 bits so every comparison
+// is strict and branch-free. M is a compile-time constant in the common cases
 // so the loops unroll.
 #define NM_GROUPS(M)                                                           \
     for (size_t g = 0; g < n; g += (size_t)(M)) {                              \
-        uint64_t k[32];                                                        \
-        uint32_t v[32];                                                        \
+        uint64_t k[ENG_NM_MAX];                                                \
+        uint32_t v[ENG_NM_MAX];                                                \
         for (int i = 0; i < (M); i++) {                                        \
             v[i] = wide ? ld32(s, g + (size_t)i) : ld16(s, g + (size_t)i);     \
             uint32_t a = v[i] & mask;                                          \

@@ -3,6 +3,7 @@
 
 #include "engine/select/kernels.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,10 +252,10 @@ static bool feed_magnitude(eng_select *s, const eng_scorer *sc)
     return false;
 }
 
-bool eng_select_feed(eng_select *s, const eng_scorer *sc)
+int eng_select_feed(eng_select *s, const eng_scorer *sc)
 {
     if (s->done)
-        return false;
+        return 0;
     if (sc->kind == ENG_SCORE_MAGNITUDE && eng_k_supports(sc->dtype))
         return feed_magnitude(s, sc);
     uint32_t keys[CHUNK];
@@ -262,7 +263,7 @@ bool eng_select_feed(eng_select *s, const eng_scorer *sc)
     for (uint64_t at = 0; at < numel; at += CHUNK) {
         size_t m = numel - at < CHUNK ? (size_t)(numel - at) : CHUNK;
         if (eng_scorer_keys(sc, keys, at, m))
-            return true;
+            return SH_ENUMERIC;
         if (s->pass == 2) {
             for (size_t i = 0; i < m; i++)
                 if ((keys[i] >> 16) == s->hi)
@@ -288,7 +289,7 @@ bool eng_select_feed(eng_select *s, const eng_scorer *sc)
         if (s->pending > (1ull << 31))
             fold_sub(s);
     }
-    return false;
+    return 0;
 }
 
 void eng_select_next(eng_select *s)
@@ -365,7 +366,9 @@ static inline void set_bit(uint64_t *mask, uint64_t i)
     mask[i >> 6] |= 1ull << (i & 63);
 }
 
-bool eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m)
+static_assert(CHUNK >= 64 * ENG_NM_MAX, "a chunk holds 64 groups of any M");
+
+int eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m)
 {
     uint64_t numel = s->rows * s->cols;
     memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
@@ -373,9 +376,7 @@ bool eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m)
     size_t chunk = (size_t)(CHUNK / (64 * m)) * 64 * (size_t)m;
     if (chunk == 0)
         chunk = 64 * (size_t)m;
-    uint32_t *keys = malloc(chunk * sizeof *keys);
-    if (!keys)
-        abort(); // (64 * 32) keys: a failure here is not recoverable
+    uint32_t keys[CHUNK]; // chunk <= CHUNK: see the assertion above
     int drop = m - n;
     bool bad = false;
     for (uint64_t at = 0; at < numel; at += chunk) {
@@ -403,12 +404,11 @@ bool eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m)
             }
         }
     }
-    free(keys);
-    return bad;
+    return bad ? SH_ENUMERIC : 0;
 }
 
-bool eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
-                      uint32_t *work)
+int eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
+                     uint32_t *work)
 {
     uint64_t numel = s->rows * s->cols;
     memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
@@ -437,7 +437,7 @@ bool eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
             }
         }
     }
-    return bad;
+    return bad ? SH_ENUMERIC : 0;
 }
 
 static int by_score(const void *a, const void *b, void *ctx)
@@ -449,8 +449,8 @@ static int by_score(const void *a, const void *b, void *ctx)
     return x < y ? -1 : x > y;
 }
 
-bool eng_mask_rows(uint64_t *mask, const eng_scorer *s, uint64_t k,
-                   eng_norm norm, double *score, uint64_t *idx)
+int eng_mask_rows(uint64_t *mask, const eng_scorer *s, uint64_t k,
+                  eng_norm norm, double *score, uint64_t *idx)
 {
     uint64_t numel = s->rows * s->cols;
     memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
@@ -481,5 +481,5 @@ bool eng_mask_rows(uint64_t *mask, const eng_scorer *s, uint64_t k,
         for (uint64_t c = 0; c < s->cols; c++)
             set_bit(mask, base + c);
     }
-    return bad;
+    return bad ? SH_ENUMERIC : 0;
 }

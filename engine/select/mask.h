@@ -13,9 +13,10 @@
 #ifndef ENG_MASK_H
 #define ENG_MASK_H
 
+#include "common/err.h"
 #include "engine/hooks.h"
 #include "engine/io/dtype.h"
-#include "engine/spec/spec.h"
+#include "engine/select/pattern.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -84,9 +85,9 @@ typedef struct eng_select {
 int eng_select_init(eng_select *s, uint64_t k, uint64_t total);
 void eng_select_deinit(eng_select *s);
 
-// Feeds one scorer's keys to the current pass. Returns true (and feeds
-// nothing further) when one of its elements is NaN or infinite.
-bool eng_select_feed(eng_select *s, const eng_scorer *sc);
+// Feeds one scorer's keys to the current pass. Returns 0, or SH_ENUMERIC
+// (and feeds nothing further) when one of its elements is NaN or infinite.
+int eng_select_feed(eng_select *s, const eng_scorer *sc);
 
 // Closes the current pass; sets s->done and s->result when the threshold
 // is known.
@@ -102,19 +103,20 @@ int eng_select_one(const eng_scorer *sc, uint64_t k, eng_threshold *out);
 void eng_mask_threshold(uint64_t *mask, const eng_scorer *s, eng_threshold *t);
 
 // mask <- in each group of m consecutive elements of a row, the m - n
-// lowest. Requires cols % m == 0. Returns true if a key was non-finite.
-bool eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m);
+// lowest. Requires cols % m == 0 and m <= ENG_NM_MAX. Returns 0, or
+// SH_ENUMERIC when a key was non-finite.
+int eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m);
 
-// mask <- in each row, the k lowest keys. Returns true if non-finite.
-// work: (2 * cols) uint32 of scratch.
-bool eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
-                      uint32_t *work);
+// mask <- in each row, the k lowest keys. Returns 0, or SH_ENUMERIC when a
+// key was non-finite. work: (2 * cols) uint32 of scratch.
+int eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
+                     uint32_t *work);
 
 // mask <- whole rows: the k rows of lowest norm (L1 or L2 of the scores;
-// for random, a seeded score per row). Returns true if non-finite.
-// work: (rows) double and (rows) uint64 of scratch.
-bool eng_mask_rows(uint64_t *mask, const eng_scorer *s, uint64_t k,
-                   eng_norm norm, double *work_scores, uint64_t *work_idx);
+// for random, a seeded score per row). Returns 0, or SH_ENUMERIC when a
+// score was non-finite. work: (rows) double and (rows) uint64 of scratch.
+int eng_mask_rows(uint64_t *mask, const eng_scorer *s, uint64_t k,
+                  eng_norm norm, double *work_scores, uint64_t *work_idx);
 
 // Number of whole 64-bit words a mask of n bits needs.
 static inline size_t eng_mask_words(uint64_t n)

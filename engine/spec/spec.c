@@ -91,11 +91,11 @@ int eng_pattern_parse(const char *word, eng_pattern *out, const char *field,
     int n = 0, m = 0;
     const char *p = word;
     if (digits(&p, &n) && *p++ == ':' && digits(&p, &m) && *p == '\0') {
-        if (n <= 0 || m > 32 || n >= m)
+        if (n <= 0 || m > ENG_NM_MAX || n >= m)
             return bad(d, field,
-                       "pattern \"%s\": N:M needs 0 < N < M <= 32, where N "
+                       "pattern \"%s\": N:M needs 0 < N < M <= %d, where N "
                        "is the number of weights kept in every M",
-                       word);
+                       word, ENG_NM_MAX);
         *out = (eng_pattern){ENG_PATTERN_NM, n, m};
         return 0;
     }
@@ -377,11 +377,8 @@ static int parse_enum(const json_t *j, const char *key,
             return 0;
         }
     }
-    char list[256] = "";
-    size_t n = 0;
-    for (int i = 0; i < count; i++)
-        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "",
-                              names[i]);
+    char list[256];
+    sh_join(list, sizeof list, names, (size_t)count, ", ");
     return bad(d, key, "%s \"%s\" is not one of %s", key, w, list);
 }
 

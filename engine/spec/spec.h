@@ -29,6 +29,7 @@
 
 #include "common/err.h"
 #include "engine/io/safetensors.h"
+#include "engine/select/pattern.h"
 #include "engine/spec/regex.h"
 
 #include <jansson.h>
@@ -60,24 +61,11 @@ typedef struct eng_method_info {
 
 extern const eng_method_info eng_methods[ENG_METHOD_COUNT];
 
-typedef enum eng_pattern_kind {
-    ENG_PATTERN_UNSTRUCTURED,
-    ENG_PATTERN_NM,
-    ENG_PATTERN_ROWS,
-    ENG_PATTERN_KIND_COUNT
-} eng_pattern_kind;
-
-typedef struct eng_pattern {
-    eng_pattern_kind kind;
-    int n, m; // ENG_PATTERN_NM: keep n of every m
-} eng_pattern;
-
 typedef enum eng_scope {
     ENG_SCOPE_LAYER,
     ENG_SCOPE_GLOBAL,
     ENG_SCOPE_COUNT
 } eng_scope;
-typedef enum eng_norm { ENG_NORM_L1, ENG_NORM_L2, ENG_NORM_COUNT } eng_norm;
 
 typedef struct eng_override {
     eng_regex match;

@@ -19,7 +19,7 @@
 
 #include "engine/io/dataset.h"
 #include "engine/math/linalg.h"
-#include "engine/methods/sparsegpt.h"
+#include "engine/methods/method.h"
 #include "engine/nets/net.h"
 
 #include <math.h>
@@ -48,12 +48,7 @@ typedef struct calib {
     bool cancelled;          // a poll in on_site said stop
 } calib;
 
-static eng_score_kind kind_of(eng_method m)
-{
-    return m == ENG_METHOD_RANDOM  ? ENG_SCORE_RANDOM
-           : m == ENG_METHOD_WANDA ? ENG_SCORE_SCALED
-                                   : ENG_SCORE_MAGNITUDE;
-}
+static eng_score_kind kind_of(eng_method m) { return eng_methods[m].score; }
 
 static void on_site(void *ctx, int site, const float *x, int64_t rows,
                     int64_t cols)
@@ -92,10 +87,12 @@ static int stats_alloc(calib *c, size_t block, sh_diag *d)
             continue;
         c->used[s] = true;
         size_t cols = (size_t)lin[i].cols;
+        // H for every method: the reconstruction errors need it.
+        bool colsq = eng_methods[c->s->method].stats & ENG_STAT_COLSQ;
         c->hess[s] = calloc(cols * cols, sizeof(float));
-        if (c->s->method == ENG_METHOD_WANDA)
+        if (colsq)
             c->colsq[s] = calloc(cols, sizeof(float));
-        if (!c->hess[s] || (c->s->method == ENG_METHOD_WANDA && !c->colsq[s]))
+        if (!c->hess[s] || (colsq && !c->colsq[s]))
             return sh_diag_set(d, SH_ENOMEM, "",
                                "out of memory for %zux%zu calibration "
                                "statistics",
@@ -153,8 +150,8 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
         break;
     }
     default:
-        if (c->s->method == ENG_METHOD_WANDA) {
-            // Wanda's comparison group is the output row.
+        if (eng_methods[c->s->method].group == ENG_GROUP_ROW) {
+            // The comparison group is the output row (Wanda).
             uint64_t k = eng_count_for(p->sparsity, (uint64_t)cols);
             uint32_t *work = malloc(2 * (size_t)cols * sizeof *work);
             if (!work)
@@ -204,8 +201,9 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     if ((rc = eng_copy_polled(orig, w, n, c->h)) != 0)
         goto out;
     const float *h = c->hess[site];
-    if (c->s->method == ENG_METHOD_SPARSEGPT) {
-        // SparseGPT consumes its copy
+    const eng_method_def *md = &eng_methods[c->s->method];
+    if (md->solve) {
+        // The solver consumes its copy
         if ((rc = eng_copy_polled(work, h, cn, c->h)) != 0)
             goto out;
         eng_sgpt_opts so = {
@@ -214,7 +212,7 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             .m = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.m : 0,
             .blocksize = c->s->sgpt_blocksize,
             .damp = c->s->sgpt_damp};
-        rc = eng_sparsegpt(w, work, rows, cols, &so, &l->damping, c->h, d);
+        rc = md->solve(w, work, rows, cols, &so, &l->damping, c->h, d);
         if (rc != 0 && rc != SH_ECANCELED) { // a cancel sets no diag
             sh_diag_prefix(d, "tensor \"%s\"", t->name);
             if (!d->field[0])
@@ -225,13 +223,12 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
                          (uint64_t)(p->pattern.m - p->pattern.n)
                    : eng_count_for(p->sparsity, (uint64_t)n);
     } else {
-        if (c->s->method == ENG_METHOD_WANDA) {
+        if (md->scale) {
             if (!(scale = malloc((size_t)cols * sizeof *scale))) {
                 rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
                 goto out;
             }
-            for (int64_t j = 0; j < cols; j++)
-                scale[j] = sqrtf(c->colsq[site][j]);
+            md->scale(scale, c->colsq[site], cols);
         }
         if (!(mask = malloc(eng_mask_words(n) * sizeof *mask))) {
             rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");

@@ -19,10 +19,7 @@
 
 const char *eng_version(void) { return SH_VERSION; }
 
-static eng_score_kind score_kind(eng_method m)
-{
-    return m == ENG_METHOD_RANDOM ? ENG_SCORE_RANDOM : ENG_SCORE_MAGNITUDE;
-}
+static eng_score_kind score_kind(eng_method m) { return eng_methods[m].score; }
 
 typedef struct stream_ctx {
     const eng_model *m;

@@ -11,14 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const eng_method_info eng_methods[ENG_METHOD_COUNT] = {
-#define ENG_METHOD_ROW(e, nm, calib, global)                                   \
-    [ENG_METHOD_##e] = {                                                       \
-        .name = nm, .needs_calibration = calib, .supports_global = global},
-    ENG_METHODS(ENG_METHOD_ROW)
-#undef ENG_METHOD_ROW
-};
-
 static const char *const scope_names[ENG_SCOPE_COUNT] = {
     [ENG_SCOPE_LAYER] = "layer",
     [ENG_SCOPE_GLOBAL] = "global",
@@ -468,10 +460,26 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
     return 0;
 }
 
+// The kinds of a pattern set, in words ("unstructured, N:M").
+static void pattern_kinds(char *buf, size_t size, unsigned bits)
+{
+    static const char *const kinds[ENG_PATTERN_KIND_COUNT] = {
+        [ENG_PATTERN_UNSTRUCTURED] = "unstructured",
+        [ENG_PATTERN_NM] = "N:M",
+        [ENG_PATTERN_ROWS] = "rows",
+    };
+    const char *which[ENG_PATTERN_KIND_COUNT];
+    size_t n = 0;
+    for (int k = 0; k < ENG_PATTERN_KIND_COUNT; k++)
+        if (bits & ENG_PATTERN_BIT(k))
+            which[n++] = kinds[k];
+    sh_join(buf, size, which, n, ", ");
+}
+
 // Checks that need several fields at once.
 static int check_combination(const eng_spec *s, sh_diag *d)
 {
-    const eng_method_info *mi = &eng_methods[s->method];
+    const eng_method_def *mi = &eng_methods[s->method];
     if (s->scope == ENG_SCOPE_GLOBAL) {
         if (!mi->supports_global)
             return bad(d, "scope",
@@ -584,8 +592,8 @@ json_t *eng_spec_to_json(const eng_spec *s)
                         s->eval_dataset
                             ? json_pack("{s:s}", "dataset", s->eval_dataset)
                             : json_null());
-    if (s->method == ENG_METHOD_SPARSEGPT)
-        json_object_set_new(j, "sparsegpt",
+    if (eng_methods[s->method].options) // the solver's
+        json_object_set_new(j, eng_methods[s->method].options,
                             json_pack("{s:i, s:f}", "blocksize",
                                       s->sgpt_blocksize, "damp", s->sgpt_damp));
     json_object_set_new(j, "output", json_pack("{s:s}", "format", "dense"));
@@ -758,14 +766,20 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                    "evaluation needs a model the engine can run; \"%s\" "
                    "is not one",
                    arch);
-    if (s->method == ENG_METHOD_SPARSEGPT) {
-        for (size_t i = 0; i < n; i++) {
-            eng_plan p;
-            eng_spec_plan(s, tensors[i], &p);
-            if (p.target && p.pattern.kind == ENG_PATTERN_ROWS)
-                return bad(d, "pattern",
-                           "sparsegpt prunes unstructured or N:M; for whole "
-                           "rows use magnitude, random or wanda");
+    const eng_method_def *md = &eng_methods[s->method];
+    for (size_t i = 0; i < n; i++) {
+        eng_plan p;
+        eng_spec_plan(s, tensors[i], &p);
+        unsigned bit = ENG_PATTERN_BIT(p.pattern.kind);
+        if (p.target && !(md->patterns & bit)) {
+            char pat[32], can[128], others[128];
+            eng_pattern_format(pat, sizeof pat, p.pattern);
+            pattern_kinds(can, sizeof can, md->patterns);
+            eng_methods_making(others, sizeof others, bit);
+            return bad(d, "pattern",
+                       "%s prunes %s, not \"%s\" (tensor \"%s\"); for it "
+                       "use %s",
+                       md->name, can, pat, tensors[i]->name, others);
         }
     }
     return 0;

@@ -1,7 +1,7 @@
 // spec.h: the job spec, the same JSON for POST /v1/jobs and `prune --spec`.
 //
 //   {"checkpoint": "ck_...",            opaque to the engine
-//    "method": "magnitude",             see ENG_METHODS
+//    "method": "magnitude",             a row of eng_methods
 //    "sparsity": 0.5,                   [0, 1]; implied by an N:M pattern
 //    "pattern": "unstructured",         unstructured | "N:M" | rows
 //    "scope": "layer",                  layer | global (unstructured only)
@@ -29,6 +29,7 @@
 
 #include "common/err.h"
 #include "engine/io/safetensors.h"
+#include "engine/methods/method.h"
 #include "engine/select/pattern.h"
 #include "engine/spec/regex.h"
 
@@ -38,28 +39,6 @@
 
 // Entries of each of targets, ignore and overrides.
 #define ENG_SPEC_MAX_REGEXES 64
-
-// X(enum suffix, name, needs calibration, supports global scope)
-#define ENG_METHODS(X)                                                         \
-    X(MAGNITUDE, "magnitude", false, true)                                     \
-    X(RANDOM, "random", false, true)                                           \
-    X(WANDA, "wanda", true, false)                                             \
-    X(SPARSEGPT, "sparsegpt", true, false)
-
-typedef enum eng_method {
-#define ENG_METHOD_ENUM(e, name, calib, global) ENG_METHOD_##e,
-    ENG_METHODS(ENG_METHOD_ENUM)
-#undef ENG_METHOD_ENUM
-        ENG_METHOD_COUNT
-} eng_method;
-
-typedef struct eng_method_info {
-    const char *name;
-    bool needs_calibration;
-    bool supports_global;
-} eng_method_info;
-
-extern const eng_method_info eng_methods[ENG_METHOD_COUNT];
 
 typedef enum eng_scope {
     ENG_SCOPE_LAYER,

@@ -237,8 +237,8 @@ START_TEST(test_plan_targets)
     sh_diag d;
     ck_assert_int_eq(parse("{\"method\":\"magnitude\"}", &s, &d), 0);
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
-        eng_plan p;
-        eng_spec_plan(&s, &ts[i], &p);
+        eng_share p;
+        eng_spec_share(&s, &ts[i], &p);
         ck_assert_msg(p.target == expect[i], "%s", ts[i].name);
     }
     eng_spec_deinit(&s);
@@ -249,14 +249,14 @@ START_TEST(test_plan_targets)
               "\"sparsity\":0.25},{\"match\":\"head\",\"sparsity\":0.9}]}",
               &s, &d),
         0);
-    eng_plan p;
-    eng_spec_plan(&s, &ts[5], &p); // fc1.bias: matched, then ignored
+    eng_share p;
+    eng_spec_share(&s, &ts[5], &p); // fc1.bias: matched, then ignored
     ck_assert(!p.target);
-    eng_spec_plan(&s, &ts[2], &p); // lm_head: the first override wins
+    eng_spec_share(&s, &ts[2], &p); // lm_head: the first override wins
     ck_assert(p.target);
     ck_assert_double_eq(p.sparsity, 0.25);
     ck_assert_int_eq(p.override_index, 0);
-    eng_spec_plan(&s, &ts[6], &p); // int8: never a target
+    eng_spec_share(&s, &ts[6], &p); // int8: never a target
     ck_assert(!p.target);
     eng_spec_deinit(&s);
 }
@@ -293,8 +293,8 @@ START_TEST(test_check_against_tensors)
                            &s, &d),
                      0);
     ck_assert_int_eq(eng_spec_check(&s, ts, 2, "unknown", false, 0, &d), 0);
-    eng_plan p;
-    eng_spec_plan(&s, &b, &p);
+    eng_share p;
+    eng_spec_share(&s, &b, &p);
     ck_assert_int_eq(p.pattern.kind, ENG_PATTERN_UNSTRUCTURED);
     ck_assert_double_eq(p.sparsity, 0.3);
     eng_spec_deinit(&s);

@@ -35,7 +35,7 @@ typedef struct calib {
     eng_out *w;
     eng_report *r;
     eng_net *net;
-    eng_plan *plans;    // (ntensors,)
+    const eng_plan *plan;
     bool *written;      // (ntensors,)
     eng_threshold *thr; // (ntensors,) global scope: per-tensor threshold
     size_t nt;
@@ -83,7 +83,7 @@ static int stats_alloc(calib *c, size_t block, sh_diag *d)
     c->nsites = eng_net_sites(c->net, block);
     for (size_t i = 0; i < n; i++) {
         int s = lin[i].site;
-        if (!c->plans[lin[i].tensor].target || c->used[s])
+        if (!c->plan->rows[lin[i].tensor].share.target || c->used[s])
             continue;
         c->used[s] = true;
         size_t cols = (size_t)lin[i].cols;
@@ -110,29 +110,23 @@ static int nonfinite(sh_diag *d, const char *name)
 }
 
 // Global scope: the targets no override names share one threshold.
-static bool pooled(const calib *c, size_t i)
-{
-    return c->plans[i].target && c->plans[i].override_index < 0;
-}
+static bool pooled(const calib *c, size_t i) { return c->plan->rows[i].pooled; }
 
-// Builds the mask of one target from its F32 weights; returns the zeros
-// the plan asks for.
+// Builds the mask of one target from its F32 weights.
 static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
                     int64_t cols, const float *scale, uint64_t *mask,
-                    uint64_t *want, sh_diag *d)
+                    sh_diag *d)
 {
     const eng_tensor_info *t = eng_model_tensor(c->m, ti);
-    const eng_plan *p = &c->plans[ti];
+    const eng_plan_row *row = &c->plan->rows[ti];
+    const eng_share *p = &row->share;
     eng_scorer sc;
     eng_scorer_init(&sc, kind_of(c->s->method), ENG_DTYPE_F32, w,
                     (uint64_t)rows, (uint64_t)cols, c->s->seed, t->name, scale);
-    uint64_t numel = (uint64_t)(rows * cols);
     bool bad = false;
     switch (p->pattern.kind) {
     case ENG_PATTERN_NM:
         bad = eng_mask_nm(mask, &sc, p->pattern.n, p->pattern.m);
-        *want = numel / (uint64_t)p->pattern.m *
-                (uint64_t)(p->pattern.m - p->pattern.n);
         break;
     case ENG_PATTERN_ROWS: {
         uint64_t k = eng_count_for(p->sparsity, (uint64_t)rows);
@@ -146,7 +140,6 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
         bad = eng_mask_rows(mask, &sc, k, c->s->norm, score, idx);
         free(score);
         free(idx);
-        *want = k * (uint64_t)cols;
         break;
     }
     default:
@@ -158,17 +151,12 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
                 return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
             bad = eng_mask_per_row(mask, &sc, k, work);
             free(work);
-            *want = k * (uint64_t)rows;
         } else if (c->thr && pooled(c, ti)) {
             eng_threshold t2 = c->thr[ti];
             eng_mask_threshold(mask, &sc, &t2);
-            *want = 0;
-            for (size_t i = 0; i < eng_mask_words(numel); i++)
-                *want += (uint64_t)__builtin_popcountll(mask[i]);
         } else {
             eng_threshold t2;
-            *want = eng_count_for(p->sparsity, numel);
-            int rc = eng_select_one(&sc, *want, &t2);
+            int rc = eng_select_one(&sc, row->want, &t2);
             if (rc == SH_ENUMERIC)
                 bad = true;
             else if (rc != 0)
@@ -185,14 +173,14 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
                         int64_t cols, int site, sh_diag *d)
 {
     const eng_tensor_info *t = eng_model_tensor(c->m, ti);
-    const eng_plan *p = &c->plans[ti];
+    const eng_plan_row *row = &c->plan->rows[ti];
+    const eng_share *p = &row->share;
     eng_layer_report *l = eng_report_add_layer(c->r, t, p);
     size_t n = (size_t)(rows * cols), cn = (size_t)(cols * cols);
     float *orig = malloc(n * sizeof *orig);
     float *work = malloc((n > cn ? n : cn) * sizeof *work);
     float *scale = NULL;
     uint64_t *mask = NULL;
-    uint64_t want = 0;
     int rc = 0;
     if (!l || !orig || !work) {
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
@@ -218,10 +206,6 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             if (!d->field[0])
                 snprintf(d->field, sizeof d->field, "%s", t->name);
         }
-        want = p->pattern.kind == ENG_PATTERN_NM
-                   ? (uint64_t)n / (uint64_t)p->pattern.m *
-                         (uint64_t)(p->pattern.m - p->pattern.n)
-                   : eng_count_for(p->sparsity, (uint64_t)n);
     } else {
         if (md->scale) {
             if (!(scale = malloc((size_t)cols * sizeof *scale))) {
@@ -234,7 +218,7 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
             goto out;
         }
-        rc = mask_for(c, ti, w, rows, cols, scale, mask, &want, d);
+        rc = mask_for(c, ti, w, rows, cols, scale, mask, d);
         for (size_t i = 0; rc == 0 && i < n; i++)
             if (eng_mask_get(mask, i))
                 w[i] = 0.0f;
@@ -255,7 +239,7 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     if ((rc = eng_quad_trace_polled(&num, orig, h, rows, cols, work, c->h)))
         goto out;
     l->recon_error = den > 0 ? num / den : 0.0;
-    rc = eng_write_f32(c->w, ti, w, t->dtype, n, l, want, d);
+    rc = eng_write_f32(c->w, ti, w, t->dtype, n, l, row->want, d);
     if (rc == 0) {
         c->written[ti] = true;
         c->r->target_tensors++;
@@ -302,8 +286,7 @@ static int global_thresholds(calib *c, sh_diag *d)
     c->thr = calloc(c->nt, sizeof *c->thr);
     unsigned char *buf = malloc(largest ? largest : 1);
     eng_select sel;
-    if (!c->thr || !buf ||
-        eng_select_init(&sel, eng_count_for(c->s->sparsity, total), total)) {
+    if (!c->thr || !buf || eng_select_init(&sel, c->plan->pool_want, total)) {
         free(buf);
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     }
@@ -359,7 +342,8 @@ static int check_targets(calib *c, sh_diag *d)
 {
     for (size_t i = 0; i < c->nt; i++) {
         size_t b, l;
-        if (c->plans[i].target && !eng_net_find_linear(c->net, i, &b, &l))
+        if (c->plan->rows[i].share.target &&
+            !eng_net_find_linear(c->net, i, &b, &l))
             return sh_diag_set(
                 d, SH_ESPEC, "targets",
                 "with calibration data, the targets must be linear layers "
@@ -400,7 +384,7 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         const eng_net_linear *lin;
         size_t nl = eng_net_linears(c->net, b, &lin);
         for (size_t i = 0; rc == 0 && i < nl; i++) {
-            if (!c->plans[lin[i].tensor].target)
+            if (!c->plan->rows[lin[i].tensor].share.target)
                 continue;
             rc = prune_linear(c, lin[i].tensor, eng_net_block_weight(blk, i),
                               lin[i].rows, lin[i].cols, lin[i].site, d);
@@ -415,11 +399,13 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
     return rc;
 }
 
-int eng_prune_calibrated(const eng_model *m, const eng_spec *s,
-                         const eng_options *o, const eng_hooks *h, eng_out *w,
-                         eng_report *r, sh_diag *d)
+int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
+                         const eng_hooks *h, eng_out *w, eng_report *r,
+                         sh_diag *d)
 {
-    calib c = {.m = m, .s = s, .h = h, .w = w, .r = r};
+    const eng_model *m = plan->m;
+    const eng_spec *s = plan->s;
+    calib c = {.m = m, .s = s, .plan = plan, .h = h, .w = w, .r = r};
     c.nt = eng_model_tensor_count(m);
     eng_dataset ds = {0};
     eng_acts acts = {0};
@@ -428,14 +414,11 @@ int eng_prune_calibrated(const eng_model *m, const eng_spec *s,
         return sh_diag_set(d, SH_ESPEC, "calibration",
                            "method %s needs calibration data",
                            eng_methods[s->method].name);
-    c.plans = malloc((c.nt ? c.nt : 1) * sizeof *c.plans);
     c.written = calloc(c.nt ? c.nt : 1, sizeof *c.written);
-    if (!c.plans || !c.written) {
+    if (!c.written) {
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < c.nt; i++)
-        eng_spec_plan(s, eng_model_tensor(m, i), &c.plans[i]);
     if ((rc = eng_net_open(&c.net, m, d)) != 0 ||
         (rc = check_targets(&c, d)) != 0)
         goto out;
@@ -473,7 +456,6 @@ out:
     eng_acts_free(&acts);
     eng_dataset_deinit(&ds);
     eng_net_close(c.net);
-    free(c.plans);
     free(c.written);
     free(c.thr);
     return rc;

@@ -28,7 +28,7 @@ typedef struct stream_ctx {
     const eng_hooks *h;
     eng_out *w;
     eng_report *r;
-    eng_plan *plans;      // (ntensors,)
+    const eng_plan *plan;
     bool global;          // one threshold for the pooled targets
     eng_threshold pooled; // that threshold, its ties consumed in order
     uint64_t bytes_total, bytes_done;
@@ -55,7 +55,7 @@ static void scorer_for(const stream_ctx *c, size_t ti,
 
 static bool pooled(const stream_ctx *c, size_t ti)
 {
-    return c->global && c->plans[ti].target && c->plans[ti].override_index < 0;
+    return c->plan->rows[ti].pooled;
 }
 
 // Magnitude on F16/BF16/F32 streams through the kernels; the rest works on
@@ -78,8 +78,8 @@ static const eng_st *tensor_file(const eng_model *m, size_t ti, size_t *idx)
 static bool want_bytes(void *ctx, size_t ti)
 {
     stream_ctx *c = ctx;
-    return c->plans[ti].target &&
-           (!fast(c, ti) || c->plans[ti].pattern.kind == ENG_PATTERN_ROWS);
+    const eng_share *sh = &c->plan->rows[ti].share;
+    return sh->target && (!fast(c, ti) || sh->pattern.kind == ENG_PATTERN_ROWS);
 }
 
 static void progress(stream_ctx *c, const char *phase, size_t step,
@@ -149,7 +149,7 @@ static int select_global(stream_ctx *c, sh_diag *d)
         }
     }
     eng_select sel;
-    if (eng_select_init(&sel, eng_count_for(c->s->sparsity, total), total)) {
+    if (eng_select_init(&sel, c->plan->pool_want, total)) {
         free(order);
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     }
@@ -186,24 +186,22 @@ static int select_global(stream_ctx *c, sh_diag *d)
 static int prepare(void *ctx, eng_loaded *l)
 {
     stream_ctx *c = ctx;
-    const eng_plan *p = &c->plans[l->ti];
+    const eng_plan_row *p = &c->plan->rows[l->ti];
     const eng_tensor_info *t = eng_model_tensor(c->m, l->ti);
     size_t idx;
     const eng_st *st = tensor_file(c->m, l->ti, &idx);
-    l->want = 0;
     l->has_thr = false;
-    if (!p->target)
+    if (!p->share.target)
         return eng_stream_zeros(st, idx, &l->zeros, l->scratch, &l->d);
-    if (p->pattern.kind != ENG_PATTERN_UNSTRUCTURED || pooled(c, l->ti))
+    if (p->share.pattern.kind != ENG_PATTERN_UNSTRUCTURED || p->pooled)
         return 0;
-    l->want = eng_count_for(p->sparsity, t->numel);
     int rc;
     if (l->data) {
         eng_scorer sc;
         scorer_for(c, l->ti, l->data, &sc);
-        rc = eng_select_one(&sc, l->want, &l->thr);
+        rc = eng_select_one(&sc, p->want, &l->thr);
     } else {
-        rc = eng_stream_select(st, idx, l->want, &l->thr, l->scratch, &l->d);
+        rc = eng_stream_select(st, idx, p->want, &l->thr, l->scratch, &l->d);
     }
     if (rc == SH_ENUMERIC)
         return nonfinite(&l->d, t->name);
@@ -215,7 +213,7 @@ static int prepare(void *ctx, eng_loaded *l)
 
 // Rows: whole output channels, through a mask.
 static int rows_mask(stream_ctx *c, const eng_scorer *sc, double sparsity,
-                     uint64_t *mask, uint64_t *want, sh_diag *d)
+                     uint64_t *mask, sh_diag *d)
 {
     uint64_t k = eng_count_for(sparsity, sc->rows);
     double *score = malloc(sc->rows * sizeof *score);
@@ -229,7 +227,6 @@ static int rows_mask(stream_ctx *c, const eng_scorer *sc, double sparsity,
     }
     free(score);
     free(idx);
-    *want = k * sc->cols;
     return rc;
 }
 
@@ -241,21 +238,19 @@ static int prune_target(stream_ctx *c, eng_loaded *ld, eng_layer_report *l,
 {
     size_t ti = ld->ti;
     const eng_tensor_info *t = eng_model_tensor(c->m, ti);
-    const eng_plan *p = &c->plans[ti];
+    const eng_plan_row *row = &c->plan->rows[ti];
+    const eng_share *p = &row->share;
     eng_src src = {.mem = ld->data};
     src.st = ld->data ? NULL : tensor_file(c->m, ti, &src.idx);
-    uint64_t want = ld->want;
-    eng_threshold *thr = pooled(c, ti) ? &c->pooled : &ld->thr;
+    uint64_t want = row->want; // pooled: 0, the pool's count is the plan's
+    eng_threshold *thr = row->pooled ? &c->pooled : &ld->thr;
     int rc = 0;
 
     if (p->pattern.kind == ENG_PATTERN_NM) {
-        want = t->numel / (uint64_t)p->pattern.m *
-               (uint64_t)(p->pattern.m - p->pattern.n);
         if (!ld->data)
             return eng_write_nm(c->w, ti, src, t->dtype, t->numel, l, want,
                                 c->h, d);
     } else if (p->pattern.kind == ENG_PATTERN_UNSTRUCTURED && !ld->data) {
-        // pooled: want stays 0, global scope has no per-layer count
         return eng_write_threshold(c->w, ti, src, t->dtype, t->numel, thr, l,
                                    want, c->h, d);
     }
@@ -271,9 +266,7 @@ static int prune_target(stream_ctx *c, eng_loaded *ld, eng_layer_report *l,
         if (eng_mask_nm(mask, &sc, p->pattern.n, p->pattern.m))
             rc = SH_ENUMERIC;
         break;
-    case ENG_PATTERN_ROWS:
-        rc = rows_mask(c, &sc, p->sparsity, mask, &want, d);
-        break;
+    case ENG_PATTERN_ROWS: rc = rows_mask(c, &sc, p->sparsity, mask, d); break;
     default: eng_mask_threshold(mask, &sc, thr);
     }
     if (rc == SH_ENUMERIC)
@@ -288,7 +281,7 @@ static int prune_target(stream_ctx *c, eng_loaded *ld, eng_layer_report *l,
 static int stream_tensor(stream_ctx *c, eng_loaded *ld, sh_diag *d)
 {
     const eng_tensor_info *t = eng_model_tensor(c->m, ld->ti);
-    const eng_plan *p = &c->plans[ld->ti];
+    const eng_share *p = &c->plan->rows[ld->ti].share;
     if (ld->rc != 0) {
         *d = ld->d;
         return ld->rc;
@@ -313,7 +306,7 @@ static int stream_tensor(stream_ctx *c, eng_loaded *ld, sh_diag *d)
 
 static int prune_streaming(const eng_model *m, const eng_spec *s,
                            const eng_options *o, const eng_hooks *h, eng_out *w,
-                           eng_report *r, eng_plan *plans, sh_diag *d)
+                           eng_report *r, const eng_plan *plan, sh_diag *d)
 {
     stream_ctx c = {.m = m,
                     .s = s,
@@ -321,7 +314,7 @@ static int prune_streaming(const eng_model *m, const eng_spec *s,
                     .h = h,
                     .w = w,
                     .r = r,
-                    .plans = plans,
+                    .plan = plan,
                     .global = s->scope == ENG_SCOPE_GLOBAL};
     size_t nt = eng_model_tensor_count(m);
     size_t *order = malloc((nt ? nt : 1) * sizeof *order);
@@ -391,22 +384,13 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
               const eng_hooks *h, eng_report *r, sh_diag *d)
 {
     double t0 = sh_time_mono();
-    size_t nt = eng_model_tensor_count(m);
-    const eng_tensor_info **ts = malloc((nt ? nt : 1) * sizeof *ts);
-    eng_plan *plans = malloc((nt ? nt : 1) * sizeof *plans);
+    eng_plan plan = {0};
     eng_out *w = NULL;
     eng_model *pruned = NULL;
     eng_metric dense, after;
     int rc = 0;
-    if (!ts || !plans) {
-        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < nt; i++) {
-        ts[i] = eng_model_tensor(m, i);
-        eng_spec_plan(s, ts[i], &plans[i]);
-    }
-    if ((rc = eng_check(s, m, 0, NULL, d)) != 0)
+    if ((rc = eng_check(s, m, 0, NULL, d)) != 0 ||
+        (rc = eng_plan_build(&plan, s, m, d)) != 0)
         goto out;
     if (o->evaluation_path) {
         phase(h, "evaluating dense", 0.0);
@@ -418,9 +402,9 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     // Calibration data means the sequential pipeline, for every method:
     // the reconstruction errors need the layers' inputs.
     if (eng_methods[s->method].needs_calibration || o->calibration_path)
-        rc = eng_prune_calibrated(m, s, o, h, w, r, d);
+        rc = eng_prune_calibrated(&plan, o, h, w, r, d);
     else
-        rc = prune_streaming(m, s, o, h, w, r, plans, d);
+        rc = prune_streaming(m, s, o, h, w, r, &plan, d);
     // Polls between the phases too: finishing syncs every file.
     if (rc == 0 && eng_hooks_cancelled(h))
         rc = SH_ECANCELED;
@@ -448,7 +432,6 @@ out:
         sh_diag_set(d, rc, "", "cancelled");
     eng_model_close(pruned);
     eng_out_destroy(w);
-    free(ts);
-    free(plans);
+    eng_plan_deinit(&plan);
     return rc;
 }

@@ -15,8 +15,7 @@ typedef struct eng_loaded {
     int rc;                    // the read's (or prepare's) result
     sh_diag d;                 // the reason when rc != 0
     bool has_thr;              // prepare found a threshold:
-    eng_threshold thr;         //   this one,
-    uint64_t want;             //   for this many zeros
+    eng_threshold thr;         //   this one, for the plan's count
     uint64_t zeros;            // prepare counted the tensor's zeros
     unsigned char *scratch;    // ENG_STREAM_CHUNK bytes for prepare, owned
                                // by the reader's thread

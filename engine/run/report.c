@@ -23,7 +23,7 @@ void eng_report_deinit(eng_report *r)
 }
 
 eng_layer_report *eng_report_add_layer(eng_report *r, const eng_tensor_info *t,
-                                       const eng_plan *p)
+                                       const eng_share *p)
 {
     if (r->n_layers == r->cap_layers) {
         size_t cap = r->cap_layers ? 2 * r->cap_layers : 32;

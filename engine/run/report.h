@@ -57,7 +57,7 @@ void eng_report_deinit(eng_report *r);
 // Appends a layer row for tensor t; returns it (owned by r), or NULL when
 // out of memory. recon_error and damping start as NAN.
 eng_layer_report *eng_report_add_layer(eng_report *r, const eng_tensor_info *t,
-                                       const eng_plan *p);
+                                       const eng_share *p);
 
 // The JSON form described above (a new reference).
 json_t *eng_report_to_json(const eng_report *r);

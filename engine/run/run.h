@@ -4,11 +4,14 @@
 
 #include "engine/engine.h"
 #include "engine/formats/output.h"
+#include "engine/spec/plan.h"
 
 // --- calibrated methods (calib.c)
 
-int eng_prune_calibrated(const eng_model *m, const eng_spec *s,
-                         const eng_options *o, const eng_hooks *h, eng_out *w,
-                         eng_report *r, sh_diag *d);
+// The sequential driver: the plan's targets pruned block by block from
+// statistics of their inputs over the calibration set.
+int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
+                         const eng_hooks *h, eng_out *w, eng_report *r,
+                         sh_diag *d);
 
 #endif

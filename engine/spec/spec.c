@@ -645,12 +645,12 @@ static int match(const eng_regex *r, const char *field, size_t i,
 
 // The plan of one tensor, or an error when a regex cannot be matched.
 static int plan_tensor(const eng_spec *s, const eng_tensor_info *t,
-                       eng_plan *out, sh_diag *d)
+                       eng_share *out, sh_diag *d)
 {
-    *out = (eng_plan){.target = false,
-                      .sparsity = s->sparsity,
-                      .pattern = s->pattern,
-                      .override_index = -1};
+    *out = (eng_share){.target = false,
+                       .sparsity = s->sparsity,
+                       .pattern = s->pattern,
+                       .override_index = -1};
     if (!eng_dtypes[t->dtype].prunable || t->numel == 0 || t->ndim == 0)
         return 0;
     int target = 0;
@@ -690,7 +690,7 @@ static int plan_tensor(const eng_spec *s, const eng_tensor_info *t,
     return 0;
 }
 
-void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out)
+void eng_spec_share(const eng_spec *s, const eng_tensor_info *t, eng_share *out)
 {
     // eng_spec_check ran the same matches on the same names: the limits
     // are counts of steps, so none can fail here that passed there.
@@ -722,7 +722,7 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                        "%zu tensors of the checkpoint takes too long; use "
                        "fewer or simpler patterns",
                        n);
-        eng_plan p;
+        eng_share p;
         int rc = plan_tensor(s, tensors[i], &p, d);
         if (rc != 0)
             return rc;
@@ -768,8 +768,8 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                    arch);
     const eng_method_def *md = &eng_methods[s->method];
     for (size_t i = 0; i < n; i++) {
-        eng_plan p;
-        eng_spec_plan(s, tensors[i], &p);
+        eng_share p;
+        eng_spec_share(s, tensors[i], &p);
         unsigned bit = ENG_PATTERN_BIT(p.pattern.kind);
         if (p.target && !(md->patterns & bit)) {
             char pat[32], can[128], others[128];

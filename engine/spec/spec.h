@@ -75,12 +75,12 @@ typedef struct eng_spec {
 } eng_spec;
 
 // A tensor's share of the spec.
-typedef struct eng_plan {
+typedef struct eng_share {
     bool target;
     double sparsity;
     eng_pattern pattern;
     int override_index; // -1 when none applied
-} eng_plan;
+} eng_share;
 
 // Parses a spec object, fills defaults and checks every field on its own.
 // On failure d->field names the offending field ("overrides[1].match") and
@@ -104,7 +104,8 @@ int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
                    sh_diag *d);
 
 // Decides whether tensor t is a target and at what sparsity and pattern.
-void eng_spec_plan(const eng_spec *s, const eng_tensor_info *t, eng_plan *out);
+void eng_spec_share(const eng_spec *s, const eng_tensor_info *t,
+                    eng_share *out);
 
 // Formats a pattern ("unstructured", "2:4", "rows") into buf.
 void eng_pattern_format(char *buf, size_t size, eng_pattern p);

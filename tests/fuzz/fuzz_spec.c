@@ -46,8 +46,8 @@ static void spec_mode(const unsigned char *data, size_t n)
         }
         eng_spec_check(&s, ptrs, 6, "llama", true, 0, &d);
         for (int i = 0; i < 6; i++) {
-            eng_plan p;
-            eng_spec_plan(&s, &ts[i], &p);
+            eng_share p;
+            eng_spec_share(&s, &ts[i], &p);
             assert(!p.target || (p.sparsity >= 0 && p.sparsity <= 1));
         }
         json_decref(echo);

@@ -1,0 +1,61 @@
+// plan.c: see plan.h.
+#include "engine/spec/plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t eng_plan_want(const eng_share *sh, eng_method method, uint64_t rows,
+                       uint64_t cols)
+{
+    uint64_t numel = rows * cols;
+    switch (sh->pattern.kind) {
+    case ENG_PATTERN_NM:
+        return numel / (uint64_t)sh->pattern.m *
+               (uint64_t)(sh->pattern.m - sh->pattern.n);
+    case ENG_PATTERN_ROWS: return eng_count_for(sh->sparsity, rows) * cols;
+    default:
+        if (eng_methods[method].group == ENG_GROUP_ROW)
+            return eng_count_for(sh->sparsity, cols) * rows;
+        return eng_count_for(sh->sparsity, numel);
+    }
+}
+
+int eng_plan_build(eng_plan *p, const eng_spec *s, const eng_model *m,
+                   sh_diag *d)
+{
+    size_t n = eng_model_tensor_count(m);
+    *p = (eng_plan){.m = m, .s = s, .n = n};
+    p->rows = calloc(n ? n : 1, sizeof *p->rows);
+    if (!p->rows)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    bool global = s->scope == ENG_SCOPE_GLOBAL;
+    for (size_t i = 0; i < n; i++) {
+        const eng_tensor_info *t = eng_model_tensor(m, i);
+        eng_plan_row *r = &p->rows[i];
+        eng_spec_share(s, t, &r->share);
+        eng_tensor_rows_cols(t, &r->rows, &r->cols);
+        // The dense format: the tensor itself.
+        r->n_out = 1;
+        r->out[0] =
+            (eng_plan_out){.name = t->name, .dtype = t->dtype, .ndim = t->ndim};
+        memcpy(r->out[0].shape, t->shape, sizeof t->shape);
+        if (!r->share.target)
+            continue;
+        p->target_params += t->numel;
+        r->pooled = global && r->share.override_index < 0;
+        if (r->pooled)
+            p->pool_params += t->numel;
+        else
+            r->want = eng_plan_want(&r->share, s->method, r->rows, r->cols);
+    }
+    if (global)
+        p->pool_want = eng_count_for(s->sparsity, p->pool_params);
+    return 0;
+}
+
+void eng_plan_deinit(eng_plan *p)
+{
+    free(p->rows);
+    p->rows = NULL;
+    p->n = 0;
+}

@@ -1,0 +1,58 @@
+// plan.h: the plan of a prune, built once from the spec and the model
+// before any output is opened: for every tensor whether it is pruned, with
+// which pattern and count, and the output tensors it becomes. The drivers
+// (run/) and the format (formats/) read it; none of them decides again.
+#ifndef ENG_PLAN_H
+#define ENG_PLAN_H
+
+#include "engine/io/model.h"
+#include "engine/spec/spec.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+// One output tensor of a row. The dense format keeps the input tensor as
+// it is: one output, its name, dtype and shape; a compressed format will
+// give several (values, bitmask, scales), a structured shrink a smaller
+// shape.
+typedef struct eng_plan_out {
+    const char *name; // borrowed from the model, or owned by the format
+    eng_dtype dtype;
+    int ndim;
+    int64_t shape[ENG_MAX_DIMS];
+} eng_plan_out;
+
+#define ENG_PLAN_MAX_OUTS 4
+
+typedef struct eng_plan_row {
+    eng_share share;     // the spec's word on the tensor
+    bool pooled;         // global scope and no override: the pool's threshold
+    uint64_t want;       // zeros the pattern asks for (pooled: 0; the pool's
+                         // count is the plan's)
+    uint64_t rows, cols; // the (rows, cols) view the pattern works on
+    size_t n_out;
+    eng_plan_out out[ENG_PLAN_MAX_OUTS];
+} eng_plan_row;
+
+typedef struct eng_plan {
+    const eng_model *m;
+    const eng_spec *s;
+    size_t n;                        // tensors of the model
+    eng_plan_row *rows;              // (n,)
+    uint64_t pool_params, pool_want; // global scope: the pooled targets
+    uint64_t target_params;
+} eng_plan;
+
+// Builds the plan of s on m (the spec checked against m before). Returns
+// 0 or SH_ENOMEM with d set; free with eng_plan_deinit.
+int eng_plan_build(eng_plan *p, const eng_spec *s, const eng_model *m,
+                   sh_diag *d);
+void eng_plan_deinit(eng_plan *p);
+
+// The zeros a pattern asks for on a (rows, cols) tensor, with the method's
+// comparison group for unstructured ones (a whole row's count rounds per
+// row).
+uint64_t eng_plan_want(const eng_share *sh, eng_method method, uint64_t rows,
+                       uint64_t cols);
+
+#endif

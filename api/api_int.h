@@ -124,11 +124,12 @@ struct api_request {
     char *body; // API_BODY_JSON
     size_t body_len;
     bool body_too_big;
-    void *upload;         // API_BODY_STREAM state
-    api_conn *guard;      // the connection's guard record
-    bool dispatched;      // the final call has run the handler
-    api_handler deferred; // runs on a check thread (api_defer)
-    void *ctx;            // a handler's state across the defer
+    void *upload;           // API_BODY_STREAM state
+    api_conn *guard;        // the connection's guard record
+    bool dispatched;        // the final call has run the handler
+    api_handler deferred;   // runs on a check thread (api_defer)
+    atomic_bool defer_done; // the check thread is done with it
+    void *ctx;              // a handler's state across the defer
     void (*ctx_free)(void *ctx);
 };
 
@@ -193,11 +194,24 @@ void api_respond_problem(api_request *r, unsigned status, const char *slug,
 // Sends the problem for an error code and its diagnostic.
 void api_respond_error(api_request *r, int code, const sh_diag *d);
 
-// Queues a prepared response (taken over) with the common headers.
+// Queues a prepared response (taken over) with the common headers. resp
+// may be NULL (an MHD_create_response_* that failed): then a bare 500
+// goes out when one can be made; when not, nothing is queued and the
+// access handler closes the connection.
 void api_respond(api_request *r, unsigned status, struct MHD_Response *resp);
+
+// MHD_add_response_header for a response that may be NULL (it is not
+// NULL-safe); the NULL goes on to api_respond.
+void api_add_header(struct MHD_Response *resp, const char *name,
+                    const char *value);
 
 // The HTTP status for an error code (one table).
 unsigned api_status_for(int code);
+
+// A job's error as the store keeps it ({code, field, message}, code an
+// SH_E* name) as the problem object the API shows (type, title, detail,
+// field), from the same table (new reference; NULL when out of memory).
+json_t *api_job_problem(const json_t *error);
 
 // --- request helpers
 

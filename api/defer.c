@@ -39,6 +39,7 @@ static void *defer_main(void *arg)
         if (!r->responded)
             api_respond_problem(r, 500, "internal", "Internal error", NULL,
                                 "the handler gave no response");
+        atomic_store(&r->defer_done, true);
         MHD_resume_connection(r->conn);
     }
 }

@@ -72,7 +72,7 @@ void api_h_artifact_file(api_request *r)
     if (inm && (strstr(inm, etag) || strcmp(inm, "*") == 0)) {
         struct MHD_Response *resp =
             MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
-        MHD_add_response_header(resp, "ETag", etag);
+        api_add_header(resp, "ETag", etag);
         api_respond(r, 304, resp);
         json_decref(files);
         return;
@@ -99,8 +99,8 @@ void api_h_artifact_file(api_request *r)
         struct MHD_Response *resp =
             MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
         snprintf(cr, sizeof cr, "bytes */%" PRIu64, size);
-        MHD_add_response_header(resp, "Content-Range", cr);
-        MHD_add_response_header(resp, "Accept-Ranges", "bytes");
+        api_add_header(resp, "Content-Range", cr);
+        api_add_header(resp, "Accept-Ranges", "bytes");
         api_respond(r, 416, resp);
         json_decref(files);
         return;
@@ -108,19 +108,21 @@ void api_h_artifact_file(api_request *r)
     uint64_t len = size ? to - from + 1 : 0;
     struct MHD_Response *resp =
         MHD_create_response_from_fd_at_offset64(len, fd, (uint64_t)from);
+    if (!resp)
+        close(fd); // an fd response owns its fd only once it exists
     char disp[1200];
     api_content_disposition(disp, sizeof disp, r->param[1]);
-    MHD_add_response_header(resp, "Content-Type",
-                            sh_str_ends_with(r->param[1], ".json")
-                                ? "application/json"
-                                : "application/octet-stream");
-    MHD_add_response_header(resp, "Content-Disposition", disp);
-    MHD_add_response_header(resp, "ETag", etag);
-    MHD_add_response_header(resp, "Accept-Ranges", "bytes");
+    api_add_header(resp, "Content-Type",
+                   sh_str_ends_with(r->param[1], ".json")
+                       ? "application/json"
+                       : "application/octet-stream");
+    api_add_header(resp, "Content-Disposition", disp);
+    api_add_header(resp, "ETag", etag);
+    api_add_header(resp, "Accept-Ranges", "bytes");
     if (range > 0) {
         snprintf(cr, sizeof cr, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, from,
                  to, size);
-        MHD_add_response_header(resp, "Content-Range", cr);
+        api_add_header(resp, "Content-Range", cr);
     }
     r->bytes_out += len;
     api_respond(r, range > 0 ? 206 : 200, resp);
@@ -321,10 +323,12 @@ void api_h_artifact_tar(api_request *r)
     json_decref(files);
     struct MHD_Response *resp = MHD_create_response_from_callback(
         t->total, 256 * 1024, tar_read, t, tar_free);
+    if (!resp)
+        tar_free(t); // not handed over
     char disp[1100];
     snprintf(disp, sizeof disp, "attachment; filename=\"%s.tar\"", r->param[0]);
-    MHD_add_response_header(resp, "Content-Type", "application/x-tar");
-    MHD_add_response_header(resp, "Content-Disposition", disp);
+    api_add_header(resp, "Content-Type", "application/x-tar");
+    api_add_header(resp, "Content-Disposition", disp);
     r->bytes_out += t->total;
     api_respond(r, 200, resp);
 }

@@ -1,97 +1,21 @@
 // h_jobs.c: submitting, reading, cancelling and deleting jobs.
 #include "api/api_int.h"
 
-#include "common/sha256.h"
 #include "common/util.h"
-#include "engine/engine.h"
-#include "engine/io/dataset.h"
-#include "engine/io/model.h"
-#include "engine/spec/spec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-// Opens a checkpoint's model from its blobs (headers only) to check a spec
-// against it.
-static int open_checkpoint(api_request *r, store_conn *c, const char *id,
-                           eng_model **m, sh_diag *d)
-{
-    json_t *files = NULL;
-    int rc = store_files_of(c, id, &files);
-    if (rc != 0)
-        return sh_diag_set(d, rc == SH_ENOTFOUND ? SH_ESPEC : rc, "checkpoint",
-                           "checkpoint %s does not exist", id);
-    size_t n = json_array_size(files);
-    eng_file_ref *refs = calloc(n, sizeof *refs);
-    char(*paths)[4096] = calloc(n, sizeof *paths);
-    if (refs && paths) {
-        for (size_t i = 0; i < n; i++) {
-            json_t *f = json_array_get(files, i);
-            store_blob_path(r->srv->s,
-                            json_string_value(json_object_get(f, "sha256")),
-                            paths[i], sizeof paths[i]);
-            refs[i] = (eng_file_ref){
-                json_string_value(json_object_get(f, "name")), paths[i]};
-        }
-        rc = eng_model_open_files(m, refs, n, d);
-    } else {
-        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    }
-    free(refs);
-    free(paths);
-    json_decref(files);
-    return rc;
-}
+static json_t *json_or_null(json_t *j) { return j ? j : json_null(); }
 
-// A dataset the spec names must exist and be of the kind the model takes.
-static int check_dataset(store_conn *c, const char *id, const char *field,
-                         const char *arch, const eng_model_needs *needs,
-                         sh_diag *d)
-{
-    json_t *ds = NULL;
-    int rc = store_dataset_get(c, id, &ds);
-    if (rc == SH_ENOTFOUND)
-        return sh_diag_set(d, SH_ESPEC, field,
-                           "%s: dataset %s does not exist (upload it to "
-                           "/v1/datasets first)",
-                           field, id);
-    const char *kind = json_string_value(json_object_get(ds, "kind"));
-    const char *want = eng_dataset_kind_name(needs->dataset);
-    if (rc == 0 && needs->runs && kind && strcmp(kind, want) != 0)
-        rc = sh_diag_set(d, SH_ESPEC, field,
-                         "%s: dataset %s holds \"%s\"; a %s model needs "
-                         "\"%s\"",
-                         field, id, kind, arch, want);
-    json_decref(ds);
-    return rc;
-}
-
-// Everything a spec needs beyond its own fields: the checkpoint exists and
-// the spec fits its tensors; datasets exist and are what the model takes.
-static int check_spec(api_request *r, const eng_spec *spec, sh_diag *d)
-{
-    store_conn *c = store_conn_acquire(r->srv->s);
-    eng_model *m = NULL;
-    eng_model_needs needs = {0};
-    int rc = open_checkpoint(r, c, spec->checkpoint, &m, d);
-    if (rc == 0)
-        rc = eng_check(spec, m, sh_time_mono() + r->srv->cfg.check_timeout,
-                       &needs, d);
-    if (rc == 0 && spec->calib_dataset)
-        rc = check_dataset(c, spec->calib_dataset, "calibration.dataset",
-                           eng_model_arch(m), &needs, d);
-    if (rc == 0 && spec->eval_dataset)
-        rc = check_dataset(c, spec->eval_dataset, "evaluation.dataset",
-                           eng_model_arch(m), &needs, d);
-    store_conn_release(r->srv->s, c);
-    eng_model_close(m);
-    return rc;
-}
-
-// A job as the API shows it: live progress for a running one.
+// A job as the API shows it: its error as a problem object, live progress
+// for a running one.
 static json_t *job_view(api_request *r, json_t *job)
 {
+    json_t *error = json_object_get(job, "error");
+    if (json_is_object(error))
+        json_object_set_new(job, "error", json_or_null(api_job_problem(error)));
     const char *status = json_string_value(json_object_get(job, "status"));
     if (status && strcmp(status, "running") == 0) {
         json_t *p = job_runner_progress(
@@ -102,72 +26,25 @@ static json_t *job_view(api_request *r, json_t *job)
     return job;
 }
 
-// A submission between its parse (on the HTTP thread) and its check.
-typedef struct submission {
-    json_t *body;
-    eng_spec spec;
-} submission;
+static void body_free(void *p) { json_decref(p); }
 
-static void submission_free(void *p)
-{
-    submission *sub = p;
-    eng_spec_deinit(&sub->spec);
-    json_decref(sub->body);
-    free(sub);
-}
-
-// On a check thread: the spec parsed (its regexes compiled) and checked
-// against its checkpoint, then the insert.
+// On a check thread: job_submit parses the spec (compiling its regexes),
+// checks it against its checkpoint and records it.
 static void job_create_checked(api_request *r)
 {
-    submission *sub = r->ctx;
     sh_diag d;
     sh_diag_clear(&d);
-    int rc = eng_spec_parse(&sub->spec, sub->body, &d);
-    if (rc == 0 && !sub->spec.checkpoint)
-        rc = sh_diag_set(&d, SH_ESPEC, "checkpoint",
-                         "checkpoint is required (a ck_... id)");
-    if (rc == 0)
-        rc = check_spec(r, &sub->spec, &d);
-    if (rc != 0) {
-        api_respond_error(r, rc, &d);
-        return;
-    }
-    // Idempotency: the key is kept with a digest of the request body.
-    const char *key = api_header(r, "Idempotency-Key");
-    char body_sha[SH_SHA256_HEX] = "";
-    char *canon = json_dumps(sub->body, JSON_COMPACT | JSON_SORT_KEYS);
-    sh_sha256 h;
-    if (canon && sh_sha256_init(&h) == 0) {
-        sh_sha256_update(&h, canon, strlen(canon));
-        sh_sha256_final(&h, body_sha);
-        sh_sha256_deinit(&h);
-    }
-    free(canon);
-    char id[48];
-    sh_id_new(id, sizeof id, "job_");
-    json_t *echo = eng_spec_to_json(&sub->spec);
-    store_job_new nj = {.id = id,
-                        .checkpoint = sub->spec.checkpoint,
-                        .calibration = sub->spec.calib_dataset,
-                        .evaluation = sub->spec.eval_dataset,
-                        .spec = echo,
-                        .idem_key = key,
-                        .body_sha256 = body_sha};
-    store_conn *c = store_conn_acquire(r->srv->s);
+    job_request req = {.body = r->ctx,
+                       .idem_key = api_header(r, "Idempotency-Key"),
+                       .check_deadline =
+                           sh_time_mono() + r->srv->cfg.check_timeout};
     json_t *job = NULL;
     bool created = false;
-    rc = store_job_add(c, &nj, &job, &created, &d);
-    store_conn_release(r->srv->s, c);
-    json_decref(echo);
-    if (rc == SH_ENOTFOUND)
-        rc = d.code = SH_ESPEC; // a dataset or checkpoint went away just now
+    int rc = job_submit(r->srv->s, r->srv->jobs, &req, &job, &created, &d);
     if (rc != 0) {
         api_respond_error(r, rc, &d);
         return;
     }
-    if (created)
-        job_runner_wake(r->srv->jobs);
     char location[128];
     sh_strlcpy(r->job, sizeof r->job,
                json_string_value(json_object_get(job, "id")));
@@ -177,9 +54,9 @@ static void job_create_checked(api_request *r)
         api_respond_error(r, SH_ENOMEM, NULL);
         return;
     }
-    MHD_add_response_header(resp, "Location", location);
+    api_add_header(resp, "Location", location);
     if (!created)
-        MHD_add_response_header(resp, "Idempotent-Replayed", "true");
+        api_add_header(resp, "Idempotent-Replayed", "true");
     api_respond(r, 202, resp);
 }
 
@@ -210,15 +87,8 @@ void api_h_job_create(api_request *r)
     }
     // The rest costs what the spec makes it cost (up to 192 regexes to
     // compile, then to match against every tensor): a check thread's.
-    submission *sub = calloc(1, sizeof *sub);
-    if (!sub) {
-        json_decref(body);
-        api_respond_error(r, SH_ENOMEM, NULL);
-        return;
-    }
-    sub->body = body;
-    r->ctx = sub;
-    r->ctx_free = submission_free;
+    r->ctx = body;
+    r->ctx_free = body_free;
     api_defer(r, job_create_checked);
 }
 
@@ -325,14 +195,16 @@ void api_h_job_get(api_request *r)
         free(text);
         struct MHD_Response *resp =
             MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
-        MHD_add_response_header(resp, "ETag", etag);
+        api_add_header(resp, "ETag", etag);
         api_respond(r, 304, resp);
         return;
     }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "ETag", etag);
+    if (!resp)
+        free(text);
+    api_add_header(resp, "Content-Type", "application/json");
+    api_add_header(resp, "ETag", etag);
     r->bytes_out += n;
     api_respond(r, 200, resp);
 }

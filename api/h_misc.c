@@ -46,7 +46,7 @@ void api_h_openapi(api_request *r)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         api_openapi_yaml_len, (void *)api_openapi_yaml, MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(resp, "Content-Type", "application/yaml");
+    api_add_header(resp, "Content-Type", "application/yaml");
     r->bytes_out += api_openapi_yaml_len;
     api_respond(r, 200, resp);
 }
@@ -98,8 +98,10 @@ void api_h_metrics(api_request *r)
     size_t n = strlen(text);
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(n, text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, "Content-Type",
-                            "text/plain; version=0.0.4; charset=utf-8");
+    if (!resp)
+        free(text);
+    api_add_header(resp, "Content-Type",
+                   "text/plain; version=0.0.4; charset=utf-8");
     r->bytes_out += n;
     api_respond(r, 200, resp);
 }
@@ -109,10 +111,10 @@ void api_h_dashboard(api_request *r)
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         api_dashboard_html_len, (void *)api_dashboard_html,
         MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(resp, "Content-Type", "text/html; charset=utf-8");
-    MHD_add_response_header(resp, "Content-Security-Policy",
-                            "default-src 'self'; script-src 'unsafe-inline'; "
-                            "style-src 'unsafe-inline'; img-src data:");
+    api_add_header(resp, "Content-Type", "text/html; charset=utf-8");
+    api_add_header(resp, "Content-Security-Policy",
+                   "default-src 'self'; script-src 'unsafe-inline'; "
+                   "style-src 'unsafe-inline'; img-src data:");
     r->bytes_out += api_dashboard_html_len;
     api_respond(r, 200, resp);
 }

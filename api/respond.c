@@ -2,6 +2,7 @@
 // small request helpers.
 #include "api/api_int.h"
 
+#include "common/log.h"
 #include "common/util.h"
 
 #include <assert.h>
@@ -36,6 +37,7 @@ static const status_row by_code[SH_ERR_COUNT] = {
     [-SH_EAUTH] = {401, "unauthorized", "Unauthorized"},
     [-SH_ESHUTDOWN] = {503, "shutting-down", "Shutting down"},
     [-SH_ENOSPC] = {507, "insufficient-storage", "Insufficient storage"},
+    [-SH_EINTERRUPTED] = {500, "interrupted", "Interrupted too often"},
 };
 static_assert(sizeof by_code / sizeof by_code[0] == SH_ERR_COUNT,
               "one row per error code");
@@ -49,16 +51,50 @@ static const status_row *row_for(int code)
 
 unsigned api_status_for(int code) { return row_for(code)->status; }
 
+json_t *api_job_problem(const json_t *error)
+{
+    int code = SH_EIO;
+    sh_err_parse(json_string_value(json_object_get(error, "code")), &code);
+    const status_row *row = row_for(code);
+    const char *field = json_string_value(json_object_get(error, "field"));
+    const char *msg = json_string_value(json_object_get(error, "message"));
+    char type[128];
+    snprintf(type, sizeof type, "urn:shears:problem:%s", row->slug);
+    json_t *j = json_pack("{s:s, s:s, s:s}", "type", type, "title", row->title,
+                          "detail", msg && msg[0] ? msg : sh_strerror(code));
+    if (j && field && field[0])
+        json_object_set_new(j, "field", json_string(field));
+    return j;
+}
+
 // --- responses
+
+void api_add_header(struct MHD_Response *resp, const char *name,
+                    const char *value)
+{
+    if (resp)
+        MHD_add_response_header(resp, name, value);
+}
 
 void api_respond(api_request *r, unsigned status, struct MHD_Response *resp)
 {
     if (r->responded) { // a handler bug; never two responses
-        MHD_destroy_response(resp);
+        if (resp)
+            MHD_destroy_response(resp);
         return;
     }
-    MHD_add_response_header(resp, "X-Request-Id", r->id);
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (!resp) {
+        // The response could not be made (out of memory): a bare 500 if
+        // even that can be had, else none, and the connection closes.
+        SH_WARN("cannot build a response", "request_id", r->id, "status",
+                sh_log_num((char[32]){0}, status));
+        resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+        status = 500;
+        if (!resp)
+            return;
+    }
+    api_add_header(resp, "X-Request-Id", r->id);
+    api_add_header(resp, "Cache-Control", "no-store");
     r->status = (int)status;
     r->responded = true;
     api_guard_phase(r, API_CONN_REPLY); // no deadline while it is sent
@@ -76,9 +112,9 @@ static void respond_text(api_request *r, unsigned status, const char *type,
         free(text);
         return;
     }
-    MHD_add_response_header(resp, "Content-Type", type);
+    api_add_header(resp, "Content-Type", type);
     if (status == 503)
-        MHD_add_response_header(resp, "Retry-After", "5");
+        api_add_header(resp, "Retry-After", "5");
     r->bytes_out += n;
     api_respond(r, status, resp);
 }
@@ -107,7 +143,7 @@ struct MHD_Response *api_json_response(api_request *r, json_t *j)
         free(text);
         return NULL;
     }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
+    api_add_header(resp, "Content-Type", "application/json");
     r->bytes_out += n;
     return resp;
 }
@@ -120,7 +156,7 @@ void api_respond_at(api_request *r, unsigned status, json_t *j,
         api_respond_error(r, SH_ENOMEM, NULL);
         return;
     }
-    MHD_add_response_header(resp, "Location", location);
+    api_add_header(resp, "Location", location);
     api_respond(r, status, resp);
 }
 

@@ -63,6 +63,7 @@ static api_request *request_new(api_server *srv, struct MHD_Connection *conn,
     r->conn = conn;
     r->method = method;
     r->start = sh_time_mono();
+    atomic_init(&r->defer_done, false);
     snprintf(r->path, sizeof r->path, "%s", url);
     request_id(r);
     return r;
@@ -82,7 +83,7 @@ static void dispatch(api_request *r)
     } else {
         r->route->handler(r);
     }
-    if (!r->responded && !r->deferred)
+    if (!r->deferred && !r->responded)
         api_respond_problem(r, 500, "internal", "Internal error", NULL,
                             "the handler gave no response");
 }
@@ -119,27 +120,24 @@ static bool first_call(api_request *r)
         api_route_match(r->method, r->path, r->param, allow, sizeof allow);
     if (!r->route) {
         if (allow[0]) {
-            struct MHD_Response *resp =
-                MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
-            MHD_add_response_header(resp, "Allow", allow);
             // Answer as problem+json, with Allow.
-            char *text = NULL;
-            json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type",
-                                  "urn:shears:problem:method-not-allowed",
-                                  "title", "Method not allowed", "status", 405,
-                                  "detail", "", "instance", r->path);
             char detail[160];
             snprintf(detail, sizeof detail,
                      "%s is not served here; allowed: %s", r->method, allow);
-            json_object_set_new(j, "detail", json_string(detail));
-            text = json_dumps(j, JSON_COMPACT);
+            json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type",
+                                  "urn:shears:problem:method-not-allowed",
+                                  "title", "Method not allowed", "status", 405,
+                                  "detail", detail, "instance", r->path);
+            char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
             json_decref(j);
-            MHD_destroy_response(resp);
-            resp = MHD_create_response_from_buffer(strlen(text), text,
-                                                   MHD_RESPMEM_MUST_FREE);
-            MHD_add_response_header(resp, "Allow", allow);
-            MHD_add_response_header(resp, "Content-Type",
-                                    "application/problem+json");
+            struct MHD_Response *resp =
+                text ? MHD_create_response_from_buffer(strlen(text), text,
+                                                       MHD_RESPMEM_MUST_FREE)
+                     : NULL;
+            if (!resp)
+                free(text);
+            api_add_header(resp, "Allow", allow);
+            api_add_header(resp, "Content-Type", "application/problem+json");
             api_respond(r, 405, resp);
         } else {
             api_respond_problem(r, 404, "not-found", "Not found", NULL,
@@ -154,14 +152,15 @@ static bool first_call(api_request *r)
                               "Unauthorized", "status", 401, "detail",
                               "this route needs Authorization: Bearer <token>",
                               "instance", r->path);
-        char *text = json_dumps(j, JSON_COMPACT);
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
-        resp = MHD_create_response_from_buffer(strlen(text), text,
-                                               MHD_RESPMEM_MUST_FREE);
-        MHD_add_response_header(resp, "Content-Type",
-                                "application/problem+json");
-        MHD_add_response_header(resp, "WWW-Authenticate",
-                                "Bearer realm=\"shears\"");
+        resp = text ? MHD_create_response_from_buffer(strlen(text), text,
+                                                      MHD_RESPMEM_MUST_FREE)
+                    : NULL;
+        if (!resp)
+            free(text);
+        api_add_header(resp, "Content-Type", "application/problem+json");
+        api_add_header(resp, "WWW-Authenticate", "Bearer realm=\"shears\"");
         api_respond(r, 401, resp);
         return false;
     }
@@ -244,7 +243,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
     }
     if (!r->responded && !r->dispatched)
         dispatch(r);
-    return MHD_YES;
+    // Suspended for a check thread, which answers; called again after the
+    // resume, with its answer queued or not.
+    if (r->deferred && !atomic_load(&r->defer_done))
+        return MHD_YES;
+    if (r->responded)
+        return MHD_YES;
+    // No response could be made (out of memory): closing the connection
+    // is the answer left; waiting would call this again and again.
+    SH_WARN("no response; closing the connection", "request_id", r->id);
+    return MHD_NO;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

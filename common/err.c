@@ -32,6 +32,25 @@ const char *sh_err_name(int code)
     return "SH_EUNKNOWN";
 }
 
+int sh_err_parse(const char *name, int *code)
+{
+    static const struct {
+        const char *name;
+        int code;
+    } names[] = {
+#define SH_ERR_ROW(n, value, text) {#n, n},
+        SH_ERRORS(SH_ERR_ROW)
+#undef SH_ERR_ROW
+    };
+    for (size_t i = 0; name && i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(name, names[i].name) == 0) {
+            *code = names[i].code;
+            return 0;
+        }
+    }
+    return SH_EINVAL;
+}
+
 int sh_diag_vset(sh_diag *d, int code, const char *field, const char *fmt,
                  va_list ap)
 {

@@ -30,13 +30,14 @@
     X(SH_EDB, -13, "database error")                                           \
     X(SH_EAUTH, -14, "unauthorized")                                           \
     X(SH_ESHUTDOWN, -15, "shutting down")                                      \
-    X(SH_ENOSPC, -16, "no space left on the device")
+    X(SH_ENOSPC, -16, "no space left on the device")                           \
+    X(SH_EINTERRUPTED, -17, "interrupted too often")
 
 enum {
 #define SH_ERR_ENUM(name, value, text) name = value,
     SH_ERRORS(SH_ERR_ENUM)
 #undef SH_ERR_ENUM
-        SH_ERR_COUNT = 17
+        SH_ERR_COUNT = 18
 };
 
 // sh_strerror returns a static string for a code; never NULL.
@@ -44,6 +45,10 @@ const char *sh_strerror(int code);
 
 // sh_err_name returns the code's symbolic name ("SH_EFORMAT"); never NULL.
 const char *sh_err_name(int code);
+
+// sh_err_parse sets *code from a symbolic name and returns 0, or returns
+// SH_EINVAL (leaving *code) for a name that is not one of the codes.
+int sh_err_parse(const char *name, int *code);
 
 // A diagnostic: the words behind an error code. `field` names the offending
 // input (a JSON field such as "sparsity", a tensor name, a file name) and may

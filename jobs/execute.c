@@ -60,29 +60,12 @@ static bool on_cancelled(void *ctx)
            JOB_CANCEL_NONE;
 }
 
-typedef struct inputs {
-    const char **sha; // per model file
-} inputs;
-
-static const char *const *input_sha(void *ctx) { return ((inputs *)ctx)->sha; }
+static const char *const *input_sha(void *ctx)
+{
+    return ((job_inputs *)ctx)->model_sha;
+}
 
 // --- the run
-
-// The blob path and digest of a dataset's one file.
-static int dataset_file(store *s, store_conn *c, const char *id, char *path,
-                        size_t size, char sha[65])
-{
-    json_t *files = NULL;
-    int rc = store_files_of(c, id, &files);
-    if (rc != 0)
-        return rc;
-    const char *hex =
-        json_string_value(json_object_get(json_array_get(files, 0), "sha256"));
-    snprintf(sha, 65, "%s", hex ? hex : "");
-    rc = store_blob_path(s, sha, path, size);
-    json_decref(files);
-    return rc;
-}
 
 // The artifact: every file the engine wrote, hashed for ETags.
 static int hash_outputs(job_run *run, const eng_model *m)
@@ -124,16 +107,13 @@ static int hash_outputs(job_run *run, const eng_model *m)
     return 0;
 }
 
-static int execute(job_run *run, eng_spec *spec, eng_model **model)
+static int execute(job_run *run, eng_spec *spec, job_inputs *in)
 {
     store *s = run->r->s;
     store_conn *c = store_conn_acquire(s);
-    json_t *job = NULL, *files = NULL;
-    eng_file_ref *refs = NULL;
-    char(*paths)[4096] = NULL;
-    const char **shas = NULL;
-    char calib[4096] = "", eval[4096] = "", calib_sha[65], eval_sha[65];
+    json_t *job = NULL;
     int rc = store_job_get(c, run->id, &job);
+    store_conn_release(s, c);
     if (rc != 0) {
         sh_diag_set(&run->d, rc, "", "cannot read the job");
         goto out;
@@ -142,45 +122,18 @@ static int execute(job_run *run, eng_spec *spec, eng_model **model)
         goto out;
     snprintf(run->method, sizeof run->method, "%s",
              eng_methods[spec->method].name);
-    const char *ck = json_string_value(json_object_get(job, "checkpoint"));
-    const char *cal = json_string_value(json_object_get(job, "calibration"));
-    const char *ev = json_string_value(json_object_get(job, "evaluation"));
-    if ((rc = store_files_of(c, ck, &files)) != 0 ||
-        (cal &&
-         (rc = dataset_file(s, c, cal, calib, sizeof calib, calib_sha)) != 0) ||
-        (ev && (rc = dataset_file(s, c, ev, eval, sizeof eval, eval_sha)))) {
-        sh_diag_set(&run->d, rc, "", "the job's inputs are gone");
+    if (on_cancelled(run)) { // before it started: nothing to open
+        rc = sh_diag_set(&run->d, SH_ECANCELED, "", "cancelled");
         goto out;
     }
-    store_conn_release(s, c);
-    c = NULL;
-
-    size_t n = json_array_size(files);
-    refs = calloc(n, sizeof *refs);
-    paths = calloc(n, sizeof *paths);
-    shas = calloc(n, sizeof *shas);
-    if (!refs || !paths || !shas) {
-        rc = sh_diag_set(&run->d, SH_ENOMEM, "", "out of memory");
+    rc = job_inputs_open(
+        in, s, json_string_value(json_object_get(job, "checkpoint")),
+        json_string_value(json_object_get(job, "calibration")),
+        json_string_value(json_object_get(job, "evaluation")), &run->d);
+    if (rc == SH_ENOTFOUND)
+        sh_diag_prefix(&run->d, "the job's inputs are gone");
+    if (rc != 0)
         goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *f = json_array_get(files, i);
-        const char *sha = json_string_value(json_object_get(f, "sha256"));
-        store_blob_path(s, sha, paths[i], sizeof paths[i]);
-        refs[i] = (eng_file_ref){json_string_value(json_object_get(f, "name")),
-                                 paths[i]};
-    }
-    if ((rc = eng_model_open_files(model, refs, n, &run->d)) != 0)
-        goto out;
-    // The model sorts its files by name, as store_files_of does; match
-    // digests by name all the same.
-    for (size_t i = 0; i < eng_model_file_count(*model); i++) {
-        const char *name = eng_model_file_at(*model, i)->name;
-        for (size_t k = 0; k < n; k++)
-            if (strcmp(refs[k].name, name) == 0)
-                shas[i] = json_string_value(
-                    json_object_get(json_array_get(files, k), "sha256"));
-    }
     if ((rc = store_tmp_dir(s, "job-", run->out_dir, sizeof run->out_dir))) {
         sh_diag_set(&run->d, rc, "", "cannot create a temp dir");
         run->out_dir[0] = '\0';
@@ -190,31 +143,25 @@ static int execute(job_run *run, eng_spec *spec, eng_model **model)
     eng_report_init(&r, spec);
     eng_hooks hooks = {
         .ctx = run, .progress = on_progress, .cancelled = on_cancelled};
-    inputs in = {shas};
+    const job_dataset *cal = &in->calibration, *ev = &in->evaluation;
     eng_options o = {.out_dir = run->out_dir,
                      .sync = true,
-                     .calibration_path = calib[0] ? calib : NULL,
-                     .evaluation_path = eval[0] ? eval : NULL,
+                     .calibration_path = cal->path[0] ? cal->path : NULL,
+                     .evaluation_path = ev->path[0] ? ev->path : NULL,
                      .input_sha = input_sha,
-                     .input_sha_ctx = &in,
-                     .calibration_sha = calib[0] ? calib_sha : NULL,
-                     .evaluation_sha = eval[0] ? eval_sha : NULL,
+                     .input_sha_ctx = in,
+                     .calibration_sha = cal->path[0] ? cal->sha256 : NULL,
+                     .evaluation_sha = ev->path[0] ? ev->sha256 : NULL,
                      .threads = run->r->cfg.job_threads};
-    rc = eng_prune(*model, spec, &o, &hooks, &r, &run->d);
+    rc = eng_prune(in->model, spec, &o, &hooks, &r, &run->d);
     if (rc == 0) {
         run->result = eng_report_to_json(&r);
         on_progress(run, &(eng_progress){.phase = "storing", .fraction = 1.0});
-        rc = hash_outputs(run, *model);
+        rc = hash_outputs(run, in->model);
     }
     eng_report_deinit(&r);
 out:
-    if (c)
-        store_conn_release(s, c);
     json_decref(job);
-    json_decref(files);
-    free(refs);
-    free(paths);
-    free(shas);
     return rc;
 }
 
@@ -222,31 +169,15 @@ void job_run_execute(job_run *run)
 {
     eng_spec spec;
     memset(&spec, 0, sizeof spec);
-    eng_model *m = NULL;
+    job_inputs in;
+    memset(&in, 0, sizeof in);
     sh_diag_clear(&run->d);
-    run->rc = execute(run, &spec, &m);
-    eng_model_close(m);
+    run->rc = execute(run, &spec, &in);
+    job_inputs_close(&in);
     eng_spec_deinit(&spec);
 }
 
 // --- the record
-
-typedef struct problem_kind {
-    int code;
-    const char *slug, *title;
-} problem_kind;
-
-static const problem_kind problems[] = {
-    {SH_ENUMERIC, "numerical", "Numerical failure"},
-    {SH_EFORMAT, "invalid-checkpoint", "Invalid checkpoint or dataset"},
-    {SH_ESPEC, "invalid-spec", "Invalid job spec"},
-    {SH_EUNSUPPORTED, "unsupported", "Not supported"},
-    {SH_EIO, "io", "Input/output error"},
-    {SH_ENOMEM, "out-of-memory", "Out of memory"},
-    {SH_ECANCELED, "cancelled", "Cancelled"},
-    {SH_ENOTFOUND, "missing-input", "Input missing"},
-    {SH_ENOSPC, "insufficient-storage", "Insufficient storage"},
-};
 
 // The words of a failure, without the server's paths: the job's output
 // folder and the data dir become names relative to them.
@@ -267,24 +198,16 @@ static void scrub(const job_run *run, char *msg, size_t size)
     sh_path_scrub(msg, size, data, "");
 }
 
-static json_t *problem_for(const job_run *run, int code, const sh_diag *in)
+// The error a job ends with: code, field and words (scrubbed of paths);
+// the API words its problem object.
+static void error_for(const job_run *run, int code, const sh_diag *in,
+                      sh_diag *out)
 {
-    sh_diag scrubbed = *in, *d = &scrubbed;
-    scrub(run, d->msg, sizeof d->msg);
-    const char *slug = "internal", *title = "Internal error";
-    for (size_t i = 0; i < SH_ARRAY_LEN(problems); i++) {
-        if (problems[i].code == code) {
-            slug = problems[i].slug;
-            title = problems[i].title;
-        }
-    }
-    char type[96];
-    snprintf(type, sizeof type, "urn:shears:problem:%s", slug);
-    json_t *j = json_pack("{s:s, s:s, s:s}", "type", type, "title", title,
-                          "detail", d->msg[0] ? d->msg : sh_strerror(code));
-    if (d->field[0])
-        json_object_set_new(j, "field", json_string(d->field));
-    return j;
+    *out = *in;
+    out->code = code;
+    scrub(run, out->msg, sizeof out->msg);
+    if (!out->msg[0])
+        snprintf(out->msg, sizeof out->msg, "%s", sh_strerror(code));
 }
 
 store_job_status job_run_record(struct job_runner *r, job_run *run)
@@ -299,28 +222,43 @@ store_job_status job_run_record(struct job_runner *r, job_run *run)
         status = STORE_JOB_CANCELLED;
     else
         status = STORE_JOB_FAILED;
-    json_t *error = NULL;
-    if (status == STORE_JOB_CANCELLED) {
-        sh_diag_set(&run->d, SH_ECANCELED, "", "cancelled while running");
-        error = problem_for(run, SH_ECANCELED, &run->d);
-    } else if (status == STORE_JOB_FAILED) {
-        error = problem_for(run, run->rc, &run->d);
+    if (status == STORE_JOB_QUEUED) {
+        // A user's cancel that reached only the row (after the stop began)
+        // wins over the requeue; store_job_finish checks it again.
+        bool asked = false;
+        store_conn *c = store_conn_acquire(r->s);
+        if (store_job_cancel_requested(c, run->id, &asked) == 0 && asked)
+            status = STORE_JOB_CANCELLED;
+        store_conn_release(r->s, c);
     }
+    sh_diag error;
+    sh_diag_clear(&error);
+    if (status == STORE_JOB_CANCELLED) {
+        sh_diag_set(&run->d, SH_ECANCELED, "",
+                    cancel == JOB_CANCEL_SHUTDOWN
+                        ? "cancelled while the service stopped"
+                        : "cancelled while running");
+        error_for(run, SH_ECANCELED, &run->d, &error);
+    } else if (status == STORE_JOB_FAILED) {
+        error_for(run, run->rc, &run->d, &error);
+    }
+    bool ended = status == STORE_JOB_CANCELLED || status == STORE_JOB_FAILED;
     // Only a success keeps its output; the rest is removed first, so a
     // job that filled the disk gives the room back before it is recorded.
     if (status != STORE_JOB_SUCCEEDED && run->out_dir[0])
         sh_rm_rf(run->out_dir);
     sh_diag d;
     sh_diag_clear(&d);
-    int rc = store_job_finish(r->s, run->id, status, run->result, error,
-                              run->files, run->nfiles, &d);
+    int rc =
+        store_job_finish(r->s, run->id, status, run->result,
+                         ended ? &error : NULL, run->files, run->nfiles, &d);
     if (rc != 0 && status == STORE_JOB_SUCCEEDED) {
         // The artifact could not be stored: the job fails, saying why.
         sh_rm_rf(run->out_dir);
-        json_decref(error);
-        error = problem_for(run, rc, &d);
+        error_for(run, rc, &d, &error);
+        ended = true;
         status = STORE_JOB_FAILED;
-        rc = store_job_finish(r->s, run->id, status, NULL, error, NULL, 0, &d);
+        rc = store_job_finish(r->s, run->id, status, NULL, &error, NULL, 0, &d);
     }
     if (rc != 0)
         SH_ERROR("cannot record the end of a job", "job", run->id, "error",
@@ -331,7 +269,6 @@ store_job_status job_run_record(struct job_runner *r, job_run *run)
     SH_INFO("job ended", "job", run->id, "status",
             store_job_status_name(status), "seconds",
             sh_log_num(secs, sh_time_mono() - run->started), "error",
-            error ? json_string_value(json_object_get(error, "detail")) : NULL);
-    json_decref(error);
+            ended ? error.msg : NULL);
     return status;
 }

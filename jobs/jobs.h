@@ -1,7 +1,8 @@
 // jobs.h: the job runner: one libuv loop thread schedules queued jobs onto
 // the libuv worker pool and records how they end.
 //
-// Life of a job: the API inserts it `queued` (store/) and wakes the runner;
+// Life of a job: job_submit checks its spec against its inputs, records it
+// `queued` (store/) and wakes the runner;
 // the loop thread claims it (`running`, attempt counted) and hands it to a
 // worker (uv_queue_work), which runs the engine; after_work, back on the
 // loop thread, records the outcome in one transaction: `succeeded` with its
@@ -16,6 +17,7 @@
 #define JOBS_JOBS_H
 
 #include "common/err.h"
+#include "engine/io/model.h"
 #include "store/store.h"
 
 #include <jansson.h>
@@ -34,6 +36,54 @@ typedef struct job_stats {
 } job_stats;
 
 typedef struct job_runner job_runner;
+
+// --- a job's inputs (submit.c), resolved in one place for the API and the
+// runner alike
+
+// A dataset as a job reads it: its one file in the blob store.
+typedef struct job_dataset {
+    char path[4096]; // "" when the job names none
+    char sha256[65];
+    char kind[16]; // "tokens" or "inputs", as the upload found it
+} job_dataset;
+
+typedef struct job_inputs {
+    eng_model *model;       // the checkpoint, headers read
+    const char **model_sha; // per file of model, in its order (into files)
+    json_t *files;          // the checkpoint's file rows
+    job_dataset calibration, evaluation;
+} job_inputs;
+
+// Opens what a job names: the checkpoint's files as a model (headers only)
+// and its datasets' blobs (calibration and evaluation may be NULL). On
+// failure *in is left closed and the code says why: SH_ENOTFOUND with
+// d->field naming the missing input ("checkpoint", "calibration.dataset"),
+// the engine's codes for a file it refuses, the store's for the database.
+// Any thread; close with job_inputs_close (safe on a zeroed or closed one).
+int job_inputs_open(job_inputs *in, store *s, const char *checkpoint,
+                    const char *calibration, const char *evaluation,
+                    sh_diag *d);
+void job_inputs_close(job_inputs *in);
+
+// --- submission (submit.c)
+
+typedef struct job_request {
+    const json_t *body;    // the spec as the client sent it
+    const char *idem_key;  // Idempotency-Key, or NULL
+    double check_deadline; // sh_time_mono() by which eng_check gives up
+} job_request;
+
+// Submits a job: parses the spec, checks it against its checkpoint and
+// datasets (eng_check; datasets of the kind the model takes), records it
+// queued and wakes r (which may be NULL). *job is the job resource (new
+// reference); *created is false when the Idempotency-Key replays an
+// earlier job. On failure nothing is recorded: SH_ESPEC with d naming the
+// field (a bad spec, an input that does not exist), SH_ECONFLICT (the key
+// came with another body), or the store's code. Any thread; it costs what
+// the spec makes it cost (regexes against every tensor), so not an HTTP
+// thread's.
+int job_submit(store *s, job_runner *r, const job_request *req, json_t **job,
+               bool *created, sh_diag *d);
 
 // Recovers jobs a crash left running, then starts the loop thread.
 int job_runner_start(job_runner **out, store *s, const job_config *cfg,

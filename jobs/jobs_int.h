@@ -43,6 +43,15 @@ typedef struct job_run {
     struct job_run *next;
 } job_run;
 
+// Test seams: called on the loop thread right after a job is claimed
+// (before it is in the running list), and again once it is listed, before
+// it goes to a worker. Both NULL in the service.
+typedef struct job_runner_hooks {
+    void (*claimed)(void *ctx, job_runner *r, const char *id);
+    void (*listed)(void *ctx, job_runner *r, const char *id);
+    void *ctx;
+} job_runner_hooks;
+
 struct job_runner {
     store *s;
     job_config cfg;
@@ -57,7 +66,11 @@ struct job_runner {
     int64_t finished;
     job_end_fn on_end;
     void *on_end_ctx;
+    job_runner_hooks hooks;
 };
+
+// Sets the test seams (any thread; takes effect at the next claim).
+void job_runner_set_hooks(job_runner *r, const job_runner_hooks *h);
 
 job_run *job_run_new(struct job_runner *r, const char *id);
 void job_run_free(job_run *run);

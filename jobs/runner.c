@@ -70,6 +70,13 @@ void job_runner_stats(job_runner *r, job_stats *out)
     pthread_mutex_unlock(&r->mu);
 }
 
+void job_runner_set_hooks(job_runner *r, const job_runner_hooks *h)
+{
+    pthread_mutex_lock(&r->mu);
+    r->hooks = *h;
+    pthread_mutex_unlock(&r->mu);
+}
+
 void job_runner_on_end(job_runner *r, job_end_fn fn, void *ctx)
 {
     pthread_mutex_lock(&r->mu);
@@ -82,11 +89,9 @@ void job_runner_on_end(job_runner *r, job_end_fn fn, void *ctx)
 
 static void schedule(job_runner *r);
 
-static void after_work(uv_work_t *req, int status)
+// Records how a job ended and takes it off the running list.
+static void end_run(job_runner *r, job_run *run)
 {
-    (void)status;
-    job_run *run = req->data;
-    job_runner *r = run->r;
     store_job_status end = job_run_record(r, run);
     pthread_mutex_lock(&r->mu);
     for (job_run **p = &r->running; *p; p = &(*p)->next) {
@@ -103,6 +108,14 @@ static void after_work(uv_work_t *req, int status)
     if (on_end)
         on_end(ctx, run->method, end, sh_time_mono() - run->started);
     job_run_free(run);
+}
+
+static void after_work(uv_work_t *req, int status)
+{
+    (void)status;
+    job_run *run = req->data;
+    job_runner *r = run->r;
+    end_run(r, run);
     schedule(r);
 }
 
@@ -123,6 +136,11 @@ static void schedule(job_runner *r)
         store_conn_release(r->s, c);
         if (rc != 0)
             return; // none queued, or the database said why in the log
+        pthread_mutex_lock(&r->mu);
+        job_runner_hooks hooks = r->hooks;
+        pthread_mutex_unlock(&r->mu);
+        if (hooks.claimed)
+            hooks.claimed(hooks.ctx, r, id);
         job_run *run = job_run_new(r, id);
         if (!run) {
             SH_ERROR("out of memory starting a job", "job", id);
@@ -133,9 +151,32 @@ static void schedule(job_runner *r)
         r->running = run;
         r->busy++;
         pthread_mutex_unlock(&r->mu);
+        // A cancel that came after the claim but before the job was in
+        // the list found nothing to stop; the row kept it. From here on
+        // job_runner_cancel finds the job, so one look is enough.
+        bool asked = false;
+        c = store_conn_acquire(r->s);
+        if (store_job_cancel_requested(c, id, &asked) == 0 && asked) {
+            int none = JOB_CANCEL_NONE;
+            atomic_compare_exchange_strong(&run->cancel, &none,
+                                           JOB_CANCEL_USER);
+        }
+        store_conn_release(r->s, c);
+        if (hooks.listed)
+            hooks.listed(hooks.ctx, r, id);
         SH_INFO("job started", "job", id);
         run->req.data = run;
-        uv_queue_work(&r->loop, &run->req, work, after_work);
+        int uv = uv_queue_work(&r->loop, &run->req, work, after_work);
+        if (uv != 0) {
+            // The pool refused it: the job fails saying so, rather than
+            // staying `running` with nobody to run it.
+            SH_ERROR("cannot start a job", "job", id, "uv", uv_strerror(uv));
+            run->rc = sh_diag_set(&run->d, SH_EIO, "",
+                                  "the worker pool refused the job: %s",
+                                  uv_strerror(uv));
+            end_run(r, run);
+            return;
+        }
     }
 }
 
@@ -260,9 +301,12 @@ void job_runner_stop(job_runner *r, double grace_seconds)
         // Out of time: running jobs stop at their next check and go back
         // to the queue, to run again after the restart.
         pthread_mutex_lock(&r->mu);
+        // A job a user cancelled stays cancelled.
         for (job_run *run = r->running; run; run = run->next) {
-            atomic_store(&run->cancel, JOB_CANCEL_SHUTDOWN);
-            SH_INFO("job put back in the queue", "job", run->id);
+            int none = JOB_CANCEL_NONE;
+            if (atomic_compare_exchange_strong(&run->cancel, &none,
+                                               JOB_CANCEL_SHUTDOWN))
+                SH_INFO("job put back in the queue", "job", run->id);
         }
         pthread_mutex_unlock(&r->mu);
         while (busy_now(r) > 0)

@@ -77,6 +77,31 @@ static const char *const migrations[] = {
     "  json_extract(t.value, '$.file')"
     "  FROM checkpoints c, json_each(c.tensors) t;"
     "ALTER TABLE checkpoints DROP COLUMN tensors;",
+
+    // 3: a job's error as (code, field, message); the API words it. Rows
+    // written as problem objects get the code their type stood for.
+    "ALTER TABLE jobs ADD COLUMN error_code TEXT;"
+    "ALTER TABLE jobs ADD COLUMN error_field TEXT;"
+    "ALTER TABLE jobs ADD COLUMN error_message TEXT;"
+    "UPDATE jobs SET"
+    "  error_code = CASE substr(json_extract(error, '$.type'), 20)"
+    "    WHEN 'numerical' THEN 'SH_ENUMERIC'"
+    "    WHEN 'invalid-checkpoint' THEN 'SH_EFORMAT'"
+    "    WHEN 'invalid-spec' THEN 'SH_ESPEC'"
+    "    WHEN 'unsupported' THEN 'SH_EUNSUPPORTED'"
+    "    WHEN 'io' THEN 'SH_EIO'"
+    "    WHEN 'out-of-memory' THEN 'SH_ENOMEM'"
+    "    WHEN 'cancelled' THEN 'SH_ECANCELED'"
+    "    WHEN 'missing-input' THEN 'SH_ENOTFOUND'"
+    "    WHEN 'insufficient-storage' THEN 'SH_ENOSPC'"
+    "    WHEN 'interrupted' THEN 'SH_EINTERRUPTED'"
+    "    ELSE 'SH_EIO' END,"
+    "  error_field = coalesce(json_extract(error, '$.field'), ''),"
+    "  error_message = coalesce(json_extract(error, '$.detail'), '')"
+    "  WHERE error IS NOT NULL AND json_valid(error);"
+    "UPDATE jobs SET error_code = 'SH_EIO', error_field = '',"
+    "  error_message = error WHERE error IS NOT NULL AND NOT json_valid(error);"
+    "ALTER TABLE jobs DROP COLUMN error;",
 };
 
 // --- statements
@@ -225,7 +250,7 @@ static int conn_open(store *s, store_conn **out)
         free(c);
         return SH_EDB;
     }
-    sqlite3_busy_timeout(c->db, 10000);
+    sqlite3_busy_timeout(c->db, s->busy_ms);
     int rc = store_exec(c, "PRAGMA journal_mode=WAL;"
                            "PRAGMA synchronous=FULL;"
                            "PRAGMA foreign_keys=ON;");
@@ -522,6 +547,7 @@ int store_open(store **out, const char *data_dir, sh_diag *d)
     pthread_mutex_init(&s->pool_mu, NULL);
     pthread_mutex_init(&s->blob_mu, NULL);
     pthread_mutex_init(&s->ballast_mu, NULL);
+    s->busy_ms = 10000;
     int rc = 0;
     if (sh_path_join(s->db_path, sizeof s->db_path, data_dir, "shears.db") ||
         sh_path_join(s->ballast, sizeof s->ballast, data_dir, "ballast") ||
@@ -571,6 +597,15 @@ void store_close(store *s)
 }
 
 const char *store_data_dir(const store *s) { return s->dir; }
+
+void store_busy_timeout(store *s, int ms)
+{
+    pthread_mutex_lock(&s->pool_mu);
+    s->busy_ms = ms;
+    for (store_conn *c = s->free_conns; c; c = c->next)
+        sqlite3_busy_timeout(c->db, ms);
+    pthread_mutex_unlock(&s->pool_mu);
+}
 
 bool store_ready(store *s)
 {

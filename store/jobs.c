@@ -37,7 +37,7 @@ int store_job_status_parse(const char *word, store_job_status *out)
 #define JOB_COLUMNS                                                            \
     "id, status, checkpoint_id, calibration_id, evaluation_id, spec, "         \
     "attempts, cancel_requested, created_ms, started_ms, finished_ms, "        \
-    "progress, result, error, seq"
+    "progress, result, seq, error_code, error_field, error_message"
 
 static json_t *json_or_null(json_t *j) { return j ? j : json_null(); }
 
@@ -71,7 +71,13 @@ static json_t *job_json(store_conn *c, sqlite3_stmt *st)
                         store_time_json(sqlite3_column_int64(st, 10)));
     json_object_set_new(j, "progress", json_or_null(store_col_json(st, 11)));
     json_object_set_new(j, "result", json_or_null(store_col_json(st, 12)));
-    json_object_set_new(j, "error", json_or_null(store_col_json(st, 13)));
+    json_object_set_new(j, "error",
+                        sqlite3_column_type(st, 14) == SQLITE_NULL
+                            ? json_null()
+                            : json_pack("{s:s, s:s, s:s}", "code",
+                                        store_col_text(st, 14), "field",
+                                        store_col_text(st, 15), "message",
+                                        store_col_text(st, 16)));
     json_t *files = NULL;
     if (strcmp(status, "succeeded") == 0 && store_files_of(c, id, &files) == 0)
         json_object_set_new(j, "artifact", json_pack("{s:o}", "files", files));
@@ -116,7 +122,7 @@ int store_job_list(store_conn *c, int status, const char *checkpoint,
     *next = 0;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         if (n++ == limit) {
-            *next = sqlite3_column_int64(st, 14) + 1;
+            *next = sqlite3_column_int64(st, 13) + 1;
             break;
         }
         json_array_append_new(list, job_json(c, st));
@@ -251,11 +257,10 @@ int store_job_progress(store_conn *c, const char *id, const json_t *progress)
 }
 
 static int job_finish_once(store *s, const char *id, store_job_status status,
-                           const json_t *result, const json_t *error,
+                           const json_t *result, const sh_diag *error,
                            const store_file *files, size_t n, sh_diag *d)
 {
     char *rtext = result ? json_dumps(result, JSON_COMPACT) : NULL;
-    char *etext = error ? json_dumps(error, JSON_COMPACT) : NULL;
     store_conn *c = store_conn_acquire(s);
     pthread_mutex_lock(&s->blob_mu);
     int rc = store_begin(c);
@@ -268,11 +273,20 @@ static int job_finish_once(store *s, const char *id, store_job_status status,
         goto out;
     sqlite3_stmt *st = store_prepare(
         c, status == STORE_JOB_QUEUED
-               ? "UPDATE jobs SET status = 'queued', started_ms = NULL, "
-                 "progress = NULL, attempts = max(attempts - 1, 0) "
-                 "WHERE id = ?1 AND status = 'running'"
+               ? "UPDATE jobs SET status = CASE WHEN cancel_requested THEN "
+                 "'cancelled' ELSE 'queued' END, started_ms = CASE WHEN "
+                 "cancel_requested THEN started_ms END, finished_ms = CASE "
+                 "WHEN cancel_requested THEN ?2 END, progress = CASE WHEN "
+                 "cancel_requested THEN progress END, attempts = CASE WHEN "
+                 "cancel_requested THEN attempts ELSE max(attempts - 1, 0) "
+                 "END, error_code = CASE WHEN cancel_requested THEN "
+                 "'SH_ECANCELED' END, error_field = CASE WHEN "
+                 "cancel_requested THEN '' END, error_message = CASE WHEN "
+                 "cancel_requested THEN 'cancelled while the service "
+                 "stopped' END WHERE id = ?1 AND status = 'running'"
                : "UPDATE jobs SET status = ?2, finished_ms = ?3, result = ?4, "
-                 "error = ?5, progress = CASE WHEN ?2 = 'succeeded' THEN "
+                 "error_code = ?5, error_field = ?6, error_message = ?7, "
+                 "progress = CASE WHEN ?2 = 'succeeded' THEN "
                  "json_object('fraction', 1.0, 'phase', 'done') ELSE "
                  "progress END WHERE id = ?1 AND status = 'running'");
     if (!st) {
@@ -280,11 +294,20 @@ static int job_finish_once(store *s, const char *id, store_job_status status,
         goto out;
     }
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (status != STORE_JOB_QUEUED) {
+    if (status == STORE_JOB_QUEUED) {
+        sqlite3_bind_int64(st, 2, sh_time_now_ms());
+    } else {
         sqlite3_bind_text(st, 2, status_names[status], -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, sh_time_now_ms());
         sqlite3_bind_text(st, 4, rtext, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, etext, -1, SQLITE_STATIC);
+        if (error) {
+            sqlite3_bind_text(st, 5, sh_err_name(error->code), -1,
+                              SQLITE_STATIC);
+            sqlite3_bind_text(st, 6, error->field, -1, SQLITE_STATIC);
+            sqlite3_bind_text(
+                st, 7, error->msg[0] ? error->msg : sh_strerror(error->code),
+                -1, SQLITE_STATIC);
+        }
     }
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = store_diag(d, store_fail(c, "finish job"));
@@ -301,19 +324,34 @@ out:
         store_files_unplace(s, c, files, n);
     store_conn_release(s, c);
     free(rtext);
-    free(etext);
     return rc;
 }
 
 // A job's end is recorded even on a full disk: the ballast makes room.
 int store_job_finish(store *s, const char *id, store_job_status status,
-                     const json_t *result, const json_t *error,
+                     const json_t *result, const sh_diag *error,
                      const store_file *files, size_t n, sh_diag *d)
 {
     int rc = job_finish_once(s, id, status, result, error, files, n, d);
     if (rc == SH_ENOSPC && status != STORE_JOB_SUCCEEDED &&
         store_ballast_release(s))
         rc = job_finish_once(s, id, status, result, error, files, n, d);
+    return rc;
+}
+
+int store_job_cancel_requested(store_conn *c, const char *id, bool *out)
+{
+    sqlite3_stmt *st =
+        store_prepare(c, "SELECT cancel_requested FROM jobs WHERE id = ?");
+    if (!st)
+        return SH_EDB;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st), rc = 0;
+    if (r == SQLITE_ROW)
+        *out = sqlite3_column_int(st, 0) != 0;
+    else
+        rc = r == SQLITE_DONE ? SH_ENOTFOUND : store_fail(c, "cancel asked");
+    store_done(c, st);
     return rc;
 }
 
@@ -337,9 +375,9 @@ static int job_cancel_once(store_conn *c, const char *id)
         rc = SH_ENOTFOUND;
     else if (strcmp(status, "queued") == 0)
         sql = "UPDATE jobs SET status = 'cancelled', finished_ms = ?2, "
-              "cancel_requested = 1, error = '{\"type\":\"urn:shears:"
-              "problem:cancelled\",\"title\":\"Cancelled\",\"detail\":"
-              "\"cancelled before it started\"}' WHERE id = ?1";
+              "cancel_requested = 1, error_code = 'SH_ECANCELED', "
+              "error_field = '', error_message = 'cancelled before it "
+              "started' WHERE id = ?1";
     else if (strcmp(status, "running") == 0)
         sql = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1";
     else
@@ -441,20 +479,19 @@ int store_jobs_recover(store *s, int max_attempts, int *requeued, int *failed)
     if (rc == 0)
         rc = update_count(
             c,
-            "UPDATE jobs SET status = 'cancelled', finished_ms = ?1, error = "
-            "'{\"type\":\"urn:shears:problem:cancelled\",\"title\":"
-            "\"Cancelled\",\"detail\":\"cancelled while the service "
-            "stopped\"}' WHERE status = 'running' AND cancel_requested = 1 "
-            "AND ?2 >= 0",
+            "UPDATE jobs SET status = 'cancelled', finished_ms = ?1, "
+            "error_code = 'SH_ECANCELED', error_field = '', error_message = "
+            "'cancelled while the service stopped' WHERE status = 'running' "
+            "AND cancel_requested = 1 AND ?2 >= 0",
             0, &cancelled);
     if (rc == 0)
         rc = update_count(
             c,
-            "UPDATE jobs SET status = 'failed', finished_ms = ?1, error = "
-            "json_object('type', 'urn:shears:problem:interrupted', 'title', "
-            "'Interrupted too often', 'detail', 'the service stopped while "
-            "the job ran, ' || attempts || ' times; it is not retried "
-            "again') WHERE status = 'running' AND attempts >= ?2",
+            "UPDATE jobs SET status = 'failed', finished_ms = ?1, "
+            "error_code = 'SH_EINTERRUPTED', error_field = '', "
+            "error_message = 'the service stopped while the job ran, ' || "
+            "attempts || ' times; it is not retried again' WHERE status = "
+            "'running' AND attempts >= ?2",
             max_attempts, failed);
     if (rc == 0)
         rc = update_count(c,

@@ -166,11 +166,20 @@ int store_job_progress(store_conn *c, const char *id, const json_t *progress);
 
 // Ends a running job. succeeded: result and the artifact files (moved into
 // the blob store first, all in one transaction); failed/cancelled: error
-// (a problem object) and no files. queued: put back (shutdown), attempts
-// given back.
+// (kept as its code, field and message; the API words it) and no files.
+// queued: put back (shutdown), attempts given back; but a job whose
+// cancel was asked for meanwhile ends cancelled instead, so a restart does
+// not run it again.
+//
+// A job's resource carries its error as {"code": "SH_E...", "field",
+// "message"} (store_job_get and _list), or null.
 int store_job_finish(store *s, const char *id, store_job_status status,
-                     const json_t *result, const json_t *error,
+                     const json_t *result, const sh_diag *error,
                      const store_file *files, size_t n, sh_diag *d);
+
+// Whether a cancel was asked for the job (*out; SH_ENOTFOUND when there is
+// no such job).
+int store_job_cancel_requested(store_conn *c, const char *id, bool *out);
 
 // Cancels a queued job at once (returns 0), or marks a running one as
 // asked to cancel (SH_EBUSY: the runner finishes it). SH_ECONFLICT when it

@@ -33,7 +33,13 @@ struct store {
     char ballast[4096]; // <data>/ballast: space kept for deletes
     uint64_t ballast_bytes;
     bool ballast_held;
+    int busy_ms; // how long a statement waits for another's lock
 };
+
+// Sets how long statements wait for a lock held elsewhere before failing
+// with SH_EBUSY (default 10 s), on pooled connections and new ones. For
+// tests that hold a lock on purpose; call while no connection is in use.
+void store_busy_timeout(store *s, int ms);
 
 // Runs SQL without results. Returns 0 or SH_EDB (logged).
 int store_exec(store_conn *c, const char *sql);

@@ -6,10 +6,12 @@
 
 #include <fcntl.h>
 #include <math.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,6 +28,63 @@ char *th_tmpdir(void)
 }
 
 void th_rmtree(const char *path) { sh_rm_rf(path); }
+
+static bool write_proc(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+    close(fd);
+    return ok;
+}
+
+int th_in_tmpfs(const char *dir, const char *size,
+                int (*fn)(const char *dir, void *ctx), void *ctx)
+{
+    sh_mkdir_p(dir);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        // The child of a fork has one thread, as unshare wants.
+        char map[64], opts[64];
+        uid_t uid = getuid();
+        gid_t gid = getgid();
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+            _exit(255);
+        snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
+        if (!write_proc("/proc/self/uid_map", map) ||
+            !write_proc("/proc/self/setgroups", "deny"))
+            _exit(255);
+        snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
+        snprintf(opts, sizeof opts, "size=%s", size);
+        if (!write_proc("/proc/self/gid_map", map) ||
+            mount("shears-test", dir, "tmpfs", 0, opts) != 0)
+            _exit(255);
+        int rc = fn(dir, ctx);
+        _exit(rc < 0 || rc > 254 ? 254 : rc);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) == 255)
+        return -1;
+    return WEXITSTATUS(status);
+}
+
+void th_fill_disk(const char *dir)
+{
+    char *path = th_path(dir, "filler");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    free(path);
+    if (fd < 0)
+        return;
+    static const char block[4096];
+    while (write(fd, block, sizeof block) > 0)
+        ;
+    while (write(fd, block, 1) > 0) // the last bytes of a partial block
+        ;
+    close(fd);
+}
 
 char *th_path(const char *dir, const char *name)
 {

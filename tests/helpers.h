@@ -20,9 +20,15 @@ Suite *suite_net(void);
 Suite *suite_headers(void);
 Suite *suite_tar(void);
 Suite *suite_faults(void);
+Suite *suite_store(void);
+Suite *suite_jobs(void);
 Suite *suite_methods(void);
 Suite *suite_cli(void);
 Suite *suite_api(void);
+Suite *suite_api_checkpoints(void);
+Suite *suite_api_datasets(void);
+Suite *suite_api_jobs(void);
+Suite *suite_api_artifacts(void);
 Suite *suite_durability(void);
 Suite *suite_ops(void);
 Suite *suite_limits(void);
@@ -31,6 +37,17 @@ Suite *suite_limits(void);
 // the tree with th_rmtree.
 char *th_tmpdir(void);
 void th_rmtree(const char *path);
+
+// Runs fn(dir, ctx) in a child process whose dir is a tmpfs of size bytes
+// ("2m") that only it sees (a user and mount namespace of its own, as
+// `unshare -rm`), so a test can fill a disk. Returns fn's result: 0 for
+// success, else what the child says went wrong (a line number); -1 when
+// the child could not set the tmpfs up or died.
+int th_in_tmpfs(const char *dir, const char *size,
+                int (*fn)(const char *dir, void *ctx), void *ctx);
+
+// Fills the filesystem holding dir with a file "filler" until it is full.
+void th_fill_disk(const char *dir);
 
 // Joins a dir and a name into a new string.
 char *th_path(const char *dir, const char *name);

@@ -64,6 +64,21 @@ START_TEST(test_strerror_every_code)
 }
 END_TEST
 
+// Names round-trip: the store keeps a job's error by its code's name.
+START_TEST(test_err_parse_every_name)
+{
+    for (int c = 0; c > -SH_ERR_COUNT; c--) {
+        int back = 1;
+        ck_assert_int_eq(sh_err_parse(sh_err_name(c), &back), 0);
+        ck_assert_int_eq(back, c);
+    }
+    int kept = 7;
+    ck_assert_int_eq(sh_err_parse("SH_ENOPE", &kept), SH_EINVAL);
+    ck_assert_int_eq(sh_err_parse(NULL, &kept), SH_EINVAL);
+    ck_assert_int_eq(kept, 7);
+}
+END_TEST
+
 // SHA-256 against known vectors, streaming and whole-file.
 START_TEST(test_sha256_vectors)
 {
@@ -177,6 +192,7 @@ Suite *suite_common(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_diag_set_and_prefix);
     tcase_add_test(tc, test_strerror_every_code);
+    tcase_add_test(tc, test_err_parse_every_name);
     tcase_add_test(tc, test_sha256_vectors);
     tcase_add_test(tc, test_files);
     tcase_add_test(tc, test_ids_and_compare);

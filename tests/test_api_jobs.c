@@ -1,0 +1,381 @@
+// test_api_jobs.c: /v1/jobs against the real server: idempotency,
+// filters, cancel and conflicts, calibrated jobs, cancel inside SparseGPT,
+// and bad specs.
+#include "tests/helpers.h"
+#include "tests/server.h"
+
+#include "api/api_int.h"
+#include "common/sha256.h"
+#include "common/util.h"
+#include "engine/engine.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *fixture_file(const char *rel) { return th_fixture(rel); }
+
+static const char *jstr(json_t *j, const char *key)
+{
+    return json_string_value(json_object_get(j, key));
+}
+
+// Idempotency-Key: the same key returns the same job; with another body it
+// is a conflict. Job lists filter by status and checkpoint.
+START_TEST(test_idempotency_and_filters)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *file = fixture_file("mlp-fmnist");
+    char *ck = th_upload_checkpoint(&s, file);
+    char body[256], other[256];
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"magnitude\"}", ck);
+    snprintf(other, sizeof other,
+             "{\"checkpoint\":\"%s\",\"method\":\"random\"}", ck);
+    const char *h[] = {"Content-Type: application/json", "Idempotency-Key: k-1",
+                       NULL};
+    th_resp a, b, c;
+    ck_assert_int_eq(
+        th_http(&s, "POST", "/v1/jobs", h, body, strlen(body), true, &a), 202);
+    ck_assert_int_eq(
+        th_http(&s, "POST", "/v1/jobs", h, body, strlen(body), true, &b), 202);
+    ck_assert_str_eq(jstr(a.json, "id"), jstr(b.json, "id"));
+    char v[16];
+    ck_assert_str_eq(th_header(&b, "Idempotent-Replayed", v, sizeof v), "true");
+    th_http(&s, "POST", "/v1/jobs", h, other, strlen(other), true, &c);
+    th_expect_problem(&c, 409, "Idempotency-Key", "different request body");
+    json_decref(th_job_wait(&s, jstr(a.json, "id"), 30));
+    th_resp l;
+    ck_assert_int_eq(th_get(&s, "/v1/jobs?status=succeeded", &l), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(l.json, "items")), 1);
+    th_resp_free(&l);
+    ck_assert_int_eq(th_get(&s, "/v1/jobs?status=queued", &l), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(l.json, "items")), 0);
+    th_resp_free(&l);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs?checkpoint=%s", ck);
+    ck_assert_int_eq(th_get(&s, path, &l), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(l.json, "items")), 1);
+    th_resp_free(&l);
+    ck_assert_int_eq(th_get(&s, "/v1/jobs?checkpoint=ck_none", &l), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(l.json, "items")), 0);
+    th_resp_free(&l);
+    th_resp_free(&a);
+    th_resp_free(&b);
+    th_resp_free(&c);
+    free(ck);
+    free(file);
+    th_server_stop(&s);
+    th_server_free(&s);
+}
+END_TEST
+
+// Cancel: a queued job at once; a running one within about a second, its
+// temp dir removed. A checkpoint in use cannot be deleted; nor a running
+// job.
+START_TEST(test_cancel_and_conflicts)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *big = th_path(s.dir, "big.safetensors");
+    th_write_big_model(big, 8, 4096, 4096);
+    char *ck = th_upload_checkpoint(&s, big);
+    unlink(big);
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"random\","
+             "\"scope\":\"global\",\"seed\":1}",
+             ck);
+    th_resp r1, r2, r;
+    th_post_json(&s, "/v1/jobs", body, &r1);
+    th_post_json(&s, "/v1/jobs", body, &r2); // waits: one worker
+    const char *j1 = jstr(r1.json, "id"), *j2 = jstr(r2.json, "id");
+    char path[160];
+    snprintf(path, sizeof path, "/v1/checkpoints/%s", ck);
+    th_delete(&s, path, &r);
+    th_expect_problem(&r, 409, NULL, "uses");
+    th_resp_free(&r);
+
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", j2);
+    ck_assert_int_eq(th_http(&s, "POST", path, NULL, NULL, 0, true, &r), 202);
+    ck_assert_str_eq(jstr(r.json, "status"), "cancelled");
+    th_resp_free(&r);
+
+    ck_assert(th_job_wait_running(&s, j1, 0.0, 30));
+    snprintf(path, sizeof path, "/v1/jobs/%s", j1);
+    th_delete(&s, path, &r);
+    th_expect_problem(&r, 409, NULL, "has not ended");
+    th_resp_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%s/layers", j1);
+    th_get(&s, path, &r);
+    th_expect_problem(&r, 409, NULL, "per-layer table");
+    th_resp_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifact", j1);
+    th_get(&s, path, &r);
+    th_expect_problem(&r, 409, NULL, "only a succeeded job");
+    th_resp_free(&r);
+
+    double t0 = sh_time_mono();
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", j1);
+    ck_assert_int_eq(th_http(&s, "POST", path, NULL, NULL, 0, true, &r), 202);
+    ck_assert(json_is_true(json_object_get(r.json, "cancel_requested")));
+    th_resp_free(&r);
+    json_t *job = th_job_wait(&s, j1, 30);
+    double took = sh_time_mono() - t0;
+    ck_assert_str_eq(jstr(job, "status"), "cancelled");
+    ck_assert_msg(took < 3.0, "cancel took %.2f s", took);
+    json_decref(job);
+    // The job's temp dir is gone.
+    char *tmp = th_path(s.data, "tmp");
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", tmp);
+    ck_assert_int_eq(system(cmd), 0);
+    free(tmp);
+    ck_assert_int_eq(th_http(&s, "POST", path, NULL, NULL, 0, true, &r), 409);
+    th_resp_free(&r);
+    th_resp_free(&r1);
+    th_resp_free(&r2);
+    free(big);
+    free(ck);
+    ck_assert_int_eq(th_server_stop(&s), 0);
+    th_server_free(&s);
+}
+END_TEST
+
+// Calibrated methods through the service: SparseGPT with calibration and
+// evaluation datasets; the result carries the metric, reconstruction
+// errors and the dampening used; datasets of the wrong kind and models the
+// engine cannot run are refused at submission.
+START_TEST(test_calibrated_job)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *folder = fixture_file("llama-kjv");
+    char *file = fixture_file("llama-kjv/model.safetensors");
+    char *calf = fixture_file("llama-kjv-data/calibration.safetensors");
+    char *evf = fixture_file("llama-kjv-data/evaluation.safetensors");
+    char *mlpf = fixture_file("mlp-fmnist-data/calibration.safetensors");
+    char *ck = th_upload_checkpoint(&s, folder);
+    char *bare = th_upload_checkpoint(&s, file); // no config.json
+    char *cal = th_upload_dataset(&s, calf);
+    char *ev = th_upload_dataset(&s, evf);
+    char *inputs = th_upload_dataset(&s, mlpf);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\","
+             "\"pattern\":\"2:4\",\"calibration\":{\"dataset\":\"%s\"},"
+             "\"evaluation\":{\"dataset\":\"%s\"}}",
+             ck, cal, ev);
+    th_resp r;
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    ck_assert(json_is_null(json_object_get(
+        json_object_get(json_object_get(r.json, "spec"), "calibration"),
+        "samples")));
+    char id[64];
+    snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    json_t *job = th_job_wait(&s, id, 120);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
+                  json_dumps(json_object_get(job, "error"), 0));
+    json_t *res = json_object_get(job, "result");
+    json_t *metric = json_object_get(res, "metric");
+    ck_assert_str_eq(jstr(metric, "name"), "perplexity");
+    ck_assert_double_eq_tol(json_number_value(json_object_get(metric, "dense")),
+                            3.4410, 0.001);
+    ck_assert(json_number_value(json_object_get(metric, "pruned")) <
+              3.6075 * 1.02);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(res, "calibration"), "samples")),
+                     128);
+    json_t *l0 = json_array_get(json_object_get(res, "layers"), 0);
+    ck_assert(json_is_number(json_object_get(l0, "recon_error")));
+    ck_assert(json_is_number(json_object_get(l0, "damping")));
+    json_decref(job);
+
+    struct {
+        const char *fmt;
+        const char *a, *b;
+        const char *field, *words;
+    } bad[] = {
+        {"{\"checkpoint\":\"%s\",\"method\":\"wanda\",\"calibration\":"
+         "{\"dataset\":\"%s\"}}",
+         ck, inputs, "calibration.dataset", "needs \"tokens\""},
+        {"{\"checkpoint\":\"%s\",\"method\":\"wanda\",\"calibration\":"
+         "{\"dataset\":\"%s\"}}",
+         bare, cal, "method", "cannot run"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"evaluation\":"
+         "{\"dataset\":\"%s\"}}",
+         bare, ev, "evaluation", "can run"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\",\"pattern\":"
+         "\"rows\",\"calibration\":{\"dataset\":\"%s\"}}",
+         ck, cal, "pattern", "sparsegpt prunes"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, bad[i].fmt, bad[i].a, bad[i].b);
+        th_post_json(&s, "/v1/jobs", body, &r);
+        th_expect_problem(&r, 422, bad[i].field, bad[i].words);
+        th_resp_free(&r);
+    }
+    free(ck);
+    free(bare);
+    free(cal);
+    free(ev);
+    free(inputs);
+    free(folder);
+    free(file);
+    free(calf);
+    free(evf);
+    free(mlpf);
+    ck_assert_int_eq(th_server_stop(&s), 0);
+    th_server_free(&s);
+}
+END_TEST
+
+// Cancel reaches inside a long SparseGPT run, whatever its block size: it
+// is cancelled within a second, and shows the phase while it runs.
+START_TEST(test_cancel_inside_sparsegpt)
+{
+    static const int blocksizes[] = {128, 1};
+    int blocksize = blocksizes[_i];
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *dir = th_path(s.dir, "model");
+    sh_mkdir_p(dir);
+    th_write_llama(dir, 256, 1024, 6, 4, 256);
+    char *calf = th_path(s.dir, "calib.safetensors");
+    th_write_tokens(calf, 128, 128, 256);
+    char *ck = th_upload_checkpoint(&s, dir);
+    char *cal = th_upload_dataset(&s, calf);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\","
+             "\"calibration\":{\"dataset\":\"%s\"},"
+             "\"sparsegpt\":{\"blocksize\":%d}}",
+             ck, cal, blocksize);
+    th_resp r;
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    char id[64], path[128];
+    snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    ck_assert_msg(th_job_wait_running(&s, id, 0.3, 120),
+                  "the job never got a third of the way");
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    th_get(&s, path, &r);
+    json_t *p = json_object_get(r.json, "progress");
+    ck_assert_str_eq(jstr(p, "phase"), "pruning");
+    ck_assert_int_eq(json_integer_value(json_object_get(p, "steps")), 6);
+    th_resp_free(&r);
+    double t0 = sh_time_mono();
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", id);
+    ck_assert_int_eq(th_http(&s, "POST", path, NULL, NULL, 0, true, &r), 202);
+    th_resp_free(&r);
+    json_t *job = th_job_wait(&s, id, 30);
+    ck_assert_str_eq(jstr(job, "status"), "cancelled");
+    double took = sh_time_mono() - t0;
+    ck_assert_msg(took < 1.0, "cancel took %.2f s (blocksize %d)", took,
+                  blocksize);
+    json_decref(job);
+    free(dir);
+    free(calf);
+    free(ck);
+    free(cal);
+    ck_assert_int_eq(th_server_stop(&s), 0);
+    th_server_free(&s);
+}
+END_TEST
+
+// Job specs: malformed JSON, wrong types, unknown fields, ranges, N:M,
+// unknown ids, missing calibration, wrong content type, oversize bodies.
+START_TEST(test_bad_jobs)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *file = fixture_file("mlp-fmnist");
+    char *ck = th_upload_checkpoint(&s, file);
+    struct {
+        const char *body;
+        long status;
+        const char *field;
+        const char *words;
+    } cases[] = {
+        {"{\"method\":", 400, NULL, "not valid JSON"},
+        {"[1,2]", 422, NULL, "must be a JSON object"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"colour\":1}", 422,
+         "colour", "unknown field"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"sparsity\":1.5}",
+         422, "sparsity", "between 0 and 1"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"sparsity\":\"x\"}",
+         422, "sparsity", "must be a number"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"pattern\":"
+         "\"3:5\"}",
+         422, "pattern", "multiple of 5"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"pruneit\"}", 422, "method",
+         "not one of"},
+        {"{\"method\":\"magnitude\"}", 422, "checkpoint", "required"},
+        {"{\"checkpoint\":\"ck_missing\",\"method\":\"magnitude\"}", 422,
+         "checkpoint", "does not exist"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"wanda\"}", 422, "calibration",
+         "needs calibration"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"evaluation\":{"
+         "\"dataset\":\"ds_missing\"}}",
+         422, "evaluation.dataset", "does not exist"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"targets\":[\"(\"]}",
+         422, "targets[0]", "regex"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"targets\":"
+         "[\"nothing\"]}",
+         422, "targets", "no tensor"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body, cases[i].body, ck);
+        th_resp r;
+        th_post_json(&s, "/v1/jobs", body, &r);
+        th_expect_problem(&r, cases[i].status, cases[i].field, cases[i].words);
+        th_resp_free(&r);
+    }
+    // Wrong content type, and a body over 1 MiB.
+    const char *h[] = {"Content-Type: text/plain", NULL};
+    th_resp r;
+    th_http(&s, "POST", "/v1/jobs", h, "{}", 2, true, &r);
+    th_expect_problem(&r, 415, NULL, "application/json");
+    th_resp_free(&r);
+    size_t n = (1u << 20) + 10;
+    char *huge = malloc(n + 1);
+    memset(huge, ' ', n);
+    huge[n] = '\0';
+    huge[0] = '{';
+    huge[n - 1] = '}';
+    th_post_json(&s, "/v1/jobs", huge, &r);
+    th_expect_problem(&r, 413, NULL, NULL);
+    th_resp_free(&r);
+    free(huge);
+    // No job was created by any of them.
+    ck_assert_int_eq(th_get(&s, "/v1/jobs", &r), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(r.json, "items")), 0);
+    th_resp_free(&r);
+    free(ck);
+    free(file);
+    th_server_stop(&s);
+    th_server_free(&s);
+}
+END_TEST
+
+Suite *suite_api_jobs(void)
+{
+    Suite *s = suite_create("api_jobs");
+    TCase *ok = tcase_create("routes");
+    tcase_set_timeout(ok, 180);
+    tcase_add_test(ok, test_idempotency_and_filters);
+    tcase_add_test(ok, test_cancel_and_conflicts);
+    tcase_add_test(ok, test_calibrated_job);
+    tcase_add_loop_test(ok, test_cancel_inside_sparsegpt, 0, 2);
+    suite_add_tcase(s, ok);
+    TCase *bad = tcase_create("bad-input");
+    tcase_set_timeout(bad, 120);
+    tcase_add_test(bad, test_bad_jobs);
+    suite_add_tcase(s, bad);
+    return s;
+}

@@ -424,9 +424,9 @@ static float *pruned_copy(eng_net *n, const eng_model *m, const char *name,
     sh_diag d;
     if (eng_net_find_linear(n, *ti, &block, &linear)) {
         eng_net_block *b = NULL;
-        ck_assert_int_eq(eng_net_block_load(n, block, &b, &d), 0);
+        ck_assert_int_eq(eng_net_block_open(n, block, &b, &d), 0);
         memcpy(w, eng_net_block_weight(b, linear), t->numel * sizeof *w);
-        eng_net_block_free(b);
+        eng_net_block_close(b);
     } else { // not a linear (the embedding): straight from the file
         char *p = th_fixture("llama-kjv/model.safetensors");
         eng_st *st = NULL;
@@ -474,10 +474,10 @@ START_TEST(test_net_overlay_matches_disk_mlp)
     ck_assert_int_eq(eng_net_overlay_set(n, ti, w, &d), 0);
     // The block loads the overlay's values.
     eng_net_block *b = NULL;
-    ck_assert_int_eq(eng_net_block_load(n, 0, &b, &d), 0);
+    ck_assert_int_eq(eng_net_block_open(n, 0, &b, &d), 0);
     const eng_tensor_info *t = eng_model_tensor(m, ti);
     ck_assert(memcmp(eng_net_block_weight(b, 0), w, t->numel * sizeof *w) == 0);
-    eng_net_block_free(b);
+    eng_net_block_close(b);
     eng_metric over = evaluate(n, data);
     ck_assert(over.loss != dense.loss);
     // The same zeros written to disk.

@@ -168,7 +168,7 @@ bool eng_net_find_linear(const eng_net *n, size_t tensor, size_t *block,
     return false;
 }
 
-int eng_net_block_load(eng_net *n, size_t block, eng_net_block **out,
+int eng_net_block_open(eng_net *n, size_t block, eng_net_block **out,
                        sh_diag *d)
 {
     eng_net_block *b = calloc(1, sizeof *b);
@@ -185,14 +185,14 @@ int eng_net_block_load(eng_net *n, size_t block, eng_net_block **out,
     for (size_t i = 0; rc == 0 && i < def->naux; i++)
         rc = net_tensor_load(n, def->aux[i], &b->aux[i], d);
     if (rc != 0) {
-        eng_net_block_free(b);
+        eng_net_block_close(b);
         return rc;
     }
     *out = b;
     return 0;
 }
 
-void eng_net_block_free(eng_net_block *b)
+void eng_net_block_close(eng_net_block *b)
 {
     if (!b)
         return;
@@ -209,7 +209,7 @@ float *eng_net_block_weight(eng_net_block *b, size_t i) { return b->w[i]; }
 
 // --- activations
 
-void eng_acts_free(eng_acts *a)
+void eng_acts_deinit(eng_acts *a)
 {
     free(a->x);
     a->x = NULL;
@@ -271,12 +271,12 @@ static int run_blocks(eng_net *n, const eng_dataset *ds, eng_acts *a,
             break;
         }
         eng_net_block *blk = NULL;
-        rc = eng_net_block_load(n, b, &blk, d);
+        rc = eng_net_block_open(n, b, &blk, d);
         if (rc == 0 && eng_hooks_cancelled(h))
             rc = SH_ECANCELED;
         if (rc == 0)
             rc = eng_net_block_forward_polled(n, blk, a, NULL, NULL, h, d);
-        eng_net_block_free(blk);
+        eng_net_block_close(blk);
     }
     return rc;
 }
@@ -290,7 +290,7 @@ int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
     int rc = run_blocks(n, ds, &a, h, d);
     if (rc == 0)
         rc = n->fam->metric(n, ds, &a, h, out, d);
-    eng_acts_free(&a);
+    eng_acts_deinit(&a);
     return rc;
 }
 
@@ -310,7 +310,7 @@ int eng_net_logits(eng_net *n, const int32_t *ids, int64_t seqlen, float **out,
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     if (rc == 0)
         rc = n->fam->logits(n, &a, logits, d);
-    eng_acts_free(&a);
+    eng_acts_deinit(&a);
     if (rc != 0) {
         free(logits);
         return rc;

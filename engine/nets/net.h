@@ -75,11 +75,11 @@ size_t eng_net_groups(const eng_net *n, size_t block, eng_net_group *out,
                       size_t cap);
 const char *eng_group_kind_name(eng_group_kind k); // "head", "channel", ...
 
-// Loads block's tensors as F32 (through the overlay); *out is the caller's
-// to free with eng_net_block_free, untouched on failure.
-int eng_net_block_load(eng_net *n, size_t block, eng_net_block **out,
+// Opens block: reads its tensors as F32 (through the overlay). *out is the
+// caller's to close with eng_net_block_close, untouched on failure.
+int eng_net_block_open(eng_net *n, size_t block, eng_net_block **out,
                        sh_diag *d);
-void eng_net_block_free(eng_net_block *b);
+void eng_net_block_close(eng_net_block *b);
 
 // The F32 weight (rows, cols) of linear i, which pruning may rewrite.
 float *eng_net_block_weight(eng_net_block *b, size_t i);
@@ -98,7 +98,8 @@ void eng_net_overlay_clear(eng_net *n, size_t tensor);
 
 // --- running
 
-void eng_acts_free(eng_acts *a);
+// Frees a's buffer and sets a->x to NULL; a itself is the caller's.
+void eng_acts_deinit(eng_acts *a);
 // Copies src into dst, reusing dst's buffer when it is large enough.
 int eng_acts_copy(eng_acts *dst, const eng_acts *src, sh_diag *d);
 
@@ -123,7 +124,7 @@ int eng_net_logits(eng_net *n, const int32_t *ids, int64_t seqlen, float **out,
 // The embedding, copy and forward pass above, polling h between pieces of the
 // work (rows of the copies and products, attention heads, positions of the
 // metric). SH_ECANCELED leaves the output's values undefined; its buffer, if
-// any, is still the caller's to free (eng_acts_free). With h NULL each is the
+// any, is still the caller's to free (eng_acts_deinit). With h NULL each is the
 // function of the same name without _polled.
 int eng_net_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
                          const eng_hooks *h, sh_diag *d);

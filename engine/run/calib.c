@@ -384,7 +384,7 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         }
         progress(c, "pruning", b + 1, nb, 0.15 + 0.7 * (double)b / nb);
         eng_net_block *blk = NULL;
-        if ((rc = eng_net_block_load(c->net, b, &blk, d)) != 0)
+        if ((rc = eng_net_block_open(c->net, b, &blk, d)) != 0)
             break;
         if (eng_hooks_cancelled(c->h))
             rc = SH_ECANCELED; // blk freed below
@@ -411,9 +411,9 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
             rc = eng_net_block_forward_polled(c->net, blk, acts, NULL, NULL,
                                               c->h, d);
         stats_free(c);
-        eng_net_block_free(blk);
+        eng_net_block_close(blk);
     }
-    eng_acts_free(&dense);
+    eng_acts_deinit(&dense);
     return rc;
 }
 
@@ -472,7 +472,7 @@ int eng_prune_calibrated(const eng_model *m, const eng_spec *s,
         r->model_params += eng_model_tensor(m, i)->numel;
 out:
     stats_free(&c);
-    eng_acts_free(&acts);
+    eng_acts_deinit(&acts);
     eng_dataset_deinit(&ds);
     eng_net_close(c.net);
     free(c.plans);

@@ -12,6 +12,7 @@
 #include "engine/select/mask.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -359,6 +360,250 @@ START_TEST(test_dataset_load_cancel)
 }
 END_TEST
 
+// --- the weight overlay
+//
+// A tensor pruned in memory and set as an overlay gives the same results as
+// the model written to disk with those values, bit for bit; clearing it
+// gives the checkpoint's results again.
+
+typedef struct swap {
+    const char *tensor;
+    const float *values; // numel F32
+} swap;
+
+// dir/config.json and dir/model.safetensors: the fixture's, with the
+// swapped tensors' values replaced (every fixture tensor is F32).
+static void write_swapped(const char *fixture, const swap *sw, size_t n,
+                          const char *dir)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/config.json", fixture);
+    char *cfg = th_fixture(rel);
+    size_t len;
+    unsigned char *bytes = th_read_file(cfg, &len);
+    char *out = th_path(dir, "config.json");
+    th_write_file(out, bytes, len);
+    free(out);
+    free(bytes);
+    free(cfg);
+    snprintf(rel, sizeof rel, "%s/model.safetensors", fixture);
+    char *p = th_fixture(rel);
+    eng_st *st = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_st_open(&st, p, &d), 0);
+    const eng_st_header *h = eng_st_header_of(st);
+    th_tensor *ts = calloc(h->count, sizeof *ts);
+    for (size_t i = 0; i < h->count; i++) {
+        const eng_tensor_info *t = &h->tensors[i];
+        ck_assert_int_eq(t->dtype, ENG_DTYPE_F32);
+        ts[i] = (th_tensor){t->name, "F32", t->ndim, {0}, eng_st_data(st, i)};
+        for (int k = 0; k < t->ndim; k++)
+            ts[i].shape[k] = t->shape[k];
+        for (size_t j = 0; j < n; j++)
+            if (strcmp(t->name, sw[j].tensor) == 0)
+                ts[i].data = sw[j].values;
+    }
+    out = th_path(dir, "model.safetensors");
+    th_write_st(out, ts, h->count, NULL);
+    free(out);
+    free(ts);
+    eng_st_close(st);
+    free(p);
+}
+
+// The tensor called name as F32 (malloc'd), with every third value zeroed.
+static float *pruned_copy(eng_net *n, const eng_model *m, const char *name,
+                          size_t *ti)
+{
+    long i = eng_model_find(m, name);
+    ck_assert_int_ge(i, 0);
+    *ti = (size_t)i;
+    const eng_tensor_info *t = eng_model_tensor(m, *ti);
+    size_t block, linear;
+    float *w = malloc(t->numel * sizeof *w);
+    sh_diag d;
+    if (eng_net_find_linear(n, *ti, &block, &linear)) {
+        eng_net_block *b = NULL;
+        ck_assert_int_eq(eng_net_block_open(n, block, &b, &d), 0);
+        memcpy(w, eng_net_block_weight(b, linear), t->numel * sizeof *w);
+        eng_net_block_close(b);
+    } else { // not a linear (the embedding): straight from the file
+        char *p = th_fixture("llama-kjv/model.safetensors");
+        eng_st *st = NULL;
+        ck_assert_int_eq(eng_st_open(&st, p, &d), 0);
+        long k = eng_st_header_find(eng_st_header_of(st), name);
+        memcpy(w, eng_st_data(st, (size_t)k), t->numel * sizeof *w);
+        eng_st_close(st);
+        free(p);
+    }
+    for (uint64_t j = 0; j < t->numel; j += 3)
+        w[j] = 0;
+    return w;
+}
+
+static eng_metric evaluate(eng_net *n, const char *data)
+{
+    char *p = th_fixture(data);
+    eng_dataset ds;
+    sh_diag d;
+    ck_assert_msg(eng_dataset_load(&ds, p, 0, eng_net_vocab(n),
+                                   eng_net_classes(n), NULL, &d) == 0,
+                  "%s", d.msg);
+    eng_metric mt;
+    ck_assert_int_eq(eng_net_evaluate(n, &ds, NULL, &mt, &d), 0);
+    eng_dataset_deinit(&ds);
+    free(p);
+    return mt;
+}
+
+static bool same_metric(eng_metric a, eng_metric b)
+{
+    return a.value == b.value && a.loss == b.loss;
+}
+
+START_TEST(test_net_overlay_matches_disk_mlp)
+{
+    const char *data = "mlp-fmnist-data/evaluation.safetensors";
+    eng_model *m = open_fixture("mlp-fmnist");
+    eng_net *n = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_net_open(&n, m, &d), 0);
+    eng_metric dense = evaluate(n, data);
+    size_t ti;
+    float *w = pruned_copy(n, m, "fc1.weight", &ti);
+    ck_assert_int_eq(eng_net_overlay_set(n, ti, w, &d), 0);
+    // The block loads the overlay's values.
+    eng_net_block *b = NULL;
+    ck_assert_int_eq(eng_net_block_open(n, 0, &b, &d), 0);
+    const eng_tensor_info *t = eng_model_tensor(m, ti);
+    ck_assert(memcmp(eng_net_block_weight(b, 0), w, t->numel * sizeof *w) == 0);
+    eng_net_block_close(b);
+    eng_metric over = evaluate(n, data);
+    ck_assert(over.loss != dense.loss);
+    // The same zeros written to disk.
+    char *dir = th_tmpdir();
+    swap sw = {"fc1.weight", w};
+    write_swapped("mlp-fmnist", &sw, 1, dir);
+    eng_model *m2 = NULL;
+    eng_net *n2 = NULL;
+    ck_assert_msg(eng_model_open(&m2, dir, &d) == 0, "%s", d.msg);
+    ck_assert_int_eq(eng_net_open(&n2, m2, &d), 0);
+    eng_metric disk = evaluate(n2, data);
+    ck_assert_msg(same_metric(over, disk),
+                  "overlay %.17g/%.17g, disk %.17g/%.17g", over.value,
+                  over.loss, disk.value, disk.loss);
+    // Cleared: the checkpoint's values again.
+    eng_net_overlay_clear(n, ti);
+    ck_assert(same_metric(evaluate(n, data), dense));
+    // A tensor outside the model is refused.
+    ck_assert_int_eq(eng_net_overlay_set(n, eng_model_tensor_count(m), w, &d),
+                     SH_EINVAL);
+    eng_net_close(n2);
+    eng_model_close(m2);
+    eng_net_close(n);
+    eng_model_close(m);
+    free(w);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+// The decoder: an overlay on a block's linear and on the embedding (read
+// row by row), for both the metric and the logits.
+START_TEST(test_net_overlay_matches_disk_llama)
+{
+    const char *data = "llama-kjv-data/evaluation.safetensors";
+    eng_model *m = open_fixture("llama-kjv");
+    eng_net *n = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_net_open(&n, m, &d), 0);
+    eng_metric dense = evaluate(n, data);
+    int32_t ids[16];
+    for (int i = 0; i < 16; i++)
+        ids[i] = (int32_t)(i * 37 % 256);
+    float *dense_logits = NULL;
+    ck_assert_int_eq(eng_net_logits(n, ids, 16, &dense_logits, &d), 0);
+    swap sw[2] = {{"model.layers.1.self_attn.q_proj.weight", NULL},
+                  {"model.embed_tokens.weight", NULL}};
+    float *w[2];
+    for (int i = 0; i < 2; i++) {
+        size_t ti;
+        sw[i].values = w[i] = pruned_copy(n, m, sw[i].tensor, &ti);
+        ck_assert_int_eq(eng_net_overlay_set(n, ti, w[i], &d), 0);
+    }
+    eng_metric over = evaluate(n, data);
+    ck_assert(over.value != dense.value);
+    float *over_logits = NULL;
+    ck_assert_int_eq(eng_net_logits(n, ids, 16, &over_logits, &d), 0);
+    char *dir = th_tmpdir();
+    write_swapped("llama-kjv", sw, 2, dir);
+    eng_model *m2 = NULL;
+    eng_net *n2 = NULL;
+    ck_assert_msg(eng_model_open(&m2, dir, &d) == 0, "%s", d.msg);
+    ck_assert_int_eq(eng_net_open(&n2, m2, &d), 0);
+    ck_assert(same_metric(over, evaluate(n2, data)));
+    float *disk_logits = NULL;
+    ck_assert_int_eq(eng_net_logits(n2, ids, 16, &disk_logits, &d), 0);
+    size_t nl = 16 * (size_t)eng_net_vocab(n);
+    ck_assert(memcmp(over_logits, disk_logits, nl * sizeof(float)) == 0);
+    ck_assert(memcmp(over_logits, dense_logits, nl * sizeof(float)) != 0);
+    for (int i = 0; i < 2; i++)
+        eng_net_overlay_clear(n, (size_t)eng_model_find(m, sw[i].tensor));
+    ck_assert(same_metric(evaluate(n, data), dense));
+    float *again = NULL;
+    ck_assert_int_eq(eng_net_logits(n, ids, 16, &again, &d), 0);
+    ck_assert(memcmp(again, dense_logits, nl * sizeof(float)) == 0);
+    free(again);
+    free(disk_logits);
+    free(over_logits);
+    free(dense_logits);
+    eng_net_close(n2);
+    eng_model_close(m2);
+    eng_net_close(n);
+    eng_model_close(m);
+    free(w[0]);
+    free(w[1]);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+// The structure groups a family reports, and its name.
+START_TEST(test_net_groups)
+{
+    eng_model *m = open_fixture("llama-kjv");
+    eng_net *n = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_net_open(&n, m, &d), 0);
+    ck_assert_str_eq(eng_net_family(n), "llama");
+    eng_net_group g[ENG_NET_MAX_GROUPS];
+    size_t count = eng_net_groups(n, 0, g, ENG_NET_MAX_GROUPS);
+    ck_assert_uint_eq(count, 4);
+    ck_assert_str_eq(eng_group_kind_name(g[1].kind), "head");
+    ck_assert_int_eq(g[1].count, 4); // num_attention_heads
+    ck_assert_int_eq(g[1].size, 32); // hidden_size / heads
+    ck_assert_int_eq(g[3].kind, ENG_GROUP_CHANNEL);
+    ck_assert_int_eq(g[3].count, 384); // intermediate_size
+    const eng_net_linear *lin;
+    eng_net_linears(n, 0, &lin);
+    for (int i = 0; i < 7; i++) // rows cut by a group are a multiple of it
+        for (size_t k = 0; k < count; k++)
+            if (g[k].rows_of >> i & 1)
+                ck_assert_int_eq(lin[i].rows, g[k].count * g[k].size);
+    ck_assert_uint_eq(eng_net_groups(n, 0, g, 1), 4); // cap respected
+    eng_net_close(n);
+    eng_model_close(m);
+    m = open_fixture("mlp-fmnist");
+    ck_assert_int_eq(eng_net_open(&n, m, &d), 0);
+    ck_assert_str_eq(eng_net_family(n), "mlp");
+    ck_assert_uint_eq(eng_net_groups(n, 0, g, ENG_NET_MAX_GROUPS), 2);
+    ck_assert_int_eq(g[1].count, 512);
+    ck_assert_uint_eq(eng_net_groups(n, 2, g, ENG_NET_MAX_GROUPS), 1);
+    eng_net_close(n);
+    eng_model_close(m);
+}
+END_TEST
+
 Suite *suite_net(void)
 {
     Suite *s = suite_create("net");
@@ -373,6 +618,9 @@ Suite *suite_net(void)
     tcase_add_test(tc, test_sparsegpt_cancel);
     tcase_add_test(tc, test_dataset_checks);
     tcase_add_test(tc, test_dataset_load_cancel);
+    tcase_add_test(tc, test_net_overlay_matches_disk_mlp);
+    tcase_add_test(tc, test_net_overlay_matches_disk_llama);
+    tcase_add_test(tc, test_net_groups);
     suite_add_tcase(s, tc);
     return s;
 }

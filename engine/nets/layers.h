@@ -1,14 +1,16 @@
-// net_int.h: the runner's state, shared by net.c (config, MLP, evaluation)
-// and net_llama.c (the decoder). Not public.
-#ifndef ENG_NET_INT_H
-#define ENG_NET_INT_H
+// layers.h: the building blocks the families share (layers.c), and the
+// state of an opened model. Below the families: net.c, mlp.c and llama.c use
+// it; it uses none of them. Not public outside nets/.
+#ifndef ENG_NETS_LAYERS_H
+#define ENG_NETS_LAYERS_H
 
-#include "engine/nets/net.h"
+#include "engine/io/model.h"
+#include "engine/nets/family.h"
 
 #define NET_MAX_LINEARS 8
+#define NET_MAX_AUX 2
 
-typedef enum net_arch { NET_MLP, NET_LLAMA, NET_ARCH_COUNT } net_arch;
-
+// The activations of config.json's hidden_act.
 typedef enum net_act {
     ACT_RELU,
     ACT_GELU,
@@ -18,27 +20,37 @@ typedef enum net_act {
     ACT_COUNT
 } net_act;
 
+// A tensor slot that holds no tensor (an absent bias).
+#define NET_NO_TENSOR SIZE_MAX
+
+// What a block is made of, as the family's open found it.
 typedef struct net_block_def {
     eng_net_linear lin[NET_MAX_LINEARS];
-    long bias[NET_MAX_LINEARS]; // bias tensor per linear, or -1
+    size_t bias[NET_MAX_LINEARS]; // bias tensor per linear, or NET_NO_TENSOR
     size_t nlin;
     int sites;
-    long norm_in, norm_post; // llama: the two RMSNorm weights
+    size_t aux[NET_MAX_AUX]; // other tensors loaded with the block (llama:
+    size_t naux;             // its two RMSNorm weights), in the family's order
 } net_block_def;
 
 struct eng_net {
     const eng_model *m;
-    net_arch arch;
+    const eng_family *fam;
     net_block_def *blocks;
     size_t nblocks;
+    int64_t vocab;   // token models, else 0
+    int64_t classes; // classifiers, else 0
+    // Weights in place of the checkpoint's: overlay[tensor] (numel F32,
+    // borrowed from the caller) or NULL; the array is NULL until first set.
+    const float **overlay;
     // mlp
     net_act act;
-    int64_t in_dim, classes;
+    int64_t in_dim;
     // llama
-    int64_t hidden, inter, heads, kv_heads, head_dim, vocab, window;
+    int64_t hidden, inter, heads, kv_heads, head_dim, window;
     double eps, theta;
-    long embed, final_norm, head; // head == embed when tied
-    float *rope_cos, *rope_sin;   // (rope_len, head_dim)
+    size_t embed, final_norm, head; // head == embed when tied
+    float *rope_cos, *rope_sin;     // (rope_len, head_dim)
     int64_t rope_len;
     // Scratch for a block's intermediates, kept between calls: fresh
     // pages cost a fault each (dearly on virtual machines).
@@ -46,44 +58,50 @@ struct eng_net {
     size_t scratch_n;
 };
 
-// A scratch buffer of at least n floats (owned by n; valid until the next
-// call), or NULL when out of memory.
-float *net_scratch(eng_net *n, size_t count);
-
+// A block's tensors as F32, in the order of its net_block_def.
 struct eng_net_block {
     size_t index;
-    float *w[NET_MAX_LINEARS];
-    float *b[NET_MAX_LINEARS];
-    float *norm_in, *norm_post;
+    float *w[NET_MAX_LINEARS]; // (rows, cols)
+    float *b[NET_MAX_LINEARS]; // (rows,) or NULL
+    float *aux[NET_MAX_AUX];   // as def->aux
 };
 
-// Reads model tensor ti as F32 (malloc'd); non-float dtypes are an error.
-int net_load_f32(const eng_net *n, size_t ti, float **out, sh_diag *d);
+// --- tensors
+//
+// Each reads the overlay's values where one is set for the tensor, else
+// the checkpoint's, converted to F32.
 
-// The tensor called name, checked against a shape (ndim 1 or 2; b unused
-// for 1); -1 with d set when absent or shaped otherwise.
-long net_tensor(const eng_net *n, const char *name, int ndim, int64_t a,
-                int64_t b, sh_diag *d);
+// *out = the index of the tensor called name, checked against a shape
+// (ndim 1 or 2; b unused for 1) and a float dtype. SH_EFORMAT when absent
+// or shaped otherwise, SH_EUNSUPPORTED for other dtypes; *out untouched.
+int net_tensor_find(const eng_net *n, const char *name, int ndim, int64_t a,
+                    int64_t b, size_t *out, sh_diag *d);
 
-// --- llama (net_llama.c)
-int net_llama_open(eng_net *n, const json_t *cfg, sh_diag *d);
-int net_llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
-                    sh_diag *d);
-int net_llama_forward(eng_net *n, eng_net_block *b, eng_acts *a, eng_site_fn fn,
-                      void *ctx, sh_diag *d);
-int net_llama_evaluate(eng_net *n, const eng_dataset *ds, const eng_acts *a,
-                       eng_metric *out, sh_diag *d);
-int net_llama_head(eng_net *n, const float *h, int64_t rows, float *logits,
-                   const float *head_w, const float *norm_w);
+// *out = tensor ti as F32 (malloc'd, the caller frees it).
+int net_tensor_load(const eng_net *n, size_t ti, float **out, sh_diag *d);
 
-// As net.h's _polled functions, for the decoder.
-int net_llama_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
-                           const eng_hooks *h, sh_diag *d);
-int net_llama_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
-                             eng_site_fn fn, void *ctx, const eng_hooks *h,
-                             sh_diag *d);
-int net_llama_evaluate_polled(eng_net *n, const eng_dataset *ds,
-                              const eng_acts *a, const eng_hooks *h,
-                              eng_metric *out, sh_diag *d);
+// out (cols,) = row `row` of the 2-D tensor ti as F32. tmp holds one row
+// in the tensor's dtype (cols * dtype size bytes), for the conversion.
+int net_tensor_row(const eng_net *n, size_t ti, int64_t row, float *out,
+                   unsigned char *tmp, sh_diag *d);
+
+// --- scratch
+
+// *out = a buffer of at least count floats, owned by n and valid until the
+// next call. SH_ENOMEM (d set) when it cannot grow.
+int net_scratch(eng_net *n, size_t count, float **out, sh_diag *d);
+
+// --- activations
+
+// *out = the activation config.json's hidden_act names (also the
+// transformers alias gelu_pytorch_tanh). SH_EUNSUPPORTED (d set) for others.
+int net_act_parse(const char *name, net_act *out, sh_diag *d);
+
+float net_act_apply(net_act a, float x);
+
+// --- config
+
+// A config_rewrite that keeps config.json as it is.
+int net_config_keep(const eng_net *n, json_t *cfg, sh_diag *d);
 
 #endif

@@ -1,4 +1,4 @@
-// net_llama.c: the Llama decoder (LlamaForCausalLM as Hugging Face
+// llama.c: the Llama decoder family (LlamaForCausalLM as Hugging Face
 // computes it; Mistral and Qwen2 fit), read top to bottom:
 //
 //   h = embed[tokens]                                     (N*T, d)
@@ -12,11 +12,17 @@
 //     m = silu(x2 Wg^T) * (x2 Wu^T)                       site 3
 //     h = h + m Wd^T
 //   logits = (rmsnorm(h) * w_norm) W_head^T
+//
+// Each decoder layer is a block of seven linear layers reading four inputs
+// ("sites"): q,k,v read the normed residual; o the attention output; gate,
+// up the second normed residual; down the SwiGLU product. The metric is
+// perplexity.
 #include "engine/nets/layers.h"
 
 #include "engine/math/linalg.h"
 #include "engine/math/poll.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -37,12 +43,22 @@ static double cfg_num(const json_t *cfg, const char *key, double dflt)
     return json_is_number(v) ? json_number_value(v) : dflt;
 }
 
-enum { Q, K, V, O, GATE, UP, DOWN };
-static const char *const proj[] = {"self_attn.q_proj", "self_attn.k_proj",
-                                   "self_attn.v_proj", "self_attn.o_proj",
-                                   "mlp.gate_proj",    "mlp.up_proj",
-                                   "mlp.down_proj"};
-static const int site_of[] = {0, 0, 0, 1, 2, 2, 3};
+enum { Q, K, V, O, GATE, UP, DOWN, LINEARS };
+static const char *const proj[] = {
+    [Q] = "self_attn.q_proj", [K] = "self_attn.k_proj",
+    [V] = "self_attn.v_proj", [O] = "self_attn.o_proj",
+    [GATE] = "mlp.gate_proj", [UP] = "mlp.up_proj",
+    [DOWN] = "mlp.down_proj"};
+static const int site_of[] = {
+    [Q] = 0, [K] = 0, [V] = 0, [O] = 1, [GATE] = 2, [UP] = 2, [DOWN] = 3};
+static_assert(sizeof proj / sizeof proj[0] == LINEARS &&
+                  sizeof site_of / sizeof site_of[0] == LINEARS,
+              "a name and a site per linear");
+static_assert(LINEARS <= NET_MAX_LINEARS, "a block holds its linears");
+
+// A block's other tensors (eng_net_block.aux).
+enum { NORM_IN, NORM_POST, AUX };
+static_assert(AUX <= NET_MAX_AUX, "a block holds its norms");
 
 static int rope_tables(eng_net *n, int64_t len, sh_diag *d)
 {
@@ -71,7 +87,7 @@ static int rope_tables(eng_net *n, int64_t len, sh_diag *d)
     return 0;
 }
 
-int net_llama_open(eng_net *n, const json_t *cfg, sh_diag *d)
+static int llama_open(eng_net *n, const json_t *cfg, sh_diag *d)
 {
     n->hidden = cfg_int(cfg, "hidden_size", 0);
     n->inter = cfg_int(cfg, "intermediate_size", 0);
@@ -113,49 +129,55 @@ int net_llama_open(eng_net *n, const json_t *cfg, sh_diag *d)
 
     int64_t d_ = n->hidden, qd = n->heads * n->head_dim,
             kvd = n->kv_heads * n->head_dim;
-    if ((n->embed = net_tensor(n, "model.embed_tokens.weight", 2, n->vocab, d_,
-                               d)) < 0 ||
-        (n->final_norm = net_tensor(n, "model.norm.weight", 1, d_, 0, d)) < 0)
-        return d->code;
-    n->head =
-        tied ? n->embed : net_tensor(n, "lm_head.weight", 2, n->vocab, d_, d);
-    if (n->head < 0)
-        return d->code;
+    int rc;
+    if ((rc = net_tensor_find(n, "model.embed_tokens.weight", 2, n->vocab, d_,
+                              &n->embed, d)) != 0 ||
+        (rc = net_tensor_find(n, "model.norm.weight", 1, d_, 0, &n->final_norm,
+                              d)) != 0)
+        return rc;
+    n->head = n->embed;
+    if (!tied && (rc = net_tensor_find(n, "lm_head.weight", 2, n->vocab, d_,
+                                       &n->head, d)) != 0)
+        return rc;
     n->nblocks = (size_t)layers;
     n->blocks = calloc(n->nblocks, sizeof *n->blocks);
     if (!n->blocks)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    const int64_t shape[7][2] = {{qd, d_},      {kvd, d_},      {kvd, d_},
-                                 {d_, qd},      {n->inter, d_}, {n->inter, d_},
-                                 {d_, n->inter}};
+    const int64_t shape[LINEARS][2] = {
+        {qd, d_},       {kvd, d_},      {kvd, d_},     {d_, qd},
+        {n->inter, d_}, {n->inter, d_}, {d_, n->inter}};
     for (int64_t l = 0; l < layers; l++) {
         net_block_def *b = &n->blocks[l];
         char name[160];
-        for (int p = 0; p < 7; p++) {
+        for (int p = 0; p < LINEARS; p++) {
             snprintf(name, sizeof name, "model.layers.%" PRId64 ".%s.weight", l,
                      proj[p]);
-            long t = net_tensor(n, name, 2, shape[p][0], shape[p][1], d);
-            if (t < 0)
-                return d->code;
-            b->lin[p] = (eng_net_linear){(size_t)t, site_of[p], shape[p][0],
-                                         shape[p][1]};
+            size_t t;
+            if ((rc = net_tensor_find(n, name, 2, shape[p][0], shape[p][1], &t,
+                                      d)) != 0)
+                return rc;
+            b->lin[p] =
+                (eng_net_linear){t, site_of[p], shape[p][0], shape[p][1]};
             snprintf(name, sizeof name, "model.layers.%" PRId64 ".%s.bias", l,
                      proj[p]);
-            b->bias[p] = eng_model_find(n->m, name);
-            if (b->bias[p] >= 0 &&
-                net_tensor(n, name, 1, shape[p][0], 0, d) < 0)
-                return d->code;
+            b->bias[p] = NET_NO_TENSOR;
+            if (eng_model_find(n->m, name) >= 0 &&
+                (rc = net_tensor_find(n, name, 1, shape[p][0], 0, &b->bias[p],
+                                      d)) != 0)
+                return rc;
         }
-        b->nlin = 7;
+        b->nlin = LINEARS;
         b->sites = 4;
         snprintf(name, sizeof name,
                  "model.layers.%" PRId64 ".input_layernorm.weight", l);
-        if ((b->norm_in = net_tensor(n, name, 1, d_, 0, d)) < 0)
-            return d->code;
+        if ((rc = net_tensor_find(n, name, 1, d_, 0, &b->aux[NORM_IN], d)) != 0)
+            return rc;
         snprintf(name, sizeof name,
                  "model.layers.%" PRId64 ".post_attention_layernorm.weight", l);
-        if ((b->norm_post = net_tensor(n, name, 1, d_, 0, d)) < 0)
-            return d->code;
+        if ((rc = net_tensor_find(n, name, 1, d_, 0, &b->aux[NORM_POST], d)) !=
+            0)
+            return rc;
+        b->naux = AUX;
     }
     return 0;
 }
@@ -200,10 +222,10 @@ static void rope(const eng_net *n, float *x, int64_t seqs, int64_t seqlen,
 }
 
 // Causal attention, head by head, sequence by sequence. ctx (rows, qd).
-// Counts a head's T^2 scores on pace; true when a poll said stop.
-static bool attention(const eng_net *n, float *ctx, const float *q,
-                      const float *k, const float *v, int64_t seqs,
-                      int64_t seqlen, float *scores, eng_pacer *pace)
+// Counts a head's T^2 scores on pace; SH_ECANCELED when a poll said stop.
+static int attention(const eng_net *n, float *ctx, const float *q,
+                     const float *k, const float *v, int64_t seqs,
+                     int64_t seqlen, float *scores, eng_pacer *pace)
 {
     int64_t hd = n->head_dim, qd = n->heads * hd, kvd = n->kv_heads * hd;
     int64_t group = n->heads / n->kv_heads;
@@ -237,35 +259,26 @@ static bool attention(const eng_net *n, float *ctx, const float *q,
             eng_gemm(false, false, seqlen, hd, seqlen, 1.0f, scores, seqlen, vs,
                      kvd, 0.0f, ctx + s * seqlen * qd + h * hd, qd);
             if (eng_pacer_step(pace, (uint64_t)(seqlen * seqlen)))
-                return true;
+                return SH_ECANCELED;
         }
     }
-    return false;
+    return 0;
 }
 
-int net_llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
-                    sh_diag *d)
-{
-    return net_llama_embed_polled(n, ds, out, NULL, d);
-}
-
-int net_llama_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
-                           const eng_hooks *h, sh_diag *d)
+static int llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
+                       const eng_hooks *h, sh_diag *d)
 {
     int64_t T = ds->info.cols, rows = ds->rows * T, dm = n->hidden;
-    if (T > n->rope_len && rope_tables(n, T, d) != 0)
-        return d->code;
+    int rc;
+    if (T > n->rope_len && (rc = rope_tables(n, T, d)) != 0)
+        return rc;
     float *x = malloc((size_t)(rows * dm) * sizeof *x);
     if (!x)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     // Rows of the embedding, read where they lie (no whole-table load).
-    size_t file, idx;
-    eng_model_tensor_loc(n->m, (size_t)n->embed, &file, &idx);
-    const eng_st *st = eng_model_file_at(n->m, file)->st;
-    const eng_tensor_info *t = eng_model_tensor(n->m, (size_t)n->embed);
-    size_t es = eng_dtype_size(t->dtype);
-    unsigned char *row = malloc((size_t)dm * es);
-    int rc = row ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    const eng_tensor_info *t = eng_model_tensor(n->m, n->embed);
+    unsigned char *row = malloc((size_t)dm * eng_dtype_size(t->dtype));
+    rc = row ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     eng_pacer pace = {.h = h};
     for (int64_t r = 0; rc == 0 && r < rows; r++) {
         int32_t id = ds->ids[r];
@@ -276,10 +289,7 @@ int net_llama_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
                 n->vocab - 1);
             break;
         }
-        rc = eng_st_read_range(st, idx, (uint64_t)id * (uint64_t)dm * es, row,
-                               (size_t)dm * es, d);
-        if (rc == 0)
-            eng_convert_to_f32(x + r * dm, row, t->dtype, (size_t)dm);
+        rc = net_tensor_row(n, n->embed, id, x + r * dm, row, d);
         if (rc == 0 && eng_pacer_step(&pace, (uint64_t)dm))
             rc = SH_ECANCELED;
     }
@@ -292,36 +302,30 @@ int net_llama_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
     return 0;
 }
 
-int net_llama_forward(eng_net *n, eng_net_block *b, eng_acts *a, eng_site_fn fn,
-                      void *ctx, sh_diag *d)
-{
-    return net_llama_forward_polled(n, b, a, fn, ctx, NULL, d);
-}
-
 // Polls: after every piece of each product (eng_linear_polled), every
 // head of a sequence, and rows of the element-wise steps by ENG_POLL_ELEMS.
-int net_llama_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
-                             eng_site_fn fn, void *ctx, const eng_hooks *hk,
-                             sh_diag *d)
+static int llama_forward(eng_net *n, eng_net_block *b, eng_acts *a,
+                         eng_site_fn fn, void *ctx, const eng_hooks *hk,
+                         sh_diag *d)
 {
     int64_t rows = a->rows, dm = n->hidden, hd = n->head_dim;
     int64_t qd = n->heads * hd, kvd = n->kv_heads * hd, in = n->inter;
-    if (a->seqlen > n->rope_len && rope_tables(n, a->seqlen, d) != 0)
-        return d->code;
+    int rc;
+    if (a->seqlen > n->rope_len && (rc = rope_tables(n, a->seqlen, d)) != 0)
+        return rc;
     size_t need = (size_t)rows * (size_t)(dm + qd + 2 * kvd + qd + 3 * in) +
                   (size_t)(a->seqlen * a->seqlen);
-    float *buf = net_scratch(n, need);
-    if (!buf)
-        return sh_diag_set(d, SH_ENOMEM, "", "out of memory for a block");
+    float *buf;
+    if ((rc = net_scratch(n, need, &buf, d)) != 0)
+        return rc;
     float *x = buf, *q = x + rows * dm, *k = q + rows * qd, *v = k + rows * kvd;
     float *att = v + rows * kvd, *g = att + rows * qd, *u = g + rows * in;
     float *m = u + rows * in, *scores = m + rows * in;
     float *h = a->x;
     eng_pacer pace = {.h = hk};
     uint64_t width = (uint64_t)(rows * dm);
-    int rc = 0;
 
-    rmsnorm(x, h, b->norm_in, rows, dm, n->eps);
+    rmsnorm(x, h, b->aux[NORM_IN], rows, dm, n->eps);
     if (eng_pacer_step(&pace, width))
         return SH_ECANCELED;
     if (fn)
@@ -332,9 +336,10 @@ int net_llama_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
         return rc;
     rope(n, q, a->seqs, a->seqlen, n->heads);
     rope(n, k, a->seqs, a->seqlen, n->kv_heads);
-    if (eng_pacer_step(&pace, (uint64_t)(rows * (qd + kvd))) ||
-        attention(n, att, q, k, v, a->seqs, a->seqlen, scores, &pace))
+    if (eng_pacer_step(&pace, (uint64_t)(rows * (qd + kvd))))
         return SH_ECANCELED;
+    if ((rc = attention(n, att, q, k, v, a->seqs, a->seqlen, scores, &pace)))
+        return rc;
     if (fn)
         fn(ctx, 1, att, rows, qd);
     // x reused: o
@@ -343,7 +348,7 @@ int net_llama_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
     for (int64_t i = 0; i < rows * dm; i++)
         h[i] += x[i];
 
-    rmsnorm(x, h, b->norm_post, rows, dm, n->eps);
+    rmsnorm(x, h, b->aux[NORM_POST], rows, dm, n->eps);
     if (eng_pacer_step(&pace, 2 * width))
         return SH_ECANCELED;
     if (fn)
@@ -371,48 +376,55 @@ int net_llama_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
 // Logits (rows, vocab) of final hidden states h (rows, hidden).
 static int head_run(eng_net *n, const float *h, int64_t rows, float *logits,
                     const float *head_w, const float *norm_w,
-                    const eng_hooks *hk)
+                    const eng_hooks *hk, sh_diag *d)
 {
-    float *x = net_scratch(n, (size_t)(rows * n->hidden));
-    if (!x)
-        return SH_ENOMEM;
+    float *x;
+    int rc = net_scratch(n, (size_t)(rows * n->hidden), &x, d);
+    if (rc != 0)
+        return rc;
     rmsnorm(x, h, norm_w, rows, n->hidden, n->eps);
     return eng_linear_polled(logits, x, head_w, NULL, rows, n->hidden, n->vocab,
                              hk);
 }
 
-int net_llama_head(eng_net *n, const float *h, int64_t rows, float *logits,
-                   const float *head_w, const float *norm_w)
+// The head's weights: the final norm and lm_head (or the embedding).
+static int head_load(eng_net *n, float **head, float **norm, sh_diag *d)
 {
-    return head_run(n, h, rows, logits, head_w, norm_w, NULL);
+    int rc = net_tensor_load(n, n->head, head, d);
+    if (rc == 0 && (rc = net_tensor_load(n, n->final_norm, norm, d)) != 0) {
+        free(*head);
+        *head = NULL;
+    }
+    return rc;
 }
 
-int net_llama_evaluate(eng_net *n, const eng_dataset *ds, const eng_acts *a,
-                       eng_metric *out, sh_diag *d)
+static int llama_logits(eng_net *n, const eng_acts *a, float *out, sh_diag *d)
 {
-    return net_llama_evaluate_polled(n, ds, a, NULL, out, d);
+    float *head = NULL, *norm = NULL;
+    int rc = head_load(n, &head, &norm, d);
+    if (rc == 0)
+        rc = head_run(n, a->x, a->rows, out, head, norm, NULL, d);
+    free(head);
+    free(norm);
+    return rc;
 }
 
 // Polls: in the head's product, and every ENG_POLL_ELEMS logits.
-int net_llama_evaluate_polled(eng_net *n, const eng_dataset *ds,
-                              const eng_acts *a, const eng_hooks *hk,
-                              eng_metric *out, sh_diag *d)
+static int llama_metric(eng_net *n, const eng_dataset *ds, const eng_acts *a,
+                        const eng_hooks *hk, eng_metric *out, sh_diag *d)
 {
     float *head = NULL, *norm = NULL;
     int64_t T = a->seqlen;
     float *logits = malloc((size_t)(T * n->vocab) * sizeof *logits);
     int rc = logits ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     if (rc == 0)
-        rc = net_load_f32(n, (size_t)n->head, &head, d);
-    if (rc == 0)
-        rc = net_load_f32(n, (size_t)n->final_norm, &norm, d);
+        rc = head_load(n, &head, &norm, d);
     double nll = 0;
     int64_t count = 0;
     eng_pacer pace = {.h = hk};
     for (int64_t s = 0; rc == 0 && s < a->seqs; s++) {
-        rc = head_run(n, a->x + s * T * n->hidden, T, logits, head, norm, hk);
-        if (rc == SH_ENOMEM)
-            sh_diag_set(d, rc, "", "out of memory");
+        rc =
+            head_run(n, a->x + s * T * n->hidden, T, logits, head, norm, hk, d);
         if (rc != 0)
             break;
         // Position t - 1 predicts token t.
@@ -441,3 +453,67 @@ int net_llama_evaluate_polled(eng_net *n, const eng_dataset *ds,
     *out = (eng_metric){"perplexity", exp(mean), mean};
     return 0;
 }
+
+// --- the family
+
+static void llama_close(eng_net *n)
+{
+    free(n->rope_cos);
+    free(n->rope_sin);
+    n->rope_cos = n->rope_sin = NULL;
+}
+
+static int llama_check_dataset(const eng_net *n, const eng_dataset_info *di,
+                               sh_diag *d)
+{
+    (void)n;
+    if (di->cols < 2)
+        return sh_diag_set(d, SH_EFORMAT, "tokens",
+                           "\"tokens\" rows need at least 2 tokens");
+    return 0;
+}
+
+#define BIT(i) (1u << (i))
+
+// Heads cut rows of q and columns of o; a KV head cuts rows of k and v
+// (and the heads / kv_heads query heads that read it go with it); channels
+// cut rows of gate and up and columns of down.
+static size_t llama_groups(const eng_net *n, size_t block, eng_net_group *out,
+                           size_t cap)
+{
+    (void)block;
+    int64_t hd = n->head_dim;
+    const eng_net_group g[] = {
+        {ENG_GROUP_BLOCK, 1, 0, 0, 0},
+        {ENG_GROUP_HEAD, n->heads, hd, BIT(Q), BIT(O)},
+        {ENG_GROUP_KV_HEAD, n->kv_heads, hd, BIT(K) | BIT(V), 0},
+        {ENG_GROUP_CHANNEL, n->inter, 1, BIT(GATE) | BIT(UP), BIT(DOWN)},
+    };
+    size_t count = sizeof g / sizeof g[0];
+    for (size_t i = 0; i < count && i < cap; i++)
+        out[i] = g[i];
+    return count;
+}
+
+static const char *const llama_archs[] = {"llama",
+                                          "mistral",
+                                          "qwen2",
+                                          "LlamaForCausalLM",
+                                          "MistralForCausalLM",
+                                          "Qwen2ForCausalLM",
+                                          NULL};
+
+const eng_family eng_family_llama = {
+    .name = "llama",
+    .archs = llama_archs,
+    .kind = ENG_DATASET_TOKENS,
+    .open = llama_open,
+    .close = llama_close,
+    .check_dataset = llama_check_dataset,
+    .embed = llama_embed,
+    .forward = llama_forward,
+    .metric = llama_metric,
+    .logits = llama_logits,
+    .groups = llama_groups,
+    .config_rewrite = net_config_keep,
+};

@@ -1,5 +1,7 @@
 // net.h: models the engine can run forward, block by block, for
-// calibration and evaluation.
+// calibration and evaluation. Each model family is one eng_family
+// (family.h, with the values passed here: activations, linears, metrics,
+// structure groups); this is the face the rest of the engine uses.
 //
 //   mlp    config.json {"model_type": "mlp", "layers": [...], "hidden_act"},
 //          each layer "<name>.weight" (out, in) and "<name>.bias";
@@ -15,19 +17,28 @@
 //
 // Activations are F32 (rows, width); for llama, rows = sequences x tokens.
 // Weights are read tensor by tensor (converted from their dtype) when a
-// block is loaded, so memory is one block, not the model.
+// block is loaded, so memory is one block, not the model; a weight overlay
+// stands in for a tensor's stored values (a block pruned in memory).
+//
+// Errors: each int function returns 0 or an SH_E* code with d set where
+// the error is found; SH_ECANCELED (a poll said stop) sets no diag. An eng_net
+// is used by one thread at a time.
 #ifndef ENG_NET_H
 #define ENG_NET_H
 
 #include "engine/hooks.h"
 #include "engine/io/dataset.h"
 #include "engine/io/model.h"
+#include "engine/nets/family.h"
 
-typedef struct eng_net eng_net;
-
-// Opens a runnable model; SH_EUNSUPPORTED (saying why) for others.
+// Opens a runnable model (m must outlive it); SH_EUNSUPPORTED (saying why)
+// for others. *out is untouched on failure.
 int eng_net_open(eng_net **out, const eng_model *m, sh_diag *d);
+// Frees n and what it holds (not the overlay's values); NULL is a no-op.
 void eng_net_close(eng_net *n);
+
+// The name of n's family ("mlp", "llama").
+const char *eng_net_family(const eng_net *n);
 
 // True when arch (eng_model_arch) names a family eng_net can run.
 bool eng_net_runs(const char *arch);
@@ -43,13 +54,11 @@ int eng_net_check_dataset(const eng_net *n, const eng_dataset_info *di,
 int64_t eng_net_vocab(const eng_net *n);   // token models, else 0
 int64_t eng_net_classes(const eng_net *n); // classifiers, else 0
 
-// --- blocks and their linear layers
+// Rewrites config.json (cfg, in place) for the pruned model, as the family
+// says; today every family keeps it as it is.
+int eng_net_config_rewrite(const eng_net *n, json_t *cfg, sh_diag *d);
 
-typedef struct eng_net_linear {
-    size_t tensor; // model tensor index of its weight
-    int site;      // which input of the block it reads
-    int64_t rows, cols;
-} eng_net_linear;
+// --- blocks and their linear layers
 
 size_t eng_net_blocks(const eng_net *n);
 size_t eng_net_linears(const eng_net *n, size_t block,
@@ -60,46 +69,48 @@ int eng_net_sites(const eng_net *n, size_t block);
 bool eng_net_find_linear(const eng_net *n, size_t tensor, size_t *block,
                          size_t *linear);
 
-typedef struct eng_net_block eng_net_block;
+// The structure groups of a block (family.h): writes up to cap of them to
+// out and returns how many there are (at most ENG_NET_MAX_GROUPS).
+size_t eng_net_groups(const eng_net *n, size_t block, eng_net_group *out,
+                      size_t cap);
+const char *eng_group_kind_name(eng_group_kind k); // "head", "channel", ...
 
-int eng_net_block_load(eng_net *n, size_t block, eng_net_block **out,
+// Opens block: reads its tensors as F32 (through the overlay). *out is the
+// caller's to close with eng_net_block_close, untouched on failure.
+int eng_net_block_open(eng_net *n, size_t block, eng_net_block **out,
                        sh_diag *d);
-void eng_net_block_free(eng_net_block *b);
+void eng_net_block_close(eng_net_block *b);
 
 // The F32 weight (rows, cols) of linear i, which pruning may rewrite.
 float *eng_net_block_weight(eng_net_block *b, size_t i);
 
+// --- the weight overlay
+//
+// While set, values (the tensor's numel F32, row-major) stand in for model
+// tensor `tensor` wherever n loads it: block weights and biases, norms, the
+// embedding, the head. values is borrowed: it must stay valid and unchanged
+// until cleared or n is closed. Setting again replaces; SH_EINVAL for a
+// tensor index outside the model, SH_ENOMEM.
+int eng_net_overlay_set(eng_net *n, size_t tensor, const float *values,
+                        sh_diag *d);
+// The checkpoint's values again; a tensor without an overlay is a no-op.
+void eng_net_overlay_clear(eng_net *n, size_t tensor);
+
 // --- running
 
-typedef struct eng_acts {
-    float *x; // (rows, width)
-    int64_t rows, width;
-    int64_t seqs, seqlen; // token models: rows = seqs * seqlen
-} eng_acts;
-
-void eng_acts_free(eng_acts *a);
-int eng_acts_copy(eng_acts *dst, const eng_acts *src);
+// Frees a's buffer and sets a->x to NULL; a itself is the caller's.
+void eng_acts_deinit(eng_acts *a);
+// Copies src into dst, reusing dst's buffer when it is large enough.
+int eng_acts_copy(eng_acts *dst, const eng_acts *src, sh_diag *d);
 
 // The first `rows` dataset rows as the first block's input.
 int eng_net_embed(eng_net *n, const eng_dataset *ds, eng_acts *out, sh_diag *d);
-
-// Called with each site's input during a forward pass: X (rows, cols).
-typedef void (*eng_site_fn)(void *ctx, int site, const float *x, int64_t rows,
-                            int64_t cols);
 
 // Runs one block over a (in place; width may change). fn may be NULL.
 int eng_net_block_forward(eng_net *n, eng_net_block *b, eng_acts *a,
                           eng_site_fn fn, void *ctx, sh_diag *d);
 
-// The metric over a dataset: perplexity for token models (exp of the mean
-// next-token NLL over positions 1..T-1 of every row), top-1 accuracy for
-// classifiers (with the mean cross-entropy as loss).
-typedef struct eng_metric {
-    const char *name; // "perplexity" or "accuracy"
-    double value;
-    double loss; // mean NLL / cross-entropy
-} eng_metric;
-
+// The metric over a dataset (eng_metric, family.h).
 int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
                      eng_metric *out, sh_diag *d);
 
@@ -113,12 +124,12 @@ int eng_net_logits(eng_net *n, const int32_t *ids, int64_t seqlen, float **out,
 // The embedding, copy and forward pass above, polling h between pieces of the
 // work (rows of the copies and products, attention heads, positions of the
 // metric). SH_ECANCELED leaves the output's values undefined; its buffer, if
-// any, is still the caller's to free (eng_acts_free). With h NULL each is the
+// any, is still the caller's to free (eng_acts_deinit). With h NULL each is the
 // function of the same name without _polled.
 int eng_net_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
                          const eng_hooks *h, sh_diag *d);
-int eng_acts_copy_polled(eng_acts *dst, const eng_acts *src,
-                         const eng_hooks *h);
+int eng_acts_copy_polled(eng_acts *dst, const eng_acts *src, const eng_hooks *h,
+                         sh_diag *d);
 int eng_net_block_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
                                  eng_site_fn fn, void *ctx, const eng_hooks *h,
                                  sh_diag *d);

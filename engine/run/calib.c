@@ -366,12 +366,12 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         }
         progress(c, "pruning", b + 1, nb, 0.15 + 0.7 * (double)b / nb);
         eng_net_block *blk = NULL;
-        if ((rc = eng_net_block_load(c->net, b, &blk, d)) != 0)
+        if ((rc = eng_net_block_open(c->net, b, &blk, d)) != 0)
             break;
         if (eng_hooks_cancelled(c->h))
             rc = SH_ECANCELED; // blk freed below
         if (rc == 0 && (rc = stats_alloc(c, b, d)) == 0 &&
-            (rc = eng_acts_copy_polled(&dense, acts, c->h)) == SH_ENOMEM)
+            (rc = eng_acts_copy_polled(&dense, acts, c->h, d)) == SH_ENOMEM)
             rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         if (rc == 0)
             rc = eng_net_block_forward_polled(c->net, blk, &dense, on_site, c,
@@ -393,9 +393,9 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
             rc = eng_net_block_forward_polled(c->net, blk, acts, NULL, NULL,
                                               c->h, d);
         stats_free(c);
-        eng_net_block_free(blk);
+        eng_net_block_close(blk);
     }
-    eng_acts_free(&dense);
+    eng_acts_deinit(&dense);
     return rc;
 }
 
@@ -453,7 +453,7 @@ int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
         r->model_params += eng_model_tensor(m, i)->numel;
 out:
     stats_free(&c);
-    eng_acts_free(&acts);
+    eng_acts_deinit(&acts);
     eng_dataset_deinit(&ds);
     eng_net_close(c.net);
     free(c.written);

@@ -1,0 +1,123 @@
+// family.h: the model-family interface, and the values that cross it
+// (activations, linear layers, metrics, structure groups).
+//
+// A family (mlp.c, llama.c) is one const eng_family: the architectures it
+// accepts and the functions that parse its config and run it. net.c keeps
+// the table of families, looks one up by architecture name, and drives the
+// block loop and evaluation through it. Families build on layers.c and never
+// call net.c. Adding a family is a file and a row in net.c's table.
+#ifndef ENG_NETS_FAMILY_H
+#define ENG_NETS_FAMILY_H
+
+#include "common/err.h"
+#include "engine/hooks.h"
+#include "engine/io/dataset.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct eng_net eng_net;             // an opened model (layers.h)
+typedef struct eng_net_block eng_net_block; // one block's weights, as F32
+
+// A linear layer of a block: y = x W^T (+ b), W (rows, cols).
+typedef struct eng_net_linear {
+    size_t tensor; // model tensor index of its weight
+    int site;      // which input of the block it reads
+    int64_t rows, cols;
+} eng_net_linear;
+
+// Activations, F32 (rows, width); for token models rows = seqs * seqlen.
+typedef struct eng_acts {
+    float *x; // (rows, width)
+    int64_t rows, width;
+    int64_t seqs, seqlen; // token models: rows = seqs * seqlen
+} eng_acts;
+
+// Called with each site's input during a forward pass: X (rows, cols).
+typedef void (*eng_site_fn)(void *ctx, int site, const float *x, int64_t rows,
+                            int64_t cols);
+
+// The metric over a dataset: perplexity for token models (exp of the mean
+// next-token NLL over positions 1..T-1 of every row), top-1 accuracy for
+// classifiers (with the mean cross-entropy as loss).
+typedef struct eng_metric {
+    const char *name; // "perplexity" or "accuracy"
+    double value;
+    double loss; // mean NLL / cross-entropy
+} eng_metric;
+
+// --- structure groups
+//
+// The units a structured method may remove from a block, as the family
+// defines them. A group kind comes `count` times in the block; removing one
+// removes `size` consecutive rows of each linear in `rows_of` (a bit per
+// linear index) and `size` consecutive columns of each linear in `cols_of`.
+// ENG_GROUP_BLOCK is the whole block (size 0, no rows or columns: the block
+// is skipped).
+typedef enum eng_group_kind {
+    ENG_GROUP_BLOCK,   // the block itself
+    ENG_GROUP_HEAD,    // an attention (query) head
+    ENG_GROUP_KV_HEAD, // a key/value head and the query heads that share it
+    ENG_GROUP_CHANNEL, // a hidden channel between two linears
+    ENG_GROUP_COUNT
+} eng_group_kind;
+
+typedef struct eng_net_group {
+    eng_group_kind kind;
+    int64_t count, size;
+    uint32_t rows_of, cols_of; // bit i: linear i of the block
+} eng_net_group;
+
+#define ENG_NET_MAX_GROUPS 8
+
+// --- the interface
+//
+// Every function pointer is set (no NULL) unless its comment says it may be
+// NULL. All return 0 or an SH_E* code with d set where the error is found;
+// SH_ECANCELED (a poll of h said stop) sets no diag. h may be NULL (never
+// cancelled). They run on the calling thread and touch only n.
+typedef struct eng_family {
+    const char *name;         // "mlp", "llama"
+    const char *const *archs; // the architectures it accepts, NULL-terminated
+    eng_dataset_kind kind;    // the dataset kind it eats
+
+    // Parses config.json into n (n->m is set, n->fam is this family):
+    // the blocks, their linears and other tensors, n->vocab or n->classes.
+    // On failure n holds what it parsed; close frees it.
+    int (*open)(eng_net *n, const json_t *cfg, sh_diag *d);
+    // Frees what open and the other functions stored in n (not n).
+    void (*close)(eng_net *n);
+
+    // Checks that a dataset of the right kind fits the model (widths).
+    int (*check_dataset)(const eng_net *n, const eng_dataset_info *di,
+                         sh_diag *d);
+    // The first block's input from the dataset's rows; out is malloc'd.
+    int (*embed)(eng_net *n, const eng_dataset *ds, eng_acts *out,
+                 const eng_hooks *h, sh_diag *d);
+    // Runs block b over a in place (width may change); fn (may be NULL)
+    // sees each site's input.
+    int (*forward)(eng_net *n, eng_net_block *b, eng_acts *a, eng_site_fn fn,
+                   void *ctx, const eng_hooks *h, sh_diag *d);
+    // The metric of the last block's output a over ds.
+    int (*metric)(eng_net *n, const eng_dataset *ds, const eng_acts *a,
+                  const eng_hooks *h, eng_metric *out, sh_diag *d);
+    // Logits (a->rows, n->vocab) of the last block's output; NULL for
+    // families without a language-model head.
+    int (*logits)(eng_net *n, const eng_acts *a, float *out, sh_diag *d);
+
+    // Writes the structure groups of block into out (up to cap) and returns
+    // how many the block has. Cannot fail.
+    size_t (*groups)(const eng_net *n, size_t block, eng_net_group *out,
+                     size_t cap);
+    // Rewrites config.json (cfg, in place) for the pruned model. Pruning
+    // keeps every shape today, so both families leave cfg as it is; a
+    // structured shrink will set the new widths here.
+    int (*config_rewrite)(const eng_net *n, json_t *cfg, sh_diag *d);
+} eng_family;
+
+extern const eng_family eng_family_mlp;   // mlp.c
+extern const eng_family eng_family_llama; // llama.c
+
+#endif

@@ -1,0 +1,171 @@
+// layers.c: the building blocks of the families: tensors found and loaded
+// (through the weight overlay), scratch, activations.
+#include "engine/nets/layers.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// --- tensors
+
+int net_tensor_find(const eng_net *n, const char *name, int ndim, int64_t a,
+                    int64_t b, size_t *out, sh_diag *d)
+{
+    long i = eng_model_find(n->m, name);
+    if (i < 0)
+        return sh_diag_set(d, SH_EFORMAT, name, "the model lacks tensor \"%s\"",
+                           name);
+    const eng_tensor_info *t = eng_model_tensor(n->m, (size_t)i);
+    bool ok =
+        t->ndim == ndim && t->shape[0] == a && (ndim == 1 || t->shape[1] == b);
+    if (!ok && ndim == 1)
+        return sh_diag_set(
+            d, SH_EFORMAT, name,
+            "tensor \"%s\" should be [%" PRId64 "] by the config", name, a);
+    if (!ok)
+        return sh_diag_set(d, SH_EFORMAT, name,
+                           "tensor \"%s\" should be [%" PRId64 ", %" PRId64
+                           "] by the config",
+                           name, a, b);
+    if (!eng_dtypes[t->dtype].prunable)
+        return sh_diag_set(d, SH_EUNSUPPORTED, name,
+                           "tensor \"%s\" is %s; the forward pass needs F32, "
+                           "F16, BF16 or F64",
+                           name, eng_dtype_name(t->dtype));
+    *out = (size_t)i;
+    return 0;
+}
+
+static const float *overlay_of(const eng_net *n, size_t ti)
+{
+    return n->overlay ? n->overlay[ti] : NULL;
+}
+
+int net_tensor_load(const eng_net *n, size_t ti, float **out, sh_diag *d)
+{
+    const eng_tensor_info *t = eng_model_tensor(n->m, ti);
+    float *w = malloc((t->numel ? t->numel : 1) * sizeof *w);
+    if (!w)
+        return sh_diag_set(d, SH_ENOMEM, t->name, "out of memory for %s",
+                           t->name);
+    const float *over = overlay_of(n, ti);
+    if (over) {
+        memcpy(w, over, t->numel * sizeof *w);
+        *out = w;
+        return 0;
+    }
+    size_t file, idx;
+    eng_model_tensor_loc(n->m, ti, &file, &idx);
+    const eng_st *st = eng_model_file_at(n->m, file)->st;
+    // Read in chunks by pread and convert (see eng_st_read for why not
+    // the mapping).
+    size_t es = eng_dtype_size(t->dtype);
+    enum { CHUNK = 1 << 20 };
+    unsigned char *buf = malloc(CHUNK);
+    int rc = buf ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    size_t per = CHUNK / es;
+    for (uint64_t at = 0; rc == 0 && at < t->numel; at += per) {
+        size_t len = t->numel - at < per ? (size_t)(t->numel - at) : per;
+        rc = eng_st_read_range(st, idx, at * es, buf, len * es, d);
+        if (rc == 0)
+            eng_convert_to_f32(w + at, buf, t->dtype, len);
+    }
+    free(buf);
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+int net_tensor_row(const eng_net *n, size_t ti, int64_t row, float *out,
+                   unsigned char *tmp, sh_diag *d)
+{
+    const eng_tensor_info *t = eng_model_tensor(n->m, ti);
+    int64_t cols = t->shape[1];
+    const float *over = overlay_of(n, ti);
+    if (over) {
+        memcpy(out, over + row * cols, (size_t)cols * sizeof *out);
+        return 0;
+    }
+    size_t file, idx;
+    eng_model_tensor_loc(n->m, ti, &file, &idx);
+    const eng_st *st = eng_model_file_at(n->m, file)->st;
+    size_t es = eng_dtype_size(t->dtype);
+    int rc = eng_st_read_range(st, idx, (uint64_t)row * (uint64_t)cols * es,
+                               tmp, (size_t)cols * es, d);
+    if (rc == 0)
+        eng_convert_to_f32(out, tmp, t->dtype, (size_t)cols);
+    return rc;
+}
+
+// --- scratch
+
+int net_scratch(eng_net *n, size_t count, float **out, sh_diag *d)
+{
+    if (count > n->scratch_n) {
+        float *grown = realloc(n->scratch, count * sizeof *grown);
+        if (!grown)
+            return sh_diag_set(d, SH_ENOMEM, "",
+                               "out of memory for a block's intermediates");
+        n->scratch = grown;
+        n->scratch_n = count;
+    }
+    *out = n->scratch;
+    return 0;
+}
+
+// --- activations
+
+static const char *const act_names[] = {
+    [ACT_RELU] = "relu", [ACT_GELU] = "gelu", [ACT_GELU_TANH] = "gelu_tanh",
+    [ACT_SILU] = "silu", [ACT_TANH] = "tanh",
+};
+static_assert(sizeof act_names / sizeof act_names[0] == ACT_COUNT,
+              "a name per activation");
+
+int net_act_parse(const char *name, net_act *out, sh_diag *d)
+{
+    for (int i = 0; name && i < ACT_COUNT; i++) {
+        if (strcmp(name, act_names[i]) == 0) {
+            *out = (net_act)i;
+            return 0;
+        }
+    }
+    if (name && strcmp(name, "gelu_pytorch_tanh") == 0) {
+        *out = ACT_GELU_TANH;
+        return 0;
+    }
+    return sh_diag_set(d, SH_EUNSUPPORTED, "config.json",
+                       "config.json: hidden_act \"%s\" is not one of "
+                       "relu, gelu, gelu_tanh, silu, tanh",
+                       name ? name : "");
+}
+
+float net_act_apply(net_act a, float x)
+{
+    switch (a) {
+    case ACT_RELU: return x > 0 ? x : 0;
+    case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case ACT_GELU_TANH:
+        return 0.5f * x *
+               (1.0f +
+                tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case ACT_SILU: return x / (1.0f + expf(-x));
+    case ACT_TANH: return tanhf(x);
+    default: return x;
+    }
+}
+
+// --- config
+
+int net_config_keep(const eng_net *n, json_t *cfg, sh_diag *d)
+{
+    (void)n;
+    (void)cfg;
+    (void)d;
+    return 0;
+}

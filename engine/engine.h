@@ -17,8 +17,8 @@
 #include "engine/hooks.h"
 #include "engine/io/dataset.h"
 #include "engine/io/model.h"
-#include "engine/run/report.h"
-#include "engine/spec/spec.h"
+#include "engine/jobspec/report.h"
+#include "engine/jobspec/spec.h"
 
 #include <stdbool.h>
 
@@ -41,8 +41,8 @@ typedef struct eng_options {
 
 // What running a model takes, as its family says (nets/).
 typedef struct eng_model_needs {
-    bool runs;                // a family runs it (it has its config.json)
-    eng_dataset_kind dataset; // the datasets it takes, when it runs
+    bool model_runs;               // a family runs it (with its config.json)
+    eng_dataset_kind dataset_kind; // the datasets it takes, when it runs
 } eng_model_needs;
 
 // Checks s against m (eng_spec_check, with the family's word on whether m

@@ -1,7 +1,7 @@
 // test_spec.c: the job spec: defaults, every field's errors, planning.
 #include "tests/helpers.h"
 
-#include "engine/spec/spec.h"
+#include "engine/jobspec/spec.h"
 
 #include <stdio.h>
 #include <stdlib.h>

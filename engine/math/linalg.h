@@ -13,6 +13,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+// Sets the threads BLAS may use, for the whole process (eng_set_threads).
+void eng_blas_threads(int n);
+
 // Y (n, out) = X (n, in) @ W (out, in)^T [+ b (out,)]. A linear layer.
 void eng_linear(float *restrict y, const float *restrict x,
                 const float *restrict w, const float *restrict b, int64_t n,

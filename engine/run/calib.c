@@ -370,9 +370,8 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
             break;
         if (eng_hooks_cancelled(c->h))
             rc = SH_ECANCELED; // blk freed below
-        if (rc == 0 && (rc = stats_alloc(c, b, d)) == 0 &&
-            (rc = eng_acts_copy_polled(&dense, acts, c->h, d)) == SH_ENOMEM)
-            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        if (rc == 0 && (rc = stats_alloc(c, b, d)) == 0)
+            rc = eng_acts_copy_polled(&dense, acts, c->h, d);
         if (rc == 0)
             rc = eng_net_block_forward_polled(c->net, blk, &dense, on_site, c,
                                               c->h, d);

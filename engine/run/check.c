@@ -20,7 +20,7 @@ int eng_check(const eng_spec *s, const eng_model *m, double deadline,
     int rc = eng_spec_check(s, ts, n, arch, runs, deadline, d);
     free(ts);
     if (rc == 0 && needs)
-        *needs =
-            (eng_model_needs){.runs = runs, .dataset = eng_net_kind_for(arch)};
+        *needs = (eng_model_needs){.model_runs = runs,
+                                   .dataset_kind = eng_net_kind_for(arch)};
     return rc;
 }

@@ -7,6 +7,7 @@
 #include "engine/run/run.h"
 
 #include "engine/io/dataset.h"
+#include "engine/math/linalg.h"
 #include "engine/nets/net.h"
 #include "engine/select/kernels.h"
 
@@ -18,6 +19,8 @@
 #include <unistd.h>
 
 const char *eng_version(void) { return SH_VERSION; }
+
+void eng_set_threads(int n) { eng_blas_threads(n); }
 
 static eng_score_kind score_kind(eng_method m) { return eng_methods[m].score; }
 

@@ -4,7 +4,7 @@
 
 #include "engine/engine.h"
 #include "engine/formats/output.h"
-#include "engine/spec/plan.h"
+#include "engine/jobspec/plan.h"
 
 // --- calibrated methods (calib.c)
 

@@ -4,8 +4,8 @@
 // again to the same echo, then checked against a fixed set of tensors), or
 // a bare regex (checked against the rule, compiled, matched against
 // names). Neither may crash, leak, or take unbounded steps.
-#include "engine/spec/regex.h"
-#include "engine/spec/spec.h"
+#include "engine/jobspec/regex.h"
+#include "engine/jobspec/spec.h"
 
 #include <assert.h>
 #include <stdlib.h>

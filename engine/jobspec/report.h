@@ -16,7 +16,7 @@
 #define ENG_REPORT_H
 
 #include "engine/io/safetensors.h"
-#include "engine/spec/spec.h"
+#include "engine/jobspec/spec.h"
 
 #include <jansson.h>
 #include <stdbool.h>

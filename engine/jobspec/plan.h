@@ -6,7 +6,7 @@
 #define ENG_PLAN_H
 
 #include "engine/io/model.h"
-#include "engine/spec/spec.h"
+#include "engine/jobspec/spec.h"
 
 #include <stdbool.h>
 #include <stdint.h>

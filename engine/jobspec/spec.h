@@ -29,9 +29,9 @@
 
 #include "common/err.h"
 #include "engine/io/safetensors.h"
+#include "engine/jobspec/regex.h"
 #include "engine/methods/method.h"
 #include "engine/select/pattern.h"
-#include "engine/spec/regex.h"
 
 #include <jansson.h>
 #include <stdbool.h>

@@ -1,5 +1,5 @@
 // spec.c: parsing, defaults and checks of the job spec.
-#include "engine/spec/spec.h"
+#include "engine/jobspec/spec.h"
 
 #include "common/util.h"
 #include "engine/io/model.h"

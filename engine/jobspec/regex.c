@@ -8,7 +8,7 @@
 // sides: the pattern length and parenthesis depth at compile time, the
 // steps, recursion depth and heap of every match.
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "engine/spec/regex.h"
+#include "engine/jobspec/regex.h"
 
 #include <ctype.h>
 #include <pcre2.h>

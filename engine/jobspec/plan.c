@@ -1,5 +1,5 @@
 // plan.c: see plan.h.
-#include "engine/spec/plan.h"
+#include "engine/jobspec/plan.h"
 
 #include <stdlib.h>
 #include <string.h>

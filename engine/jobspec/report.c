@@ -1,5 +1,5 @@
 // report.c: the run report and its JSON form.
-#include "engine/run/report.h"
+#include "engine/jobspec/report.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,0 +1,119 @@
+// inputs.c: a job's inputs (checkpoint files, datasets, their digests),
+// resolved in one place for the API (at submission, through submit.c) and
+// the runner (at run time, through execute.c).
+#include "jobs/jobs.h"
+
+#include "common/util.h"
+#include "engine/engine.h"
+#include "engine/io/dataset.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// A failure of the store while reading what field names.
+static int store_failed(sh_diag *d, int rc, const char *field, const char *id)
+{
+    return sh_diag_set(d, rc, field, "cannot read %s: %s", id, sh_strerror(rc));
+}
+
+// A dataset's one file: its blob path, digest and kind. SH_ENOTFOUND
+// naming field when the dataset is gone.
+static int dataset_open(store *s, store_conn *c, const char *id,
+                        const char *field, job_dataset *out, sh_diag *d)
+{
+    json_t *ds = NULL;
+    int rc = store_dataset_get(c, id, &ds);
+    if (rc == SH_ENOTFOUND)
+        return sh_diag_set(d, SH_ENOTFOUND, field,
+                           "%s: dataset %s does not exist (upload it first)",
+                           field, id);
+    if (rc != 0)
+        return store_failed(d, rc, field, id);
+    const char *kind = json_string_value(json_object_get(ds, "kind"));
+    const char *sha = json_string_value(json_object_get(
+        json_array_get(json_object_get(ds, "files"), 0), "sha256"));
+    if (!sha) {
+        json_decref(ds);
+        return sh_diag_set(d, SH_ENOTFOUND, field, "%s: dataset %s has no file",
+                           field, id);
+    }
+    snprintf(out->sha256, sizeof out->sha256, "%s", sha);
+    snprintf(out->kind, sizeof out->kind, "%s", kind ? kind : "");
+    rc = store_blob_path(s, sha, out->path, sizeof out->path);
+    json_decref(ds);
+    return rc == 0 ? 0 : sh_diag_set(d, rc, field, "blob path too long");
+}
+
+// The checkpoint's files as the engine takes them.
+static int model_open(job_inputs *in, store *s, store_conn *c, const char *id,
+                      sh_diag *d)
+{
+    int rc = store_files_of(c, id, &in->files);
+    if (rc == SH_ENOTFOUND)
+        return sh_diag_set(d, SH_ENOTFOUND, "checkpoint",
+                           "checkpoint %s does not exist", id);
+    if (rc != 0)
+        return store_failed(d, rc, "checkpoint", id);
+    size_t n = json_array_size(in->files);
+    eng_file_ref *refs = calloc(n, sizeof *refs);
+    char(*paths)[4096] = calloc(n, sizeof *paths);
+    in->model_sha = calloc(n, sizeof *in->model_sha);
+    if (!refs || !paths || !in->model_sha) {
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *f = json_array_get(in->files, i);
+        const char *sha = json_string_value(json_object_get(f, "sha256"));
+        if ((rc = store_blob_path(s, sha, paths[i], sizeof paths[i])) != 0) {
+            sh_diag_set(d, rc, "checkpoint", "blob path too long");
+            goto out;
+        }
+        refs[i] = (eng_file_ref){json_string_value(json_object_get(f, "name")),
+                                 paths[i]};
+    }
+    if ((rc = eng_model_open_files(&in->model, refs, n, d)) != 0)
+        goto out;
+    // The model sorts its files by name, as store_files_of does; match
+    // digests by name all the same.
+    for (size_t i = 0; i < eng_model_file_count(in->model); i++) {
+        const char *name = eng_model_file_at(in->model, i)->name;
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(refs[k].name, name) == 0)
+                in->model_sha[i] = json_string_value(
+                    json_object_get(json_array_get(in->files, k), "sha256"));
+    }
+out:
+    free(refs);
+    free(paths);
+    return rc;
+}
+
+int job_inputs_open(job_inputs *in, store *s, const char *checkpoint,
+                    const char *calibration, const char *evaluation, sh_diag *d)
+{
+    memset(in, 0, sizeof *in);
+    store_conn *c = store_conn_acquire(s);
+    int rc = checkpoint ? model_open(in, s, c, checkpoint, d)
+                        : sh_diag_set(d, SH_ENOTFOUND, "checkpoint",
+                                      "checkpoint is required (a ck_... id)");
+    if (rc == 0 && calibration)
+        rc = dataset_open(s, c, calibration, "calibration.dataset",
+                          &in->calibration, d);
+    if (rc == 0 && evaluation)
+        rc = dataset_open(s, c, evaluation, "evaluation.dataset",
+                          &in->evaluation, d);
+    store_conn_release(s, c);
+    if (rc != 0)
+        job_inputs_close(in);
+    return rc;
+}
+
+void job_inputs_close(job_inputs *in)
+{
+    eng_model_close(in->model);
+    free(in->model_sha);
+    json_decref(in->files);
+    memset(in, 0, sizeof *in);
+}

@@ -5,6 +5,7 @@
 
 #include "common/util.h"
 #include "engine/engine.h"
+#include "engine/formats/output.h"
 #include "engine/select/mask.h"
 
 #include <math.h>
@@ -419,6 +420,70 @@ START_TEST(test_global_override)
 }
 END_TEST
 
+// The format seam: output.c lays the weight files out from the plan's
+// outputs and passes config.json through the format's rewrite. A format
+// of the test's own renames every tensor and marks the config.
+static void renamed_outputs(const eng_tensor_info *in, eng_plan_row *row)
+{
+    eng_format_dense.outputs(in, row);
+    row->out[0].name =
+        strcmp(in->name, "fc1.weight") == 0 ? "first.weight" : in->name;
+}
+
+static int mark_config(const eng_plan *p, json_t *cfg, sh_diag *d)
+{
+    (void)d;
+    return json_object_set_new(cfg, "planned_tensors",
+                               json_integer((json_int_t)p->n));
+}
+
+START_TEST(test_format_seam)
+{
+    const eng_format fmt = {.name = "test",
+                            .outputs = renamed_outputs,
+                            .rewrite_config = mark_config};
+    char *model = th_fixture("mlp-fmnist");
+    char *dir = th_tmpdir();
+    sh_diag d = {0};
+    eng_model *m = NULL;
+    ck_assert_int_eq(eng_model_open(&m, model, &d), 0);
+    json_t *j = json_loads("{\"method\":\"magnitude\"}", 0, NULL);
+    eng_spec s;
+    ck_assert_int_eq(eng_spec_parse(&s, j, &d), 0);
+    eng_plan plan;
+    ck_assert_int_eq(eng_plan_build(&plan, &s, m, &d), 0);
+    eng_format_plan(&fmt, &plan);
+    eng_options o = {.out_dir = dir};
+    eng_out *w = NULL;
+    ck_assert_msg(eng_out_open(&w, &plan, &fmt, &o, &d) == 0, "%s", d.msg);
+    for (size_t i = 0; i < plan.n; i++)
+        ck_assert_int_eq(eng_out_copy(w, i, &d), 0);
+    ck_assert_msg(eng_out_finish(w, &d) == 0, "%s", d.msg);
+    eng_out_destroy(w);
+    char *cfg_path = th_path(dir, "config.json");
+    json_t *cfg = json_load_file(cfg_path, 0, NULL);
+    ck_assert_ptr_nonnull(cfg);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(cfg, "planned_tensors")), 6);
+    eng_model *out = NULL;
+    ck_assert_int_eq(eng_model_open(&out, dir, &d), 0);
+    ck_assert_int_lt(eng_model_find(out, "fc1.weight"), 0);
+    long i = eng_model_find(out, "first.weight");
+    ck_assert_int_ge(i, 0);
+    ck_assert_int_eq(eng_model_tensor(out, (size_t)i)->numel, 512 * 784);
+    eng_model_close(out);
+    json_decref(cfg);
+    free(cfg_path);
+    eng_plan_deinit(&plan);
+    eng_spec_deinit(&s);
+    json_decref(j);
+    eng_model_close(m);
+    th_rmtree(dir);
+    free(dir);
+    free(model);
+}
+END_TEST
+
 // Rows: whole output channels, conv weights pruned as [out, rest], and a
 // per-tensor override.
 START_TEST(test_rows_conv_overrides)
@@ -587,6 +652,7 @@ Suite *suite_prune(void)
     tcase_add_test(tc, test_sharded_folder);
     tcase_add_test(tc, test_global_scope);
     tcase_add_test(tc, test_global_override);
+    tcase_add_test(tc, test_format_seam);
     tcase_add_test(tc, test_rows_conv_overrides);
     tcase_add_test(tc, test_failures_named);
     tcase_add_test(tc, test_progress_and_cancel);

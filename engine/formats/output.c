@@ -1,6 +1,6 @@
 // output.c: the pruned model folder, written beside nothing else: one
 // writer per weight file, other files copied, the manifest last.
-#include "engine/formats/output.h"
+#include "engine/formats/out_int.h"
 #include "engine/math/poll.h"
 
 #include "engine/select/kernels.h"
@@ -10,18 +10,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-struct eng_out {
-    const eng_model *m;
-    const eng_options *o;
-    eng_st_writer **writers; // per model file; NULL for non-weight files
-    size_t nfiles;
-    unsigned char *scratch[2]; // OUT_CHUNK bytes each, reused by every write
-};
-
-// Chunk buffers are allocated once per run: fresh pages cost a fault each,
-// and glibc maps blocks this large anew on every malloc.
-#define OUT_CHUNK ((size_t)1 << 20)
 
 static int out_path(char *buf, size_t size, const char *dir, const char *name,
                     sh_diag *d)
@@ -40,17 +28,91 @@ static int out_path(char *buf, size_t size, const char *dir, const char *name,
     return 0;
 }
 
-int eng_out_open(eng_out **out, const eng_model *m, const eng_options *o,
-                 sh_diag *d)
+// The weight file i of the model, laid out from the plan's outputs.
+static int open_weights(eng_out *w, const eng_plan *p, size_t i,
+                        const char *path, sh_diag *d)
 {
+    const eng_model *m = p->m;
+    const eng_st_header *h = eng_st_header_of(eng_model_file_at(m, i)->st);
+    size_t nt = eng_model_tensor_count(m), nout = 0;
+    size_t *tis = malloc((h->count ? h->count : 1) * sizeof *tis);
+    if (!tis)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (size_t ti = 0; ti < nt; ti++) {
+        size_t file, idx;
+        eng_model_tensor_loc(m, ti, &file, &idx);
+        if (file == i) {
+            tis[idx] = ti;
+            nout += p->rows[ti].n_out;
+        }
+    }
+    eng_tensor_info *outs = calloc(nout ? nout : 1, sizeof *outs);
+    if (!outs) {
+        free(tis);
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    }
+    size_t k = 0;
+    for (size_t idx = 0; idx < h->count; idx++) {
+        const eng_plan_row *r = &p->rows[tis[idx]];
+        w->first_out[tis[idx]] = k;
+        for (size_t j = 0; j < r->n_out; j++, k++) {
+            const eng_plan_out *o = &r->out[j];
+            eng_tensor_info *t = &outs[k];
+            *t = (eng_tensor_info){.name = (char *)o->name,
+                                   .dtype = o->dtype,
+                                   .ndim = o->ndim,
+                                   .numel = 1};
+            for (int q = 0; q < o->ndim; q++) {
+                t->shape[q] = o->shape[q];
+                t->numel *= (uint64_t)o->shape[q];
+            }
+        }
+    }
+    int rc =
+        eng_st_writer_create(&w->writers[i], path, outs, nout, h->metadata, d);
+    free(outs);
+    free(tis);
+    return rc;
+}
+
+// config.json or the shard index through the format's rewrite.
+static int rewrite_json(const eng_plan *p, const eng_model_file *f,
+                        int (*rewrite)(const eng_plan *, json_t *, sh_diag *),
+                        const char *path, bool sync, sh_diag *d)
+{
+    json_error_t err;
+    json_t *j = json_load_file(f->path, 0, &err);
+    if (!j)
+        return sh_diag_set(d, SH_EFORMAT, f->name, "%s: %s", f->name, err.text);
+    int rc = rewrite(p, j, d);
+    char *text = rc == 0 ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    json_decref(j);
+    if (rc == 0 && !text)
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    if (rc == 0 && (rc = sh_file_write_atomic(path, text, strlen(text))) != 0)
+        rc = sh_diag_set(d, rc, f->name, "cannot write %s", f->name);
+    if (rc == 0 && sync && (rc = sh_fsync_path(path)) != 0)
+        rc = sh_diag_set(d, rc, f->name, "cannot sync %s", f->name);
+    free(text);
+    return rc;
+}
+
+int eng_out_open(eng_out **out, const eng_plan *p, const eng_format *fmt,
+                 const eng_options *o, sh_diag *d)
+{
+    const eng_model *m = p->m;
     eng_out *w = calloc(1, sizeof *w);
-    size_t nf = eng_model_file_count(m);
-    if (!w || !(w->writers = calloc(nf ? nf : 1, sizeof *w->writers))) {
+    size_t nf = eng_model_file_count(m), nt = eng_model_tensor_count(m);
+    if (!w || !(w->writers = calloc(nf ? nf : 1, sizeof *w->writers)) ||
+        !(w->first_out = calloc(nt ? nt : 1, sizeof *w->first_out))) {
+        if (w)
+            free(w->writers);
         free(w);
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     }
     w->m = m;
     w->o = o;
+    w->fmt = fmt;
     w->nfiles = nf;
     int rc = 0;
     for (size_t i = 0; i < nf && rc == 0; i++) {
@@ -60,14 +122,15 @@ int eng_out_open(eng_out **out, const eng_model *m, const eng_options *o,
             continue; // replaced by ours
         if ((rc = out_path(path, sizeof path, o->out_dir, f->name, d)) != 0)
             break;
-        if (f->role == ENG_FILE_WEIGHTS) {
-            const eng_st_header *h = eng_st_header_of(f->st);
-            rc = eng_st_writer_create(&w->writers[i], path, h->tensors,
-                                      h->count, h->metadata, d);
-        } else if ((rc = sh_file_copy(f->path, path, o->sync)) != 0) {
+        if (f->role == ENG_FILE_WEIGHTS)
+            rc = open_weights(w, p, i, path, d);
+        else if (f->role == ENG_FILE_CONFIG && fmt->rewrite_config)
+            rc = rewrite_json(p, f, fmt->rewrite_config, path, o->sync, d);
+        else if (f->role == ENG_FILE_INDEX && fmt->rewrite_index)
+            rc = rewrite_json(p, f, fmt->rewrite_index, path, o->sync, d);
+        else if ((rc = sh_file_copy(f->path, path, o->sync)) != 0)
             rc = sh_diag_set(d, rc, f->name, "cannot copy %s: %s", f->name,
                              sh_strerror(rc));
-        }
     }
     if (rc != 0) {
         eng_out_destroy(w);
@@ -81,7 +144,7 @@ int eng_out_copy(eng_out *w, size_t ti, sh_diag *d)
 {
     size_t file, index;
     eng_model_tensor_loc(w->m, ti, &file, &index);
-    return eng_st_writer_copy(w->writers[file], index,
+    return eng_st_writer_copy(w->writers[file], w->first_out[ti],
                               eng_model_file_at(w->m, file)->st, index, d);
 }
 
@@ -90,7 +153,8 @@ int eng_out_put(eng_out *w, size_t ti, uint64_t off, const void *buf, size_t n,
 {
     size_t file, index;
     eng_model_tensor_loc(w->m, ti, &file, &index);
-    return eng_st_writer_put(w->writers[file], index, off, buf, n, d);
+    return eng_st_writer_put(w->writers[file], w->first_out[ti], off, buf, n,
+                             d);
 }
 
 int eng_out_finish(eng_out *w, sh_diag *d)
@@ -115,6 +179,7 @@ void eng_out_destroy(eng_out *w)
     for (size_t i = 0; i < w->nfiles; i++)
         eng_st_writer_destroy(w->writers[i]);
     free(w->writers);
+    free(w->first_out);
     free(w->scratch[0]);
     free(w->scratch[1]);
     free(w);
@@ -233,144 +298,6 @@ bool eng_check_nm(const void *data, eng_dtype dt, uint64_t n, int keep, int m)
     }
     return true;
 }
-
-// Elements per output chunk: about 1 MiB, whole 64-bit mask words, whole
-// N:M groups.
-static size_t chunk_elems(eng_dtype dt, int m)
-{
-    size_t unit = 64 * (size_t)(m > 0 ? m : 1);
-    size_t k = OUT_CHUNK / eng_dtype_size(dt) / unit;
-    return (k ? k : 1) * unit;
-}
-
-static void zero_masked(unsigned char *buf, size_t es, const uint64_t *mask,
-                        uint64_t at, size_t len)
-{
-    for (size_t w = 0; w < (len + 63) / 64; w++) {
-        uint64_t bits = mask[(at >> 6) + w];
-        if (len - w * 64 < 64)
-            bits &= (1ull << (len - w * 64)) - 1;
-        while (bits) {
-            size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
-            memset(buf + i * es, 0, es);
-            bits &= bits - 1;
-        }
-    }
-}
-
-// What fills each chunk of a tensor being written.
-typedef enum fill_kind {
-    FILL_MASKED,    // source bytes, masked elements zeroed
-    FILL_THRESHOLD, // magnitude kernel: zero under a threshold
-    FILL_NM,        // magnitude kernel: N:M
-    FILL_F32,       // F32 values rounded to the dtype
-} fill_kind;
-
-typedef struct fill {
-    fill_kind kind;
-    eng_src src;          // FILL_MASKED (memory only), _THRESHOLD, _NM
-    const uint64_t *mask; // FILL_MASKED, may be NULL
-    eng_threshold *thr;   // FILL_THRESHOLD
-    const float *f32;     // FILL_F32
-    bool nonfinite;       // FILL_NM: seen NaN or Inf
-} fill;
-
-// The one chunk loop: fill, count zeros, verify N:M, write, poll cancel.
-static int write_tensor(eng_out *w, size_t ti, eng_dtype dt, uint64_t numel,
-                        fill *f, eng_layer_report *l, uint64_t want_zeros,
-                        const eng_hooks *h, sh_diag *d)
-{
-    bool nm = l->pattern.kind == ENG_PATTERN_NM;
-    size_t es = eng_dtype_size(dt);
-    size_t chunk = chunk_elems(dt, nm ? l->pattern.m : 1);
-    for (int i = 0; i < 2; i++)
-        if (!w->scratch[i] && !(w->scratch[i] = malloc(OUT_CHUNK)))
-            return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    unsigned char *buf = w->scratch[0], *in = w->scratch[1];
-    uint64_t zeros = 0;
-    bool nm_ok = true;
-    int rc = 0;
-    for (uint64_t at = 0; at < numel; at += chunk) {
-        size_t len = numel - at < chunk ? (size_t)(numel - at) : chunk;
-        const unsigned char *src = f->src.mem ? f->src.mem + at * es : in;
-        if (f->src.st && (rc = eng_st_read_range(f->src.st, f->src.idx, at * es,
-                                                 in, len * es, d)))
-            break;
-        switch (f->kind) {
-        case FILL_MASKED:
-            memcpy(buf, src, len * es);
-            if (f->mask)
-                zero_masked(buf, es, f->mask, at, len);
-            zeros += eng_count_zeros(buf, dt, len);
-            break;
-        case FILL_THRESHOLD:
-            zeros += eng_k_apply_threshold(buf, src, dt, len, f->thr);
-            break;
-        case FILL_NM:
-            zeros += eng_k_apply_nm(buf, src, dt, len, l->pattern.n,
-                                    l->pattern.m, &f->nonfinite);
-            break;
-        case FILL_F32:
-            eng_convert_from_f32(buf, f->f32 + at, dt, len);
-            zeros += eng_count_zeros(buf, dt, len);
-            break;
-        }
-        if (nm)
-            nm_ok =
-                nm_ok && eng_check_nm(buf, dt, len, l->pattern.n, l->pattern.m);
-        if ((rc = eng_out_put(w, ti, at * es, buf, len * es, d)) != 0)
-            break;
-        if ((at / chunk) % 64 == 63 && eng_hooks_cancelled(h)) {
-            rc = SH_ECANCELED;
-            break;
-        }
-    }
-    if (rc == 0) {
-        l->zeros = zeros;
-        l->pattern_ok = nm ? nm_ok : zeros >= want_zeros;
-    }
-    return rc;
-}
-
-int eng_write_masked(eng_out *w, size_t ti, const void *src, eng_dtype dt,
-                     uint64_t numel, const uint64_t *mask, eng_layer_report *l,
-                     uint64_t want_zeros, const eng_hooks *h, sh_diag *d)
-{
-    fill f = {.kind = FILL_MASKED, .src = {.mem = src}, .mask = mask};
-    return write_tensor(w, ti, dt, numel, &f, l, want_zeros, h, d);
-}
-
-int eng_write_threshold(eng_out *w, size_t ti, eng_src src, eng_dtype dt,
-                        uint64_t numel, eng_threshold *t, eng_layer_report *l,
-                        uint64_t want_zeros, const eng_hooks *h, sh_diag *d)
-{
-    fill f = {.kind = FILL_THRESHOLD, .src = src, .thr = t};
-    return write_tensor(w, ti, dt, numel, &f, l, want_zeros, h, d);
-}
-
-int eng_write_nm(eng_out *w, size_t ti, eng_src src, eng_dtype dt,
-                 uint64_t numel, eng_layer_report *l, uint64_t want_zeros,
-                 const eng_hooks *h, sh_diag *d)
-{
-    fill f = {.kind = FILL_NM, .src = src};
-    int rc = write_tensor(w, ti, dt, numel, &f, l, want_zeros, h, d);
-    if (rc == 0 && f.nonfinite)
-        rc = sh_diag_set(d, SH_ENUMERIC, l->name,
-                         "tensor \"%s\" holds NaN or infinite values; "
-                         "refusing to prune a broken checkpoint",
-                         l->name);
-    return rc;
-}
-
-int eng_write_f32(eng_out *w, size_t ti, const float *src, eng_dtype dt,
-                  uint64_t numel, eng_layer_report *l, uint64_t want_zeros,
-                  sh_diag *d)
-{
-    fill f = {.kind = FILL_F32, .f32 = src};
-    return write_tensor(w, ti, dt, numel, &f, l, want_zeros, NULL, d);
-}
-
-// --- chunked passes for the reader's thread
 
 int eng_stream_feed(const eng_st *st, size_t idx, eng_select *sel,
                     unsigned char *buf, sh_diag *d)

@@ -3,21 +3,26 @@
 #define ENG_OUTPUT_H
 
 #include "engine/engine.h"
+#include "engine/formats/format.h"
 #include "engine/select/mask.h"
 
 // --- output: the pruned model folder being written
 
 typedef struct eng_out eng_out;
 
-// Creates one writer per weight file of m in o->out_dir and copies every
-// other file through (except an input shears.json, which is replaced).
-int eng_out_open(eng_out **out, const eng_model *m, const eng_options *o,
-                 sh_diag *d);
+// Creates one writer per weight file of the plan's model in o->out_dir,
+// laid out from the plan's outputs (each file holds the outputs of its
+// tensors, in its order), and copies every other file through, config.json
+// and the shard index rewritten when the format says so (an input
+// shears.json is replaced).
+int eng_out_open(eng_out **out, const eng_plan *p, const eng_format *fmt,
+                 const eng_options *o, sh_diag *d);
 
-// Copies model tensor ti unchanged (in the kernel where possible).
+// Copies model tensor ti unchanged (in the kernel where possible): a row
+// whose one output is the tensor itself.
 int eng_out_copy(eng_out *w, size_t ti, sh_diag *d);
 
-// Writes n bytes at offset off of model tensor ti.
+// Writes n bytes at offset off of model tensor ti's first output.
 int eng_out_put(eng_out *w, size_t ti, uint64_t off, const void *buf, size_t n,
                 sh_diag *d);
 

@@ -11,10 +11,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-// One output tensor of a row. The dense format keeps the input tensor as
-// it is: one output, its name, dtype and shape; a compressed format will
-// give several (values, bitmask, scales), a structured shrink a smaller
-// shape.
+// One output tensor of a row, as the output format gives them
+// (formats/format.h: eng_format_plan). The dense format keeps the input
+// tensor as it is: one output, its name, dtype and shape; a compressed
+// format will give several (values, bitmask, scales), a structured shrink
+// a smaller shape.
 typedef struct eng_plan_out {
     const char *name; // borrowed from the model, or owned by the format
     eng_dtype dtype;

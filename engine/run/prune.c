@@ -388,6 +388,7 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
 {
     double t0 = sh_time_mono();
     eng_plan plan = {0};
+    const eng_format *fmt = eng_format_find("dense"); // the spec's only one
     eng_out *w = NULL;
     eng_model *pruned = NULL;
     eng_metric dense, after;
@@ -395,12 +396,13 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     if ((rc = eng_check(s, m, 0, NULL, d)) != 0 ||
         (rc = eng_plan_build(&plan, s, m, d)) != 0)
         goto out;
+    eng_format_plan(fmt, &plan);
     if (o->evaluation_path) {
         phase(h, "evaluating dense", 0.0);
         if ((rc = measure(m, o->evaluation_path, h, &dense, d)) != 0)
             goto out;
     }
-    if ((rc = eng_out_open(&w, m, o, d)) != 0)
+    if ((rc = eng_out_open(&w, &plan, fmt, o, d)) != 0)
         goto out;
     // Calibration data means the sequential pipeline, for every method:
     // the reconstruction errors need the layers' inputs.

@@ -40,7 +40,8 @@ typedef struct eng_plan {
     const eng_spec *s;
     size_t n;                        // tensors of the model
     eng_plan_row *rows;              // (n,)
-    uint64_t pool_params, pool_want; // global scope: the pooled targets
+    uint64_t pool_params, pool_want; // global scope: the pooled targets,
+    eng_threshold pool_thr;          //   their threshold (eng_select_pool)
     uint64_t target_params;
 } eng_plan;
 

@@ -255,9 +255,6 @@ out:
     return rc;
 }
 
-// Global scope (magnitude, random): the pooled threshold, then each
-// tensor's share of the ties in file order, so the masks are those the
-// streaming path makes.
 static int read_scorer(calib *c, size_t i, unsigned char *buf, eng_scorer *sc,
                        sh_diag *d)
 {
@@ -272,40 +269,26 @@ static int read_scorer(calib *c, size_t i, unsigned char *buf, eng_scorer *sc,
     return rc;
 }
 
+// Splits the plan's pool threshold per tensor: each tensor's keys equal
+// to it take ties in file order (the blocks come in another order).
 static int global_thresholds(calib *c, sh_diag *d)
 {
-    uint64_t total = 0, largest = 0;
+    uint64_t largest = 0;
     for (size_t i = 0; i < c->nt; i++) {
         const eng_tensor_info *t = eng_model_tensor(c->m, i);
-        if (pooled(c, i)) {
-            total += t->numel;
-            if (t->end - t->begin > largest)
-                largest = t->end - t->begin;
-        }
+        if (pooled(c, i) && t->end - t->begin > largest)
+            largest = t->end - t->begin;
     }
     c->thr = calloc(c->nt, sizeof *c->thr);
     unsigned char *buf = malloc(largest ? largest : 1);
-    eng_select sel;
-    if (!c->thr || !buf || eng_select_init(&sel, c->plan->pool_want, total)) {
+    if (!c->thr || !buf) {
         free(buf);
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     }
+    const eng_threshold pool = c->plan->pool_thr;
+    uint64_t ties = pool.ties;
     int rc = 0;
     eng_scorer sc;
-    while (rc == 0 && !sel.done) {
-        for (size_t i = 0; rc == 0 && i < c->nt; i++) {
-            if (!pooled(c, i))
-                continue;
-            if (eng_hooks_cancelled(c->h)) // a poll per tensor
-                rc = SH_ECANCELED;
-            else if ((rc = read_scorer(c, i, buf, &sc, d)) == 0 &&
-                     eng_select_feed(&sel, &sc))
-                rc = nonfinite(d, eng_model_tensor(c->m, i)->name);
-        }
-        eng_select_next(&sel);
-    }
-    // Each tensor's keys equal to the threshold take ties in file order.
-    uint64_t ties = sel.result.ties;
     for (size_t i = 0; rc == 0 && i < c->nt; i++) {
         if (!pooled(c, i))
             continue;
@@ -319,12 +302,11 @@ static int global_thresholds(calib *c, sh_diag *d)
             size_t m = numel - at < 4096 ? (size_t)(numel - at) : 4096;
             eng_scorer_keys(&sc, keys, at, m);
             for (size_t k = 0; k < m; k++)
-                eq += keys[k] == sel.result.key;
+                eq += keys[k] == pool.key;
         }
-        c->thr[i] = (eng_threshold){sel.result.key, eq < ties ? eq : ties};
+        c->thr[i] = (eng_threshold){pool.key, eq < ties ? eq : ties};
         ties -= c->thr[i].ties;
     }
-    eng_select_deinit(&sel);
     free(buf);
     return rc;
 }
@@ -364,7 +346,8 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
             rc = SH_ECANCELED; // and free dense below
             break;
         }
-        progress(c, "pruning", b + 1, nb, 0.15 + 0.7 * (double)b / nb);
+        progress(c, "pruning", b + 1, nb,
+                 ENG_FRAC_BLOCKS + ENG_FRAC_BLOCKS_SPAN * (double)b / nb);
         eng_net_block *blk = NULL;
         if ((rc = eng_net_block_open(c->net, b, &blk, d)) != 0)
             break;

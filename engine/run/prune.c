@@ -32,8 +32,7 @@ typedef struct stream_ctx {
     eng_out *w;
     eng_report *r;
     const eng_plan *plan;
-    bool global;          // one threshold for the pooled targets
-    eng_threshold pooled; // that threshold, its ties consumed in order
+    eng_threshold pooled; // the pool's threshold, its ties consumed in order
     uint64_t bytes_total, bytes_done;
     uint64_t largest; // bytes of the largest tensor: the buffer size
 } stream_ctx;
@@ -137,8 +136,8 @@ static bool pooled_bytes(void *ctx, size_t ti)
 }
 
 // Global scope: one threshold over every pooled target, in one or two
-// streaming passes over them.
-static int select_global(stream_ctx *c, sh_diag *d)
+// streaming passes over them, progress from 0 to span.
+static int select_global(stream_ctx *c, double span, sh_diag *d)
 {
     size_t nt = eng_model_tensor_count(c->m), n = 0;
     size_t *order = malloc((nt ? nt : 1) * sizeof *order);
@@ -173,7 +172,8 @@ static int select_global(stream_ctx *c, sh_diag *d)
                 rc = SH_ECANCELED;
             eng_reader_release(rd, l);
             c->bytes_done += t->end - t->begin;
-            progress(c, "scoring", l->ti + 1, nt, t->name, pass * 0.25, 0.25);
+            progress(c, "scoring", l->ti + 1, nt, t->name, pass * span / 2,
+                     span / 2);
         }
         eng_reader_stop(rd);
         eng_select_next(&sel);
@@ -307,6 +307,27 @@ static int stream_tensor(stream_ctx *c, eng_loaded *ld, sh_diag *d)
     return rc;
 }
 
+// The sizes the passes need: all bytes, and the largest tensor's.
+static void stream_sizes(stream_ctx *c)
+{
+    for (size_t i = 0; i < eng_model_tensor_count(c->m); i++) {
+        const eng_tensor_info *t = eng_model_tensor(c->m, i);
+        uint64_t bytes = t->end - t->begin;
+        c->bytes_total += bytes;
+        c->largest = bytes > c->largest ? bytes : c->largest;
+    }
+}
+
+int eng_select_pool(eng_plan *plan, const eng_options *o, const eng_hooks *h,
+                    double span, sh_diag *d)
+{
+    stream_ctx c = {.m = plan->m, .s = plan->s, .o = o, .h = h, .plan = plan};
+    stream_sizes(&c);
+    int rc = select_global(&c, span, d);
+    plan->pool_thr = c.pooled;
+    return rc;
+}
+
 static int prune_streaming(const eng_model *m, const eng_spec *s,
                            const eng_options *o, const eng_hooks *h, eng_out *w,
                            eng_report *r, const eng_plan *plan, sh_diag *d)
@@ -318,24 +339,17 @@ static int prune_streaming(const eng_model *m, const eng_spec *s,
                     .w = w,
                     .r = r,
                     .plan = plan,
-                    .global = s->scope == ENG_SCOPE_GLOBAL};
+                    .pooled = plan->pool_thr}; // its ties consumed in order
     size_t nt = eng_model_tensor_count(m);
     size_t *order = malloc((nt ? nt : 1) * sizeof *order);
     if (!order)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    for (size_t i = 0; i < nt; i++) {
-        const eng_tensor_info *t = eng_model_tensor(m, i);
-        uint64_t bytes = t->end - t->begin;
-        c.bytes_total += bytes;
-        c.largest = bytes > c.largest ? bytes : c.largest;
+    for (size_t i = 0; i < nt; i++)
         order[i] = i;
-    }
-    double base = 0, span = 1;
+    stream_sizes(&c);
+    bool global = s->scope == ENG_SCOPE_GLOBAL;
+    double base = global ? ENG_FRAC_SCORING : 0, span = 1 - base;
     int rc = 0;
-    if (c.global) {
-        rc = select_global(&c, d);
-        base = 0.5, span = 0.5;
-    }
     eng_reader *rd = NULL;
     if (rc == 0)
         rc = eng_reader_start(&rd, m, order, nt, c.largest, threaded(&c),
@@ -402,11 +416,18 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
         if ((rc = measure(m, o->evaluation_path, h, &dense, d)) != 0)
             goto out;
     }
+    bool calibrated =
+        eng_methods[s->method].needs_calibration || o->calibration_path;
+    // The global selection, before output opens: the plan is then whole.
+    if (s->scope == ENG_SCOPE_GLOBAL &&
+        (rc = eng_select_pool(&plan, o, h, calibrated ? 0 : ENG_FRAC_SCORING,
+                              d)) != 0)
+        goto out;
     if ((rc = eng_out_open(&w, &plan, fmt, o, d)) != 0)
         goto out;
     // Calibration data means the sequential pipeline, for every method:
     // the reconstruction errors need the layers' inputs.
-    if (eng_methods[s->method].needs_calibration || o->calibration_path)
+    if (calibrated)
         rc = eng_prune_calibrated(&plan, o, h, w, r, d);
     else
         rc = prune_streaming(m, s, o, h, w, r, &plan, d);
@@ -418,7 +439,7 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     if (rc == 0 && eng_hooks_cancelled(h))
         rc = SH_ECANCELED;
     if (rc == 0 && o->evaluation_path) {
-        phase(h, "evaluating pruned", 0.9);
+        phase(h, "evaluating pruned", ENG_FRAC_EVAL_PRUNED);
         rc = eng_model_open(&pruned, o->out_dir, d);
         if (rc == 0)
             rc = measure(pruned, o->evaluation_path, h, &after, d);

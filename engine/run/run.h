@@ -8,6 +8,22 @@
 
 // --- calibrated methods (calib.c)
 
+// Where the phases of a prune sit in its progress fraction (0..1): the
+// streaming driver's global scoring passes take [0, SCORING) and its
+// writing the rest; the sequential driver's blocks take [BLOCKS,
+// BLOCKS + BLOCKS_SPAN) after calibration; the pruned evaluation starts
+// at EVAL_PRUNED.
+#define ENG_FRAC_SCORING 0.5
+#define ENG_FRAC_BLOCKS 0.15
+#define ENG_FRAC_BLOCKS_SPAN 0.7
+#define ENG_FRAC_EVAL_PRUNED 0.9
+
+// Global scope: one exact selection over the pooled targets of the plan
+// (one or two streaming passes), into plan->pool_thr, before any output
+// opens. Progress goes from 0 to span.
+int eng_select_pool(eng_plan *plan, const eng_options *o, const eng_hooks *h,
+                    double span, sh_diag *d);
+
 // The sequential driver: the plan's targets pruned block by block from
 // statistics of their inputs over the calibration set.
 int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,

@@ -322,10 +322,10 @@ static int parse_sparsegpt(eng_spec *s, const json_t *v, sh_diag *d)
     json_t *b = json_object_get(v, "blocksize");
     if (b) {
         if (!json_is_integer(b) || json_integer_value(b) < 1 ||
-            json_integer_value(b) > 4096)
+            json_integer_value(b) > ENG_SGPT_BLOCKSIZE_MAX)
             return bad(d, "sparsegpt.blocksize",
-                       "sparsegpt.blocksize must be an integer from 1 to "
-                       "4096");
+                       "sparsegpt.blocksize must be an integer from 1 to %d",
+                       ENG_SGPT_BLOCKSIZE_MAX);
         s->sgpt_blocksize = (int)json_integer_value(b);
     }
     json_t *p = json_object_get(v, "damp");
@@ -513,8 +513,8 @@ int eng_spec_parse(eng_spec *s, const json_t *j, sh_diag *d)
     s->scope = ENG_SCOPE_LAYER;
     s->norm = ENG_NORM_L2;
     s->calib_samples = DEFAULT_SAMPLES;
-    s->sgpt_blocksize = 128;
-    s->sgpt_damp = 0.01;
+    s->sgpt_blocksize = ENG_SGPT_BLOCKSIZE;
+    s->sgpt_damp = ENG_SGPT_DAMP;
     if (!json_is_object(j))
         return bad(d, "", "the job spec must be a JSON object");
     int rc = parse_fields(s, j, d);

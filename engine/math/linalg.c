@@ -94,28 +94,28 @@ void eng_colsq_acc(float *restrict s, const float *restrict x, int64_t n,
 
 // Row-major upper (H[i][j], i <= j) is column-major lower: LAPACK works on
 // 'L' of the same memory.
-bool eng_chol_inverse_upper(float *a, int64_t n)
+int eng_chol_inverse_upper(float *a, int64_t n)
 {
     int nn = (int)n, info = 0;
     // A = L L^T (column-major lower == our upper).
     spotrf_("L", &nn, a, &nn, &info);
     if (info != 0)
-        return false;
+        return SH_ENUMERIC;
     // A^-1 from the factor, in the same triangle.
     spotri_("L", &nn, a, &nn, &info);
     if (info != 0)
-        return false;
+        return SH_ENUMERIC;
     // A^-1 = L' L'^T (column-major lower); L'^T is our upper U with
     // A^-1 = U^T U... in row-major terms the stored triangle is U.
     spotrf_("L", &nn, a, &nn, &info);
     if (info != 0)
-        return false;
+        return SH_ENUMERIC;
     // What we hold, read row-major, is the upper factor U of A^-1 with
     // A^-1 = U^T U: column-major L (lower) transposed. Zero the rest.
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < i; j++)
             a[i * n + j] = 0.0f;
-    return true;
+    return 0;
 }
 
 // Cholesky A = L L^T of a full symmetric row-major matrix, in double.
@@ -140,11 +140,16 @@ static bool chol_ref(double *a, int64_t n)
     return true;
 }
 
-bool eng_chol_inverse_upper_ref(float *a, int64_t n)
+int eng_chol_inverse_upper_ref(float *a, int64_t n)
 {
     size_t nn = (size_t)(n * n);
     double *m = malloc(nn * sizeof *m), *inv = calloc(nn, sizeof *inv);
-    bool ok = m && inv;
+    if (!m || !inv) {
+        free(m);
+        free(inv);
+        return SH_ENOMEM;
+    }
+    bool ok = true;
     for (int64_t i = 0; ok && i < n; i++)
         for (int64_t j = 0; j < n; j++)
             m[i * n + j] = a[(i <= j ? i : j) * n + (i <= j ? j : i)];
@@ -175,7 +180,7 @@ bool eng_chol_inverse_upper_ref(float *a, int64_t n)
             a[i * n + j] = j >= i ? (float)m[j * n + i] : 0.0f;
     free(m);
     free(inv);
-    return ok;
+    return ok ? 0 : SH_ENUMERIC;
 }
 
 double eng_quad_trace(const float *d, const float *h, int64_t rows,
@@ -371,7 +376,7 @@ int eng_chol_inverse_polled(float *a, int64_t n, int64_t nb, const eng_hooks *h)
 {
     if (nb <= 0 &&
         (uint64_t)n * (uint64_t)n * (uint64_t)n <= 2 * ENG_POLL_FMA) {
-        if (!eng_chol_inverse_upper(a, n))
+        if (eng_chol_inverse_upper(a, n) != 0)
             return SH_ENUMERIC;
         return eng_hooks_cancelled(h) ? SH_ECANCELED : 0;
     }

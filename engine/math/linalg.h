@@ -44,10 +44,10 @@ void eng_colsq_acc(float *restrict s, const float *restrict x, int64_t n,
 
 // In place: A (n, n) symmetric positive definite (full or upper) becomes
 // U, the upper Cholesky factor of A^-1 (A^-1 = U^T U), row-major, zero
-// below the diagonal. Returns false when A is not positive definite
-// (numerically), leaving A undefined.
-bool eng_chol_inverse_upper(float *a, int64_t n);
-bool eng_chol_inverse_upper_ref(float *a, int64_t n);
+// below the diagonal. Returns 0, or SH_ENUMERIC when A is not positive
+// definite (numerically), leaving A undefined (the _ref: SH_ENOMEM too).
+int eng_chol_inverse_upper(float *a, int64_t n);
+int eng_chol_inverse_upper_ref(float *a, int64_t n);
 
 // trace(D H D^T) for D (rows, cols), H (cols, cols) full symmetric.
 // work: (rows, cols). Accumulated in double.

@@ -63,7 +63,7 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
         return sh_diag_set(d, SH_ENUMERIC, "",
                            "NaN or infinite values in the weights or the "
                            "calibration statistics");
-    int64_t bs = o->blocksize > 0 ? o->blocksize : 128;
+    int64_t bs = o->blocksize > 0 ? o->blocksize : ENG_SGPT_BLOCKSIZE;
     if (o->m > 0 && bs % o->m != 0)
         bs = (bs / o->m + 1) * o->m; // groups never straddle blocks
     size_t hn = (size_t)(cols * cols);
@@ -97,7 +97,7 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
     // Dampening, ten times more after each failed factorisation.
     double damp = o->damp;
     rc = SH_ENUMERIC;
-    for (int attempt = 0; attempt < 4 && rc == SH_ENUMERIC;
+    for (int attempt = 0; attempt < ENG_SGPT_ATTEMPTS && rc == SH_ENUMERIC;
          attempt++, damp *= 10) {
         if (attempt && eng_copy_polled(h, h0, hn, hooks))
             goto cancelled;

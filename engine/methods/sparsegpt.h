@@ -25,6 +25,13 @@
 
 #include <stdint.h>
 
+// The spec's defaults and bounds for SparseGPT's options, and how often a
+// factorisation that fails is retried, with ten times the dampening.
+#define ENG_SGPT_BLOCKSIZE 128
+#define ENG_SGPT_BLOCKSIZE_MAX 4096
+#define ENG_SGPT_DAMP 0.01
+#define ENG_SGPT_ATTEMPTS 4
+
 typedef struct eng_sgpt_opts {
     double sparsity; // unstructured, when m == 0
     int n, m;        // N:M: keep n of every m

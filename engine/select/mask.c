@@ -90,8 +90,8 @@ static bool abs_keys(const eng_scorer *s, uint32_t *restrict keys,
     return bad != 0;
 }
 
-bool eng_scorer_keys(const eng_scorer *s, uint32_t *restrict keys,
-                     uint64_t start, size_t n)
+int eng_scorer_keys(const eng_scorer *s, uint32_t *restrict keys,
+                    uint64_t start, size_t n)
 {
     bool bad = abs_keys(s, keys, start, n);
     switch (s->kind) {
@@ -114,7 +114,7 @@ bool eng_scorer_keys(const eng_scorer *s, uint32_t *restrict keys,
     }
     default: break;
     }
-    return bad;
+    return bad ? SH_ENUMERIC : 0;
 }
 
 // --- counting and selection

@@ -43,10 +43,10 @@ void eng_scorer_init(eng_scorer *s, eng_score_kind kind, eng_dtype dtype,
                      const void *data, uint64_t rows, uint64_t cols,
                      uint64_t seed, const char *name, const float *scale);
 
-// keys (n,) <- keys of elements [start, start + n). Returns true when an
-// element in the range is NaN or infinite.
-bool eng_scorer_keys(const eng_scorer *s, uint32_t *restrict keys,
-                     uint64_t start, size_t n);
+// keys (n,) <- keys of elements [start, start + n). Returns 0, or
+// SH_ENUMERIC when an element in the range is NaN or infinite.
+int eng_scorer_keys(const eng_scorer *s, uint32_t *restrict keys,
+                    uint64_t start, size_t n);
 
 // A threshold: prune keys < key, and the first `ties` elements whose key
 // equals it (in index order, across tensors for a global selection).

@@ -459,7 +459,7 @@ START_TEST(test_format_seam)
     for (size_t i = 0; i < plan.n; i++)
         ck_assert_int_eq(eng_out_copy(w, i, &d), 0);
     ck_assert_msg(eng_out_finish(w, &d) == 0, "%s", d.msg);
-    eng_out_destroy(w);
+    eng_out_close(w);
     char *cfg_path = th_path(dir, "config.json");
     json_t *cfg = json_load_file(cfg_path, 0, NULL);
     ck_assert_ptr_nonnull(cfg);

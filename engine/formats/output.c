@@ -133,7 +133,7 @@ int eng_out_open(eng_out **out, const eng_plan *p, const eng_format *fmt,
                              sh_strerror(rc));
     }
     if (rc != 0) {
-        eng_out_destroy(w);
+        eng_out_close(w);
         return rc;
     }
     *out = w;
@@ -172,7 +172,7 @@ int eng_out_finish(eng_out *w, sh_diag *d)
     return 0;
 }
 
-void eng_out_destroy(eng_out *w)
+void eng_out_close(eng_out *w)
 {
     if (!w)
         return;

@@ -28,7 +28,7 @@ int eng_out_put(eng_out *w, size_t ti, uint64_t off, const void *buf, size_t n,
 
 // Completes every file (fsync when asked) and syncs the directory.
 int eng_out_finish(eng_out *w, sh_diag *d);
-void eng_out_destroy(eng_out *w);
+void eng_out_close(eng_out *w);
 
 // Writes out_dir/shears.json: spec, report, inputs and their hashes.
 int eng_manifest_write(const eng_model *m, const eng_spec *s,

@@ -457,7 +457,7 @@ out:
     if (rc == SH_ECANCELED) // from any phase, the dense evaluation too
         sh_diag_set(d, rc, "", "cancelled");
     eng_model_close(pruned);
-    eng_out_destroy(w);
+    eng_out_close(w);
     eng_plan_deinit(&plan);
     return rc;
 }

@@ -371,7 +371,9 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
             rc = prune_linear(c, lin[i].tensor, eng_net_block_weight(blk, i),
                               lin[i].rows, lin[i].cols, lin[i].site, d);
         }
-        if (rc == 0) // the pruned block makes the next block's inputs
+        // The pruned block makes the next block's inputs; after the last
+        // one nobody reads them (evaluation reads the written model).
+        if (rc == 0 && b + 1 < nb)
             rc = eng_net_block_forward_polled(c->net, blk, acts, NULL, NULL,
                                               c->h, d);
         stats_free(c);

@@ -23,10 +23,14 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+// How often a job may be interrupted (a crash, a restart) before it fails.
+#define JOB_MAX_ATTEMPTS 3
+
 typedef struct job_config {
     int workers;      // jobs run at once
     int job_threads;  // threads one job may use (engine helpers, BLAS)
-    int max_attempts; // a job interrupted this often fails
+    int max_attempts; // a job interrupted this often fails (< 1:
+                      // JOB_MAX_ATTEMPTS)
 } job_config;
 
 typedef struct job_stats {
@@ -37,7 +41,7 @@ typedef struct job_stats {
 
 typedef struct job_runner job_runner;
 
-// --- a job's inputs (submit.c), resolved in one place for the API and the
+// --- a job's inputs (inputs.c), resolved in one place for the API and the
 // runner alike
 
 // A dataset as a job reads it: its one file in the blob store.

@@ -156,7 +156,11 @@ static void schedule(job_runner *r)
         // job_runner_cancel finds the job, so one look is enough.
         bool asked = false;
         c = store_conn_acquire(r->s);
-        if (store_job_cancel_requested(c, id, &asked) == 0 && asked) {
+        int crc = store_job_cancel_requested(c, id, &asked);
+        if (crc != 0)
+            SH_WARN("cannot read whether a job was cancelled; it runs", "job",
+                    id, "error", sh_strerror(crc));
+        if (crc == 0 && asked) {
             int none = JOB_CANCEL_NONE;
             atomic_compare_exchange_strong(&run->cancel, &none,
                                            JOB_CANCEL_USER);
@@ -244,7 +248,7 @@ int job_runner_start(job_runner **out, store *s, const job_config *cfg,
     if (r->cfg.workers < 1)
         r->cfg.workers = 1;
     if (r->cfg.max_attempts < 1)
-        r->cfg.max_attempts = 3;
+        r->cfg.max_attempts = JOB_MAX_ATTEMPTS;
     int requeued = 0, failed = 0;
     if (store_jobs_recover(s, r->cfg.max_attempts, &requeued, &failed) != 0) {
         free(r);

@@ -239,7 +239,7 @@ static int parse_config(int argc, char **argv, serve_config *c)
                         .data_dir = "./var",
                         .workers = 1,
                         .http_threads = 4,
-                        .max_attempts = 3,
+                        .max_attempts = JOB_MAX_ATTEMPTS,
                         .max_upload = 64ull << 30,
                         .grace = 20,
                         .log_level = "info",

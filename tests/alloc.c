@@ -2,6 +2,7 @@
 #include "tests/alloc.h"
 
 #include <check.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -98,10 +99,9 @@ void *__wrap_realloc(void *old, size_t n)
 {
     pthread_mutex_lock(&lock);
     void *p = must_fail() ? NULL : __real_realloc(old, n);
-    if (p) {
+    if (p || n == 0) // realloc(p, 0) may free p and return NULL
         track_remove(old);
-        track_add(p);
-    }
+    track_add(p);
     pthread_mutex_unlock(&lock);
     return p;
 }
@@ -109,8 +109,7 @@ void *__wrap_realloc(void *old, size_t n)
 int __wrap_posix_memalign(void **out, size_t align, size_t n)
 {
     pthread_mutex_lock(&lock);
-    int rc = must_fail() ? 12 /* ENOMEM */
-                         : __real_posix_memalign(out, align, n);
+    int rc = must_fail() ? ENOMEM : __real_posix_memalign(out, align, n);
     if (rc == 0)
         track_add(*out);
     pthread_mutex_unlock(&lock);

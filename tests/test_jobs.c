@@ -327,7 +327,7 @@ START_TEST(test_runner_fails_a_job_whose_inputs_went)
     json_t *done = wait_ended(&f, jstr(job, "id"));
     ck_assert_str_eq(jstr(done, "status"), "failed");
     json_t *err = json_object_get(done, "error");
-    ck_assert_str_ne(jstr(err, "code"), "SH_OK");
+    ck_assert_str_eq(jstr(err, "code"), "SH_EIO");
     ck_assert_ptr_null(strstr(jstr(err, "message"), f.data)); // no paths
     json_decref(done);
     json_decref(job);
@@ -451,6 +451,9 @@ START_TEST(test_shutdown_keeps_a_users_cancel)
     pthread_join(t, NULL);
     json_t *done = get_job(&f, jstr(job, "id"));
     ck_assert_str_eq(jstr(done, "status"), "cancelled");
+    // The user's cancel, not the stop's: the runner kept it.
+    ck_assert_str_eq(jstr(json_object_get(done, "error"), "message"),
+                     "cancelled while running");
     json_decref(done);
     // A restart does not run it again.
     fx_start(&f);

@@ -293,7 +293,11 @@ START_TEST(test_nonfinite_detected)
     eng_threshold thr;
     ck_assert_int_eq(eng_select_one(&sc, 4, &thr), SH_ENUMERIC);
     uint64_t mask[1];
-    ck_assert(eng_mask_nm(mask, &sc, 2, 4));
+    ck_assert_int_eq(eng_mask_nm(mask, &sc, 2, 4), SH_ENUMERIC);
+    eng_select sel; // the kernels' path says it with the code too
+    ck_assert_int_eq(eng_select_init(&sel, 4, 8), 0);
+    ck_assert_int_eq(eng_select_feed(&sel, &sc), SH_ENUMERIC);
+    eng_select_deinit(&sel);
     w[3] = INFINITY;
     ck_assert_int_eq(eng_select_one(&sc, 4, &thr), SH_ENUMERIC);
     uint16_t h[4] = {0x3c00, 0x7c00, 0, 0}; // F16 with an Inf

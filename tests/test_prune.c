@@ -420,6 +420,49 @@ START_TEST(test_global_override)
 }
 END_TEST
 
+// Methods without a Hessian of their own measure recon_error on the first
+// RECON_SAMPLE_ROWS (2048) rows of the activations: with 128 sequences of
+// 128 tokens it is the figure of the first 16 sequences alone; SparseGPT's
+// takes every row.
+START_TEST(test_recon_sample)
+{
+    char *model = th_fixture("llama-kjv");
+    char *calib = th_fixture("llama-kjv-data/calibration.safetensors");
+    run all, first, sgpt;
+    ck_assert_int_eq(run_spec_opts(&all, model,
+                                   "{\"method\":\"magnitude\",\"calibration\":"
+                                   "{\"dataset\":\"c\",\"samples\":128}}",
+                                   NULL, 0, calib),
+                     0);
+    ck_assert_int_eq(run_spec_opts(&first, model,
+                                   "{\"method\":\"magnitude\",\"calibration\":"
+                                   "{\"dataset\":\"c\",\"samples\":16}}",
+                                   NULL, 0, calib),
+                     0);
+    ck_assert_int_eq(run_spec_opts(&sgpt, model,
+                                   "{\"method\":\"sparsegpt\",\"calibration\":"
+                                   "{\"dataset\":\"c\",\"samples\":128}}",
+                                   NULL, 0, calib),
+                     0);
+    ck_assert_int_eq(all.r.calib_tokens, 128 * 128);
+    ck_assert_int_eq(all.r.recon_rows, 2048);
+    ck_assert_int_eq(first.r.recon_rows, 2048);
+    ck_assert_int_eq(sgpt.r.recon_rows, 128 * 128);
+    ck_assert_uint_eq(all.r.n_layers, first.r.n_layers);
+    for (size_t i = 0; i < all.r.n_layers; i++) {
+        double a = all.r.layers[i].recon_error;
+        double b = first.r.layers[i].recon_error;
+        ck_assert_msg(a > 0 && fabs(a - b) <= 1e-4 * b, "%s: %g vs %g",
+                      all.r.layers[i].name, a, b);
+    }
+    run_free(&all);
+    run_free(&first);
+    run_free(&sgpt);
+    free(calib);
+    free(model);
+}
+END_TEST
+
 // The format seam: output.c lays the weight files out from the plan's
 // outputs and passes config.json through the format's rewrite. A format
 // of the test's own renames every tensor and marks the config.
@@ -653,6 +696,7 @@ Suite *suite_prune(void)
     tcase_add_test(tc, test_global_scope);
     tcase_add_test(tc, test_global_override);
     tcase_add_test(tc, test_format_seam);
+    tcase_add_test(tc, test_recon_sample);
     tcase_add_test(tc, test_rows_conv_overrides);
     tcase_add_test(tc, test_failures_named);
     tcase_add_test(tc, test_progress_and_cancel);

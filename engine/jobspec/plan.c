@@ -2,7 +2,6 @@
 #include "engine/jobspec/plan.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 uint64_t eng_plan_want(const eng_share *sh, eng_method method, uint64_t rows,
                        uint64_t cols)
@@ -14,7 +13,7 @@ uint64_t eng_plan_want(const eng_share *sh, eng_method method, uint64_t rows,
                (uint64_t)(sh->pattern.m - sh->pattern.n);
     case ENG_PATTERN_ROWS: return eng_count_for(sh->sparsity, rows) * cols;
     default:
-        if (eng_methods[method].group == ENG_GROUP_ROW)
+        if (eng_methods[method].compete == ENG_COMPETE_ROW)
             return eng_count_for(sh->sparsity, cols) * rows;
         return eng_count_for(sh->sparsity, numel);
     }
@@ -34,14 +33,8 @@ int eng_plan_build(eng_plan *p, const eng_spec *s, const eng_model *m,
         eng_plan_row *r = &p->rows[i];
         eng_spec_share(s, t, &r->share);
         eng_tensor_rows_cols(t, &r->rows, &r->cols);
-        // The dense format: the tensor itself.
-        r->n_out = 1;
-        r->out[0] =
-            (eng_plan_out){.name = t->name, .dtype = t->dtype, .ndim = t->ndim};
-        memcpy(r->out[0].shape, t->shape, sizeof t->shape);
         if (!r->share.target)
             continue;
-        p->target_params += t->numel;
         r->pooled = global && r->share.override_index < 0;
         if (r->pooled)
             p->pool_params += t->numel;

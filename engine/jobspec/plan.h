@@ -42,7 +42,6 @@ typedef struct eng_plan {
     eng_plan_row *rows;              // (n,)
     uint64_t pool_params, pool_want; // global scope: the pooled targets,
     eng_threshold pool_thr;          //   their threshold (eng_select_pool)
-    uint64_t target_params;
 } eng_plan;
 
 // Builds the plan of s on m (the spec checked against m before). Returns

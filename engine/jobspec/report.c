@@ -107,8 +107,9 @@ json_t *eng_report_to_json(const eng_report *r)
                                       r->metric_pruned));
     if (r->calib_samples > 0)
         json_object_set_new(j, "calibration",
-                            json_pack("{s:I, s:I}", "samples",
+                            json_pack("{s:I, s:I, s:I}", "samples",
                                       (json_int_t)r->calib_samples, "tokens",
-                                      (json_int_t)r->calib_tokens));
+                                      (json_int_t)r->calib_tokens, "recon_rows",
+                                      (json_int_t)r->recon_rows));
     return j;
 }

@@ -48,6 +48,7 @@ typedef struct eng_report {
     const char *metric_name; // "perplexity" or "accuracy"
     double metric_dense, metric_pruned;
     int64_t calib_samples, calib_tokens; // 0 without calibration
+    int64_t recon_rows; // rows of them the recon_errors were measured on
     double seconds;
 } eng_report;
 

@@ -714,6 +714,7 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                  size_t n, const char *arch, bool runs, double deadline,
                  sh_diag *d)
 {
+    const eng_method_def *md = &eng_methods[s->method];
     size_t targets = 0;
     for (size_t i = 0; i < n; i++) {
         if (deadline > 0 && i % 1024 == 1023 && sh_time_mono() > deadline)
@@ -729,6 +730,17 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
         if (!p.target)
             continue;
         targets++;
+        unsigned bit = ENG_PATTERN_BIT(p.pattern.kind);
+        if (!(md->patterns & bit)) {
+            char pat[32], can[128], others[128];
+            eng_pattern_format(pat, sizeof pat, p.pattern);
+            pattern_kinds(can, sizeof can, md->patterns);
+            eng_methods_making(others, sizeof others, bit);
+            return bad(d, "pattern",
+                       "%s prunes %s, not \"%s\" (tensor \"%s\"); for it "
+                       "use %s",
+                       md->name, can, pat, tensors[i]->name, others);
+        }
         if (p.pattern.kind != ENG_PATTERN_NM)
             continue;
         uint64_t rows, cols;
@@ -766,22 +778,6 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                    "evaluation needs a model the engine can run; \"%s\" "
                    "is not one",
                    arch);
-    const eng_method_def *md = &eng_methods[s->method];
-    for (size_t i = 0; i < n; i++) {
-        eng_share p;
-        eng_spec_share(s, tensors[i], &p);
-        unsigned bit = ENG_PATTERN_BIT(p.pattern.kind);
-        if (p.target && !(md->patterns & bit)) {
-            char pat[32], can[128], others[128];
-            eng_pattern_format(pat, sizeof pat, p.pattern);
-            pattern_kinds(can, sizeof can, md->patterns);
-            eng_methods_making(others, sizeof others, bit);
-            return bad(d, "pattern",
-                       "%s prunes %s, not \"%s\" (tensor \"%s\"); for it "
-                       "use %s",
-                       md->name, can, pat, tensors[i]->name, others);
-        }
-    }
     return 0;
 }
 

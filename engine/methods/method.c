@@ -37,7 +37,7 @@ const eng_method_def eng_methods[ENG_METHOD_COUNT] = {
             .patterns = ENG_PATTERNS_ALL,
             .score = ENG_SCORE_SCALED,
             .scale = wanda_scale,
-            .group = ENG_GROUP_ROW,
+            .compete = ENG_COMPETE_ROW,
         },
     [ENG_METHOD_SPARSEGPT] =
         {

@@ -32,10 +32,10 @@ enum {
 };
 
 // Which weights compete for the zeros of an unstructured pattern.
-typedef enum eng_group {
-    ENG_GROUP_TENSOR, // the whole tensor (or the global pool)
-    ENG_GROUP_ROW,    // each output row on its own (Wanda)
-} eng_group;
+typedef enum eng_compete {
+    ENG_COMPETE_TENSOR, // the whole tensor (or the global pool)
+    ENG_COMPETE_ROW,    // each output row on its own (Wanda)
+} eng_compete;
 
 // Rewrites a layer's weights w (rows, cols) in place given its Hessian h
 // (consumed), as an OBS solver does; *damp_used is the dampening it took.
@@ -54,7 +54,7 @@ typedef struct eng_method_def {
     // (NULL: none). scale_j = f(stats of input j).
     eng_score_kind score;
     void (*scale)(float *scale, const float *colsq, int64_t cols);
-    eng_group group; // unstructured: who competes
+    eng_compete compete; // unstructured: who competes
     // Solver methods: the solver (the scorer above is then unused).
     eng_solver_fn solve;
     // The spec object that holds the solver's options, or NULL.

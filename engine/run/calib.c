@@ -28,6 +28,13 @@
 
 #define MAX_SITES 8
 
+// Rows of the calibration activations the reconstruction errors are
+// measured on when the method collects no Hessian of its own: the first
+// ones (a fixed sample, so the figure is an estimate of the whole set's).
+// Building H over every row only for the report cost Wanda eight times
+// its own work.
+#define RECON_SAMPLE_ROWS 2048
+
 typedef struct calib {
     const eng_model *m;
     const eng_spec *s;
@@ -39,6 +46,8 @@ typedef struct calib {
     bool *written;      // (ntensors,)
     eng_threshold *thr; // (ntensors,) global scope: per-tensor threshold
     size_t nt;
+    int64_t hess_rows; // rows of each site's input that H sums (all, or
+                       // the reconstruction sample)
     // the current block's statistics, per input site
     int nsites;
     bool used[MAX_SITES];
@@ -58,8 +67,9 @@ static void on_site(void *ctx, int site, const float *x, int64_t rows,
         return;
     c->cols[site] = cols;
     // The forward pass polls too; this is the long part of a site.
+    int64_t hr = rows < c->hess_rows ? rows : c->hess_rows;
     if (c->hess[site] &&
-        eng_syrk_acc_polled(c->hess[site], x, rows, cols, c->h) != 0)
+        eng_syrk_acc_polled(c->hess[site], x, hr, cols, c->h) != 0)
         c->cancelled = true;
     if (c->colsq[site] && !c->cancelled)
         eng_colsq_acc(c->colsq[site], x, rows, cols);
@@ -87,7 +97,8 @@ static int stats_alloc(calib *c, size_t block, sh_diag *d)
             continue;
         c->used[s] = true;
         size_t cols = (size_t)lin[i].cols;
-        // H for every method: the reconstruction errors need it.
+        // H for every method: the solver's statistic, or the
+        // reconstruction errors' (on a sample, see RECON_SAMPLE_ROWS).
         bool colsq = eng_methods[c->s->method].stats & ENG_STAT_COLSQ;
         c->hess[s] = calloc(cols * cols, sizeof(float));
         if (colsq)
@@ -143,7 +154,7 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
         break;
     }
     default:
-        if (eng_methods[c->s->method].group == ENG_GROUP_ROW) {
+        if (eng_methods[c->s->method].compete == ENG_COMPETE_ROW) {
             // The comparison group is the output row (Wanda).
             uint64_t k = eng_count_for(p->sparsity, (uint64_t)cols);
             uint32_t *work = malloc(2 * (size_t)cols * sizeof *work);
@@ -415,8 +426,13 @@ int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
         goto out;
     }
     r->calib_samples = ds.rows;
+    c.hess_rows = eng_methods[s->method].stats & ENG_STAT_HESSIAN
+                      ? INT64_MAX
+                      : RECON_SAMPLE_ROWS;
     r->calib_tokens =
         ds.info.kind == ENG_DATASET_TOKENS ? ds.rows * ds.info.cols : ds.rows;
+    r->recon_rows =
+        r->calib_tokens < c.hess_rows ? r->calib_tokens : c.hess_rows;
     if (s->scope == ENG_SCOPE_GLOBAL && (rc = global_thresholds(&c, d)) != 0)
         goto out;
     if ((rc = eng_net_embed_polled(c.net, &ds, &acts, h, d)) != 0)

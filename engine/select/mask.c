@@ -257,7 +257,7 @@ int eng_select_feed(eng_select *s, const eng_scorer *sc)
     if (s->done)
         return 0;
     if (sc->kind == ENG_SCORE_MAGNITUDE && eng_k_supports(sc->dtype))
-        return feed_magnitude(s, sc);
+        return feed_magnitude(s, sc) ? SH_ENUMERIC : 0;
     uint32_t keys[CHUNK];
     uint64_t numel = sc->rows * sc->cols;
     for (uint64_t at = 0; at < numel; at += CHUNK) {

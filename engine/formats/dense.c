@@ -20,7 +20,7 @@ static void dense_outputs(const eng_tensor_info *in, eng_plan_row *row)
 }
 
 const eng_format eng_format_dense = {
-    .name = "dense", .outputs = dense_outputs,
+    .name = ENG_OUTPUT_DENSE, .outputs = dense_outputs,
     // config.json and the shard index describe the same tensors: copied.
 };
 

@@ -348,7 +348,7 @@ static int parse_output(const json_t *v, sh_diag *d)
     const char *f = NULL;
     if (rc || (rc = get_string(v, "format", "output.format", &f, d)))
         return rc;
-    if (f && strcmp(f, "dense") != 0)
+    if (f && strcmp(f, ENG_OUTPUT_DENSE) != 0)
         return bad(d, "output.format",
                    "output.format \"%s\" is not supported; use \"dense\" "
                    "(pruned weights stored as zeros in place)",
@@ -596,7 +596,8 @@ json_t *eng_spec_to_json(const eng_spec *s)
         json_object_set_new(j, eng_methods[s->method].options,
                             json_pack("{s:i, s:f}", "blocksize",
                                       s->sgpt_blocksize, "damp", s->sgpt_damp));
-    json_object_set_new(j, "output", json_pack("{s:s}", "format", "dense"));
+    json_object_set_new(j, "output",
+                        json_pack("{s:s}", "format", ENG_OUTPUT_DENSE));
     return j;
 }
 

@@ -37,6 +37,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+// The output format the spec takes (formats/ names its writers alike).
+#define ENG_OUTPUT_DENSE "dense"
+
 // Entries of each of targets, ignore and overrides.
 #define ENG_SPEC_MAX_REGEXES 64
 

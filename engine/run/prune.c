@@ -402,7 +402,7 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
 {
     double t0 = sh_time_mono();
     eng_plan plan = {0};
-    const eng_format *fmt = eng_format_find("dense"); // the spec's only one
+    const eng_format *fmt = eng_format_find(ENG_OUTPUT_DENSE);
     eng_out *w = NULL;
     eng_model *pruned = NULL;
     eng_metric dense, after;

@@ -40,6 +40,9 @@ int eng_plan_build(eng_plan *p, const eng_spec *s, const eng_model *m,
             p->pool_params += t->numel;
         else
             r->want = eng_plan_want(&r->share, s->method, r->rows, r->cols);
+        r->k = eng_count_for(
+            r->share.sparsity,
+            r->share.pattern.kind == ENG_PATTERN_ROWS ? r->rows : r->cols);
     }
     if (global)
         p->pool_want = eng_count_for(s->sparsity, p->pool_params);

@@ -31,6 +31,8 @@ typedef struct eng_plan_row {
     uint64_t want;       // zeros the pattern asks for (pooled: 0; the pool's
                          // count is the plan's)
     uint64_t rows, cols; // the (rows, cols) view the pattern works on
+    uint64_t k;          // rows pattern: the rows to zero; unstructured,
+                         // each row competing: the zeros of each row
     size_t n_out;
     eng_plan_out out[ENG_PLAN_MAX_OUTS];
 } eng_plan_row;

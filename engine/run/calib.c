@@ -140,7 +140,6 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
         bad = eng_mask_nm(mask, &sc, p->pattern.n, p->pattern.m);
         break;
     case ENG_PATTERN_ROWS: {
-        uint64_t k = eng_count_for(p->sparsity, (uint64_t)rows);
         double *score = malloc((size_t)rows * sizeof *score);
         uint64_t *idx = malloc((size_t)rows * sizeof *idx);
         if (!score || !idx) {
@@ -148,7 +147,7 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
             free(idx);
             return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         }
-        bad = eng_mask_rows(mask, &sc, k, c->s->norm, score, idx);
+        bad = eng_mask_rows(mask, &sc, row->k, c->s->norm, score, idx);
         free(score);
         free(idx);
         break;
@@ -156,11 +155,10 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
     default:
         if (eng_methods[c->s->method].compete == ENG_COMPETE_ROW) {
             // The comparison group is the output row (Wanda).
-            uint64_t k = eng_count_for(p->sparsity, (uint64_t)cols);
             uint32_t *work = malloc(2 * (size_t)cols * sizeof *work);
             if (!work)
                 return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-            bad = eng_mask_per_row(mask, &sc, k, work);
+            bad = eng_mask_per_row(mask, &sc, row->k, work);
             free(work);
         } else if (c->thr && pooled(c, ti)) {
             eng_threshold t2 = c->thr[ti];

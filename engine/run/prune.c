@@ -215,10 +215,9 @@ static int prepare(void *ctx, eng_loaded *l)
 }
 
 // Rows: whole output channels, through a mask.
-static int rows_mask(stream_ctx *c, const eng_scorer *sc, double sparsity,
+static int rows_mask(stream_ctx *c, const eng_scorer *sc, uint64_t k,
                      uint64_t *mask, sh_diag *d)
 {
-    uint64_t k = eng_count_for(sparsity, sc->rows);
     double *score = malloc(sc->rows * sizeof *score);
     uint64_t *idx = malloc(sc->rows * sizeof *idx);
     int rc = 0;
@@ -269,7 +268,7 @@ static int prune_target(stream_ctx *c, eng_loaded *ld, eng_layer_report *l,
         if (eng_mask_nm(mask, &sc, p->pattern.n, p->pattern.m))
             rc = SH_ENUMERIC;
         break;
-    case ENG_PATTERN_ROWS: rc = rows_mask(c, &sc, p->sparsity, mask, d); break;
+    case ENG_PATTERN_ROWS: rc = rows_mask(c, &sc, row->k, mask, d); break;
     default: eng_mask_threshold(mask, &sc, thr);
     }
     if (rc == SH_ENUMERIC)

@@ -72,9 +72,30 @@ int eng_tensor_zeros(const eng_model *m, size_t ti, uint64_t *zeros,
 // has at most keep non-zeros.
 bool eng_check_nm(const void *data, eng_dtype dt, uint64_t n, int keep, int m);
 
-// Sets the threads BLAS may use for the whole process (OpenBLAS keeps one
-// setting). Call once at start-up.
+// Sets the threads BLAS and the engine's own parallel loops (math/par.h)
+// may use, for the whole process (OpenBLAS keeps one setting). Call once at
+// start-up. Results are the same bytes for any count.
 void eng_set_threads(int n);
+
+// The BLAS kernels. OpenBLAS picks them before main runs; where cpuid names
+// no model (some cloud VMs) it falls back to generic SSE kernels, several
+// times slower than the CPU allows. eng_blas_fix_core, first thing in main:
+// when OpenBLAS runs a generic core on a CPU with AVX2 or AVX-512 and the
+// user did not set OPENBLAS_CORETYPE, runs the program again (execv of
+// /proc/self/exe with argv) with OPENBLAS_CORETYPE set to the best core the
+// CPU supports. Returns when nothing needs doing or the exec failed.
+void eng_blas_fix_core(char **argv);
+
+typedef struct eng_blas_info {
+    const char *core;   // "Haswell", "SkylakeX", "Prescott"...
+    const char *source; // "detected" (OpenBLAS's choice), "OPENBLAS_CORETYPE"
+                        // (the user's), "chosen" (eng_blas_fix_core's)
+    bool avx2, avx512, avx512_bf16; // what the CPU and OS support
+    double sgemm_gflops; // a 1024^3 product on the set threads (0: not run)
+} eng_blas_info;
+
+// The kernels in use; with measure, times sgemm (about 0.05 s).
+void eng_blas_info_get(eng_blas_info *out, bool measure);
 
 // The engine's version string.
 const char *eng_version(void);

@@ -12,6 +12,8 @@
 
 typedef struct eng_progress {
     const char *phase;  // "scoring", "pruning", "calibrating", "evaluating"...
+    const char *stage;  // within it (eng_phase_name: "forward", "solve"...),
+                        // or NULL
     size_t step, steps; // e.g. tensor 3 of 40, block 2 of 4
     const char *tensor; // the tensor at hand, or NULL
     uint64_t bytes_done, bytes_total;

@@ -43,6 +43,7 @@ static void on_progress(void *ctx, const eng_progress *p)
     pthread_mutex_lock(&run->mu);
     job_progress *q = &run->progress;
     snprintf(q->phase, sizeof q->phase, "%s", p->phase);
+    snprintf(q->stage, sizeof q->stage, "%s", p->stage ? p->stage : "");
     snprintf(q->tensor, sizeof q->tensor, "%s", p->tensor ? p->tensor : "");
     q->step = p->step;
     q->steps = p->steps;

@@ -15,6 +15,7 @@ enum { JOB_CANCEL_NONE, JOB_CANCEL_USER, JOB_CANCEL_SHUTDOWN };
 
 typedef struct job_progress {
     char phase[32];
+    char stage[16];
     char tensor[160];
     uint64_t step, steps, bytes_done, bytes_total;
     double fraction;

@@ -26,6 +26,8 @@ static json_t *progress_json(const job_run *run)
         (json_int_t)p->bytes_total, "eta_seconds", eta);
     json_object_set_new(j, "tensor",
                         p->tensor[0] ? json_string(p->tensor) : json_null());
+    json_object_set_new(j, "stage",
+                        p->stage[0] ? json_string(p->stage) : json_null());
     return j;
 }
 

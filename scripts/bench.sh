@@ -9,3 +9,4 @@ mkdir -p "$work"
 scripts/bench_service.sh "$build/shears" "$work" "$work/model-bf16/model.safetensors" "${BENCH_RUNS:-5}"
 BENCH_FIXTURES=${BENCH_FIXTURES:-tests/fixtures}
 "$build/bench/bench_methods" "$build/shears" "$BENCH_FIXTURES" "${BENCH_RUNS_METHODS:-3}"
+"$build/bench/bench_pipeline" "$build/shears" "$work" "${BENCH_RUNS_PIPELINE:-3}"

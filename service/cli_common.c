@@ -93,8 +93,9 @@ void svc_progress_cb(void *ctx, const eng_progress *e)
         for (int i = 0; i < 30; i++)
             bar[i] = i < fill ? '#' : '-';
         bar[30] = '\0';
-        fprintf(stderr, "\r\033[K[%s] %3d%% %s %zu/%zu %s/%s ETA %s", bar, pct,
-                e->phase, e->step, e->steps, done, total, eta_text);
+        fprintf(stderr, "\r\033[K[%s] %3d%% %s %zu/%zu%s%s %s/%s ETA %s", bar,
+                pct, e->phase, e->step, e->steps, e->stage ? " " : "",
+                e->stage ? e->stage : "", done, total, eta_text);
     } else {
         fprintf(stderr, "%3d%% %s %zu/%zu %s %s/%s eta %s\n", pct, e->phase,
                 e->step, e->steps, e->tensor ? e->tensor : "", done, total,

@@ -1,6 +1,8 @@
 // cli_inspect.c: `shears inspect PATH [--json]`: what a checkpoint holds.
 #include "service/cli.h"
 
+#include "common/util.h"
+#include "common/version.h"
 #include "engine/engine.h"
 
 #include <getopt.h>
@@ -106,28 +108,61 @@ static void print_text(const json_t *j)
            100 * json_real_value(json_object_get(t, "sparsity")));
 }
 
+// `inspect --system`: what this machine gives the engine.
+static int inspect_system(bool as_json)
+{
+    eng_set_threads(sh_cpu_count());
+    eng_blas_info b;
+    eng_blas_info_get(&b, true);
+    json_t *j = json_pack("{s:s, s:i, s:{s:b, s:b, s:b}, s:{s:s, s:s, s:f}}",
+                          "version", SH_VERSION, "threads", sh_cpu_count(),
+                          "cpu", "avx2", b.avx2, "avx512", b.avx512,
+                          "avx512_bf16", b.avx512_bf16, "blas", "core", b.core,
+                          "source", b.source, "sgemm_gflops", b.sgemm_gflops);
+    if (as_json) {
+        char *text = json_dumps(j, JSON_INDENT(2));
+        puts(text);
+        free(text);
+    } else {
+        printf("shears %s, %d threads\n"
+               "cpu:   avx2 %s, avx512 %s, avx512_bf16 %s\n"
+               "blas:  OpenBLAS core %s (%s), sgemm %.1f GFLOP/s\n",
+               SH_VERSION, sh_cpu_count(), b.avx2 ? "yes" : "no",
+               b.avx512 ? "yes" : "no", b.avx512_bf16 ? "yes" : "no", b.core,
+               b.source, b.sgemm_gflops);
+    }
+    json_decref(j);
+    return SVC_EXIT_OK;
+}
+
 int svc_cmd_inspect(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'},
+        {"system", no_argument, 0, 's'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    bool as_json = false;
+    bool as_json = false, sys = false;
     int c;
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'j') {
             as_json = true;
+        } else if (c == 's') {
+            sys = true;
         } else if (c == 'h') {
-            puts("usage: shears inspect PATH [--json]");
+            puts("usage: shears inspect PATH [--json]\n"
+                 "       shears inspect --system [--json]");
             return SVC_EXIT_OK;
         } else {
             return svc_fail(SVC_EXIT_USAGE, "inspect: unknown option \"%s\"",
                             argv[optind - 1]);
         }
     }
+    if (sys && optind == argc)
+        return inspect_system(as_json);
     if (optind != argc - 1)
         return svc_fail(SVC_EXIT_USAGE, "usage: shears inspect PATH [--json]");
     const char *path = argv[optind];

@@ -39,6 +39,11 @@ static const char usage_text[] =
     "  --calibration FILE  calibration dataset (safetensors) for wanda, "
     "sparsegpt\n"
     "  --samples N         calibration rows to use (default: all)\n"
+    "  --recon-error R     true | sample | false: measure each layer's "
+    "reconstruction\n"
+    "                      error on every calibration row, the first 2048, or "
+    "not\n"
+    "                      (default: true for sparsegpt, false otherwise)\n"
     "  --evaluation FILE   evaluation dataset: report the metric before and "
     "after\n"
     "  --spec FILE.json    a job spec; flags override its fields\n"
@@ -161,6 +166,7 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         O_SEED,
         O_CALIB,
         O_SAMPLES,
+        O_RECON,
         O_EVAL,
         O_SPEC,
         O_REPORT,
@@ -182,6 +188,7 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         {"seed", required_argument, 0, O_SEED},
         {"calibration", required_argument, 0, O_CALIB},
         {"samples", required_argument, 0, O_SAMPLES},
+        {"recon-error", required_argument, 0, O_RECON},
         {"evaluation", required_argument, 0, O_EVAL},
         {"spec", required_argument, 0, O_SPEC},
         {"report", required_argument, 0, O_REPORT},
@@ -247,6 +254,14 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
             else
                 json_object_set_new(object_at(flags, "calibration"), "samples",
                                     json_integer((json_int_t)u));
+            break;
+        case O_RECON:
+            if (strcmp(optarg, "true") == 0 || strcmp(optarg, "false") == 0)
+                json_object_set_new(object_at(flags, "report"), "recon_error",
+                                    json_boolean(optarg[0] == 't'));
+            else
+                json_object_set_new(object_at(flags, "report"), "recon_error",
+                                    json_string(optarg));
             break;
         case O_EVAL:
             json_object_set_new(object_at(flags, "evaluation"), "dataset",

@@ -2,6 +2,7 @@
 #include "service/cli.h"
 
 #include "common/version.h"
+#include "engine/engine.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -11,7 +12,8 @@ static const char usage_text[] =
     "\n"
     "  serve     run the HTTP service\n"
     "  prune     prune a checkpoint into a new folder (batch)\n"
-    "  inspect   list a checkpoint's tensors, shapes, dtypes and sparsity\n"
+    "  inspect   list a checkpoint's tensors, shapes, dtypes and sparsity;\n"
+    "            --system: the CPU, the BLAS kernels and their speed\n"
     "  eval      measure a model on an evaluation dataset\n"
     "  version   print the version\n"
     "\n"
@@ -31,6 +33,7 @@ static const command commands[] = {
 
 int main(int argc, char **argv)
 {
+    eng_blas_fix_core(argv); // may run the program again, once
     if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "help") == 0) {
         fputs(usage_text, argc < 2 ? stderr : stdout);

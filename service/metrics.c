@@ -42,6 +42,7 @@ struct svc_metrics {
     hist_row jobs[64];
     size_t njobs;
     uint64_t bytes_in, bytes_out;
+    eng_blas_info blas; // measured at start-up
 };
 
 svc_metrics *svc_metrics_create(store *s)
@@ -60,6 +61,13 @@ void svc_metrics_destroy(svc_metrics *m)
         return;
     pthread_mutex_destroy(&m->mu);
     free(m);
+}
+
+void svc_metrics_set_blas(svc_metrics *m, const eng_blas_info *b)
+{
+    pthread_mutex_lock(&m->mu);
+    m->blas = *b;
+    pthread_mutex_unlock(&m->mu);
 }
 
 void svc_metrics_set_runner(svc_metrics *m, job_runner *r)
@@ -220,10 +228,17 @@ char *svc_metrics_render(void *ctx)
     put(&t, "# HELP shears_up Whether the service is up.\n"
             "# TYPE shears_up gauge\nshears_up 1\n");
     put(&t,
-        "# HELP shears_build_info The running version.\n"
+        "# HELP shears_build_info The running version, and the BLAS "
+        "kernels it runs (the OpenBLAS core and how it was chosen).\n"
         "# TYPE shears_build_info gauge\n"
-        "shears_build_info{version=\"%s\"} 1\n",
-        SH_VERSION);
+        "shears_build_info{version=\"%s\",blas_core=\"%s\","
+        "blas_core_source=\"%s\"} 1\n"
+        "# HELP shears_sgemm_gflops sgemm speed measured at start-up "
+        "(1024^3, the job threads).\n"
+        "# TYPE shears_sgemm_gflops gauge\nshears_sgemm_gflops %.1f\n",
+        SH_VERSION, esc(e1, sizeof e1, m->blas.core ? m->blas.core : ""),
+        esc(e2, sizeof e2, m->blas.source ? m->blas.source : ""),
+        m->blas.sgemm_gflops);
     put(&t, "# HELP shears_http_requests_total HTTP requests by route and "
             "status.\n# TYPE shears_http_requests_total counter\n");
     for (size_t i = 0; i < m->nrequests; i++) {

@@ -12,6 +12,7 @@
 #ifndef SVC_METRICS_H
 #define SVC_METRICS_H
 
+#include "engine/engine.h"
 #include "jobs/jobs.h"
 #include "store/store.h"
 
@@ -23,6 +24,8 @@ svc_metrics *svc_metrics_create(store *s);
 void svc_metrics_destroy(svc_metrics *m);
 
 // The runner to read busy workers from (set once it runs).
+// The BLAS kernels and sgemm's speed, for shears_build_info.
+void svc_metrics_set_blas(svc_metrics *m, const eng_blas_info *b);
 void svc_metrics_set_runner(svc_metrics *m, job_runner *r);
 
 // api_observer.request

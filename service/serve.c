@@ -391,6 +391,13 @@ int svc_cmd_serve(int argc, char **argv)
         svc_fail(SVC_EXIT_FAIL, "out of memory");
         goto out;
     }
+    eng_blas_info blas;
+    eng_blas_info_get(&blas, true);
+    svc_metrics_set_blas(metrics, &blas);
+    char gf[32], bt[32];
+    snprintf(gf, sizeof gf, "%.1f", blas.sgemm_gflops);
+    SH_INFO("blas", "core", blas.core, "source", blas.source, "sgemm_gflops",
+            gf, "threads", sh_log_num(bt, job_threads));
     job_config jc = {.workers = cfg.workers,
                      .job_threads = job_threads,
                      .max_attempts = cfg.max_attempts};

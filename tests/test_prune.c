@@ -420,25 +420,62 @@ START_TEST(test_global_override)
 }
 END_TEST
 
-// Methods without a Hessian of their own measure recon_error on the first
-// RECON_SAMPLE_ROWS (2048) rows of the activations: with 128 sequences of
-// 128 tokens it is the figure of the first 16 sequences alone; SparseGPT's
-// takes every row.
+// report.recon_error "sample" (the default without a Hessian) measures
+// recon_error on the first ENG_RECON_SAMPLE_ROWS (2048) rows of the
+// activations: with 128 sequences of 128 tokens it is the figure of the
+// first 16 sequences alone; SparseGPT's default takes every row (its
+// Hessian); false measures nothing, true every row.
 START_TEST(test_recon_sample)
 {
     char *model = th_fixture("llama-kjv");
     char *calib = th_fixture("llama-kjv-data/calibration.safetensors");
-    run all, first, sgpt;
+    run all, first, sgpt, none, full, dflt;
     ck_assert_int_eq(run_spec_opts(&all, model,
                                    "{\"method\":\"magnitude\",\"calibration\":"
-                                   "{\"dataset\":\"c\",\"samples\":128}}",
+                                   "{\"dataset\":\"c\",\"samples\":128},"
+                                   "\"report\":{\"recon_error\":\"sample\"}}",
                                    NULL, 0, calib),
                      0);
     ck_assert_int_eq(run_spec_opts(&first, model,
                                    "{\"method\":\"magnitude\",\"calibration\":"
-                                   "{\"dataset\":\"c\",\"samples\":16}}",
+                                   "{\"dataset\":\"c\",\"samples\":16},"
+                                   "\"report\":{\"recon_error\":\"sample\"}}",
                                    NULL, 0, calib),
                      0);
+    ck_assert_int_eq(run_spec_opts(&none, model,
+                                   "{\"method\":\"wanda\",\"calibration\":"
+                                   "{\"dataset\":\"c\"},"
+                                   "\"report\":{\"recon_error\":false}}",
+                                   NULL, 0, calib),
+                     0);
+    ck_assert_int_eq(run_spec_opts(&full, model,
+                                   "{\"method\":\"wanda\",\"calibration\":"
+                                   "{\"dataset\":\"c\"},"
+                                   "\"report\":{\"recon_error\":true}}",
+                                   NULL, 0, calib),
+                     0);
+    ck_assert_int_eq(run_spec_opts(&dflt, model,
+                                   "{\"method\":\"wanda\",\"calibration\":"
+                                   "{\"dataset\":\"c\"}}",
+                                   NULL, 0, calib),
+                     0);
+    ck_assert_int_eq(dflt.r.recon_rows, 2048);
+    for (size_t i = 0; i < dflt.r.n_layers; i++)
+        ck_assert(dflt.r.layers[i].recon_error > 0);
+    run_free(&dflt);
+    // Wanda told not to: no H, no trace; asked, every row.
+    ck_assert_int_eq(none.r.recon_rows, 0);
+    ck_assert(none.r.timings[ENG_PHASE_RECON] == 0.0);
+    for (size_t i = 0; i < none.r.n_layers; i++)
+        ck_assert(isnan(none.r.layers[i].recon_error));
+    ck_assert_int_eq(full.r.recon_rows, 128 * 128);
+    ck_assert_uint_eq(full.r.n_layers, none.r.n_layers);
+    for (size_t i = 0; i < full.r.n_layers; i++) {
+        ck_assert(full.r.layers[i].recon_error > 0);
+        ck_assert_uint_eq(full.r.layers[i].zeros, none.r.layers[i].zeros);
+    }
+    run_free(&none);
+    run_free(&full);
     ck_assert_int_eq(run_spec_opts(&sgpt, model,
                                    "{\"method\":\"sparsegpt\",\"calibration\":"
                                    "{\"dataset\":\"c\",\"samples\":128}}",
@@ -458,6 +495,123 @@ START_TEST(test_recon_sample)
     run_free(&all);
     run_free(&first);
     run_free(&sgpt);
+    free(calib);
+    free(model);
+}
+END_TEST
+
+// The report without its timings (they alone may differ between runs).
+static char *report_text(const eng_report *r)
+{
+    json_t *j = eng_report_to_json(r);
+    json_object_del(j, "timings");
+    json_object_del(j, "seconds");
+    json_t *l;
+    size_t i;
+    json_array_foreach (json_object_get(j, "layers"), i, l)
+        json_object_del(l, "timings");
+    char *text = json_dumps(j, JSON_SORT_KEYS);
+    json_decref(j);
+    return text;
+}
+
+// The engine's threads (math/par.h) change who computes what, never the
+// result: 1, 2 and 4 threads write the same bytes and report the same
+// figures (recon errors included) for every calibrated method and
+// pattern, on both families. OpenBLAS runs each call on one thread over
+// tiles fixed by the shapes (linalg.c): its own threading would round
+// SYRK, GEMM and the factorisations differently for each count.
+START_TEST(test_calibrated_threads_same_bytes)
+{
+    static const char *const specs[] = {
+#define CAL "\"calibration\":{\"dataset\":\"c\"}"
+        "{\"method\":\"wanda\"," CAL "}",
+        "{\"method\":\"wanda\",\"pattern\":\"2:4\"," CAL "}",
+        "{\"method\":\"wanda\",\"sparsity\":0.7," CAL "}",
+        "{\"method\":\"magnitude\",\"pattern\":\"2:4\"," CAL "}",
+        "{\"method\":\"magnitude\",\"pattern\":\"rows\","
+        "\"sparsity\":0.25," CAL "}",
+        "{\"method\":\"sparsegpt\"," CAL "}",
+        "{\"method\":\"sparsegpt\",\"pattern\":\"2:4\"," CAL "}",
+        "{\"method\":\"wanda\",\"report\":{\"recon_error\":true}," CAL "}",
+#undef CAL
+    };
+    static const char *const fixtures[][2] = {
+        {"mlp-fmnist", "mlp-fmnist-data/calibration.safetensors"},
+        {"llama-kjv", "llama-kjv-data/calibration.safetensors"},
+    };
+    for (size_t f = 0; f < 2; f++) {
+        char *model = th_fixture(fixtures[f][0]);
+        char *calib = th_fixture(fixtures[f][1]);
+        for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+            run one, other;
+            eng_set_threads(1);
+            ck_assert_int_eq(
+                run_spec_opts(&one, model, specs[k], NULL, 1, calib), 0);
+            char *a = th_path(one.out, "model.safetensors");
+            char *ta = report_text(&one.r);
+            for (int t = 2; t <= 4; t += 2) {
+                eng_set_threads(t);
+                ck_assert_int_eq(
+                    run_spec_opts(&other, model, specs[k], NULL, t, calib), 0);
+                char *b = th_path(other.out, "model.safetensors");
+                char *tb = report_text(&other.r);
+                ck_assert_msg(same_file(a, b), "%s %s: %d threads",
+                              fixtures[f][0], specs[k], t);
+                ck_assert_str_eq(ta, tb);
+                free(b);
+                free(tb);
+                run_free(&other);
+            }
+            free(a);
+            free(ta);
+            run_free(&one);
+        }
+        free(model);
+        free(calib);
+    }
+    eng_set_threads(1);
+}
+END_TEST
+
+// Every phase of a calibrated run is timed; together they are the run.
+START_TEST(test_timings)
+{
+    char *model = th_fixture("llama-kjv");
+    char *calib = th_fixture("llama-kjv-data/calibration.safetensors");
+    run x;
+    ck_assert_int_eq(run_spec_opts(&x, model,
+                                   "{\"method\":\"sparsegpt\",\"calibration\":"
+                                   "{\"dataset\":\"c\"}}",
+                                   NULL, 0, calib),
+                     0);
+    double sum = 0;
+    for (int p = 0; p < ENG_PHASE_COUNT; p++) {
+        ck_assert(x.r.timings[p] >= 0);
+        sum += x.r.timings[p];
+    }
+    static const eng_phase ran[] = {ENG_PHASE_READ,       ENG_PHASE_FORWARD,
+                                    ENG_PHASE_STATISTICS, ENG_PHASE_SOLVE,
+                                    ENG_PHASE_RECON,      ENG_PHASE_WRITE};
+    for (size_t i = 0; i < sizeof ran / sizeof ran[0]; i++)
+        ck_assert_msg(x.r.timings[ran[i]] > 0, "%s", eng_phase_name(ran[i]));
+    ck_assert(sum <= x.r.seconds * 1.001 && sum >= x.r.seconds * 0.5);
+    // Per tensor: its solve, recon and write, within the run's.
+    double solve = 0;
+    for (size_t i = 0; i < x.r.n_layers; i++) {
+        const eng_layer_report *l = &x.r.layers[i];
+        ck_assert(l->timings[ENG_PHASE_SOLVE] > 0);
+        ck_assert(l->timings[ENG_PHASE_WRITE] > 0);
+        ck_assert(isnan(l->timings[ENG_PHASE_FORWARD]));
+        solve += l->timings[ENG_PHASE_SOLVE];
+    }
+    ck_assert(solve <= x.r.timings[ENG_PHASE_SOLVE] * 1.0001);
+    json_t *j = eng_report_to_json(&x.r);
+    json_t *t = json_object_get(j, "timings");
+    for (int p = 0; p < ENG_PHASE_COUNT; p++)
+        ck_assert(json_is_number(json_object_get(t, eng_phase_name(p))));
+    json_decref(j);
+    run_free(&x);
     free(calib);
     free(model);
 }
@@ -697,6 +851,8 @@ Suite *suite_prune(void)
     tcase_add_test(tc, test_global_override);
     tcase_add_test(tc, test_format_seam);
     tcase_add_test(tc, test_recon_sample);
+    tcase_add_test(tc, test_calibrated_threads_same_bytes);
+    tcase_add_test(tc, test_timings);
     tcase_add_test(tc, test_rows_conv_overrides);
     tcase_add_test(tc, test_failures_named);
     tcase_add_test(tc, test_progress_and_cancel);

@@ -116,26 +116,36 @@ int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
         }
     } else {
         long i = eng_st_header_find(h, "inputs");
-        if (!(ds->inputs = malloc(n * sizeof *ds->inputs))) {
-            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-            goto out;
-        }
         const unsigned char *raw = eng_st_data(st, (size_t)i);
         size_t elem = eng_dtype_size(ds->info.dtype);
+        if (ds->info.dtype == ENG_DTYPE_F32 &&
+            (uintptr_t)raw % _Alignof(float) == 0) {
+            // Read where they lie: the mapping's pages come from the page
+            // cache, where a copy would fault in fresh memory for each.
+            ds->inputs = (const float *)raw;
+            ds->st = st;
+        } else {
+            if (!(ds->owned = malloc(n * sizeof *ds->owned))) {
+                rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+                goto out;
+            }
+            ds->inputs = ds->owned;
+        }
         for (size_t k = 0; k < n; k += LOAD_STEP) {
             if (eng_hooks_cancelled(hooks)) {
                 rc = SH_ECANCELED;
                 goto out;
             }
-            eng_convert_to_f32(ds->inputs + k, raw + k * elem, ds->info.dtype,
-                               n - k < LOAD_STEP ? n - k : LOAD_STEP);
-        }
-        for (size_t k = 0; k < n; k++) {
-            if (ds->inputs[k] - ds->inputs[k] != 0) { // NaN or Inf
+            size_t step = n - k < LOAD_STEP ? n - k : LOAD_STEP;
+            if (ds->owned)
+                eng_convert_to_f32(ds->owned + k, raw + k * elem,
+                                   ds->info.dtype, step);
+            size_t bad = eng_find_nonfinite(ds->inputs + k, step);
+            if (bad != SIZE_MAX) {
                 rc = sh_diag_set(d, SH_EFORMAT, "inputs",
                                  "\"inputs\" holds a non-finite value at "
                                  "row %zu",
-                                 k / (size_t)ds->info.cols);
+                                 (k + bad) / (size_t)ds->info.cols);
                 goto out;
             }
         }
@@ -160,7 +170,8 @@ int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
         }
     }
 out:
-    eng_st_close(st);
+    if (ds->st != st) // else the dataset keeps it open
+        eng_st_close(st);
     if (rc != 0)
         eng_dataset_deinit(ds);
     return rc;
@@ -169,7 +180,8 @@ out:
 void eng_dataset_deinit(eng_dataset *ds)
 {
     free(ds->ids);
-    free(ds->inputs);
+    free(ds->owned);
     free(ds->labels);
+    eng_st_close(ds->st);
     memset(ds, 0, sizeof *ds);
 }

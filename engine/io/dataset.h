@@ -40,10 +40,13 @@ const char *eng_dataset_kind_name(eng_dataset_kind k);
 // A loaded dataset: the first `rows` rows, ids as int32 or inputs as F32.
 typedef struct eng_dataset {
     eng_dataset_info info;
-    int64_t rows;    // rows loaded (<= info.rows)
-    int32_t *ids;    // (rows, cols) token ids, kind TOKENS
-    float *inputs;   // (rows, cols) features, kind INPUTS
-    int32_t *labels; // (rows,), or NULL
+    int64_t rows;        // rows loaded (<= info.rows)
+    int32_t *ids;        // (rows, cols) token ids, kind TOKENS
+    const float *inputs; // (rows, cols) features, kind INPUTS: F32 files
+                         // in place (mapped), other dtypes converted
+    int32_t *labels;     // (rows,), or NULL
+    float *owned;        // inputs when converted (ours to free)
+    eng_st *st;          // the open file while inputs point into it
 } eng_dataset;
 
 // Opens path, checks it, loads at most max_rows rows (0: all). vocab > 0

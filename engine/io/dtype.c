@@ -216,3 +216,26 @@ int64_t eng_read_int(const void *src, eng_dtype dt, size_t i)
     default: assert(!"eng_read_int: not an integer dtype"); return 0;
     }
 }
+
+size_t eng_find_nonfinite(const float *x, size_t n)
+{
+    // Blocks the compiler vectorises; the exponent all ones is NaN or Inf.
+    enum { B = 256 };
+    for (size_t at = 0; at < n; at += B) {
+        size_t m = n - at < B ? n - at : B;
+        uint32_t any = 0;
+        for (size_t k = 0; k < m; k++) {
+            uint32_t u;
+            memcpy(&u, &x[at + k], 4);
+            any |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (any)
+            for (size_t k = 0; k < m; k++) {
+                uint32_t u;
+                memcpy(&u, &x[at + k], 4);
+                if ((u & 0x7f800000u) == 0x7f800000u)
+                    return at + k;
+            }
+    }
+    return SIZE_MAX;
+}

@@ -76,6 +76,9 @@ float eng_bf16_to_f32(uint16_t h);
 uint16_t eng_f32_to_bf16(float f);
 
 // dst (n,) F32 <- src (n,) of a prunable dtype. src may be unaligned.
+// The index of the first NaN or infinity in x[0..n), or SIZE_MAX.
+size_t eng_find_nonfinite(const float *x, size_t n);
+
 void eng_convert_to_f32(float *restrict dst, const void *restrict src,
                         eng_dtype dt, size_t n);
 

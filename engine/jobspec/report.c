@@ -1,9 +1,35 @@
 // report.c: the run report and its JSON form.
 #include "engine/jobspec/report.h"
 
+#include "common/util.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+static const char *const phase_names[ENG_PHASE_COUNT] = {
+    [ENG_PHASE_READ] = "read",
+    [ENG_PHASE_FORWARD] = "forward",
+    [ENG_PHASE_STATISTICS] = "statistics",
+    [ENG_PHASE_SOLVE] = "solve",
+    [ENG_PHASE_RECON] = "recon",
+    [ENG_PHASE_WRITE] = "write",
+    [ENG_PHASE_EVALUATE] = "evaluate",
+    [ENG_PHASE_HASH] = "hash",
+};
+
+const char *eng_phase_name(eng_phase p) { return phase_names[p]; }
+
+double eng_report_lap(eng_report *r, eng_layer_report *l, eng_phase p,
+                      double since)
+{
+    double now = sh_time_mono();
+    r->timings[p] += now - since;
+    if (l)
+        l->timings[p] =
+            (isnan(l->timings[p]) ? 0 : l->timings[p]) + now - since;
+    return now;
+}
 
 void eng_report_init(eng_report *r, const eng_spec *s)
 {
@@ -46,6 +72,8 @@ eng_layer_report *eng_report_add_layer(eng_report *r, const eng_tensor_info *t,
     l->pattern = p->pattern;
     l->recon_error = NAN;
     l->damping = NAN;
+    for (int k = 0; k < ENG_PHASE_COUNT; k++)
+        l->timings[k] = NAN;
     return l;
 }
 
@@ -60,6 +88,16 @@ eng_layer_report *eng_report_layer(eng_report *r, const char *name)
 static double ratio(uint64_t a, uint64_t b)
 {
     return b ? (double)a / (double)b : 0.0;
+}
+
+// {"read": s, ...}; phases that are NAN are left out.
+static json_t *timings_json(const double *t)
+{
+    json_t *j = json_object();
+    for (int k = 0; k < ENG_PHASE_COUNT; k++)
+        if (!isnan(t[k]))
+            json_object_set_new(j, phase_names[k], json_real(t[k]));
+    return j;
 }
 
 static json_t *layer_json(const eng_layer_report *l)
@@ -79,6 +117,7 @@ static json_t *layer_json(const eng_layer_report *l)
         json_object_set_new(j, "recon_error", json_real(l->recon_error));
     if (!isnan(l->damping))
         json_object_set_new(j, "damping", json_real(l->damping));
+    json_object_set_new(j, "timings", timings_json(l->timings));
     return j;
 }
 
@@ -100,6 +139,7 @@ json_t *eng_report_to_json(const eng_report *r)
         (json_int_t)r->model_params, "zeros", (json_int_t)r->model_zeros,
         "sparsity", ratio(r->model_zeros, r->model_params), "layers", layers,
         "seconds", r->seconds);
+    json_object_set_new(j, "timings", timings_json(r->timings));
     if (r->has_metric)
         json_object_set_new(j, "metric",
                             json_pack("{s:s, s:f, s:f}", "name", r->metric_name,

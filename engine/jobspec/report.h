@@ -10,8 +10,13 @@
 //                 "target_sparsity", "pattern", "pattern_ok",
 //                 "recon_error"?, "damping"?}],
 //    "metric"?: {"name", "dense", "pruned"},
-//    "calibration"?: {"samples", "tokens"},
+//    "calibration"?: {"samples", "tokens", "recon_rows"},
+//    "timings": {"read", "forward", "statistics", "solve", "recon",
+//                "write", "evaluate", "hash"},
 //    "seconds"}
+//
+// A layer row has "timings" too: the phases spent on that tensor alone
+// (read, solve, recon, write; those that applied).
 #ifndef ENG_REPORT_H
 #define ENG_REPORT_H
 
@@ -21,6 +26,23 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+// Where a run's time goes. Each phase sums the wall time the run's own
+// thread spent in it (work on helper threads counts where it is waited
+// for), so the phases add up to about `seconds`.
+typedef enum eng_phase {
+    ENG_PHASE_READ,       // checkpoint and dataset bytes into memory
+    ENG_PHASE_FORWARD,    // the model's forward passes over calibration data
+    ENG_PHASE_STATISTICS, // H = X^T X, column norms, from those passes
+    ENG_PHASE_SOLVE,      // the method: selection, masks, OBS updates
+    ENG_PHASE_RECON,      // the reconstruction errors
+    ENG_PHASE_WRITE,      // the output files (copies of the rest included)
+    ENG_PHASE_EVALUATE,   // the metric before and after
+    ENG_PHASE_HASH,       // waiting for the input's digests
+    ENG_PHASE_COUNT
+} eng_phase;
+
+const char *eng_phase_name(eng_phase p);
 
 typedef struct eng_layer_report {
     char *name;
@@ -33,6 +55,7 @@ typedef struct eng_layer_report {
     bool pattern_ok;    // N:M holds in every group; exact count otherwise
     double recon_error; // NAN when there was no calibration data
     double damping;     // NAN unless SparseGPT ran
+    double timings[ENG_PHASE_COUNT]; // seconds; NAN: did not apply
 } eng_layer_report;
 
 typedef struct eng_report {
@@ -49,6 +72,7 @@ typedef struct eng_report {
     double metric_dense, metric_pruned;
     int64_t calib_samples, calib_tokens; // 0 without calibration
     int64_t recon_rows; // rows of them the recon_errors were measured on
+    double timings[ENG_PHASE_COUNT]; // seconds, summed over the run
     double seconds;
 } eng_report;
 
@@ -62,6 +86,11 @@ eng_layer_report *eng_report_add_layer(eng_report *r, const eng_tensor_info *t,
 
 // The JSON form described above (a new reference).
 json_t *eng_report_to_json(const eng_report *r);
+
+// Adds the time since `since` (sh_time_mono) to phase p of r and, when l
+// is given, of that layer; returns the time now, the next lap's start.
+double eng_report_lap(eng_report *r, eng_layer_report *l, eng_phase p,
+                      double since);
 
 // Finds the layer row called name, or NULL.
 eng_layer_report *eng_report_layer(eng_report *r, const char *name);

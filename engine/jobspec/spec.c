@@ -339,6 +339,27 @@ static int parse_sparsegpt(eng_spec *s, const json_t *v, sh_diag *d)
     return 0;
 }
 
+static int parse_report(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    if (!json_is_object(v))
+        return bad(d, "report", "report must be an object {recon_error}");
+    static const char *const known[] = {"recon_error", NULL};
+    int rc = check_keys(v, "report.", known, d);
+    json_t *r = json_object_get(v, "recon_error");
+    if (rc || !r || json_is_null(r))
+        return rc;
+    if (json_is_boolean(r))
+        s->recon = json_is_true(r) ? ENG_RECON_FULL : ENG_RECON_OFF;
+    else if (json_is_string(r) && strcmp(json_string_value(r), "sample") == 0)
+        s->recon = ENG_RECON_SAMPLE;
+    else
+        return bad(d, "report.recon_error",
+                   "report.recon_error must be true (every calibration "
+                   "row), \"sample\" (the first %d) or false",
+                   ENG_RECON_SAMPLE_ROWS);
+    return 0;
+}
+
 static int parse_output(const json_t *v, sh_diag *d)
 {
     if (!json_is_object(v))
@@ -377,9 +398,10 @@ static int parse_enum(const json_t *j, const char *key,
 static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
 {
     static const char *const known[] = {
-        "checkpoint",  "method",     "sparsity",  "pattern",   "scope",
-        "norm",        "targets",    "ignore",    "overrides", "seed",
-        "calibration", "evaluation", "sparsegpt", "output",    NULL};
+        "checkpoint", "method", "sparsity",    "pattern",
+        "scope",      "norm",   "targets",     "ignore",
+        "overrides",  "seed",   "calibration", "evaluation",
+        "sparsegpt",  "output", "report",      NULL};
     int rc = check_keys(j, "", known, d);
     if (rc)
         return rc;
@@ -456,6 +478,13 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
         return rc;
     if ((v = json_object_get(j, "output")) && !json_is_null(v) &&
         (rc = parse_output(v, d)))
+        return rc;
+    // The method's default first; a report object may change it.
+    s->recon = eng_methods[s->method].stats & ENG_STAT_HESSIAN
+                   ? ENG_RECON_FULL
+                   : ENG_RECON_SAMPLE;
+    if ((v = json_object_get(j, "report")) && !json_is_null(v) &&
+        (rc = parse_report(s, v, d)))
         return rc;
     return 0;
 }
@@ -598,6 +627,12 @@ json_t *eng_spec_to_json(const eng_spec *s)
                                       s->sgpt_blocksize, "damp", s->sgpt_damp));
     json_object_set_new(j, "output",
                         json_pack("{s:s}", "format", ENG_OUTPUT_DENSE));
+    json_object_set_new(
+        j, "report",
+        json_pack("{s:o}", "recon_error",
+                  s->recon == ENG_RECON_SAMPLE
+                      ? json_string("sample")
+                      : json_boolean(s->recon == ENG_RECON_FULL)));
     return j;
 }
 

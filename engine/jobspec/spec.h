@@ -56,6 +56,22 @@ typedef struct eng_override {
     eng_pattern pattern;
 } eng_override;
 
+// Which reconstruction errors a run measures (spec "report.recon_error"):
+// none (false), an estimate ("sample": the first ENG_RECON_SAMPLE_ROWS
+// calibration rows and at most 256 output rows of each target, the cost of
+// a small product), or the whole set (true: H over every row and two
+// traces, rows x cols^2 each). Left out: true where the method builds the
+// Hessian anyway (sparsegpt), "sample" elsewhere, where a whole-set figure
+// would cost more than the method itself. With a Hessian, "sample" is
+// measured on every row too (it costs the same).
+typedef enum eng_recon {
+    ENG_RECON_OFF,
+    ENG_RECON_SAMPLE,
+    ENG_RECON_FULL,
+} eng_recon;
+
+#define ENG_RECON_SAMPLE_ROWS 2048
+
 typedef struct eng_spec {
     char *checkpoint; // may be NULL
     eng_method method;
@@ -75,6 +91,7 @@ typedef struct eng_spec {
     char *eval_dataset; // NULL when there is no evaluation
     int sgpt_blocksize;
     double sgpt_damp;
+    eng_recon recon;
 } eng_spec;
 
 // A tensor's share of the spec.

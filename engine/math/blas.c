@@ -1,8 +1,69 @@
-// blas.c: the engine's one touch of BLAS configuration.
+// blas.c: the engine's one touch of BLAS configuration: threads, and the
+// kernels OpenBLAS runs on this CPU.
 #include "engine/math/linalg.h"
 
-// OpenBLAS's own entry point (from its cblas.h), declared here so the
+#include <cpuid.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+// OpenBLAS's own entry points (from its cblas.h), declared here so the
 // engine needs no OpenBLAS-specific header path.
 void openblas_set_num_threads(int n);
+char *openblas_get_corename(void);
 
-void eng_blas_threads(int n) { openblas_set_num_threads(n > 0 ? n : 1); }
+// OpenBLAS on one thread: the engine's threads run its calls over tiles
+// (linalg.c), which keeps results the same for any thread count.
+void eng_blas_threads(int n)
+{
+    (void)n;
+    openblas_set_num_threads(1);
+}
+
+const char *eng_blas_core(void)
+{
+    const char *c = openblas_get_corename();
+    return c ? c : "unknown";
+}
+
+unsigned eng_cpu_features(void)
+{
+    unsigned a, b, c, d, f = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    bool fma = c & bit_FMA, osxsave = c & bit_OSXSAVE;
+    if (!osxsave)
+        return 0; // no AVX state saved by the OS: SSE kernels only
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    bool ymm = (lo & 0x6) == 0x6, zmm = (lo & 0xe6) == 0xe6;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    if (ymm && fma && (b & bit_AVX2))
+        f |= ENG_CPU_AVX2;
+    const unsigned avx512 =
+        bit_AVX512F | bit_AVX512DQ | bit_AVX512CD | bit_AVX512BW | bit_AVX512VL;
+    if (zmm && (f & ENG_CPU_AVX2) && (b & avx512) == avx512)
+        f |= ENG_CPU_AVX512;
+    if ((f & ENG_CPU_AVX512) && __get_cpuid_count(7, 1, &a, &b, &c, &d) &&
+        (a & (1u << 5)))
+        f |= ENG_CPU_AVX512_BF16;
+    return f;
+}
+
+const char *eng_blas_better_core(const char *current, unsigned features)
+{
+    // Cores whose kernels use AVX2 or AVX-512: nothing better to ask for.
+    static const char *const fast[] = {"Haswell", "Zen", "SkylakeX",
+                                       "Cooperlake", "SapphireRapids"};
+    for (size_t i = 0; current && i < sizeof fast / sizeof fast[0]; i++)
+        if (strcasecmp(current, fast[i]) == 0)
+            return NULL;
+    if (features & ENG_CPU_AVX512_BF16)
+        return "Cooperlake";
+    if (features & ENG_CPU_AVX512)
+        return "SkylakeX";
+    if (features & ENG_CPU_AVX2)
+        return "Haswell";
+    return NULL;
+}

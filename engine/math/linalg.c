@@ -1,7 +1,15 @@
 // linalg.c: OpenBLAS calls and their scalar references, and the same
-// products split into pieces with cancel polls (engine_int.h).
+// products split into pieces with cancel polls.
+//
+// OpenBLAS runs on one thread (eng_blas_threads): its own threading splits
+// work by the thread count, and its GEMM, SYRK and factorisations then
+// round differently for each count. The engine's threads (par.h) run the
+// calls instead, over tiles that depend on the shapes alone (TILE_N rows or
+// columns), so every value comes from the same calls whatever the thread
+// count, and a run's bytes are the same for 1 thread or 64.
 #include "engine/math/linalg.h"
 
+#include "engine/math/par.h"
 #include "engine/math/poll.h"
 
 #include <cblas.h>
@@ -17,12 +25,13 @@ void spotri_(const char *uplo, const int *n, float *a, const int *lda,
 void strtri_(const char *uplo, const char *diag, const int *n, float *a,
              const int *lda, int *info);
 
+#define TILE_N 256 // rows or columns of a BLAS call on one thread
+
 void eng_linear(float *restrict y, const float *restrict x,
                 const float *restrict w, const float *restrict b, int64_t n,
                 int64_t in, int64_t out)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out,
-                (int)in, 1.0f, x, (int)in, w, (int)in, 0.0f, y, (int)out);
+    eng_gemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     if (b)
         for (int64_t i = 0; i < n; i++)
             for (int64_t j = 0; j < out; j++)
@@ -43,20 +52,86 @@ void eng_linear_ref(float *restrict y, const float *restrict x,
     }
 }
 
-void eng_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-              const float *a, int64_t lda, const float *b, int64_t ldb,
-              float beta, float *c, int64_t ldc)
+void eng_gemm1(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+               const float *a, int64_t lda, const float *b, int64_t ldb,
+               float beta, float *c, int64_t ldc)
 {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
                 tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
                 a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
+typedef struct gemm_job {
+    bool ta, tb, by_rows;
+    int64_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+} gemm_job;
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Tiles [t0, t1) of C: TILE_N rows (with A's) or TILE_N columns (with B's).
+static void gemm_tiles(void *ctx, int64_t t0, int64_t t1)
+{
+    const gemm_job *j = ctx;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t at = t * TILE_N;
+        if (j->by_rows)
+            eng_gemm1(j->ta, j->tb, min64(TILE_N, j->m - at), j->n, j->k,
+                      j->alpha, j->ta ? j->a + at : j->a + at * j->lda, j->lda,
+                      j->b, j->ldb, j->beta, j->c + at * j->ldc, j->ldc);
+        else
+            eng_gemm1(j->ta, j->tb, j->m, min64(TILE_N, j->n - at), j->k,
+                      j->alpha, j->a, j->lda,
+                      j->tb ? j->b + at * j->ldb : j->b + at, j->ldb, j->beta,
+                      j->c + at, j->ldc);
+    }
+}
+
+void eng_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+              const float *a, int64_t lda, const float *b, int64_t ldb,
+              float beta, float *c, int64_t ldc)
+{
+    gemm_job j = {ta, tb, m >= n, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    int64_t dim = j.by_rows ? m : n;
+    if (dim <= TILE_N) {
+        eng_gemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    eng_par_for((dim + TILE_N - 1) / TILE_N, 1, 1, gemm_tiles, &j);
+}
+
+typedef struct syrk_job {
+    float *h;
+    const float *x;
+    int64_t n, cols, panels;
+} syrk_job;
+
+// Column panels of H's upper triangle: rows above the panel's diagonal
+// block by a product, the block by SYRK. Panel costs grow with their
+// index: they are taken in pairs from both ends so chunks weigh alike.
+static void syrk_panels(void *ctx, int64_t i0, int64_t i1)
+{
+    const syrk_job *j = ctx;
+    int64_t cols = j->cols;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t p = i % 2 == 0 ? i / 2 : j->panels - 1 - i / 2;
+        int64_t c0 = p * TILE_N, w = min64(TILE_N, cols - c0);
+        if (c0 > 0)
+            eng_gemm1(true, false, c0, w, j->n, 1.0f, j->x, cols, j->x + c0,
+                      cols, 1.0f, j->h + c0, cols);
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)w, (int)j->n,
+                    1.0f, j->x + c0, (int)cols, 1.0f, j->h + c0 * cols + c0,
+                    (int)cols);
+    }
+}
+
 void eng_syrk_acc(float *restrict h, const float *restrict x, int64_t n,
                   int64_t cols)
 {
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)cols, (int)n, 1.0f,
-                x, (int)cols, 1.0f, h, (int)cols);
+    syrk_job j = {h, x, n, cols, (cols + TILE_N - 1) / TILE_N};
+    eng_par_for(j.panels, 1, 1, syrk_panels, &j);
 }
 
 void eng_syrk_acc_ref(float *restrict h, const float *restrict x, int64_t n,
@@ -84,12 +159,28 @@ void eng_sym_fill(float *h, int64_t n)
                     h[i * n + j] = h[j * n + i];
 }
 
+typedef struct colsq_job {
+    float *s;
+    const float *x;
+    int64_t n, cols;
+} colsq_job;
+
+// Columns [j0, j1): each sums its rows in order, whoever runs it.
+static void colsq_cols(void *ctx, int64_t j0, int64_t j1)
+{
+    const colsq_job *c = ctx;
+    float *restrict s = c->s;
+    const float *restrict x = c->x;
+    for (int64_t r = 0; r < c->n; r++)
+        for (int64_t j = j0; j < j1; j++)
+            s[j] += x[r * c->cols + j] * x[r * c->cols + j];
+}
+
 void eng_colsq_acc(float *restrict s, const float *restrict x, int64_t n,
                    int64_t cols)
 {
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t j = 0; j < cols; j++)
-            s[j] += x[r * cols + j] * x[r * cols + j];
+    colsq_job c = {s, x, n, cols};
+    eng_par_for(cols, 16, n * cols < (1 << 16) ? cols : 64, colsq_cols, &c);
 }
 
 // Row-major upper (H[i][j], i <= j) is column-major lower: LAPACK works on
@@ -183,22 +274,84 @@ int eng_chol_inverse_upper_ref(float *a, int64_t n)
     return ok ? 0 : SH_ENUMERIC;
 }
 
-double eng_quad_trace(const float *d, const float *h, int64_t rows,
-                      int64_t cols, float *work)
+// trace(D H D^T) over rows of D, from H's upper triangle U (H = U + U^T -
+// diag): 2 sum((D U) .* D) - sum_j H_jj |D_:j|^2. D U is a triangular
+// product, half the multiply-adds of D H.
+static double quad_trace_tile(const float *d, const float *h, int64_t rows,
+                              int64_t cols, float *work)
 {
-    // work = D H, then sum of work .* D.
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols,
-                (int)cols, 1.0f, d, (int)cols, h, (int)cols, 0.0f, work,
+    memcpy(work, d, (size_t)(rows * cols) * sizeof *work);
+    cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans,
+                CblasNonUnit, (int)rows, (int)cols, 1.0f, h, (int)cols, work,
                 (int)cols);
+    // The diagonal's part, row by row: work's row r, once read, holds
+    // H_jj D_rj^2 instead.
     double t = 0;
-    for (int64_t i = 0; i < rows * cols; i++)
-        t += (double)work[i] * d[i];
+    for (int64_t r = 0; r < rows; r++) {
+        const float *dr = d + r * cols;
+        float *wr = work + r * cols;
+        double s = 0;
+        for (int64_t j = 0; j < cols; j++)
+            s += (double)wr[j] * dr[j];
+        t += 2 * s;
+    }
+    for (int64_t j = 0; j < cols; j++)
+        work[j] = h[j * cols + j]; // the diagonal, once
+    for (int64_t r = 0; r < rows; r++) {
+        const float *dr = d + r * cols;
+        double s = 0;
+        for (int64_t j = 0; j < cols; j++)
+            s += (double)work[j] * dr[j] * dr[j];
+        t -= s;
+    }
     return t;
 }
 
-// --- in pieces, with polls
+typedef struct trace_job {
+    const float *d, *h;
+    float *work;
+    double *part; // a sum per tile, added in tile order after
+    int64_t rows, cols;
+} trace_job;
 
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static void trace_tiles(void *ctx, int64_t t0, int64_t t1)
+{
+    const trace_job *j = ctx;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t r0 = t * TILE_N;
+        j->part[t] = quad_trace_tile(j->d + r0 * j->cols, j->h,
+                                     min64(TILE_N, j->rows - r0), j->cols,
+                                     j->work + r0 * j->cols);
+    }
+}
+
+static double quad_trace_rows(const float *d, const float *h, int64_t rows,
+                              int64_t cols, float *work)
+{
+    enum { MAX_TILES = 1024 };
+    double part[MAX_TILES];
+    int64_t tiles = (rows + TILE_N - 1) / TILE_N;
+    if (tiles > MAX_TILES) { // a piece that large: halves
+        int64_t half = (tiles / 2) * TILE_N;
+        return quad_trace_rows(d, h, half, cols, work) +
+               quad_trace_rows(d + half * cols, h, rows - half, cols,
+                               work + half * cols);
+    }
+    trace_job j = {d, h, work, part, rows, cols};
+    eng_par_for(tiles, 1, 1, trace_tiles, &j);
+    double t = 0;
+    for (int64_t i = 0; i < tiles; i++)
+        t += part[i];
+    return t;
+}
+
+double eng_quad_trace(const float *d, const float *h, int64_t rows,
+                      int64_t cols, float *work)
+{
+    return quad_trace_rows(d, h, rows, cols, work);
+}
+
+// --- in pieces, with polls
 
 // Rows (of a product with `per_row` multiply-adds a row) in a piece.
 static int64_t piece_rows(uint64_t per_row)
@@ -268,18 +421,11 @@ int eng_quad_trace_polled(double *out, const float *d, const float *h,
                           int64_t rows, int64_t cols, float *work,
                           const eng_hooks *hk)
 {
-    int64_t per = piece_rows((uint64_t)cols * (uint64_t)cols);
+    int64_t per = piece_rows((uint64_t)cols * (uint64_t)(cols + 1) / 2);
     double t = 0;
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t r = min64(per, rows - r0);
-        const float *dr = d + r0 * cols;
-        // work = D H for these rows, then their part of sum(work .* D),
-        // added in eng_quad_trace's order.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r,
-                    (int)cols, (int)cols, 1.0f, dr, (int)cols, h, (int)cols,
-                    0.0f, work, (int)cols);
-        for (int64_t i = 0; i < r * cols; i++)
-            t += (double)work[i] * dr[i];
+        t += quad_trace_rows(d + r0 * cols, h, r, cols, work);
         if (eng_hooks_cancelled(hk))
             return SH_ECANCELED;
     }
@@ -300,6 +446,43 @@ static void reverse_all(float *a, int64_t n)
 // In place, B (n, n) lower (row-major) = M M^T, M lower; right-looking by
 // blocks of nb columns, the trailing update by row panels. LAPACK works
 // column-major, where our lower is its upper.
+typedef struct chol_job {
+    float *a, *tmp;
+    int64_t n, nb, k, kb, r, j, jb; // the step: rows r.., block k or j
+} chol_job;
+
+// P (rows of tiles, kb) := P M_kk^-T, TILE_N rows a tile.
+static void chol_panel_tiles(void *ctx, int64_t t0, int64_t t1)
+{
+    const chol_job *c = ctx;
+    int lda = (int)c->n;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t i = c->r + t * TILE_N;
+        cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans,
+                    CblasNonUnit, (int)min64(TILE_N, c->n - i), (int)c->kb,
+                    1.0f, c->a + c->k * c->n + c->k, lda,
+                    c->a + i * c->n + c->k, lda);
+    }
+}
+
+// The trailing lower -= P P^T, row panels [p0, p1) of nb rows.
+static void chol_trailing(void *ctx, int64_t p0, int64_t p1)
+{
+    const chol_job *c = ctx;
+    float *a = c->a;
+    int64_t n = c->n, k = c->k, r = c->r;
+    int lda = (int)n, kbi = (int)c->kb;
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t i = r + p * c->nb, ib = min64(c->nb, n - i);
+        if (i > r) // left of the diagonal block
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ib,
+                        (int)(i - r), kbi, -1.0f, a + i * n + k, lda,
+                        a + r * n + k, lda, 1.0f, a + i * n + r, lda);
+        cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)ib, kbi,
+                    -1.0f, a + i * n + k, lda, 1.0f, a + i * n + i, lda);
+    }
+}
+
 static int chol_lower_blocked(float *a, int64_t n, int64_t nb,
                               const eng_hooks *h)
 {
@@ -312,24 +495,15 @@ static int chol_lower_blocked(float *a, int64_t n, int64_t nb,
         int64_t r = k + kb, rest = n - r;
         if (rest == 0)
             break;
-        // Panel below: P (rest, kb) := P M_kk^-T.
-        cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans,
-                    CblasNonUnit, (int)rest, kbi, 1.0f, a + k * n + k, lda,
-                    a + r * n + k, lda);
+        // Panel below: P (rest, kb) := P M_kk^-T, by row tiles.
+        chol_job c = {.a = a, .n = n, .nb = nb, .k = k, .kb = kb, .r = r};
+        eng_par_for((rest + TILE_N - 1) / TILE_N, 1, 1, chol_panel_tiles, &c);
         if (eng_hooks_cancelled(h))
             return SH_ECANCELED;
-        // Trailing lower -= P P^T, a row panel at a time.
-        for (int64_t i = r; i < n; i += nb) {
-            int64_t ib = min64(nb, n - i);
-            if (i > r) // left of the diagonal block
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ib,
-                            (int)(i - r), kbi, -1.0f, a + i * n + k, lda,
-                            a + r * n + k, lda, 1.0f, a + i * n + r, lda);
-            cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)ib, kbi,
-                        -1.0f, a + i * n + k, lda, 1.0f, a + i * n + i, lda);
-            if (eng_hooks_cancelled(h))
-                return SH_ECANCELED;
-        }
+        // Trailing lower -= P P^T, row panels on the threads.
+        eng_par_for((rest + nb - 1) / nb, 1, 1, chol_trailing, &c);
+        if (eng_hooks_cancelled(h))
+            return SH_ECANCELED;
     }
     return 0;
 }
@@ -339,43 +513,80 @@ static int chol_lower_blocked(float *a, int64_t n, int64_t nb,
 // diagonal block is -(M^-1 of what follows) P M_jj^-1, the first product
 // by row panels from the bottom (each reads only rows above it, still
 // unchanged).
+// P_i := X_ii P_i + X[i, r:i] P[r:i] (X = M^-1 below r) for row panels
+// [p0, p1): P[r:i] read from the copy made before, so panels are
+// independent.
+static void tri_panels(void *ctx, int64_t p0, int64_t p1)
+{
+    const chol_job *c = ctx;
+    float *a = c->a;
+    int64_t n = c->n, j = c->j, r = c->r, jb = c->jb;
+    int lda = (int)n, jbi = (int)jb;
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t i = r + p * c->nb, ib = min64(c->nb, n - i);
+        cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans,
+                    CblasNonUnit, (int)ib, jbi, 1.0f, a + i * n + i, lda,
+                    a + i * n + j, lda);
+        if (i > r)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ib, jbi,
+                        (int)(i - r), 1.0f, a + i * n + r, lda, c->tmp, jbi,
+                        1.0f, a + i * n + j, lda);
+    }
+}
+
+// P := -P M_jj^-1, by row tiles.
+static void tri_solve_tiles(void *ctx, int64_t t0, int64_t t1)
+{
+    const chol_job *c = ctx;
+    int lda = (int)c->n;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t i = c->r + t * TILE_N;
+        cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans,
+                    CblasNonUnit, (int)min64(TILE_N, c->n - i), (int)c->jb,
+                    -1.0f, c->a + c->j * c->n + c->j, lda,
+                    c->a + i * c->n + c->j, lda);
+    }
+}
+
 static int tri_inverse_lower_blocked(float *a, int64_t n, int64_t nb,
                                      const eng_hooks *h)
 {
     int lda = (int)n;
+    float *tmp = malloc((size_t)n * (size_t)nb * sizeof *tmp);
+    if (!tmp)
+        return SH_ENOMEM;
     for (int64_t j = (n - 1) / nb * nb; j >= 0; j -= nb) {
         int64_t jb = min64(nb, n - j), r = j + jb;
         int jbi = (int)jb, info = 0;
-        for (int64_t i = (n - 1 - r) / nb * nb + r; r < n && i >= r; i -= nb) {
-            int64_t ib = min64(nb, n - i);
-            // P_i := X_ii P_i + X[i, r:i] P[r:i]  (X = M^-1 below r)
-            cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans,
-                        CblasNonUnit, (int)ib, jbi, 1.0f, a + i * n + i, lda,
-                        a + i * n + j, lda);
-            if (i > r)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ib,
-                            jbi, (int)(i - r), 1.0f, a + i * n + r, lda,
-                            a + r * n + j, lda, 1.0f, a + i * n + j, lda);
-            if (eng_hooks_cancelled(h))
+        chol_job c = {
+            .a = a, .tmp = tmp, .n = n, .nb = nb, .r = r, .j = j, .jb = jb};
+        if (r < n) {
+            for (int64_t i = r; i < n; i++) // P as it is, for every panel
+                memcpy(tmp + (i - r) * jb, a + i * n + j,
+                       (size_t)jb * sizeof *tmp);
+            eng_par_for((n - r + nb - 1) / nb, 1, 1, tri_panels, &c);
+            if (eng_hooks_cancelled(h)) {
+                free(tmp);
                 return SH_ECANCELED;
+            }
+            eng_par_for((n - r + TILE_N - 1) / TILE_N, 1, 1, tri_solve_tiles,
+                        &c);
         }
-        if (r < n) // P := -P M_jj^-1
-            cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans,
-                        CblasNonUnit, (int)(n - r), jbi, -1.0f, a + j * n + j,
-                        lda, a + r * n + j, lda);
         strtri_("U", "N", &jbi, a + j * n + j, &lda, &info);
-        if (info != 0)
-            return SH_ENUMERIC;
-        if (eng_hooks_cancelled(h))
-            return SH_ECANCELED;
+        if (info != 0 || eng_hooks_cancelled(h)) {
+            free(tmp);
+            return info != 0 ? SH_ENUMERIC : SH_ECANCELED;
+        }
     }
+    free(tmp);
     return 0;
 }
 
 int eng_chol_inverse_polled(float *a, int64_t n, int64_t nb, const eng_hooks *h)
 {
-    if (nb <= 0 &&
-        (uint64_t)n * (uint64_t)n * (uint64_t)n <= 2 * ENG_POLL_FMA) {
+    // Small ones in one LAPACK call (on one thread); the rest blocked,
+    // their products on the engine's threads.
+    if (nb <= 0 && n <= 512) {
         if (eng_chol_inverse_upper(a, n) != 0)
             return SH_ENUMERIC;
         return eng_hooks_cancelled(h) ? SH_ECANCELED : 0;

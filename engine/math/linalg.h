@@ -13,8 +13,28 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-// Sets the threads BLAS may use, for the whole process (eng_set_threads).
+// Sets the threads BLAS may use, for the whole process (eng_set_threads):
+// OpenBLAS runs each call on one thread and the engine's threads (par.h)
+// share the calls of a product out over tiles fixed by its shape.
 void eng_blas_threads(int n);
+
+// The kernels OpenBLAS chose (its core name: "Haswell", "Prescott"...).
+// It chooses before main runs, from cpuid; on some virtual machines (a
+// generic model name in cpuid) it falls back to generic SSE kernels, five
+// times slower than the CPU allows.
+const char *eng_blas_core(void);
+
+// What this CPU and its OS support, as ENG_CPU_* bits.
+enum {
+    ENG_CPU_AVX2 = 1u << 0,        // with FMA
+    ENG_CPU_AVX512 = 1u << 1,      // F, DQ, CD, BW, VL
+    ENG_CPU_AVX512_BF16 = 1u << 2, // and BF16
+};
+unsigned eng_cpu_features(void);
+
+// The core to run OpenBLAS as (OPENBLAS_CORETYPE) when `current` is a
+// generic one and the features allow better; NULL when current is good.
+const char *eng_blas_better_core(const char *current, unsigned features);
 
 // Y (n, out) = X (n, in) @ W (out, in)^T [+ b (out,)]. A linear layer.
 void eng_linear(float *restrict y, const float *restrict x,
@@ -25,7 +45,12 @@ void eng_linear_ref(float *restrict y, const float *restrict x,
                     int64_t in, int64_t out);
 
 // C (m, n) = alpha * A (m, k) @ B (k, n) + beta * C, with leading
-// dimensions. Transposes as BLAS does.
+// dimensions. Transposes as BLAS does. On the engine's threads, by tiles of
+// rows (or columns) of C; eng_gemm1 is one call on the calling thread, for
+// use inside a parallel loop.
+void eng_gemm1(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+               const float *a, int64_t lda, const float *b, int64_t ldb,
+               float beta, float *c, int64_t ldc);
 void eng_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
               const float *a, int64_t lda, const float *b, int64_t ldb,
               float beta, float *c, int64_t ldc);
@@ -49,8 +74,8 @@ void eng_colsq_acc(float *restrict s, const float *restrict x, int64_t n,
 int eng_chol_inverse_upper(float *a, int64_t n);
 int eng_chol_inverse_upper_ref(float *a, int64_t n);
 
-// trace(D H D^T) for D (rows, cols), H (cols, cols) full symmetric.
-// work: (rows, cols). Accumulated in double.
+// trace(D H D^T) for D (rows, cols), H (cols, cols) symmetric (only its
+// upper triangle is read). work: (rows, cols). Accumulated in double.
 double eng_quad_trace(const float *d, const float *h, int64_t rows,
                       int64_t cols, float *work);
 
@@ -77,8 +102,8 @@ int eng_linear_polled(float *restrict y, const float *restrict x,
 int eng_syrk_acc_polled(float *restrict h, const float *restrict x, int64_t n,
                         int64_t cols, const eng_hooks *hk);
 
-// *out = trace(D H D^T), as eng_quad_trace (same order of the sum), with
-// work (rows, cols) as there.
+// *out = trace(D H D^T), as eng_quad_trace, in pieces of rows of D (the
+// sums then add piece by piece), with work (rows, cols) as there.
 int eng_quad_trace_polled(double *out, const float *d, const float *h,
                           int64_t rows, int64_t cols, float *work,
                           const eng_hooks *hk);

@@ -2,6 +2,7 @@
 #include "engine/methods/sparsegpt.h"
 
 #include "engine/math/linalg.h"
+#include "engine/math/par.h"
 #include "engine/math/poll.h"
 #include "engine/select/mask.h"
 
@@ -53,6 +54,69 @@ static void mask_group(uint8_t *mask, const float *score, int64_t rows,
         }
     }
 }
+
+// One block of columns [i1, i1 + count) of W, its rows shared among
+// threads (rows are independent within a block).
+typedef struct block_job {
+    float *w, *w1, *q1, *err, *score;
+    uint8_t *mask;
+    const float *u;
+    int64_t cols, i1, count;
+    int n, m;
+} block_job;
+
+// The block's columns into w1 and, unstructured, their scores.
+static void block_load(void *ctx, int64_t r0, int64_t r1)
+{
+    block_job *j = ctx;
+    int64_t count = j->count, cols = j->cols, i1 = j->i1;
+    for (int64_t r = r0; r < r1; r++) {
+        memcpy(j->w1 + r * count, j->w + r * cols + i1,
+               (size_t)count * sizeof *j->w1);
+        for (int64_t c = 0; j->m == 0 && c < count; c++) {
+            float dd = j->u[(i1 + c) * cols + i1 + c];
+            float x = j->w1[r * count + c];
+            j->score[r * count + c] = x * x / (dd * dd);
+        }
+    }
+}
+
+// The OBS updates inside the block, row by row (N:M: each group's mask
+// chosen when the sweep reaches it), and the result back into W.
+static void block_sweep(void *ctx, int64_t r0, int64_t r1)
+{
+    block_job *j = ctx;
+    int64_t count = j->count, cols = j->cols, i1 = j->i1;
+    const float *u = j->u;
+    for (int64_t r = r0; r < r1; r++) {
+        float *row = j->w1 + r * count, *sc = j->score + r * count;
+        uint8_t *mk = j->mask + r * count;
+        for (int64_t i = 0; i < count; i++) {
+            const float *urow = u + (i1 + i) * cols + i1; // U[i1+i, i1..i2)
+            float dd = urow[i];
+            if (j->m > 0 && i % j->m == 0) {
+                for (int k = 0; k < j->m; k++) {
+                    float du = u[(i1 + i + k) * cols + i1 + i + k];
+                    float x = row[i + k];
+                    sc[i + k] = x * x / (du * du);
+                }
+                mask_group(mk, sc, 1, count, i, j->n, j->m);
+            }
+            float x = row[i];
+            float q = mk[i] ? 0.0f : x;
+            float e = (x - q) / dd;
+            j->q1[r * count + i] = q;
+            j->err[r * count + i] = e;
+            for (int64_t k = i; k < count; k++)
+                row[k] -= e * urow[k];
+        }
+        memcpy(j->w + r * cols + i1, j->q1 + r * count,
+               (size_t)count * sizeof *j->q1);
+    }
+}
+
+// Rows per thread at the least: a thread's start is worth some work.
+#define SWEEP_MIN_ROWS 16
 
 int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
                   const eng_sgpt_opts *o, double *damp_used,
@@ -117,25 +181,26 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
         goto out;
     const float *u = h; // (cols, cols) upper: H^-1 = U^T U
 
-    // Polls: before each block, and as work is done (eng_pacer) between
-    // rows of the block's passes, the OBS updates included (a block of many
-    // columns is long), and between pieces of the lazy update.
-    eng_pacer pace = {.h = hooks};
+    // Polls: before each block and its passes, and between pieces of the
+    // lazy update. A block's passes run on the job's threads, a share of
+    // rows each; one is rows * count^2 / 2 multiply-adds at most.
     for (int64_t i1 = 0; i1 < cols; i1 += bs) {
         if (eng_hooks_cancelled(hooks))
             goto cancelled;
         int64_t i2 = i1 + bs < cols ? i1 + bs : cols, count = i2 - i1;
-        for (int64_t r = 0; r < rows; r++) {
-            memcpy(w1 + r * count, w + r * cols + i1,
-                   (size_t)count * sizeof *w1);
-            for (int64_t c = 0; o->m == 0 && c < count; c++) {
-                float dd = u[(i1 + c) * cols + i1 + c];
-                float x = w1[r * count + c];
-                score[r * count + c] = x * x / (dd * dd);
-            }
-            if (eng_pacer_step(&pace, (uint64_t)count))
-                goto cancelled;
-        }
+        block_job job = {.w = w,
+                         .w1 = w1,
+                         .q1 = q1,
+                         .err = err,
+                         .score = score,
+                         .mask = mask,
+                         .u = u,
+                         .cols = cols,
+                         .i1 = i1,
+                         .count = count,
+                         .n = o->n,
+                         .m = o->m};
+        eng_par_for(rows, 1, SWEEP_MIN_ROWS, block_load, &job);
         memset(mask, 0, (size_t)(rows * count));
         if (o->m == 0) {
             // This block's share of round(s * numel), so the tensor gets
@@ -144,38 +209,11 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
                          eng_count_for(o->sparsity, (uint64_t)(rows * i1));
             if ((rc = mask_block(mask, score, rows, count, k, bits, d)) != 0)
                 goto out;
-            if (eng_pacer_step(&pace, (uint64_t)(rows * count)))
+            if (eng_hooks_cancelled(hooks))
                 goto cancelled;
         }
-        for (int64_t i = 0; i < count; i++) {
-            const float *urow = u + (i1 + i) * cols + i1; // U[i1+i, i1..i2)
-            float dd = urow[i];
-            if (o->m > 0 && i % o->m == 0) {
-                for (int64_t r = 0; r < rows; r++)
-                    for (int j = 0; j < o->m; j++) {
-                        float du = u[(i1 + i + j) * cols + i1 + i + j];
-                        float x = w1[r * count + i + j];
-                        score[r * count + i + j] = x * x / (du * du);
-                    }
-                mask_group(mask, score, rows, count, i, o->n, o->m);
-            }
-            for (int64_t r = 0; r < rows; r++) {
-                float *row = w1 + r * count;
-                float x = row[i];
-                float q = mask[r * count + i] ? 0.0f : x;
-                float e = (x - q) / dd;
-                q1[r * count + i] = q;
-                err[r * count + i] = e;
-                for (int64_t j = i; j < count; j++)
-                    row[j] -= e * urow[j];
-                if (eng_pacer_step(&pace, (uint64_t)(count - i)))
-                    goto cancelled;
-            }
-        }
-        for (int64_t r = 0; r < rows; r++)
-            memcpy(w + r * cols + i1, q1 + r * count,
-                   (size_t)count * sizeof *q1);
-        if (eng_pacer_step(&pace, (uint64_t)(rows * count)))
+        eng_par_for(rows, 1, SWEEP_MIN_ROWS, block_sweep, &job);
+        if (eng_hooks_cancelled(hooks))
             goto cancelled;
         if (i2 < cols && // W[:, i2:] -= Err1 @ U[i1:i2, i2:]
             (rc = eng_gemm_polled(false, false, rows, cols - i2, count, -1.0f,

@@ -33,10 +33,14 @@ typedef struct eng_acts {
     float *x; // (rows, width)
     int64_t rows, width;
     int64_t seqs, seqlen; // token models: rows = seqs * seqlen
+    bool borrowed; // x is not ours to free or change (the dataset's rows):
+                   // a forward pass writes a new buffer
 } eng_acts;
 
-// Called with each site's input during a forward pass: X (rows, cols).
-typedef void (*eng_site_fn)(void *ctx, int site, const float *x, int64_t rows,
+// Called with each site's input during a statistics pass: X (rows, cols).
+// Returns false when the caller wants no later site of the block: the pass
+// stops there.
+typedef bool (*eng_site_fn)(void *ctx, int site, const float *x, int64_t rows,
                             int64_t cols);
 
 // The metric over a dataset: perplexity for token models (exp of the mean
@@ -96,10 +100,14 @@ typedef struct eng_family {
     // The first block's input from the dataset's rows; out is malloc'd.
     int (*embed)(eng_net *n, const eng_dataset *ds, eng_acts *out,
                  const eng_hooks *h, sh_diag *d);
-    // Runs block b over a in place (width may change); fn (may be NULL)
-    // sees each site's input.
-    int (*forward)(eng_net *n, eng_net_block *b, eng_acts *a, eng_site_fn fn,
-                   void *ctx, const eng_hooks *h, sh_diag *d);
+    // Runs block b over a in place (width may change).
+    int (*forward)(eng_net *n, eng_net_block *b, eng_acts *a,
+                   const eng_hooks *h, sh_diag *d);
+    // A statistics pass: runs block b over a as forward does, showing fn
+    // each site's input in order, up to the site fn answers false to
+    // (nothing after it is computed); a is left as it was.
+    int (*stats)(eng_net *n, eng_net_block *b, const eng_acts *a,
+                 eng_site_fn fn, void *ctx, const eng_hooks *h, sh_diag *d);
     // The metric of the last block's output a over ds.
     int (*metric)(eng_net *n, const eng_dataset *ds, const eng_acts *a,
                   const eng_hooks *h, eng_metric *out, sh_diag *d);

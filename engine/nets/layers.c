@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 // --- tensors
 
@@ -107,11 +108,18 @@ int net_tensor_row(const eng_net *n, size_t ti, int64_t row, float *out,
 int net_scratch(eng_net *n, size_t count, float **out, sh_diag *d)
 {
     if (count > n->scratch_n) {
-        float *grown = realloc(n->scratch, count * sizeof *grown);
-        if (!grown)
+        // Contents need not survive. Huge pages where the kernel gives
+        // them on request: a block's intermediates are hundreds of MB,
+        // and first touches of small pages cost more than the work.
+        enum { HUGE = 2 << 20 };
+        size_t bytes = (count * sizeof(float) + HUGE - 1) / HUGE * HUGE;
+        free(n->scratch);
+        n->scratch_n = 0;
+        n->scratch = aligned_alloc(HUGE, bytes);
+        if (!n->scratch)
             return sh_diag_set(d, SH_ENOMEM, "",
                                "out of memory for a block's intermediates");
-        n->scratch = grown;
+        madvise(n->scratch, bytes, MADV_HUGEPAGE);
         n->scratch_n = count;
     }
     *out = n->scratch;

@@ -20,6 +20,7 @@
 #include "engine/nets/layers.h"
 
 #include "engine/math/linalg.h"
+#include "engine/math/par.h"
 #include "engine/math/poll.h"
 
 #include <assert.h>
@@ -184,29 +185,80 @@ static int llama_open(eng_net *n, const json_t *cfg, sh_diag *d)
 
 // --- pieces
 
+// The element-wise steps run on the job's threads (math/par.h), a share
+// of rows each; every value is computed as the serial loop would.
+#define PAR_ROWS 64 // rows per thread at the least
+
+typedef struct rows_job {
+    float *y;
+    const float *x, *w;
+    int64_t d;
+    double eps;
+} rows_job;
+
+static void rmsnorm_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    const rows_job *j = ctx;
+    const float *restrict x = j->x, *restrict w = j->w;
+    float *restrict y = j->y;
+    int64_t d = j->d;
+    double eps = j->eps;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * d;
+        double ss = 0;
+        for (int64_t c = 0; c < d; c++)
+            ss += (double)xr[c] * xr[c];
+        float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
+        for (int64_t c = 0; c < d; c++)
+            y[r * d + c] = w[c] * (xr[c] * inv);
+    }
+}
+
 // y (rows, d) = x / sqrt(mean(x^2) + eps) * w
 static void rmsnorm(float *restrict y, const float *restrict x,
                     const float *restrict w, int64_t rows, int64_t d,
                     double eps)
 {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * d;
-        double ss = 0;
-        for (int64_t j = 0; j < d; j++)
-            ss += (double)xr[j] * xr[j];
-        float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
-        for (int64_t j = 0; j < d; j++)
-            y[r * d + j] = w[j] * (xr[j] * inv);
-    }
+    rows_job j = {.y = y, .x = x, .w = w, .d = d, .eps = eps};
+    eng_par_for(rows, 1, PAR_ROWS, rmsnorm_rows, &j);
 }
 
-// In place on (rows, heads * hd) laid out as [seq][pos][head][hd]:
-// x' = x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1].
-static void rope(const eng_net *n, float *x, int64_t seqs, int64_t seqlen,
-                 int64_t heads)
+// y += x, (rows, d)
+static void add_rows(void *ctx, int64_t r0, int64_t r1)
 {
+    const rows_job *j = ctx;
+    for (int64_t i = r0 * j->d; i < r1 * j->d; i++)
+        j->y[i] += j->x[i];
+}
+
+static void residual_add(float *y, const float *x, int64_t rows, int64_t d)
+{
+    rows_job j = {.y = y, .x = x, .d = d};
+    eng_par_for(rows, 1, PAR_ROWS, add_rows, &j);
+}
+
+// y = silu(y) * x, (rows, d): SwiGLU's product, in place of the gate.
+static void swiglu_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    const rows_job *j = ctx;
+    for (int64_t i = r0 * j->d; i < r1 * j->d; i++)
+        j->y[i] = j->y[i] / (1.0f + expf(-j->y[i])) * j->x[i];
+}
+
+typedef struct rope_job {
+    const eng_net *n;
+    float *x;
+    int64_t seqlen, heads;
+} rope_job;
+
+static void rope_seqs(void *ctx, int64_t s0, int64_t s1)
+{
+    const rope_job *j = ctx;
+    const eng_net *n = j->n;
+    float *x = j->x;
+    int64_t seqlen = j->seqlen, heads = j->heads;
     int64_t hd = n->head_dim, half = hd / 2;
-    for (int64_t s = 0; s < seqs; s++) {
+    for (int64_t s = s0; s < s1; s++) {
         for (int64_t p = 0; p < seqlen; p++) {
             const float *c = n->rope_cos + p * hd, *sn = n->rope_sin + p * hd;
             for (int64_t h = 0; h < heads; h++) {
@@ -221,46 +273,94 @@ static void rope(const eng_net *n, float *x, int64_t seqs, int64_t seqlen,
     }
 }
 
-// Causal attention, head by head, sequence by sequence. ctx (rows, qd).
-// Counts a head's T^2 scores on pace; SH_ECANCELED when a poll said stop.
-static int attention(const eng_net *n, float *ctx, const float *q,
-                     const float *k, const float *v, int64_t seqs,
-                     int64_t seqlen, float *scores, eng_pacer *pace)
+// In place on (rows, heads * hd) laid out as [seq][pos][head][hd]:
+// x' = x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1].
+static void rope(const eng_net *n, float *x, int64_t seqs, int64_t seqlen,
+                 int64_t heads)
 {
-    int64_t hd = n->head_dim, qd = n->heads * hd, kvd = n->kv_heads * hd;
-    int64_t group = n->heads / n->kv_heads;
+    rope_job j = {.n = n, .x = x, .seqlen = seqlen, .heads = heads};
+    eng_par_for(seqs, 1, (PAR_ROWS + seqlen - 1) / seqlen, rope_seqs, &j);
+}
+
+// Causal attention, head by head, sequence by sequence, the sequences
+// shared among the engine's threads (each with its own scores, T x T).
+typedef struct attn_job {
+    const eng_net *n;
+    float *ctx;
+    const float *q, *k, *v;
+    int64_t seqlen;
+    float *scores; // (threads' chunks, T, T): chunk c's at c * T * T
+    int64_t per;   // sequences a chunk
+} attn_job;
+
+static void attn_seqs(void *arg, int64_t s0, int64_t s1)
+{
+    const attn_job *j = arg;
+    const eng_net *n = j->n;
+    int64_t seqlen = j->seqlen, hd = n->head_dim, qd = n->heads * hd;
+    int64_t kvd = n->kv_heads * hd, group = n->heads / n->kv_heads;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int64_t s = 0; s < seqs; s++) {
+    float *scores = j->scores + s0 / j->per * seqlen * seqlen;
+    for (int64_t s = s0; s < s1; s++) {
         for (int64_t h = 0; h < n->heads; h++) {
             int64_t g = h / group;
-            const float *qs = q + s * seqlen * qd + h * hd;
-            const float *ks = k + s * seqlen * kvd + g * hd;
-            const float *vs = v + s * seqlen * kvd + g * hd;
+            const float *qs = j->q + s * seqlen * qd + h * hd;
+            const float *ks = j->k + s * seqlen * kvd + g * hd;
+            const float *vs = j->v + s * seqlen * kvd + g * hd;
             // scores (T, T) = q k^T * scale
-            eng_gemm(false, true, seqlen, seqlen, hd, scale, qs, qd, ks, kvd,
-                     0.0f, scores, seqlen);
+            eng_gemm1(false, true, seqlen, seqlen, hd, scale, qs, qd, ks, kvd,
+                      0.0f, scores, seqlen);
             for (int64_t i = 0; i < seqlen; i++) {
                 float *row = scores + i * seqlen;
                 int64_t lo = n->window > 0 && i - n->window + 1 > 0
                                  ? i - n->window + 1
                                  : 0;
                 float mx = -INFINITY;
-                for (int64_t j = lo; j <= i; j++)
-                    mx = row[j] > mx ? row[j] : mx;
+                for (int64_t c = lo; c <= i; c++)
+                    mx = row[c] > mx ? row[c] : mx;
                 float sum = 0;
-                for (int64_t j = 0; j < seqlen; j++) {
-                    float e = j >= lo && j <= i ? expf(row[j] - mx) : 0.0f;
-                    row[j] = e;
+                for (int64_t c = 0; c < seqlen; c++) {
+                    float e = c >= lo && c <= i ? expf(row[c] - mx) : 0.0f;
+                    row[c] = e;
                     sum += e;
                 }
-                for (int64_t j = lo; j <= i; j++)
-                    row[j] /= sum;
+                for (int64_t c = lo; c <= i; c++)
+                    row[c] /= sum;
             }
-            eng_gemm(false, false, seqlen, hd, seqlen, 1.0f, scores, seqlen, vs,
-                     kvd, 0.0f, ctx + s * seqlen * qd + h * hd, qd);
-            if (eng_pacer_step(pace, (uint64_t)(seqlen * seqlen)))
-                return SH_ECANCELED;
+            eng_gemm1(false, false, seqlen, hd, seqlen, 1.0f, scores, seqlen,
+                      vs, kvd, 0.0f, j->ctx + s * seqlen * qd + h * hd, qd);
         }
+    }
+}
+
+// ctx (rows, qd). Polls between groups of sequences (ATTN_SEQS_A_POLL
+// sequences' T^2 scores per head); SH_ECANCELED when a poll said stop.
+// scores: room for eng_par_count() score matrices.
+static int attention(const eng_net *n, float *ctx, const float *q,
+                     const float *k, const float *v, int64_t seqs,
+                     int64_t seqlen, float *scores, eng_pacer *pace)
+{
+    int64_t t = eng_par_count();
+    // Sequences per poll: about ENG_POLL_ELEMS scores of every head.
+    int64_t step =
+        (int64_t)(ENG_POLL_ELEMS / (uint64_t)(seqlen * seqlen * n->heads + 1)) +
+        1;
+    step = (step + t - 1) / t * t; // whole chunks for every thread
+    for (int64_t s0 = 0; s0 < seqs; s0 += step) {
+        int64_t m = seqs - s0 < step ? seqs - s0 : step;
+        // Chunks of whole sequences; chunk c uses the c-th scores.
+        int64_t per = (m + t - 1) / t;
+        attn_job j = {n,
+                      ctx + s0 * seqlen * n->heads * n->head_dim,
+                      q + s0 * seqlen * n->heads * n->head_dim,
+                      k + s0 * seqlen * n->kv_heads * n->head_dim,
+                      v + s0 * seqlen * n->kv_heads * n->head_dim,
+                      seqlen,
+                      scores,
+                      per};
+        eng_par_for(m, per, per, attn_seqs, &j);
+        if (eng_pacer_step(pace, (uint64_t)(m * seqlen * seqlen * n->heads)))
+            return SH_ECANCELED;
     }
     return 0;
 }
@@ -298,38 +398,50 @@ static int llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
         free(x);
         return rc;
     }
-    *out = (eng_acts){x, rows, dm, ds->rows, T};
+    *out = (eng_acts){
+        .x = x, .rows = rows, .width = dm, .seqs = ds->rows, .seqlen = T};
     return 0;
 }
 
+// The block over a: its residual stream a->x updated in place (forward),
+// or a copy of it in scratch (a statistics pass, fn set: fn sees each
+// site's input and may stop the pass).
+//
 // Polls: after every piece of each product (eng_linear_polled), every
 // head of a sequence, and rows of the element-wise steps by ENG_POLL_ELEMS.
-static int llama_forward(eng_net *n, eng_net_block *b, eng_acts *a,
-                         eng_site_fn fn, void *ctx, const eng_hooks *hk,
-                         sh_diag *d)
+static int llama_run(eng_net *n, eng_net_block *b, const eng_acts *a,
+                     eng_site_fn fn, void *ctx, const eng_hooks *hk, sh_diag *d)
 {
     int64_t rows = a->rows, dm = n->hidden, hd = n->head_dim;
     int64_t qd = n->heads * hd, kvd = n->kv_heads * hd, in = n->inter;
     int rc;
     if (a->seqlen > n->rope_len && (rc = rope_tables(n, a->seqlen, d)) != 0)
         return rc;
-    size_t need = (size_t)rows * (size_t)(dm + qd + 2 * kvd + qd + 3 * in) +
-                  (size_t)(a->seqlen * a->seqlen);
+    // Fresh memory costs a page fault a page: the attention output takes
+    // the place of q (each head's queries are read before its output is
+    // written), SwiGLU's product that of the gate.
+    size_t need = (size_t)rows * (size_t)(dm + qd + 2 * kvd + 2 * in) +
+                  (size_t)(a->seqlen * a->seqlen * eng_par_count()) +
+                  (fn ? (size_t)(rows * dm) : 0);
     float *buf;
     if ((rc = net_scratch(n, need, &buf, d)) != 0)
         return rc;
     float *x = buf, *q = x + rows * dm, *k = q + rows * qd, *v = k + rows * kvd;
-    float *att = v + rows * kvd, *g = att + rows * qd, *u = g + rows * in;
-    float *m = u + rows * in, *scores = m + rows * in;
+    float *att = q, *g = v + rows * kvd, *u = g + rows * in;
+    float *m = g, *scores = u + rows * in;
     float *h = a->x;
+    if (fn) {
+        h = scores + a->seqlen * a->seqlen * eng_par_count();
+        memcpy(h, a->x, (size_t)(rows * dm) * sizeof *h);
+    }
     eng_pacer pace = {.h = hk};
     uint64_t width = (uint64_t)(rows * dm);
 
     rmsnorm(x, h, b->aux[NORM_IN], rows, dm, n->eps);
     if (eng_pacer_step(&pace, width))
         return SH_ECANCELED;
-    if (fn)
-        fn(ctx, 0, x, rows, dm);
+    if (fn && !fn(ctx, 0, x, rows, dm))
+        return 0;
     if ((rc = eng_linear_polled(q, x, b->w[Q], b->b[Q], rows, dm, qd, hk)) ||
         (rc = eng_linear_polled(k, x, b->w[K], b->b[K], rows, dm, kvd, hk)) ||
         (rc = eng_linear_polled(v, x, b->w[V], b->b[V], rows, dm, kvd, hk)))
@@ -340,37 +452,46 @@ static int llama_forward(eng_net *n, eng_net_block *b, eng_acts *a,
         return SH_ECANCELED;
     if ((rc = attention(n, att, q, k, v, a->seqs, a->seqlen, scores, &pace)))
         return rc;
-    if (fn)
-        fn(ctx, 1, att, rows, qd);
+    if (fn && !fn(ctx, 1, att, rows, qd))
+        return 0;
     // x reused: o
     if ((rc = eng_linear_polled(x, att, b->w[O], b->b[O], rows, qd, dm, hk)))
         return rc;
-    for (int64_t i = 0; i < rows * dm; i++)
-        h[i] += x[i];
+    residual_add(h, x, rows, dm);
 
     rmsnorm(x, h, b->aux[NORM_POST], rows, dm, n->eps);
     if (eng_pacer_step(&pace, 2 * width))
         return SH_ECANCELED;
-    if (fn)
-        fn(ctx, 2, x, rows, dm);
+    if (fn && !fn(ctx, 2, x, rows, dm))
+        return 0;
     if ((rc = eng_linear_polled(g, x, b->w[GATE], b->b[GATE], rows, dm, in,
                                 hk)) ||
         (rc = eng_linear_polled(u, x, b->w[UP], b->b[UP], rows, dm, in, hk)))
         return rc;
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t i = r * in; i < (r + 1) * in; i++)
-            m[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        if (eng_pacer_step(&pace, (uint64_t)in))
-            return SH_ECANCELED;
-    }
-    if (fn)
-        fn(ctx, 3, m, rows, in);
+    rows_job sw = {.y = m, .x = u, .d = in};
+    eng_par_for(rows, 1, PAR_ROWS, swiglu_rows, &sw);
+    if (eng_pacer_step(&pace, (uint64_t)(rows * in)))
+        return SH_ECANCELED;
+    if (fn && !fn(ctx, 3, m, rows, in))
+        return 0;
     if ((rc =
              eng_linear_polled(x, m, b->w[DOWN], b->b[DOWN], rows, in, dm, hk)))
         return rc;
-    for (int64_t i = 0; i < rows * dm; i++)
-        h[i] += x[i];
+    residual_add(h, x, rows, dm);
     return eng_pacer_step(&pace, width) ? SH_ECANCELED : 0;
+}
+
+static int llama_forward(eng_net *n, eng_net_block *b, eng_acts *a,
+                         const eng_hooks *hk, sh_diag *d)
+{
+    return llama_run(n, b, a, NULL, NULL, hk, d);
+}
+
+static int llama_stats(eng_net *n, eng_net_block *b, const eng_acts *a,
+                       eng_site_fn fn, void *ctx, const eng_hooks *hk,
+                       sh_diag *d)
+{
+    return llama_run(n, b, a, fn, ctx, hk, d);
 }
 
 // Logits (rows, vocab) of final hidden states h (rows, hidden).
@@ -512,6 +633,7 @@ const eng_family eng_family_llama = {
     .check_dataset = llama_check_dataset,
     .embed = llama_embed,
     .forward = llama_forward,
+    .stats = llama_stats,
     .metric = llama_metric,
     .logits = llama_logits,
     .groups = llama_groups,

@@ -88,20 +88,33 @@ static int mlp_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
                      const eng_hooks *h, sh_diag *d)
 {
     (void)n;
-    size_t count = (size_t)(ds->rows * ds->info.cols);
-    *out = (eng_acts){.rows = ds->rows, .width = ds->info.cols};
-    if (!(out->x = malloc(count * sizeof *out->x)))
-        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    return eng_copy_polled(out->x, ds->inputs, count, h);
+    (void)h;
+    (void)d;
+    // The first layer reads the rows where they lie; its forward pass
+    // writes its output to a buffer of its own.
+    *out = (eng_acts){.x = (float *)ds->inputs,
+                      .borrowed = true,
+                      .rows = ds->rows,
+                      .width = ds->info.cols};
+    return 0;
+}
+
+// The block's one site is its input: nothing to run.
+static int mlp_stats(eng_net *n, eng_net_block *b, const eng_acts *a,
+                     eng_site_fn fn, void *ctx, const eng_hooks *h, sh_diag *d)
+{
+    (void)n;
+    (void)b;
+    (void)h;
+    (void)d;
+    fn(ctx, 0, a->x, a->rows, a->width);
+    return 0;
 }
 
 static int mlp_forward(eng_net *n, eng_net_block *b, eng_acts *a,
-                       eng_site_fn fn, void *ctx, const eng_hooks *h,
-                       sh_diag *d)
+                       const eng_hooks *h, sh_diag *d)
 {
     const eng_net_linear *l = &n->blocks[b->index].lin[0];
-    if (fn)
-        fn(ctx, 0, a->x, a->rows, a->width);
     float *y = malloc((size_t)(a->rows * l->rows) * sizeof *y);
     if (!y)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
@@ -121,7 +134,9 @@ static int mlp_forward(eng_net *n, eng_net_block *b, eng_acts *a,
         free(y);
         return rc;
     }
-    free(a->x);
+    if (!a->borrowed)
+        free(a->x);
+    a->borrowed = false;
     a->x = y;
     a->width = l->rows;
     return 0;
@@ -185,6 +200,7 @@ const eng_family eng_family_mlp = {
     .check_dataset = mlp_check_dataset,
     .embed = mlp_embed,
     .forward = mlp_forward,
+    .stats = mlp_stats,
     .metric = mlp_metric,
     .logits = NULL,
     .groups = mlp_groups,

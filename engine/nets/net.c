@@ -211,8 +211,10 @@ float *eng_net_block_weight(eng_net_block *b, size_t i) { return b->w[i]; }
 
 void eng_acts_deinit(eng_acts *a)
 {
-    free(a->x);
+    if (!a->borrowed)
+        free(a->x);
     a->x = NULL;
+    a->borrowed = false;
 }
 
 int eng_acts_copy(eng_acts *dst, const eng_acts *src, sh_diag *d)
@@ -225,12 +227,16 @@ int eng_acts_copy_polled(eng_acts *dst, const eng_acts *src, const eng_hooks *h,
 {
     // dst's buffer is reused when it is large enough.
     size_t n = (size_t)(src->rows * src->width);
-    size_t have = dst->x ? (size_t)(dst->rows * dst->width) : 0;
-    float *x = have >= n ? dst->x : realloc(dst->x, (n ? n : 1) * sizeof *x);
+    size_t have =
+        dst->x && !dst->borrowed ? (size_t)(dst->rows * dst->width) : 0;
+    float *x = have >= n ? dst->x
+                         : realloc(dst->borrowed ? NULL : dst->x,
+                                   (n ? n : 1) * sizeof *x);
     if (!x)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     *dst = *src;
     dst->x = x;
+    dst->borrowed = false;
     return eng_copy_polled(dst->x, src->x, n, h);
 }
 
@@ -248,16 +254,21 @@ int eng_net_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
 }
 
 int eng_net_block_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
-                                 eng_site_fn fn, void *ctx, const eng_hooks *h,
-                                 sh_diag *d)
+                                 const eng_hooks *h, sh_diag *d)
 {
-    return n->fam->forward(n, b, a, fn, ctx, h, d);
+    return n->fam->forward(n, b, a, h, d);
 }
 
-int eng_net_block_forward(eng_net *n, eng_net_block *b, eng_acts *a,
-                          eng_site_fn fn, void *ctx, sh_diag *d)
+int eng_net_block_forward(eng_net *n, eng_net_block *b, eng_acts *a, sh_diag *d)
 {
-    return eng_net_block_forward_polled(n, b, a, fn, ctx, NULL, d);
+    return eng_net_block_forward_polled(n, b, a, NULL, d);
+}
+
+int eng_net_block_stats_polled(eng_net *n, eng_net_block *b, const eng_acts *a,
+                               eng_site_fn fn, void *ctx, const eng_hooks *h,
+                               sh_diag *d)
+{
+    return n->fam->stats(n, b, a, fn, ctx, h, d);
 }
 
 // The dataset's rows through every block: a holds the last block's output.
@@ -275,7 +286,7 @@ static int run_blocks(eng_net *n, const eng_dataset *ds, eng_acts *a,
         if (rc == 0 && eng_hooks_cancelled(h))
             rc = SH_ECANCELED;
         if (rc == 0)
-            rc = eng_net_block_forward_polled(n, blk, a, NULL, NULL, h, d);
+            rc = eng_net_block_forward_polled(n, blk, a, h, d);
         eng_net_block_close(blk);
     }
     return rc;

@@ -106,9 +106,9 @@ int eng_acts_copy(eng_acts *dst, const eng_acts *src, sh_diag *d);
 // The first `rows` dataset rows as the first block's input.
 int eng_net_embed(eng_net *n, const eng_dataset *ds, eng_acts *out, sh_diag *d);
 
-// Runs one block over a (in place; width may change). fn may be NULL.
+// Runs one block over a (in place; width may change).
 int eng_net_block_forward(eng_net *n, eng_net_block *b, eng_acts *a,
-                          eng_site_fn fn, void *ctx, sh_diag *d);
+                          sh_diag *d);
 
 // The metric over a dataset (eng_metric, family.h).
 int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
@@ -131,7 +131,11 @@ int eng_net_embed_polled(eng_net *n, const eng_dataset *ds, eng_acts *out,
 int eng_acts_copy_polled(eng_acts *dst, const eng_acts *src, const eng_hooks *h,
                          sh_diag *d);
 int eng_net_block_forward_polled(eng_net *n, eng_net_block *b, eng_acts *a,
-                                 eng_site_fn fn, void *ctx, const eng_hooks *h,
-                                 sh_diag *d);
+                                 const eng_hooks *h, sh_diag *d);
+// A statistics pass over one block (family.h, stats): fn sees each site's
+// input up to the one it answers false to; a is unchanged.
+int eng_net_block_stats_polled(eng_net *n, eng_net_block *b, const eng_acts *a,
+                               eng_site_fn fn, void *ctx, const eng_hooks *h,
+                               sh_diag *d);
 
 #endif

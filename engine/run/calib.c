@@ -22,18 +22,13 @@
 #include "engine/methods/method.h"
 #include "engine/nets/net.h"
 
+#include "common/util.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_SITES 8
-
-// Rows of the calibration activations the reconstruction errors are
-// measured on when the method collects no Hessian of its own: the first
-// ones (a fixed sample, so the figure is an estimate of the whole set's).
-// Building H over every row only for the report cost Wanda eight times
-// its own work.
-#define RECON_SAMPLE_ROWS 2048
 
 typedef struct calib {
     const eng_model *m;
@@ -46,8 +41,10 @@ typedef struct calib {
     bool *written;      // (ntensors,)
     eng_threshold *thr; // (ntensors,) global scope: per-tensor threshold
     size_t nt;
-    int64_t hess_rows; // rows of each site's input that H sums (all, or
-                       // the reconstruction sample)
+    bool hess_all;       // H over every row (the method's, or recon true)
+    int64_t sample_rows; // recon "sample": rows of each input kept
+    int64_t sampled[MAX_SITES]; // rows kept so far
+    float *sample[MAX_SITES];   // (sample_rows, cols)
     // the current block's statistics, per input site
     int nsites;
     bool used[MAX_SITES];
@@ -55,24 +52,55 @@ typedef struct calib {
     float *hess[MAX_SITES];  // (cols, cols)
     float *colsq[MAX_SITES]; // (cols,)
     bool cancelled;          // a poll in on_site said stop
+    int last_site;           // the last site a target of the block reads
+    double stat_s;           // seconds on_site spent, summed
+    // Buffers kept from one target to the next: fresh memory costs a page
+    // fault a page, often more than the work done in it.
+    struct buf {
+        float *p;
+        size_t n;
+    } orig, work;
+    size_t block, nblocks; // for progress
 } calib;
 
 static eng_score_kind kind_of(eng_method m) { return eng_methods[m].score; }
 
-static void on_site(void *ctx, int site, const float *x, int64_t rows,
+static bool on_site(void *ctx, int site, const float *x, int64_t rows,
                     int64_t cols)
 {
     calib *c = ctx;
-    if (c->cancelled || site >= c->nsites || !c->used[site])
-        return;
+    if (c->cancelled)
+        return false;
+    if (site >= c->nsites || !c->used[site])
+        return site < c->last_site;
     c->cols[site] = cols;
+    double t0 = sh_time_mono();
     // The forward pass polls too; this is the long part of a site.
-    int64_t hr = rows < c->hess_rows ? rows : c->hess_rows;
     if (c->hess[site] &&
-        eng_syrk_acc_polled(c->hess[site], x, hr, cols, c->h) != 0)
+        eng_syrk_acc_polled(c->hess[site], x, rows, cols, c->h) != 0)
         c->cancelled = true;
+    if (c->sample[site]) { // the first rows, for the estimate
+        int64_t k = rows < c->sample_rows ? rows : c->sample_rows;
+        memcpy(c->sample[site], x, (size_t)(k * cols) * sizeof(float));
+        c->sampled[site] = k;
+    }
     if (c->colsq[site] && !c->cancelled)
         eng_colsq_acc(c->colsq[site], x, rows, cols);
+    c->stat_s += sh_time_mono() - t0;
+    return !c->cancelled && site < c->last_site;
+}
+
+// b's buffer, grown to hold n floats; NULL when out of memory.
+static float *scratch(struct buf *b, size_t n)
+{
+    if (n > b->n) {
+        free(b->p);
+        b->n = 0;
+        if (!(b->p = malloc(n * sizeof *b->p)))
+            return NULL;
+        b->n = n;
+    }
+    return b->p;
 }
 
 static void stats_free(calib *c)
@@ -80,7 +108,8 @@ static void stats_free(calib *c)
     for (int i = 0; i < MAX_SITES; i++) {
         free(c->hess[i]);
         free(c->colsq[i]);
-        c->hess[i] = c->colsq[i] = NULL;
+        free(c->sample[i]);
+        c->hess[i] = c->colsq[i] = c->sample[i] = NULL;
         c->used[i] = false;
     }
 }
@@ -91,19 +120,27 @@ static int stats_alloc(calib *c, size_t block, sh_diag *d)
     const eng_net_linear *lin;
     size_t n = eng_net_linears(c->net, block, &lin);
     c->nsites = eng_net_sites(c->net, block);
+    c->last_site = -1;
     for (size_t i = 0; i < n; i++) {
         int s = lin[i].site;
         if (!c->plan->rows[lin[i].tensor].share.target || c->used[s])
             continue;
         c->used[s] = true;
+        c->last_site = s > c->last_site ? s : c->last_site;
         size_t cols = (size_t)lin[i].cols;
-        // H for every method: the solver's statistic, or the
-        // reconstruction errors' (on a sample, see RECON_SAMPLE_ROWS).
+        // H: the solver's statistic, or the reconstruction errors' (on
+        // every row); or the first rows themselves for the estimate.
         bool colsq = eng_methods[c->s->method].stats & ENG_STAT_COLSQ;
-        c->hess[s] = calloc(cols * cols, sizeof(float));
+        bool hess = c->hess_all, sample = c->sample_rows > 0;
+        if (hess)
+            c->hess[s] = calloc(cols * cols, sizeof(float));
         if (colsq)
             c->colsq[s] = calloc(cols, sizeof(float));
-        if (!c->hess[s] || (colsq && !c->colsq[s]))
+        if (sample)
+            c->sample[s] =
+                malloc((size_t)c->sample_rows * cols * sizeof(float));
+        if ((hess && !c->hess[s]) || (colsq && !c->colsq[s]) ||
+            (sample && !c->sample[s]))
             return sh_diag_set(d, SH_ENOMEM, "",
                                "out of memory for %zux%zu calibration "
                                "statistics",
@@ -158,8 +195,11 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
             uint32_t *work = malloc(2 * (size_t)cols * sizeof *work);
             if (!work)
                 return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-            bad = eng_mask_per_row(mask, &sc, row->k, work);
+            int rc = eng_mask_per_row(mask, &sc, row->k, work);
             free(work);
+            if (rc == SH_ENOMEM)
+                return sh_diag_set(d, rc, "", "out of memory");
+            bad = rc != 0;
         } else if (c->thr && pooled(c, ti)) {
             eng_threshold t2 = c->thr[ti];
             eng_mask_threshold(mask, &sc, &t2);
@@ -177,6 +217,63 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
     return bad ? nonfinite(d, t->name) : 0;
 }
 
+// The block at hand and what it is doing (its stage: a phase's name).
+static void progress(calib *c, eng_phase stage, const char *tensor)
+{
+    size_t b = c->block, nb = c->nblocks;
+    eng_progress p = {.phase = "pruning",
+                      .stage = eng_phase_name(stage),
+                      .tensor = tensor,
+                      .step = b + 1,
+                      .steps = nb,
+                      .fraction = ENG_FRAC_BLOCKS +
+                                  ENG_FRAC_BLOCKS_SPAN * (double)b / nb};
+    eng_hooks_progress(c->h, &p);
+}
+
+// The estimate of recon "sample": ||D Xs^T||^2 / ||W Xs^T||^2 over the
+// site's first rows Xs and at most RECON_OUTPUTS output rows spread evenly
+// (each row's error is its own: the subset samples their sum), D = W - W'.
+#define RECON_OUTPUTS 256
+
+static int64_t sample_outputs(int64_t rows)
+{
+    return rows < RECON_OUTPUTS ? rows : RECON_OUTPUTS;
+}
+
+// The i-th of k sampled rows of `rows`.
+static int64_t sample_row(int64_t i, int64_t k, int64_t rows)
+{
+    return i * rows / k;
+}
+
+// orig: the sampled rows of W before pruning (k, cols); w the pruned W;
+// work: room for (k, cols + sampled rows).
+static int recon_sample(calib *c, int site, const float *orig, const float *w,
+                        int64_t rows, int64_t cols, float *work, double *num,
+                        double *den)
+{
+    int64_t k = sample_outputs(rows), s = c->sampled[site];
+    const float *xs = c->sample[site];
+    float *sub = work, *y = work + k * cols; // (k, cols), (k, s)
+    for (int pass = 0; pass < 2; pass++) {   // D's rows, then W's
+        for (int64_t i = 0; i < k; i++) {
+            const float *wr = w + sample_row(i, k, rows) * cols;
+            for (int64_t j = 0; j < cols; j++)
+                sub[i * cols + j] = orig[i * cols + j] - (pass ? 0.0f : wr[j]);
+        }
+        eng_gemm(false, true, k, s, cols, 1.0f, sub, cols, xs, cols, 0.0f, y,
+                 s);
+        double acc = 0;
+        for (int64_t i = 0; i < k * s; i++)
+            acc += (double)y[i] * y[i];
+        *(pass ? den : num) = acc;
+        if (eng_hooks_cancelled(c->h))
+            return SH_ECANCELED;
+    }
+    return 0;
+}
+
 // Prunes one target linear of the loaded block and writes it.
 static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
                         int64_t cols, int site, sh_diag *d)
@@ -185,20 +282,35 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     const eng_plan_row *row = &c->plan->rows[ti];
     const eng_share *p = &row->share;
     eng_layer_report *l = eng_report_add_layer(c->r, t, p);
+    const eng_method_def *md = &eng_methods[c->s->method];
+    bool recon = c->s->recon != ENG_RECON_OFF;
     size_t n = (size_t)(rows * cols), cn = (size_t)(cols * cols);
-    float *orig = malloc(n * sizeof *orig);
-    float *work = malloc((n > cn ? n : cn) * sizeof *work);
+    // The weights before (for the reconstruction error); room for the
+    // solver's copy of H, the dtype round trip and the traces' pieces.
+    // The estimate keeps only the rows it samples.
+    const float *h = c->hess[site];
+    int64_t keep = h ? rows : sample_outputs(rows);
+    float *orig = recon ? scratch(&c->orig, (size_t)(keep * cols)) : NULL;
+    size_t wn = md->solve && cn > n ? cn : n;
+    if (recon && !h) // the estimate's sampled rows and their products
+        wn = wn > (size_t)(keep * (cols + c->sampled[site]))
+                 ? wn
+                 : (size_t)(keep * (cols + c->sampled[site]));
+    float *work = scratch(&c->work, wn);
     float *scale = NULL;
     uint64_t *mask = NULL;
     int rc = 0;
-    if (!l || !orig || !work) {
+    if (!l || (recon && !orig) || !work) {
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         goto out;
     }
-    if ((rc = eng_copy_polled(orig, w, n, c->h)) != 0)
+    progress(c, ENG_PHASE_SOLVE, t->name);
+    double t0 = sh_time_mono();
+    if (recon && h && (rc = eng_copy_polled(orig, w, n, c->h)) != 0)
         goto out;
-    const float *h = c->hess[site];
-    const eng_method_def *md = &eng_methods[c->s->method];
+    for (int64_t i = 0; recon && !h && i < keep; i++)
+        memcpy(orig + i * cols, w + sample_row(i, keep, rows) * cols,
+               (size_t)cols * sizeof *orig);
     if (md->solve) {
         // The solver consumes its copy
         if ((rc = eng_copy_polled(work, h, cn, c->h)) != 0)
@@ -239,16 +351,29 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
         eng_convert_from_f32(work, w, t->dtype, n);
         eng_convert_to_f32(w, work, t->dtype, n);
     }
-    // ||W X - W' X||^2 / ||W X||^2 = tr(D H D^T) / tr(W H W^T).
-    double den = 0, num = 0;
-    if ((rc = eng_quad_trace_polled(&den, orig, h, rows, cols, work, c->h)))
-        goto out;
-    for (size_t i = 0; i < n; i++)
-        orig[i] -= w[i];
-    if ((rc = eng_quad_trace_polled(&num, orig, h, rows, cols, work, c->h)))
-        goto out;
-    l->recon_error = den > 0 ? num / den : 0.0;
+    t0 = eng_report_lap(c->r, l, ENG_PHASE_SOLVE, t0);
+    if (recon) {
+        progress(c, ENG_PHASE_RECON, t->name);
+        // ||W X - W' X||^2 / ||W X||^2 = tr(D H D^T) / tr(W H W^T), D =
+        // W - W'; or the estimate on the first rows.
+        double den = 0, num = 0;
+        if (h &&
+            (rc = eng_quad_trace_polled(&den, orig, h, rows, cols, work, c->h)))
+            goto out;
+        for (size_t i = 0; h && i < n; i++)
+            orig[i] -= w[i];
+        if (h &&
+            (rc = eng_quad_trace_polled(&num, orig, h, rows, cols, work, c->h)))
+            goto out;
+        if (!h && (rc = recon_sample(c, site, orig, w, rows, cols, work, &num,
+                                     &den)) != 0)
+            goto out;
+        l->recon_error = den > 0 ? num / den : 0.0;
+        t0 = eng_report_lap(c->r, l, ENG_PHASE_RECON, t0);
+    }
+    progress(c, ENG_PHASE_WRITE, t->name);
     rc = eng_write_f32(c->w, ti, w, t->dtype, n, l, row->want, d);
+    eng_report_lap(c->r, l, ENG_PHASE_WRITE, t0);
     if (rc == 0) {
         c->written[ti] = true;
         c->r->target_tensors++;
@@ -257,8 +382,7 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
         c->r->model_zeros += l->zeros;
     }
 out:
-    free(orig);
-    free(work);
+
     free(scale);
     free(mask);
     return rc;
@@ -320,14 +444,6 @@ static int global_thresholds(calib *c, sh_diag *d)
     return rc;
 }
 
-static void progress(calib *c, const char *phase, size_t step, size_t steps,
-                     double fraction)
-{
-    eng_progress p = {
-        .phase = phase, .step = step, .steps = steps, .fraction = fraction};
-    eng_hooks_progress(c->h, &p);
-}
-
 // Every target must be a linear layer of a block.
 static int check_targets(calib *c, sh_diag *d)
 {
@@ -347,31 +463,37 @@ static int check_targets(calib *c, sh_diag *d)
 
 static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
 {
-    size_t nb = eng_net_blocks(c->net);
-    eng_acts dense = {0}; // the statistics pass runs on a copy
+    size_t nb = c->nblocks = eng_net_blocks(c->net);
     int rc = 0;
     for (size_t b = 0; rc == 0 && b < nb; b++) {
         if (eng_hooks_cancelled(c->h)) {
-            rc = SH_ECANCELED; // and free dense below
+            rc = SH_ECANCELED;
             break;
         }
-        progress(c, "pruning", b + 1, nb,
-                 ENG_FRAC_BLOCKS + ENG_FRAC_BLOCKS_SPAN * (double)b / nb);
+        c->block = b;
+        progress(c, ENG_PHASE_READ, NULL);
+        double t0 = sh_time_mono();
         eng_net_block *blk = NULL;
         if ((rc = eng_net_block_open(c->net, b, &blk, d)) != 0)
             break;
+        t0 = eng_report_lap(c->r, NULL, ENG_PHASE_READ, t0);
+        progress(c, ENG_PHASE_FORWARD, NULL);
         if (eng_hooks_cancelled(c->h))
             rc = SH_ECANCELED; // blk freed below
-        if (rc == 0 && (rc = stats_alloc(c, b, d)) == 0)
-            rc = eng_acts_copy_polled(&dense, acts, c->h, d);
-        if (rc == 0)
-            rc = eng_net_block_forward_polled(c->net, blk, &dense, on_site, c,
-                                              c->h, d);
+        double stat0 = c->stat_s;
+        // The dense pass, as far as the block's targets read.
+        if (rc == 0 && (rc = stats_alloc(c, b, d)) == 0 && c->last_site >= 0)
+            rc = eng_net_block_stats_polled(c->net, blk, acts, on_site, c, c->h,
+                                            d);
         if (rc == 0 && c->cancelled)
             rc = SH_ECANCELED;
         for (int s = 0; rc == 0 && s < c->nsites; s++)
             if (c->hess[s])
                 eng_sym_fill(c->hess[s], c->cols[s]);
+        // The statistics ran inside the forward pass.
+        t0 = eng_report_lap(c->r, NULL, ENG_PHASE_FORWARD, t0);
+        c->r->timings[ENG_PHASE_FORWARD] -= c->stat_s - stat0;
+        c->r->timings[ENG_PHASE_STATISTICS] += c->stat_s - stat0;
         const eng_net_linear *lin;
         size_t nl = eng_net_linears(c->net, b, &lin);
         for (size_t i = 0; rc == 0 && i < nl; i++) {
@@ -382,13 +504,15 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         }
         // The pruned block makes the next block's inputs; after the last
         // one nobody reads them (evaluation reads the written model).
-        if (rc == 0 && b + 1 < nb)
-            rc = eng_net_block_forward_polled(c->net, blk, acts, NULL, NULL,
-                                              c->h, d);
+        if (rc == 0 && b + 1 < nb) {
+            progress(c, ENG_PHASE_FORWARD, NULL);
+            t0 = sh_time_mono();
+            rc = eng_net_block_forward_polled(c->net, blk, acts, c->h, d);
+            eng_report_lap(c->r, NULL, ENG_PHASE_FORWARD, t0);
+        }
         stats_free(c);
         eng_net_block_close(blk);
     }
-    eng_acts_deinit(&dense);
     return rc;
 }
 
@@ -415,7 +539,10 @@ int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
     if ((rc = eng_net_open(&c.net, m, d)) != 0 ||
         (rc = check_targets(&c, d)) != 0)
         goto out;
-    progress(&c, "calibrating", 0, 1, 0.0);
+    eng_hooks_progress(
+        h,
+        &(eng_progress){.phase = "calibrating", .stage = "read", .steps = 1});
+    double t0 = sh_time_mono();
     if ((rc = eng_dataset_load(&ds, o->calibration_path, s->calib_samples,
                                eng_net_vocab(c.net), eng_net_classes(c.net), h,
                                d)) != 0 ||
@@ -423,20 +550,29 @@ int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
         sh_diag_prefix(d, "calibration data");
         goto out;
     }
+    t0 = eng_report_lap(r, NULL, ENG_PHASE_READ, t0);
     r->calib_samples = ds.rows;
-    c.hess_rows = eng_methods[s->method].stats & ENG_STAT_HESSIAN
-                      ? INT64_MAX
-                      : RECON_SAMPLE_ROWS;
+    // H over every row for the method's own use, or recon true; the
+    // estimate (recon "sample") without a Hessian keeps the first rows.
+    c.hess_all = eng_methods[s->method].stats & ENG_STAT_HESSIAN ||
+                 s->recon == ENG_RECON_FULL;
+    c.sample_rows =
+        !c.hess_all && s->recon == ENG_RECON_SAMPLE ? ENG_RECON_SAMPLE_ROWS : 0;
     r->calib_tokens =
         ds.info.kind == ENG_DATASET_TOKENS ? ds.rows * ds.info.cols : ds.rows;
-    r->recon_rows =
-        r->calib_tokens < c.hess_rows ? r->calib_tokens : c.hess_rows;
+    r->recon_rows = s->recon == ENG_RECON_OFF ? 0
+                    : c.hess_all || r->calib_tokens < c.sample_rows
+                        ? r->calib_tokens
+                        : c.sample_rows;
     if (s->scope == ENG_SCOPE_GLOBAL && (rc = global_thresholds(&c, d)) != 0)
         goto out;
+    t0 = eng_report_lap(r, NULL, ENG_PHASE_SOLVE, t0);
     if ((rc = eng_net_embed_polled(c.net, &ds, &acts, h, d)) != 0)
         goto out;
+    eng_report_lap(r, NULL, ENG_PHASE_FORWARD, t0);
     if ((rc = run_blocks(&c, &acts, d)) != 0)
         goto out;
+    t0 = sh_time_mono();
     // Everything not pruned is copied through, byte for byte.
     for (size_t i = 0; rc == 0 && i < c.nt; i++) {
         if (c.written[i])
@@ -447,6 +583,7 @@ int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
         if (rc == 0)
             rc = eng_out_copy(w, i, d);
     }
+    eng_report_lap(r, NULL, ENG_PHASE_WRITE, t0);
     for (size_t i = 0; i < c.nt; i++)
         r->model_params += eng_model_tensor(m, i)->numel;
 out:
@@ -456,5 +593,7 @@ out:
     eng_net_close(c.net);
     free(c.written);
     free(c.thr);
+    free(c.orig.p);
+    free(c.work.p);
     return rc;
 }

@@ -2,6 +2,7 @@
 // calibration (magnitude, random): tensor after tensor, read into a reused
 // buffer, pruned, written; the next tensor is read and its threshold found
 // on a helper thread meanwhile (reader.c).
+#include "engine/math/par.h"
 #include "engine/math/poll.h"
 #include "engine/run/reader.h"
 #include "engine/run/run.h"
@@ -20,7 +21,69 @@
 
 const char *eng_version(void) { return SH_VERSION; }
 
-void eng_set_threads(int n) { eng_blas_threads(n); }
+void eng_set_threads(int n)
+{
+    eng_blas_threads(n);
+    eng_par_threads(n);
+}
+
+// Set beside OPENBLAS_CORETYPE when eng_blas_fix_core chose it.
+#define CORE_MARK "SHEARS_BLAS_CORE_CHOSEN"
+
+void eng_blas_fix_core(char **argv)
+{
+    if (getenv("OPENBLAS_CORETYPE"))
+        return; // the user's choice, or ours on the second run
+    // SHEARS_BLAS_CORE_SEEN stands in for OpenBLAS's choice: the tests
+    // take the re-exec path with it on CPUs where OpenBLAS chooses well.
+    const char *seen = getenv("SHEARS_BLAS_CORE_SEEN");
+    const char *better =
+        eng_blas_better_core(seen ? seen : eng_blas_core(), eng_cpu_features());
+    if (!better)
+        return;
+    setenv("OPENBLAS_CORETYPE", better, 1);
+    setenv(CORE_MARK, better, 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); // no exec: the generic kernels it is
+    unsetenv(CORE_MARK);
+}
+
+void eng_blas_info_get(eng_blas_info *out, bool measure)
+{
+    unsigned f = eng_cpu_features();
+    const char *set = getenv("OPENBLAS_CORETYPE"), *mark = getenv(CORE_MARK);
+    *out = (eng_blas_info){.core = eng_blas_core(),
+                           .source = !set ? "detected"
+                                     : mark && strcmp(mark, set) == 0
+                                         ? "chosen"
+                                         : "OPENBLAS_CORETYPE",
+                           .avx2 = f & ENG_CPU_AVX2,
+                           .avx512 = f & ENG_CPU_AVX512,
+                           .avx512_bf16 = f & ENG_CPU_AVX512_BF16};
+    if (!measure)
+        return;
+    enum { N = 1024 };
+    float *a = malloc((size_t)N * N * sizeof *a);
+    float *c = malloc((size_t)N * N * sizeof *c);
+    if (!a || !c) {
+        free(a);
+        free(c);
+        return;
+    }
+    for (size_t i = 0; i < (size_t)N * N; i++)
+        a[i] = (float)(i % 17) / 17.0f - 0.5f;
+    double best = 0;
+    for (int r = 0; r < 3; r++) { // the best of three: the first warms up
+        double t0 = sh_time_mono();
+        eng_gemm(false, true, N, N, N, 1.0f, a, N, a, N, 0.0f, c, N);
+        double dt = sh_time_mono() - t0;
+        double g = dt > 0 ? 2.0 * N * N * N / dt / 1e9 : 0;
+        best = g > best ? g : best;
+    }
+    free(a);
+    free(c);
+    out->sgemm_gflops = best;
+}
 
 static eng_score_kind score_kind(eng_method m) { return eng_methods[m].score; }
 
@@ -248,16 +311,24 @@ static int prune_target(stream_ctx *c, eng_loaded *ld, eng_layer_report *l,
     eng_threshold *thr = row->pooled ? &c->pooled : &ld->thr;
     int rc = 0;
 
+    // The fused kernels select, mask and write in one pass: write.
+    double t0 = sh_time_mono();
     if (p->pattern.kind == ENG_PATTERN_NM) {
-        if (!ld->data)
-            return eng_write_nm(c->w, ti, src, t->dtype, t->numel, l, want,
-                                c->h, d);
+        if (!ld->data) {
+            rc = eng_write_nm(c->w, ti, src, t->dtype, t->numel, l, want, c->h,
+                              d);
+            eng_report_lap(c->r, l, ENG_PHASE_WRITE, t0);
+            return rc;
+        }
     } else if (p->pattern.kind == ENG_PATTERN_UNSTRUCTURED && !ld->data) {
-        return eng_write_threshold(c->w, ti, src, t->dtype, t->numel, thr, l,
-                                   want, c->h, d);
+        rc = eng_write_threshold(c->w, ti, src, t->dtype, t->numel, thr, l,
+                                 want, c->h, d);
+        eng_report_lap(c->r, l, ENG_PHASE_WRITE, t0);
+        return rc;
     }
 
     // Off the fast path: the whole tensor is in memory; build a mask.
+    t0 = sh_time_mono();
     eng_scorer sc;
     scorer_for(c, ti, ld->data, &sc);
     uint64_t *mask = malloc(eng_mask_words(t->numel) * sizeof *mask);
@@ -273,9 +344,11 @@ static int prune_target(stream_ctx *c, eng_loaded *ld, eng_layer_report *l,
     }
     if (rc == SH_ENUMERIC)
         rc = nonfinite(d, t->name);
+    t0 = eng_report_lap(c->r, l, ENG_PHASE_SOLVE, t0);
     if (rc == 0)
         rc = eng_write_masked(c->w, ti, ld->data, t->dtype, t->numel, mask, l,
                               want, c->h, d);
+    eng_report_lap(c->r, l, ENG_PHASE_WRITE, t0);
     free(mask);
     return rc;
 }
@@ -291,7 +364,10 @@ static int stream_tensor(stream_ctx *c, eng_loaded *ld, sh_diag *d)
     c->r->model_params += t->numel;
     if (!p->target) {
         c->r->model_zeros += ld->zeros;
-        return eng_out_copy(c->w, ld->ti, d);
+        double t0 = sh_time_mono();
+        int rc = eng_out_copy(c->w, ld->ti, d);
+        eng_report_lap(c->r, NULL, ENG_PHASE_WRITE, t0);
+        return rc;
     }
     eng_layer_report *l = eng_report_add_layer(c->r, t, p);
     if (!l)
@@ -355,12 +431,16 @@ static int prune_streaming(const eng_model *m, const eng_spec *s,
                               want_bytes, prepare, &c, d);
     c.bytes_done = 0;
     eng_loaded *ld;
+    // Waiting for the reader (which selects too, beside the writing): read.
+    double t0 = sh_time_mono();
     while (rc == 0 && (ld = eng_reader_next(rd))) {
+        eng_report_lap(r, NULL, ENG_PHASE_READ, t0);
         const eng_tensor_info *t = eng_model_tensor(m, ld->ti);
         progress(&c, "pruning", ld->ti + 1, nt, t->name, base, span);
         rc = eng_hooks_cancelled(h) ? SH_ECANCELED : stream_tensor(&c, ld, d);
         eng_reader_release(rd, ld);
         c.bytes_done += t->end - t->begin;
+        t0 = sh_time_mono();
     }
     eng_reader_stop(rd);
     if (rc == 0)
@@ -412,16 +492,22 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     eng_format_plan(fmt, &plan);
     if (o->evaluation_path) {
         phase(h, "evaluating dense", 0.0);
+        double t1 = sh_time_mono();
         if ((rc = measure(m, o->evaluation_path, h, &dense, d)) != 0)
             goto out;
+        eng_report_lap(r, NULL, ENG_PHASE_EVALUATE, t1);
     }
-    bool calibrated =
-        eng_methods[s->method].needs_calibration || o->calibration_path;
+    // Calibration data without a calibrated method serves only the
+    // reconstruction errors: when none are asked for, it is not read.
+    bool calibrated = eng_methods[s->method].needs_calibration ||
+                      (o->calibration_path && s->recon != ENG_RECON_OFF);
     // The global selection, before output opens: the plan is then whole.
+    double t1 = sh_time_mono();
     if (s->scope == ENG_SCOPE_GLOBAL &&
         (rc = eng_select_pool(&plan, o, h, calibrated ? 0 : ENG_FRAC_SCORING,
                               d)) != 0)
         goto out;
+    eng_report_lap(r, NULL, ENG_PHASE_SOLVE, t1);
     if ((rc = eng_out_open(&w, &plan, fmt, o, d)) != 0)
         goto out;
     // Calibration data means the sequential pipeline, for every method:
@@ -433,8 +519,10 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     // Polls between the phases too: finishing syncs every file.
     if (rc == 0 && eng_hooks_cancelled(h))
         rc = SH_ECANCELED;
+    t1 = sh_time_mono();
     if (rc == 0)
         rc = eng_out_finish(w, d);
+    t1 = eng_report_lap(r, NULL, ENG_PHASE_WRITE, t1);
     if (rc == 0 && eng_hooks_cancelled(h))
         rc = SH_ECANCELED;
     if (rc == 0 && o->evaluation_path) {
@@ -442,12 +530,18 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
         rc = eng_model_open(&pruned, o->out_dir, d);
         if (rc == 0)
             rc = measure(pruned, o->evaluation_path, h, &after, d);
+        t1 = eng_report_lap(r, NULL, ENG_PHASE_EVALUATE, t1);
         if (rc == 0) {
             r->has_metric = true;
             r->metric_name = dense.name;
             r->metric_dense = dense.value;
             r->metric_pruned = after.value;
         }
+    }
+    // The manifest names the input's digests (hashed beside the run).
+    if (rc == 0 && o->input_sha) {
+        o->input_sha(o->input_sha_ctx);
+        eng_report_lap(r, NULL, ENG_PHASE_HASH, t1);
     }
     r->seconds = sh_time_mono() - t0;
     if (rc == 0)

@@ -1,14 +1,18 @@
 // mask.c: scorers, radix selection and masks for every pattern.
 #include "engine/select/mask.h"
 
+#include "engine/math/par.h"
 #include "engine/select/kernels.h"
 
 #include <assert.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CHUNK 4096 // keys computed at a time; a multiple of 64
+// The fewest elements worth a thread of their own.
+#define PAR_MIN_ELEMS ((int64_t)1 << 16)
 
 // --- scorers
 
@@ -368,18 +372,27 @@ static inline void set_bit(uint64_t *mask, uint64_t i)
 
 static_assert(CHUNK >= 64 * ENG_NM_MAX, "a chunk holds 64 groups of any M");
 
-int eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m)
+typedef struct nm_job {
+    uint64_t *mask;
+    const eng_scorer *s;
+    int n, m;
+    size_t chunk;
+    atomic_bool bad;
+} nm_job;
+
+// Chunks [c0, c1) of the tensor's groups.
+static void nm_chunks(void *ctx, int64_t c0, int64_t c1)
 {
+    nm_job *job = ctx;
+    const eng_scorer *s = job->s;
+    uint64_t *mask = job->mask;
+    int m = job->m, drop = job->m - job->n;
+    size_t chunk = job->chunk;
     uint64_t numel = s->rows * s->cols;
-    memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
-    // Chunks hold whole groups: a multiple of m, and of 64 for alignment.
-    size_t chunk = (size_t)(CHUNK / (64 * m)) * 64 * (size_t)m;
-    if (chunk == 0)
-        chunk = 64 * (size_t)m;
     uint32_t keys[CHUNK]; // chunk <= CHUNK: see the assertion above
-    int drop = m - n;
     bool bad = false;
-    for (uint64_t at = 0; at < numel; at += chunk) {
+    for (uint64_t at = (uint64_t)c0 * chunk;
+         at < numel && at < (uint64_t)c1 * chunk; at += chunk) {
         size_t len = numel - at < chunk ? (size_t)(numel - at) : chunk;
         bad |= eng_scorer_keys(s, keys, at, len);
         for (size_t g = 0; g < len; g += (size_t)m) {
@@ -404,18 +417,46 @@ int eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m)
             }
         }
     }
-    return bad ? SH_ENUMERIC : 0;
+    if (bad)
+        atomic_store(&job->bad, true);
 }
 
-int eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
-                     uint32_t *work)
+int eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m)
 {
     uint64_t numel = s->rows * s->cols;
     memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
-    bool bad = false;
+    // Chunks hold whole groups: a multiple of m, and of 64 for alignment.
+    size_t chunk = (size_t)(CHUNK / (64 * m)) * 64 * (size_t)m;
+    if (chunk == 0)
+        chunk = 64 * (size_t)m;
+    nm_job j = {.mask = mask, .s = s, .n = n, .m = m, .chunk = chunk};
+    int64_t chunks = (int64_t)((numel + chunk - 1) / chunk);
+    eng_par_for(chunks, 1, PAR_MIN_ELEMS / (int64_t)chunk + 1, nm_chunks, &j);
+    return atomic_load(&j.bad) ? SH_ENUMERIC : 0;
+}
+
+typedef struct per_row_job {
+    uint64_t *mask;
+    const eng_scorer *s;
+    uint64_t k;
+    uint32_t *work; // the caller's: the first chunk's
+    atomic_bool bad, nomem;
+} per_row_job;
+
+static void per_row_chunk(void *ctx, int64_t r0, int64_t r1)
+{
+    per_row_job *j = ctx;
+    const eng_scorer *s = j->s;
+    uint64_t *mask = j->mask, k = j->k;
     size_t cols = (size_t)s->cols;
+    uint32_t *work = r0 == 0 ? j->work : malloc(2 * cols * sizeof *work);
+    if (!work) {
+        atomic_store(&j->nomem, true);
+        return;
+    }
+    bool bad = false;
     uint32_t *keys = work, *tmp = work + cols;
-    for (uint64_t r = 0; r < s->rows && k > 0; r++) {
+    for (uint64_t r = (uint64_t)r0; r < (uint64_t)r1 && k > 0; r++) {
         uint64_t base = r * s->cols;
         bad |= eng_scorer_keys(s, keys, base, cols);
         if (k >= s->cols) {
@@ -437,7 +478,25 @@ int eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
             }
         }
     }
-    return bad ? SH_ENUMERIC : 0;
+    if (work != j->work)
+        free(work);
+    if (bad)
+        atomic_store(&j->bad, true);
+}
+
+int eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
+                     uint32_t *work)
+{
+    uint64_t numel = s->rows * s->cols;
+    memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
+    per_row_job j = {.mask = mask, .s = s, .k = k, .work = work};
+    // Rows start on whole words of the mask, so chunks never share one.
+    eng_par_for((int64_t)s->rows, eng_par_mask_rows((int64_t)s->cols),
+                PAR_MIN_ELEMS / (int64_t)(s->cols ? s->cols : 1), per_row_chunk,
+                &j);
+    if (atomic_load(&j.nomem))
+        return SH_ENOMEM;
+    return atomic_load(&j.bad) ? SH_ENUMERIC : 0;
 }
 
 static int by_score(const void *a, const void *b, void *ctx)

@@ -107,8 +107,9 @@ void eng_mask_threshold(uint64_t *mask, const eng_scorer *s, eng_threshold *t);
 // SH_ENUMERIC when a key was non-finite.
 int eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m);
 
-// mask <- in each row, the k lowest keys. Returns 0, or SH_ENUMERIC when a
-// key was non-finite. work: (2 * cols) uint32 of scratch.
+// mask <- in each row, the k lowest keys. Returns 0, SH_ENUMERIC when a
+// key was non-finite, or SH_ENOMEM. work: (2 * cols) uint32 of scratch
+// (for the first of the threads the rows are shared among).
 int eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
                      uint32_t *work);
 

@@ -357,7 +357,7 @@ static bool stop_when_counted(void *ctx)
     return --polls_left < 0;
 }
 
-// The factorisation by blocks (used above 2048 inputs) against the scalar
+// The factorisation by blocks (used above 512 inputs) against the scalar
 // reference and LAPACK, on sizes the blocks do not divide; refusals and
 // cancellation.
 START_TEST(test_chol_inverse_by_blocks)

@@ -44,6 +44,98 @@ START_TEST(test_linalg_matches_reference)
 }
 END_TEST
 
+// Products large enough to be cut in tiles (of rows, or of columns) and
+// shared among threads: each agrees with a double-precision reference,
+// and 1 and 3 threads give the same bytes.
+static void gemm_ref(bool ta, bool tb, int m, int n, int k, const float *a,
+                     const float *b, double *c)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int p = 0; p < k; p++)
+                s += (double)(ta ? a[p * m + i] : a[i * k + p]) *
+                     (tb ? b[j * k + p] : b[p * n + j]);
+            c[i * n + j] = s;
+        }
+}
+
+START_TEST(test_linalg_tiles)
+{
+    const int shapes[][3] = {{1300, 300, 50}, {200, 1900, 40}};
+    for (int s = 0; s < 2; s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        float *a = malloc((size_t)m * k * sizeof *a);
+        float *b = malloc((size_t)k * n * sizeof *b);
+        float *c1 = malloc((size_t)m * n * sizeof *c1);
+        float *c3 = malloc((size_t)m * n * sizeof *c3);
+        double *r = malloc((size_t)m * n * sizeof *r);
+        th_randn(a, (size_t)m * k, 31);
+        th_randn(b, (size_t)k * n, 32);
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            eng_set_threads(1);
+            eng_gemm(ta, tb, m, n, k, 1.0f, a, ta ? m : k, b, tb ? k : n, 0.0f,
+                     c1, n);
+            eng_set_threads(3);
+            eng_gemm(ta, tb, m, n, k, 1.0f, a, ta ? m : k, b, tb ? k : n, 0.0f,
+                     c3, n);
+            ck_assert(memcmp(c1, c3, (size_t)m * n * sizeof *c1) == 0);
+            gemm_ref(ta, tb, m, n, k, a, b, r);
+            double e = 0;
+            for (size_t i = 0; i < (size_t)m * n; i++)
+                e = fmax(e, fabs(c1[i] - r[i]));
+            ck_assert_msg(e < 1e-3, "%dx%dx%d ta %d tb %d: %g", m, n, k, ta,
+                          tb != 0, e);
+        }
+        free(a);
+        free(b);
+        free(c1);
+        free(c3);
+        free(r);
+    }
+    // H += X^T X by column panels; the blocked factorisation above 512.
+    enum { R = 900, C = 700 };
+    float *x = malloc((size_t)R * C * sizeof *x);
+    float *h1 = calloc((size_t)C * C, sizeof *h1);
+    float *h3 = calloc((size_t)C * C, sizeof *h3);
+    float *h2 = calloc((size_t)C * C, sizeof *h2);
+    th_randn(x, (size_t)R * C, 33);
+    eng_set_threads(1);
+    eng_syrk_acc(h1, x, R, C);
+    eng_set_threads(3);
+    eng_syrk_acc(h3, x, R, C);
+    eng_syrk_acc_ref(h2, x, R, C);
+    ck_assert(memcmp(h1, h3, (size_t)C * C * sizeof *h1) == 0);
+    for (int i = 0; i < C; i++)
+        for (int j = i; j < C; j++)
+            ck_assert(fabs(h1[i * C + j] - h2[i * C + j]) <
+                      1e-4 * (fabs(h2[i * C + j]) + R));
+    eng_sym_fill(h1, C);
+    for (int i = 0; i < C; i++)
+        h1[i * C + i] += 1.0f;
+    memcpy(h3, h1, (size_t)C * C * sizeof *h3);
+    memcpy(h2, h1, (size_t)C * C * sizeof *h2);
+    eng_set_threads(1);
+    ck_assert_int_eq(eng_chol_inverse_polled(h1, C, 0, NULL), 0);
+    eng_set_threads(3);
+    ck_assert_int_eq(eng_chol_inverse_polled(h3, C, 0, NULL), 0);
+    ck_assert(memcmp(h1, h3, (size_t)C * C * sizeof *h1) == 0);
+    ck_assert_int_eq(eng_chol_inverse_upper_ref(h2, C), 0);
+    double e = 0, norm = 0;
+    for (size_t i = 0; i < (size_t)C * C; i++) {
+        e = fmax(e, fabs(h1[i] - h2[i]));
+        norm = fmax(norm, fabs(h2[i]));
+    }
+    ck_assert_msg(e < 1e-4 * norm, "%g of %g", e, norm);
+    eng_set_threads(1);
+    free(x);
+    free(h1);
+    free(h2);
+    free(h3);
+}
+END_TEST
+
 // U = chol(H^-1) upper: fast and reference agree, and U^T U H = I.
 START_TEST(test_chol_inverse)
 {
@@ -610,6 +702,7 @@ Suite *suite_net(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_linalg_matches_reference);
+    tcase_add_test(tc, test_linalg_tiles);
     tcase_add_test(tc, test_chol_inverse);
     tcase_add_test(tc, test_llama_logits_match_reference);
     tcase_add_test(tc, test_dense_metrics);

@@ -67,22 +67,32 @@ typedef struct gemm_job {
     float alpha, beta;
     const float *a, *b;
     float *c;
+    int64_t tile;
 } gemm_job;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Rows (or columns) of C a tile: a sixteenth, at least TILE_N, in
+// multiples of 64. Every tile packs the other operand again: tiles must
+// not be small.
+static int64_t gemm_tile(int64_t dim)
+{
+    int64_t t = ((dim + 15) / 16 + 63) / 64 * 64;
+    return t < TILE_N ? TILE_N : t;
+}
 
 // Tiles [t0, t1) of C: TILE_N rows (with A's) or TILE_N columns (with B's).
 static void gemm_tiles(void *ctx, int64_t t0, int64_t t1)
 {
     const gemm_job *j = ctx;
     for (int64_t t = t0; t < t1; t++) {
-        int64_t at = t * TILE_N;
+        int64_t at = t * j->tile;
         if (j->by_rows)
-            eng_gemm1(j->ta, j->tb, min64(TILE_N, j->m - at), j->n, j->k,
+            eng_gemm1(j->ta, j->tb, min64(j->tile, j->m - at), j->n, j->k,
                       j->alpha, j->ta ? j->a + at : j->a + at * j->lda, j->lda,
                       j->b, j->ldb, j->beta, j->c + at * j->ldc, j->ldc);
         else
-            eng_gemm1(j->ta, j->tb, j->m, min64(TILE_N, j->n - at), j->k,
+            eng_gemm1(j->ta, j->tb, j->m, min64(j->tile, j->n - at), j->k,
                       j->alpha, j->a, j->lda,
                       j->tb ? j->b + at * j->ldb : j->b + at, j->ldb, j->beta,
                       j->c + at, j->ldc);
@@ -95,29 +105,35 @@ void eng_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
 {
     gemm_job j = {ta, tb, m >= n, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
     int64_t dim = j.by_rows ? m : n;
-    if (dim <= TILE_N) {
+    j.tile = gemm_tile(dim);
+    if (dim <= j.tile) {
         eng_gemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    eng_par_for((dim + TILE_N - 1) / TILE_N, 1, 1, gemm_tiles, &j);
+    eng_par_for((dim + j.tile - 1) / j.tile, 1, 1, gemm_tiles, &j);
 }
+
+// H's upper triangle in column panels of equal work: panel j spans columns
+// [b_j, b_j+1) of every row above its end, b_j = cols sqrt(j / P) (in
+// multiples of 64), P fixed by the width alone. Each panel is a product
+// (the rows above its diagonal block) and a SYRK (the block).
+enum { SYRK_MAX_PANELS = 16 };
 
 typedef struct syrk_job {
     float *h;
     const float *x;
-    int64_t n, cols, panels;
+    int64_t n, cols;
+    int64_t b[SYRK_MAX_PANELS + 1];
 } syrk_job;
 
-// Column panels of H's upper triangle: rows above the panel's diagonal
-// block by a product, the block by SYRK. Panel costs grow with their
-// index: they are taken in pairs from both ends so chunks weigh alike.
-static void syrk_panels(void *ctx, int64_t i0, int64_t i1)
+static void syrk_panels(void *ctx, int64_t p0, int64_t p1)
 {
     const syrk_job *j = ctx;
     int64_t cols = j->cols;
-    for (int64_t i = i0; i < i1; i++) {
-        int64_t p = i % 2 == 0 ? i / 2 : j->panels - 1 - i / 2;
-        int64_t c0 = p * TILE_N, w = min64(TILE_N, cols - c0);
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t c0 = j->b[p], w = j->b[p + 1] - c0;
+        if (w <= 0)
+            continue;
         if (c0 > 0)
             eng_gemm1(true, false, c0, w, j->n, 1.0f, j->x, cols, j->x + c0,
                       cols, 1.0f, j->h + c0, cols);
@@ -130,8 +146,14 @@ static void syrk_panels(void *ctx, int64_t i0, int64_t i1)
 void eng_syrk_acc(float *restrict h, const float *restrict x, int64_t n,
                   int64_t cols)
 {
-    syrk_job j = {h, x, n, cols, (cols + TILE_N - 1) / TILE_N};
-    eng_par_for(j.panels, 1, 1, syrk_panels, &j);
+    syrk_job j = {.h = h, .x = x, .n = n, .cols = cols};
+    int64_t p = cols >= 2048 ? 16 : cols >= 512 ? 8 : 1;
+    for (int64_t i = 0; i <= p; i++) {
+        int64_t b = (int64_t)((double)cols * sqrt((double)i / (double)p));
+        b = (b + 32) / 64 * 64;
+        j.b[i] = i == p || b > cols ? cols : b;
+    }
+    eng_par_for(p, 1, 1, syrk_panels, &j);
 }
 
 void eng_syrk_acc_ref(float *restrict h, const float *restrict x, int64_t n,
@@ -365,22 +387,31 @@ int eng_gemm_polled(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                     int64_t ldb, float beta, float *c, int64_t ldc,
                     const eng_hooks *h)
 {
-    if (n > m) { // pieces of columns of C: of op(B)
-        int64_t per = piece_rows((uint64_t)m * (uint64_t)k);
-        for (int64_t c0 = 0; c0 < n; c0 += per) {
-            int64_t w = min64(per, n - c0);
-            eng_gemm(ta, tb, m, w, k, alpha, a, lda, tb ? b + c0 * ldb : b + c0,
-                     ldb, beta, c + c0, ldc);
-            if (eng_hooks_cancelled(h))
-                return SH_ECANCELED;
+    // The tiles of eng_gemm, in groups of about ENG_POLL_FMA multiply-adds
+    // a thread, a poll after each group. The groups depend on the thread
+    // count; the tiles, and so the values, do not.
+    gemm_job j = {ta, tb, m >= n, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    int64_t dim = j.by_rows ? m : n, tile = gemm_tile(dim);
+    int64_t tiles = (dim + tile - 1) / tile;
+    uint64_t tile_fma =
+        (uint64_t)tile * (uint64_t)(j.by_rows ? n : m) * (uint64_t)(k ? k : 1);
+    int64_t group = (int64_t)(ENG_POLL_FMA * (uint64_t)eng_par_count() /
+                              (tile_fma ? tile_fma : 1));
+    group = group < 1 ? 1 : group;
+    for (int64_t t0 = 0; t0 < tiles; t0 += group) {
+        gemm_job g = j;
+        int64_t at = t0 * tile, len = min64(group * tile, dim - at);
+        if (j.by_rows) {
+            g.m = len;
+            g.a = ta ? a + at : a + at * lda;
+            g.c = c + at * ldc;
+        } else {
+            g.n = len;
+            g.b = tb ? b + at * ldb : b + at;
+            g.c = c + at;
         }
-        return 0;
-    }
-    int64_t per = piece_rows((uint64_t)n * (uint64_t)k);
-    for (int64_t r0 = 0; r0 < m; r0 += per) { // pieces of rows of op(A)
-        int64_t w = min64(per, m - r0);
-        eng_gemm(ta, tb, w, n, k, alpha, ta ? a + r0 : a + r0 * lda, lda, b,
-                 ldb, beta, c + r0 * ldc, ldc);
+        g.tile = tile;
+        eng_par_for((len + tile - 1) / tile, 1, 1, gemm_tiles, &g);
         if (eng_hooks_cancelled(h))
             return SH_ECANCELED;
     }
@@ -407,8 +438,10 @@ int eng_linear_polled(float *restrict y, const float *restrict x,
 int eng_syrk_acc_polled(float *restrict h, const float *restrict x, int64_t n,
                         int64_t cols, const eng_hooks *hk)
 {
-    // A row of X costs cols (cols + 1) / 2 multiply-adds.
+    // A row of X costs cols (cols + 1) / 2 multiply-adds; a piece has at
+    // least 2048 rows (each piece reads and writes all of H once).
     int64_t per = piece_rows((uint64_t)cols * (uint64_t)(cols + 1) / 2);
+    per = per < 2048 ? 2048 : per;
     for (int64_t r0 = 0; r0 < n; r0 += per) {
         eng_syrk_acc(h, x + r0 * cols, min64(per, n - r0), cols);
         if (eng_hooks_cancelled(hk))

@@ -12,6 +12,8 @@
 //   Wanda:     2*tokens*cols (norms) + rows*cols*log2(cols) (selection)
 // and is given as a ratio to sgemm's GFLOP/s on a 2048^3 product. Then the
 // whole fixture Llama is pruned by each method through the CLI.
+#include "tests/bench/bench.h"
+
 #include "common/util.h"
 #include "engine/engine.h"
 #include "engine/math/linalg.h"
@@ -37,42 +39,6 @@ static float randn(void)
         u[k] = ((rng >> 11) + 0.5) / 9007199254740992.0;
     }
     return (float)(sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]));
-}
-
-static int by_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, by_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-// OpenBLAS's own entry point: the yardstick is its threaded sgemm, on
-// every core (the engine runs it on one thread per tile).
-void openblas_set_num_threads(int n);
-
-static double sgemm_gflops(int runs)
-{
-    enum { N = 2048 };
-    float *a = malloc((size_t)N * N * sizeof *a),
-          *b = malloc((size_t)N * N * sizeof *b);
-    float *c = calloc((size_t)N * N, sizeof *c);
-    for (size_t i = 0; i < (size_t)N * N; i++)
-        a[i] = randn(), b[i] = randn();
-    double t[16];
-    for (int r = 0; r < runs; r++) {
-        double t0 = sh_time_mono();
-        eng_gemm1(false, false, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
-        t[r] = sh_time_mono() - t0;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return 2.0 * N * N * N / median(t, runs) / 1e9;
 }
 
 typedef struct layer_result {
@@ -126,8 +92,8 @@ static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
     }
     double c = (double)cols, rw = (double)rows, tk = (double)tokens;
     layer_result out = {
-        .sgpt_s = median(ts, runs),
-        .wanda_s = median(tw, runs),
+        .sgpt_s = bench_median(ts, runs),
+        .wanda_s = bench_median(tw, runs),
         .sgpt_flop =
             tk * c * c + 4.0 / 3 * c * c * c + rw * c * c + rw * c * 128,
         .wanda_flop = 2 * tk * c + rw * c * log2(c),
@@ -172,8 +138,7 @@ int main(int argc, char **argv)
     int runs = argc > 3 ? atoi(argv[3]) : 3;
     if (runs < 1 || runs > 16)
         runs = 3;
-    openblas_set_num_threads(sh_cpu_count());
-    double peak = sgemm_gflops(runs + 1);
+    double peak = bench_sgemm_gflops(runs + 1);
     eng_set_threads(sh_cpu_count()); // the engine's threads; BLAS on one
     printf("\n%d threads\n", sh_cpu_count());
     printf("\ncalibrated methods, 16384 calibration tokens (%d runs, "
@@ -224,7 +189,7 @@ int main(int argc, char **argv)
                             NULL};
             t[r] = run_cli(args);
         }
-        printf("%-28s %10.3f s\n", methods[m], median(t, runs));
+        printf("%-28s %10.3f s\n", methods[m], bench_median(t, runs));
     }
     sh_rm_rf(out);
     return 0;

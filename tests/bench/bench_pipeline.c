@@ -14,6 +14,8 @@
 //               one dense forward pass over the calibration tokens
 // Each round runs every row once, interleaved; the table gives medians
 // and the phase timings of the median run's report.
+#include "tests/bench/bench.h"
+
 #include "common/util.h"
 #include "engine/io/safetensors.h"
 #include "engine/math/linalg.h"
@@ -222,44 +224,6 @@ static double run(char *const *argv)
     return sh_time_mono() - t0;
 }
 
-static int by_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-    double s[64];
-    memcpy(s, v, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, by_double);
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
-// OpenBLAS's own entry point: the yardstick is its threaded sgemm, on
-// every core (the engine runs it on one thread per tile).
-void openblas_set_num_threads(int n);
-
-static double sgemm_gflops(void)
-{
-    enum { N = 2048 };
-    float *a = malloc((size_t)N * N * sizeof *a),
-          *b = malloc((size_t)N * N * sizeof *b);
-    float *c = calloc((size_t)N * N, sizeof *c);
-    for (size_t i = 0; i < (size_t)N * N; i++)
-        a[i] = randn(), b[i] = randn();
-    double t[5];
-    for (int r = 0; r < 5; r++) {
-        double t0 = sh_time_mono();
-        eng_gemm1(false, false, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
-        t[r] = sh_time_mono() - t0;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return 2.0 * N * N * N / median(t, 5) / 1e9;
-}
-
 // The phase timings of a report, "read 0.12 forward 1.03 ...".
 static void phases(const char *report, char *out, size_t cap)
 {
@@ -304,9 +268,7 @@ int main(int argc, char **argv)
     snprintf(out, sizeof out, "%s/pipeline-out", work);
     snprintf(cpdst, sizeof cpdst, "%s/pipeline-copy", work);
     snprintf(rep, sizeof rep, "%s/pipeline-report.json", work);
-    openblas_set_num_threads(sh_cpu_count());
-    double gf = sgemm_gflops();
-    openblas_set_num_threads(1);
+    double gf = bench_sgemm_gflops(5);
 
 #define PRUNE(model, cal, method)                                              \
     {(char *)bin, "prune",     "--model",  model,      "--calibration",        \
@@ -346,15 +308,16 @@ int main(int argc, char **argv)
             rows[i].t[r] = t;
             // Keep the phases of the run nearest the median so far.
             if (strcmp(rows[i].argv[1], "prune") == 0 &&
-                fabs(t - median(rows[i].t, r + 1)) < 1e-9 + 0.5 * t)
+                fabs(t - bench_median(rows[i].t, r + 1)) < 1e-9 + 0.5 * t)
                 phases(rep, rows[i].phases, sizeof rows[i].phases);
         }
     sh_rm_rf(out);
     sh_rm_rf(cpdst);
     unlink(rep);
 
-    double floor_l = median(rows[0].t, runs), floor_k = median(rows[3].t, runs);
-    double fwd = median(rows[4].t, runs);
+    double floor_l = bench_median(rows[0].t, runs),
+           floor_k = bench_median(rows[3].t, runs);
+    double fwd = bench_median(rows[4].t, runs);
     double c = LAYER, tk = TOKENS;
     // SparseGPT's necessary arithmetic on the layer: H as a SYRK, the
     // factorisations, the lazy updates and the in-block updates.
@@ -366,7 +329,7 @@ int main(int argc, char **argv)
     printf("%-28s %9s %10s %10s %10s\n", "", "seconds", "/ I/O", "/ fwd",
            "sgemm");
     for (int i = 0; i < n; i++) {
-        double t = median(rows[i].t, runs);
+        double t = bench_median(rows[i].t, runs);
         bool lay = i < 3;
         char fw[16] = "", sg[16] = "";
         if (!lay && i != 3)

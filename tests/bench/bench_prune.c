@@ -10,6 +10,8 @@
 // prune over bytes/s of cp: above 1 is faster than copying) and peak RSS as
 // a fraction of the file size. Outputs are written without fsync by both,
 // so the figures measure the work, not the disk.
+#include "tests/bench/bench.h"
+
 #include "common/util.h"
 #include "engine/io/safetensors.h"
 
@@ -144,18 +146,6 @@ static sample run(char *const *argv, const char *cache)
     return s;
 }
 
-static int by_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, by_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -223,7 +213,7 @@ int main(int argc, char **argv)
     }
     sh_rm_rf(out);
     unlink(dst);
-    double copy_wall = median(rows[0].wall, runs);
+    double copy_wall = bench_median(rows[0].wall, runs);
     char sz[32];
     sh_format_bytes(sz, sizeof sz, (double)size);
     printf("\nprune throughput on a %s BF16 checkpoint (%d runs, medians)\n",
@@ -231,8 +221,8 @@ int main(int argc, char **argv)
     printf("%-28s %10s %12s %18s %16s\n", "", "seconds", "MB/s",
            "ratio to copy", "peak RSS / file");
     for (int i = 0; i < nrows; i++) {
-        double w = median(rows[i].wall, runs);
-        double rss = median(rows[i].rss, runs);
+        double w = bench_median(rows[i].wall, runs);
+        double rss = bench_median(rows[i].rss, runs);
         printf("%-28s %10.3f %12.0f %18.2f %15.1f%%\n", rows[i].name, w,
                (double)size / w / 1e6, copy_wall / w, 100 * rss / (double)size);
     }

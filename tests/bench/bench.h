@@ -1,0 +1,58 @@
+// bench.h: what the benchmarks share: medians, and sgemm's GFLOP/s as a
+// yardstick.
+#ifndef BENCH_H
+#define BENCH_H
+
+#include "common/util.h"
+#include "engine/math/linalg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+// OpenBLAS's own entry point: the yardstick is its threaded sgemm, on
+// every core (the engine runs it on one thread per tile).
+void openblas_set_num_threads(int n);
+
+static inline int bench_by_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+// The median of v[0..n), n <= 64; v is left as it was.
+static inline double bench_median(const double *v, int n)
+{
+    double s[64];
+    memcpy(s, v, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, bench_by_double);
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+// GFLOP/s of a 2048^3 sgemm on every core (median of runs), OpenBLAS
+// threaded; leaves OpenBLAS on one thread as the engine runs it.
+static inline double bench_sgemm_gflops(int runs)
+{
+    enum { N = 2048 };
+    float *a = malloc((size_t)N * N * sizeof *a),
+          *b = malloc((size_t)N * N * sizeof *b);
+    float *c = calloc((size_t)N * N, sizeof *c);
+    for (size_t i = 0; i < (size_t)N * N; i++) {
+        a[i] = (float)(i * 2654435761u % 1000) / 1000.0f - 0.5f;
+        b[i] = (float)(i * 40503u % 997) / 997.0f - 0.5f;
+    }
+    openblas_set_num_threads(sh_cpu_count());
+    double t[64];
+    runs = runs < 1 ? 1 : runs > 64 ? 64 : runs;
+    for (int r = 0; r < runs; r++) {
+        double t0 = sh_time_mono();
+        eng_gemm1(false, false, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
+        t[r] = sh_time_mono() - t0;
+    }
+    openblas_set_num_threads(1);
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * N * N * N / bench_median(t, runs) / 1e9;
+}
+
+#endif

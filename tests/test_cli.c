@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,62 @@ static void no_partials(const char *dir)
         ck_assert_msg(!strstr(e->d_name, ".partial-"), "left %s", e->d_name);
     closedir(d);
 }
+
+// inspect --system names the BLAS kernels and how they were chosen: the
+// user's OPENBLAS_CORETYPE is kept; a generic core OpenBLAS picked by
+// itself on a CPU with AVX2 or AVX-512 makes the program run again with a
+// better one (SHEARS_BLAS_CORE_SEEN stands in for OpenBLAS's choice).
+static json_t *inspect_system(void)
+{
+    char *o = NULL, *e = NULL;
+    const char *args[] = {"inspect", "--system", "--json", NULL};
+    ck_assert_int_eq(th_run(&o, &e, args), 0);
+    json_t *j = json_loads(o, 0, NULL);
+    ck_assert_msg(j, "not JSON: %s", o);
+    ck_assert(json_real_value(json_object_get(json_object_get(j, "blas"),
+                                              "sgemm_gflops")) > 0);
+    free(o);
+    free(e);
+    return json_object_get(j, "blas") ? j : NULL;
+}
+
+START_TEST(test_inspect_system)
+{
+    const char *was = getenv("OPENBLAS_CORETYPE");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("OPENBLAS_CORETYPE", "Prescott", 1);
+    json_t *j = inspect_system();
+    json_t *b = json_object_get(j, "blas");
+    ck_assert_str_eq(json_string_value(json_object_get(b, "source")),
+                     "OPENBLAS_CORETYPE");
+    ck_assert(strcasecmp(json_string_value(json_object_get(b, "core")),
+                         "Prescott") == 0);
+    json_decref(j);
+
+    unsetenv("OPENBLAS_CORETYPE");
+    setenv("SHEARS_BLAS_CORE_SEEN", "Prescott", 1);
+    j = inspect_system();
+    b = json_object_get(j, "blas");
+    json_t *cpu = json_object_get(j, "cpu");
+    const char *src = json_string_value(json_object_get(b, "source"));
+    const char *core = json_string_value(json_object_get(b, "core"));
+    if (json_is_true(json_object_get(cpu, "avx2"))) {
+        ck_assert_str_eq(src, "chosen");
+        const char *want =
+            json_is_true(json_object_get(cpu, "avx512_bf16")) ? "Cooperlake"
+            : json_is_true(json_object_get(cpu, "avx512"))    ? "SkylakeX"
+                                                              : "Haswell";
+        ck_assert_msg(strcasecmp(core, want) == 0, "%s, not %s", core, want);
+    } else {
+        ck_assert_str_eq(src, "detected");
+    }
+    json_decref(j);
+    unsetenv("SHEARS_BLAS_CORE_SEEN");
+    if (saved)
+        setenv("OPENBLAS_CORETYPE", saved, 1);
+    free(saved);
+}
+END_TEST
 
 START_TEST(test_prune_fixture_with_report)
 {
@@ -437,6 +494,7 @@ Suite *suite_cli(void)
     TCase *tc = tcase_create("batch");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_prune_fixture_with_report);
+    tcase_add_test(tc, test_inspect_system);
     tcase_add_test(tc, test_spec_file_and_flags);
     tcase_add_test(tc, test_errors_and_codes);
     tcase_add_test(tc, test_failed_run_leaves_nothing);

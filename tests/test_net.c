@@ -136,6 +136,23 @@ START_TEST(test_linalg_tiles)
 }
 END_TEST
 
+// The BLAS core asked for: only in place of a generic one, the best the
+// CPU's features allow.
+START_TEST(test_blas_better_core)
+{
+    const unsigned avx2 = ENG_CPU_AVX2, avx512 = avx2 | ENG_CPU_AVX512,
+                   bf16 = avx512 | ENG_CPU_AVX512_BF16;
+    ck_assert_str_eq(eng_blas_better_core("Prescott", bf16), "Cooperlake");
+    ck_assert_str_eq(eng_blas_better_core("Nehalem", avx512), "SkylakeX");
+    ck_assert_str_eq(eng_blas_better_core("Core2", avx2), "Haswell");
+    ck_assert_ptr_null(eng_blas_better_core("Prescott", 0));
+    ck_assert_ptr_null(eng_blas_better_core("Haswell", bf16));
+    ck_assert_ptr_null(eng_blas_better_core("skylakex", bf16));
+    ck_assert_ptr_null(eng_blas_better_core("Zen", avx2));
+    ck_assert_ptr_nonnull(eng_blas_core());
+}
+END_TEST
+
 // U = chol(H^-1) upper: fast and reference agree, and U^T U H = I.
 START_TEST(test_chol_inverse)
 {
@@ -703,6 +720,7 @@ Suite *suite_net(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_linalg_matches_reference);
     tcase_add_test(tc, test_linalg_tiles);
+    tcase_add_test(tc, test_blas_better_core);
     tcase_add_test(tc, test_chol_inverse);
     tcase_add_test(tc, test_llama_logits_match_reference);
     tcase_add_test(tc, test_dense_metrics);

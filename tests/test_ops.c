@@ -61,6 +61,8 @@ START_TEST(test_metrics)
         "shears_workers_busy 0",
         "shears_workers 1",
         "shears_http_bytes_total{direction=\"in\"}",
+        ",blas_core=\"",
+        "shears_sgemm_gflops ",
         "shears_http_bytes_total{direction=\"out\"}",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)

@@ -443,6 +443,29 @@ typedef struct per_row_job {
     atomic_bool bad, nomem;
 } per_row_job;
 
+// The k-th smallest (0-based) of keys[0..n): a histogram of the top 12
+// bits finds the bucket that holds it, and only that bucket's keys (moved
+// to tmp) are selected among. Keys of one row crowd into few buckets (one
+// exponent range), which is still a small share of n.
+static uint32_t kth_by_bucket(const uint32_t *keys, uint32_t *tmp, size_t n,
+                              size_t k)
+{
+    enum { BITS = 12, SHIFT = 32 - BITS };
+    uint32_t hist[1 << BITS];
+    memset(hist, 0, sizeof hist);
+    for (size_t i = 0; i < n; i++)
+        hist[keys[i] >> SHIFT]++;
+    size_t below = 0;
+    uint32_t b = 0;
+    while (below + hist[b] <= k)
+        below += hist[b++];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (keys[i] >> SHIFT == b)
+            tmp[m++] = keys[i];
+    return eng_select_kth(tmp, m, k - below);
+}
+
 static void per_row_chunk(void *ctx, int64_t r0, int64_t r1)
 {
     per_row_job *j = ctx;
@@ -464,8 +487,7 @@ static void per_row_chunk(void *ctx, int64_t r0, int64_t r1)
                 set_bit(mask, base + i);
             continue;
         }
-        memcpy(tmp, keys, cols * sizeof *tmp);
-        uint32_t cut = eng_select_kth(tmp, cols, (size_t)k - 1);
+        uint32_t cut = kth_by_bucket(keys, tmp, cols, (size_t)k - 1);
         uint64_t lt = 0;
         for (size_t i = 0; i < cols; i++)
             lt += keys[i] < cut;

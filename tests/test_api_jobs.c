@@ -193,6 +193,20 @@ START_TEST(test_calibrated_job)
     json_t *l0 = json_array_get(json_object_get(res, "layers"), 0);
     ck_assert(json_is_number(json_object_get(l0, "recon_error")));
     ck_assert(json_is_number(json_object_get(l0, "damping")));
+    // Where the time went: every phase of the run, and the layer's own.
+    static const char *const phases[] = {"read",     "forward", "statistics",
+                                         "solve",    "recon",   "write",
+                                         "evaluate", "hash"};
+    json_t *tm = json_object_get(res, "timings");
+    for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++)
+        ck_assert_msg(json_is_number(json_object_get(tm, phases[i])), "%s",
+                      phases[i]);
+    ck_assert(json_number_value(json_object_get(tm, "evaluate")) > 0);
+    ck_assert(json_number_value(json_object_get(json_object_get(l0, "timings"),
+                                                "solve")) > 0);
+    ck_assert(json_is_true(
+        json_object_get(json_object_get(json_object_get(job, "spec"), "report"),
+                        "recon_error")));
     json_decref(job);
 
     struct {
@@ -267,6 +281,13 @@ START_TEST(test_cancel_inside_sparsegpt)
     json_t *p = json_object_get(r.json, "progress");
     ck_assert_str_eq(jstr(p, "phase"), "pruning");
     ck_assert_int_eq(json_integer_value(json_object_get(p, "steps")), 6);
+    // The stage within the block: one of the phases a block goes through.
+    const char *stage = jstr(p, "stage");
+    ck_assert_ptr_nonnull(stage);
+    ck_assert_msg(
+        strstr(" read forward statistics solve recon write ", stage) &&
+            !strchr(stage, ' '),
+        "stage %s", stage);
     th_resp_free(&r);
     double t0 = sh_time_mono();
     snprintf(path, sizeof path, "/v1/jobs/%s/cancel", id);

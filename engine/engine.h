@@ -72,7 +72,7 @@ int eng_tensor_zeros(const eng_model *m, size_t ti, uint64_t *zeros,
 // has at most keep non-zeros.
 bool eng_check_nm(const void *data, eng_dtype dt, uint64_t n, int keep, int m);
 
-// Sets the threads BLAS and the engine's own parallel loops (math/par.h)
+// Sets the threads BLAS and the engine's own parallel loops (common/par.h)
 // may use, for the whole process (OpenBLAS keeps one setting). Call once at
 // start-up. Results are the same bytes for any count.
 void eng_set_threads(int n);

@@ -9,7 +9,7 @@
 // count, and a run's bytes are the same for 1 thread or 64.
 #include "engine/math/linalg.h"
 
-#include "engine/math/par.h"
+#include "common/par.h"
 #include "engine/math/poll.h"
 
 #include <cblas.h>
@@ -110,7 +110,7 @@ void eng_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
         eng_gemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    eng_par_for((dim + j.tile - 1) / j.tile, 1, 1, gemm_tiles, &j);
+    sh_par_for((dim + j.tile - 1) / j.tile, 1, 1, gemm_tiles, &j);
 }
 
 // H's upper triangle in column panels of equal work: panel j spans columns
@@ -153,7 +153,7 @@ void eng_syrk_acc(float *restrict h, const float *restrict x, int64_t n,
         b = (b + 32) / 64 * 64;
         j.b[i] = i == p || b > cols ? cols : b;
     }
-    eng_par_for(p, 1, 1, syrk_panels, &j);
+    sh_par_for(p, 1, 1, syrk_panels, &j);
 }
 
 void eng_syrk_acc_ref(float *restrict h, const float *restrict x, int64_t n,
@@ -202,7 +202,7 @@ void eng_colsq_acc(float *restrict s, const float *restrict x, int64_t n,
                    int64_t cols)
 {
     colsq_job c = {s, x, n, cols};
-    eng_par_for(cols, 16, n * cols < (1 << 16) ? cols : 64, colsq_cols, &c);
+    sh_par_for(cols, 16, n * cols < (1 << 16) ? cols : 64, colsq_cols, &c);
 }
 
 // Row-major upper (H[i][j], i <= j) is column-major lower: LAPACK works on
@@ -360,7 +360,7 @@ static double quad_trace_rows(const float *d, const float *h, int64_t rows,
                                work + half * cols);
     }
     trace_job j = {d, h, work, part, rows, cols};
-    eng_par_for(tiles, 1, 1, trace_tiles, &j);
+    sh_par_for(tiles, 1, 1, trace_tiles, &j);
     double t = 0;
     for (int64_t i = 0; i < tiles; i++)
         t += part[i];
@@ -395,7 +395,7 @@ int eng_gemm_polled(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
     int64_t tiles = (dim + tile - 1) / tile;
     uint64_t tile_fma =
         (uint64_t)tile * (uint64_t)(j.by_rows ? n : m) * (uint64_t)(k ? k : 1);
-    int64_t group = (int64_t)(ENG_POLL_FMA * (uint64_t)eng_par_count() /
+    int64_t group = (int64_t)(ENG_POLL_FMA * (uint64_t)sh_par_count() /
                               (tile_fma ? tile_fma : 1));
     group = group < 1 ? 1 : group;
     for (int64_t t0 = 0; t0 < tiles; t0 += group) {
@@ -411,7 +411,7 @@ int eng_gemm_polled(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
             g.c = c + at;
         }
         g.tile = tile;
-        eng_par_for((len + tile - 1) / tile, 1, 1, gemm_tiles, &g);
+        sh_par_for((len + tile - 1) / tile, 1, 1, gemm_tiles, &g);
         if (eng_hooks_cancelled(h))
             return SH_ECANCELED;
     }
@@ -530,11 +530,11 @@ static int chol_lower_blocked(float *a, int64_t n, int64_t nb,
             break;
         // Panel below: P (rest, kb) := P M_kk^-T, by row tiles.
         chol_job c = {.a = a, .n = n, .nb = nb, .k = k, .kb = kb, .r = r};
-        eng_par_for((rest + TILE_N - 1) / TILE_N, 1, 1, chol_panel_tiles, &c);
+        sh_par_for((rest + TILE_N - 1) / TILE_N, 1, 1, chol_panel_tiles, &c);
         if (eng_hooks_cancelled(h))
             return SH_ECANCELED;
         // Trailing lower -= P P^T, row panels on the threads.
-        eng_par_for((rest + nb - 1) / nb, 1, 1, chol_trailing, &c);
+        sh_par_for((rest + nb - 1) / nb, 1, 1, chol_trailing, &c);
         if (eng_hooks_cancelled(h))
             return SH_ECANCELED;
     }
@@ -597,13 +597,13 @@ static int tri_inverse_lower_blocked(float *a, int64_t n, int64_t nb,
             for (int64_t i = r; i < n; i++) // P as it is, for every panel
                 memcpy(tmp + (i - r) * jb, a + i * n + j,
                        (size_t)jb * sizeof *tmp);
-            eng_par_for((n - r + nb - 1) / nb, 1, 1, tri_panels, &c);
+            sh_par_for((n - r + nb - 1) / nb, 1, 1, tri_panels, &c);
             if (eng_hooks_cancelled(h)) {
                 free(tmp);
                 return SH_ECANCELED;
             }
-            eng_par_for((n - r + TILE_N - 1) / TILE_N, 1, 1, tri_solve_tiles,
-                        &c);
+            sh_par_for((n - r + TILE_N - 1) / TILE_N, 1, 1, tri_solve_tiles,
+                       &c);
         }
         strtri_("U", "N", &jbi, a + j * n + j, &lda, &info);
         if (info != 0 || eng_hooks_cancelled(h)) {

@@ -1,8 +1,8 @@
 // sparsegpt.c: SparseGPT on one layer (see sparsegpt.h for the algorithm).
 #include "engine/methods/sparsegpt.h"
 
+#include "common/par.h"
 #include "engine/math/linalg.h"
-#include "engine/math/par.h"
 #include "engine/math/poll.h"
 #include "engine/select/mask.h"
 
@@ -200,7 +200,7 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
                          .count = count,
                          .n = o->n,
                          .m = o->m};
-        eng_par_for(rows, 1, SWEEP_MIN_ROWS, block_load, &job);
+        sh_par_for(rows, 1, SWEEP_MIN_ROWS, block_load, &job);
         memset(mask, 0, (size_t)(rows * count));
         if (o->m == 0) {
             // This block's share of round(s * numel), so the tensor gets
@@ -212,7 +212,7 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
             if (eng_hooks_cancelled(hooks))
                 goto cancelled;
         }
-        eng_par_for(rows, 1, SWEEP_MIN_ROWS, block_sweep, &job);
+        sh_par_for(rows, 1, SWEEP_MIN_ROWS, block_sweep, &job);
         if (eng_hooks_cancelled(hooks))
             goto cancelled;
         if (i2 < cols && // W[:, i2:] -= Err1 @ U[i1:i2, i2:]

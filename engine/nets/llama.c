@@ -19,8 +19,8 @@
 // perplexity.
 #include "engine/nets/layers.h"
 
+#include "common/par.h"
 #include "engine/math/linalg.h"
-#include "engine/math/par.h"
 #include "engine/math/poll.h"
 
 #include <assert.h>
@@ -220,7 +220,7 @@ static void rmsnorm(float *restrict y, const float *restrict x,
                     double eps)
 {
     rows_job j = {.y = y, .x = x, .w = w, .d = d, .eps = eps};
-    eng_par_for(rows, 1, PAR_ROWS, rmsnorm_rows, &j);
+    sh_par_for(rows, 1, PAR_ROWS, rmsnorm_rows, &j);
 }
 
 // y += x, (rows, d)
@@ -234,7 +234,7 @@ static void add_rows(void *ctx, int64_t r0, int64_t r1)
 static void residual_add(float *y, const float *x, int64_t rows, int64_t d)
 {
     rows_job j = {.y = y, .x = x, .d = d};
-    eng_par_for(rows, 1, PAR_ROWS, add_rows, &j);
+    sh_par_for(rows, 1, PAR_ROWS, add_rows, &j);
 }
 
 // y = silu(y) * x, (rows, d): SwiGLU's product, in place of the gate.
@@ -279,7 +279,7 @@ static void rope(const eng_net *n, float *x, int64_t seqs, int64_t seqlen,
                  int64_t heads)
 {
     rope_job j = {.n = n, .x = x, .seqlen = seqlen, .heads = heads};
-    eng_par_for(seqs, 1, (PAR_ROWS + seqlen - 1) / seqlen, rope_seqs, &j);
+    sh_par_for(seqs, 1, (PAR_ROWS + seqlen - 1) / seqlen, rope_seqs, &j);
 }
 
 // Causal attention, head by head, sequence by sequence, the sequences
@@ -335,12 +335,12 @@ static void attn_seqs(void *arg, int64_t s0, int64_t s1)
 
 // ctx (rows, qd). Polls between groups of sequences (ATTN_SEQS_A_POLL
 // sequences' T^2 scores per head); SH_ECANCELED when a poll said stop.
-// scores: room for eng_par_count() score matrices.
+// scores: room for sh_par_count() score matrices.
 static int attention(const eng_net *n, float *ctx, const float *q,
                      const float *k, const float *v, int64_t seqs,
                      int64_t seqlen, float *scores, eng_pacer *pace)
 {
-    int64_t t = eng_par_count();
+    int64_t t = sh_par_count();
     // Sequences per poll: about ENG_POLL_ELEMS scores of every head.
     int64_t step =
         (int64_t)(ENG_POLL_ELEMS / (uint64_t)(seqlen * seqlen * n->heads + 1)) +
@@ -358,7 +358,7 @@ static int attention(const eng_net *n, float *ctx, const float *q,
                       seqlen,
                       scores,
                       per};
-        eng_par_for(m, per, per, attn_seqs, &j);
+        sh_par_for(m, per, per, attn_seqs, &j);
         if (eng_pacer_step(pace, (uint64_t)(m * seqlen * seqlen * n->heads)))
             return SH_ECANCELED;
     }
@@ -421,7 +421,7 @@ static int llama_run(eng_net *n, eng_net_block *b, const eng_acts *a,
     // the place of q (each head's queries are read before its output is
     // written), SwiGLU's product that of the gate.
     size_t need = (size_t)rows * (size_t)(dm + qd + 2 * kvd + 2 * in) +
-                  (size_t)(a->seqlen * a->seqlen * eng_par_count()) +
+                  (size_t)(a->seqlen * a->seqlen * sh_par_count()) +
                   (fn ? (size_t)(rows * dm) : 0);
     float *buf;
     if ((rc = net_scratch(n, need, &buf, d)) != 0)
@@ -431,7 +431,7 @@ static int llama_run(eng_net *n, eng_net_block *b, const eng_acts *a,
     float *m = g, *scores = u + rows * in;
     float *h = a->x;
     if (fn) {
-        h = scores + a->seqlen * a->seqlen * eng_par_count();
+        h = scores + a->seqlen * a->seqlen * sh_par_count();
         memcpy(h, a->x, (size_t)(rows * dm) * sizeof *h);
     }
     eng_pacer pace = {.h = hk};
@@ -469,7 +469,7 @@ static int llama_run(eng_net *n, eng_net_block *b, const eng_acts *a,
         (rc = eng_linear_polled(u, x, b->w[UP], b->b[UP], rows, dm, in, hk)))
         return rc;
     rows_job sw = {.y = m, .x = u, .d = in};
-    eng_par_for(rows, 1, PAR_ROWS, swiglu_rows, &sw);
+    sh_par_for(rows, 1, PAR_ROWS, swiglu_rows, &sw);
     if (eng_pacer_step(&pace, (uint64_t)(rows * in)))
         return SH_ECANCELED;
     if (fn && !fn(ctx, 3, m, rows, in))

@@ -2,7 +2,7 @@
 // calibration (magnitude, random): tensor after tensor, read into a reused
 // buffer, pruned, written; the next tensor is read and its threshold found
 // on a helper thread meanwhile (reader.c).
-#include "engine/math/par.h"
+#include "common/par.h"
 #include "engine/math/poll.h"
 #include "engine/run/reader.h"
 #include "engine/run/run.h"
@@ -24,7 +24,7 @@ const char *eng_version(void) { return SH_VERSION; }
 void eng_set_threads(int n)
 {
     eng_blas_threads(n);
-    eng_par_threads(n);
+    sh_par_threads(n);
 }
 
 // Set beside OPENBLAS_CORETYPE when eng_blas_fix_core chose it.

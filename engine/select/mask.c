@@ -1,7 +1,7 @@
 // mask.c: scorers, radix selection and masks for every pattern.
 #include "engine/select/mask.h"
 
-#include "engine/math/par.h"
+#include "common/par.h"
 #include "engine/select/kernels.h"
 
 #include <assert.h>
@@ -431,7 +431,7 @@ int eng_mask_nm(uint64_t *mask, const eng_scorer *s, int n, int m)
         chunk = 64 * (size_t)m;
     nm_job j = {.mask = mask, .s = s, .n = n, .m = m, .chunk = chunk};
     int64_t chunks = (int64_t)((numel + chunk - 1) / chunk);
-    eng_par_for(chunks, 1, PAR_MIN_ELEMS / (int64_t)chunk + 1, nm_chunks, &j);
+    sh_par_for(chunks, 1, PAR_MIN_ELEMS / (int64_t)chunk + 1, nm_chunks, &j);
     return atomic_load(&j.bad) ? SH_ENUMERIC : 0;
 }
 
@@ -513,9 +513,9 @@ int eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
     memset(mask, 0, eng_mask_words(numel) * sizeof *mask);
     per_row_job j = {.mask = mask, .s = s, .k = k, .work = work};
     // Rows start on whole words of the mask, so chunks never share one.
-    eng_par_for((int64_t)s->rows, eng_par_mask_rows((int64_t)s->cols),
-                PAR_MIN_ELEMS / (int64_t)(s->cols ? s->cols : 1), per_row_chunk,
-                &j);
+    sh_par_for((int64_t)s->rows, sh_par_mask_rows((int64_t)s->cols),
+               PAR_MIN_ELEMS / (int64_t)(s->cols ? s->cols : 1), per_row_chunk,
+               &j);
     if (atomic_load(&j.nomem))
         return SH_ENOMEM;
     return atomic_load(&j.bad) ? SH_ENUMERIC : 0;

@@ -1,5 +1,5 @@
 // par.c: parallel loops over index ranges (par.h).
-#include "engine/math/par.h"
+#include "common/par.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -9,15 +9,15 @@
 
 static atomic_int threads = 1;
 
-void eng_par_threads(int n)
+void sh_par_threads(int n)
 {
     atomic_store(&threads, n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n);
 }
 
-int eng_par_count(void) { return atomic_load(&threads); }
+int sh_par_count(void) { return atomic_load(&threads); }
 
 typedef struct chunk {
-    eng_par_fn fn;
+    sh_par_fn fn;
     void *ctx;
     int64_t begin, end;
 } chunk;
@@ -29,7 +29,7 @@ static void *run_chunk(void *arg)
     return NULL;
 }
 
-int64_t eng_par_mask_rows(int64_t cols)
+int64_t sh_par_mask_rows(int64_t cols)
 {
     int64_t a = 64;
     while (a > 1 && (cols * (a / 2)) % 64 == 0)
@@ -37,8 +37,8 @@ int64_t eng_par_mask_rows(int64_t cols)
     return a;
 }
 
-void eng_par_for(int64_t n, int64_t align, int64_t min_chunk, eng_par_fn fn,
-                 void *ctx)
+void sh_par_for(int64_t n, int64_t align, int64_t min_chunk, sh_par_fn fn,
+                void *ctx)
 {
     if (n <= 0)
         return;
@@ -46,7 +46,7 @@ void eng_par_for(int64_t n, int64_t align, int64_t min_chunk, eng_par_fn fn,
         align = 1;
     if (min_chunk < 1)
         min_chunk = 1;
-    int64_t t = eng_par_count();
+    int64_t t = sh_par_count();
     if (t > (n + min_chunk - 1) / min_chunk)
         t = (n + min_chunk - 1) / min_chunk;
     // Chunks of whole `align` units, as even as they fall.

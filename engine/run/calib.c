@@ -3,17 +3,20 @@
 //
 //   acts = the first block's inputs over the calibration set
 //   for each block:
-//     run it (dense) over acts, collecting each input site's statistics:
-//       H = sum x x^T (SparseGPT; and every method's reconstruction error)
+//     a statistics pass (dense, as far as the last input a target reads,
+//     acts unchanged) collects each input site's statistics:
+//       H = sum x x^T (SparseGPT; recon_error true)
 //       s = sum x^2 per input (Wanda)
+//       the first rows themselves (recon_error "sample")
 //     prune its target linear layers from those statistics
-//     run it again with the pruned weights: the next block's inputs
+//     run it with the pruned weights: the next block's inputs (not after
+//     the last block: nobody reads them)
 //
-// Weights are rounded to their dtype before the second run, so later blocks
-// see what the written model computes. Targets must be linear layers of the
-// model's blocks. Magnitude and random run here too when calibration data
-// is given (for their reconstruction errors); their masks are the same as
-// without it.
+// Weights are rounded to their dtype before that run, so later blocks see
+// what the written model computes. Targets must be linear layers of the
+// model's blocks. Magnitude and random run here when calibration data is
+// given and recon_error is asked for; their masks are the same as without.
+// Every phase is timed into the report (eng_report_lap).
 #include "engine/math/poll.h"
 #include "engine/run/run.h"
 

@@ -43,7 +43,7 @@ static const char usage_text[] =
     "reconstruction\n"
     "                      error on every calibration row, the first 2048, or "
     "not\n"
-    "                      (default: true for sparsegpt, false otherwise)\n"
+    "                      (default: true for sparsegpt, sample otherwise)\n"
     "  --evaluation FILE   evaluation dataset: report the metric before and "
     "after\n"
     "  --spec FILE.json    a job spec; flags override its fields\n"

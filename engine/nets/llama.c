@@ -531,13 +531,40 @@ static int llama_logits(eng_net *n, const eng_acts *a, float *out, sh_diag *d)
 }
 
 // Polls: in the head's product, and every ENG_POLL_ELEMS logits.
+// Each position's next-token NLL of one sequence, on the engine's
+// threads; the caller adds them in order, as one loop would.
+typedef struct nll_job {
+    const float *logits; // (T, vocab)
+    const int32_t *ids;  // the sequence's tokens
+    int64_t vocab;
+    double *term; // (T,): term[t] for t >= 1
+} nll_job;
+
+static void nll_positions(void *ctx, int64_t t0, int64_t t1)
+{
+    const nll_job *j = ctx;
+    for (int64_t t = t0 < 1 ? 1 : t0; t < t1; t++) {
+        // Position t - 1 predicts token t.
+        const float *z = j->logits + (t - 1) * j->vocab;
+        double mx = z[0];
+        for (int64_t c = 1; c < j->vocab; c++)
+            mx = z[c] > mx ? z[c] : mx;
+        double sum = 0;
+        for (int64_t c = 0; c < j->vocab; c++)
+            sum += exp((double)z[c] - mx);
+        j->term[t] = log(sum) + mx - z[j->ids[t]];
+    }
+}
+
 static int llama_metric(eng_net *n, const eng_dataset *ds, const eng_acts *a,
                         const eng_hooks *hk, eng_metric *out, sh_diag *d)
 {
     float *head = NULL, *norm = NULL;
     int64_t T = a->seqlen;
     float *logits = malloc((size_t)(T * n->vocab) * sizeof *logits);
-    int rc = logits ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    double *term = malloc((size_t)T * sizeof *term);
+    int rc =
+        logits && term ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     if (rc == 0)
         rc = head_load(n, &head, &norm, d);
     double nll = 0;
@@ -548,24 +575,15 @@ static int llama_metric(eng_net *n, const eng_dataset *ds, const eng_acts *a,
             head_run(n, a->x + s * T * n->hidden, T, logits, head, norm, hk, d);
         if (rc != 0)
             break;
-        // Position t - 1 predicts token t.
-        for (int64_t t = 1; t < T; t++) {
-            const float *z = logits + (t - 1) * n->vocab;
-            double mx = z[0];
-            for (int64_t j = 1; j < n->vocab; j++)
-                mx = z[j] > mx ? z[j] : mx;
-            double sum = 0;
-            for (int64_t j = 0; j < n->vocab; j++)
-                sum += exp((double)z[j] - mx);
-            nll += log(sum) + mx - z[ds->ids[s * T + t]];
-            count++;
-            if (eng_pacer_step(&pace, (uint64_t)n->vocab)) {
-                rc = SH_ECANCELED;
-                break;
-            }
-        }
+        nll_job j = {logits, ds->ids + s * T, n->vocab, term};
+        sh_par_for(T, 1, 8, nll_positions, &j);
+        for (int64_t t = 1; t < T; t++, count++)
+            nll += term[t];
+        if (eng_pacer_step(&pace, (uint64_t)(T * n->vocab)))
+            rc = SH_ECANCELED;
     }
     free(logits);
+    free(term);
     free(head);
     free(norm);
     if (rc != 0)

@@ -81,7 +81,7 @@ static int64_t gemm_tile(int64_t dim)
     return t < TILE_N ? TILE_N : t;
 }
 
-// Tiles [t0, t1) of C: TILE_N rows (with A's) or TILE_N columns (with B's).
+// Tiles [t0, t1) of C: j->tile rows (with A's) or columns (with B's).
 static void gemm_tiles(void *ctx, int64_t t0, int64_t t1)
 {
     const gemm_job *j = ctx;
@@ -99,18 +99,48 @@ static void gemm_tiles(void *ctx, int64_t t0, int64_t t1)
     }
 }
 
+// C's tiles in groups of `group` tiles, each group on the threads, a poll
+// of h after each. The groups may depend on the thread count; the tiles,
+// and so the values, do not.
+static int gemm_groups(gemm_job j, int64_t group, const eng_hooks *h)
+{
+    int64_t dim = j.by_rows ? j.m : j.n;
+    for (int64_t at = 0; at < dim; at += group * j.tile) {
+        gemm_job g = j;
+        int64_t len = min64(group * j.tile, dim - at);
+        if (j.by_rows) {
+            g.m = len;
+            g.a = j.ta ? j.a + at : j.a + at * j.lda;
+            g.c = j.c + at * j.ldc;
+        } else {
+            g.n = len;
+            g.b = j.tb ? j.b + at * j.ldb : j.b + at;
+            g.c = j.c + at;
+        }
+        sh_par_for((len + j.tile - 1) / j.tile, 1, 1, gemm_tiles, &g);
+        if (eng_hooks_cancelled(h))
+            return SH_ECANCELED;
+    }
+    return 0;
+}
+
+static gemm_job gemm_plan(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                          float alpha, const float *a, int64_t lda,
+                          const float *b, int64_t ldb, float beta, float *c,
+                          int64_t ldc)
+{
+    gemm_job j = {ta, tb, m >= n, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    j.tile = gemm_tile(j.by_rows ? m : n);
+    return j;
+}
+
 void eng_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
               const float *a, int64_t lda, const float *b, int64_t ldb,
               float beta, float *c, int64_t ldc)
 {
-    gemm_job j = {ta, tb, m >= n, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
-    int64_t dim = j.by_rows ? m : n;
-    j.tile = gemm_tile(dim);
-    if (dim <= j.tile) {
-        eng_gemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
-    sh_par_for((dim + j.tile - 1) / j.tile, 1, 1, gemm_tiles, &j);
+    gemm_job j =
+        gemm_plan(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    gemm_groups(j, INT64_MAX / j.tile, NULL); // one group: every tile
 }
 
 // H's upper triangle in column panels of equal work: panel j spans columns
@@ -306,8 +336,8 @@ static double quad_trace_tile(const float *d, const float *h, int64_t rows,
     cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans,
                 CblasNonUnit, (int)rows, (int)cols, 1.0f, h, (int)cols, work,
                 (int)cols);
-    // The diagonal's part, row by row: work's row r, once read, holds
-    // H_jj D_rj^2 instead.
+    // 2 sum((D U) .* D), then the diagonal's part, with the diagonal
+    // copied into work's first row (read already) for unit strides.
     double t = 0;
     for (int64_t r = 0; r < rows; r++) {
         const float *dr = d + r * cols;
@@ -387,35 +417,14 @@ int eng_gemm_polled(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                     int64_t ldb, float beta, float *c, int64_t ldc,
                     const eng_hooks *h)
 {
-    // The tiles of eng_gemm, in groups of about ENG_POLL_FMA multiply-adds
-    // a thread, a poll after each group. The groups depend on the thread
-    // count; the tiles, and so the values, do not.
-    gemm_job j = {ta, tb, m >= n, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
-    int64_t dim = j.by_rows ? m : n, tile = gemm_tile(dim);
-    int64_t tiles = (dim + tile - 1) / tile;
-    uint64_t tile_fma =
-        (uint64_t)tile * (uint64_t)(j.by_rows ? n : m) * (uint64_t)(k ? k : 1);
+    // Groups of about ENG_POLL_FMA multiply-adds a thread.
+    gemm_job j =
+        gemm_plan(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    uint64_t tile_fma = (uint64_t)j.tile * (uint64_t)(j.by_rows ? n : m) *
+                        (uint64_t)(k ? k : 1);
     int64_t group = (int64_t)(ENG_POLL_FMA * (uint64_t)sh_par_count() /
                               (tile_fma ? tile_fma : 1));
-    group = group < 1 ? 1 : group;
-    for (int64_t t0 = 0; t0 < tiles; t0 += group) {
-        gemm_job g = j;
-        int64_t at = t0 * tile, len = min64(group * tile, dim - at);
-        if (j.by_rows) {
-            g.m = len;
-            g.a = ta ? a + at : a + at * lda;
-            g.c = c + at * ldc;
-        } else {
-            g.n = len;
-            g.b = tb ? b + at * ldb : b + at;
-            g.c = c + at;
-        }
-        g.tile = tile;
-        sh_par_for((len + tile - 1) / tile, 1, 1, gemm_tiles, &g);
-        if (eng_hooks_cancelled(h))
-            return SH_ECANCELED;
-    }
-    return 0;
+    return gemm_groups(j, group < 1 ? 1 : group, h);
 }
 
 int eng_linear_polled(float *restrict y, const float *restrict x,
@@ -482,19 +491,24 @@ static void reverse_all(float *a, int64_t n)
 typedef struct chol_job {
     float *a, *tmp;
     int64_t n, nb, k, kb, r, j, jb; // the step: rows r.., block k or j
+    // the panel solve: P (rows r.., w) := alpha P op(M_dd)^-1
+    int64_t d, w;
+    bool trans;
+    float alpha;
 } chol_job;
 
-// P (rows of tiles, kb) := P M_kk^-T, TILE_N rows a tile.
-static void chol_panel_tiles(void *ctx, int64_t t0, int64_t t1)
+// The panel solve, TILE_N rows a tile (rows are independent).
+static void panel_solve_tiles(void *ctx, int64_t t0, int64_t t1)
 {
     const chol_job *c = ctx;
     int lda = (int)c->n;
     for (int64_t t = t0; t < t1; t++) {
         int64_t i = c->r + t * TILE_N;
-        cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans,
-                    CblasNonUnit, (int)min64(TILE_N, c->n - i), (int)c->kb,
-                    1.0f, c->a + c->k * c->n + c->k, lda,
-                    c->a + i * c->n + c->k, lda);
+        cblas_strsm(CblasRowMajor, CblasRight, CblasLower,
+                    c->trans ? CblasTrans : CblasNoTrans, CblasNonUnit,
+                    (int)min64(TILE_N, c->n - i), (int)c->w, c->alpha,
+                    c->a + c->d * c->n + c->d, lda, c->a + i * c->n + c->d,
+                    lda);
     }
 }
 
@@ -529,8 +543,17 @@ static int chol_lower_blocked(float *a, int64_t n, int64_t nb,
         if (rest == 0)
             break;
         // Panel below: P (rest, kb) := P M_kk^-T, by row tiles.
-        chol_job c = {.a = a, .n = n, .nb = nb, .k = k, .kb = kb, .r = r};
-        sh_par_for((rest + TILE_N - 1) / TILE_N, 1, 1, chol_panel_tiles, &c);
+        chol_job c = {.a = a,
+                      .n = n,
+                      .nb = nb,
+                      .k = k,
+                      .kb = kb,
+                      .r = r,
+                      .d = k,
+                      .w = kb,
+                      .trans = true,
+                      .alpha = 1.0f};
+        sh_par_for((rest + TILE_N - 1) / TILE_N, 1, 1, panel_solve_tiles, &c);
         if (eng_hooks_cancelled(h))
             return SH_ECANCELED;
         // Trailing lower -= P P^T, row panels on the threads.
@@ -567,20 +590,6 @@ static void tri_panels(void *ctx, int64_t p0, int64_t p1)
     }
 }
 
-// P := -P M_jj^-1, by row tiles.
-static void tri_solve_tiles(void *ctx, int64_t t0, int64_t t1)
-{
-    const chol_job *c = ctx;
-    int lda = (int)c->n;
-    for (int64_t t = t0; t < t1; t++) {
-        int64_t i = c->r + t * TILE_N;
-        cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans,
-                    CblasNonUnit, (int)min64(TILE_N, c->n - i), (int)c->jb,
-                    -1.0f, c->a + c->j * c->n + c->j, lda,
-                    c->a + i * c->n + c->j, lda);
-    }
-}
-
 static int tri_inverse_lower_blocked(float *a, int64_t n, int64_t nb,
                                      const eng_hooks *h)
 {
@@ -591,8 +600,16 @@ static int tri_inverse_lower_blocked(float *a, int64_t n, int64_t nb,
     for (int64_t j = (n - 1) / nb * nb; j >= 0; j -= nb) {
         int64_t jb = min64(nb, n - j), r = j + jb;
         int jbi = (int)jb, info = 0;
-        chol_job c = {
-            .a = a, .tmp = tmp, .n = n, .nb = nb, .r = r, .j = j, .jb = jb};
+        chol_job c = {.a = a,
+                      .tmp = tmp,
+                      .n = n,
+                      .nb = nb,
+                      .r = r,
+                      .j = j,
+                      .jb = jb,
+                      .d = j,
+                      .w = jb,
+                      .alpha = -1.0f};
         if (r < n) {
             for (int64_t i = r; i < n; i++) // P as it is, for every panel
                 memcpy(tmp + (i - r) * jb, a + i * n + j,
@@ -602,8 +619,8 @@ static int tri_inverse_lower_blocked(float *a, int64_t n, int64_t nb,
                 free(tmp);
                 return SH_ECANCELED;
             }
-            sh_par_for((n - r + TILE_N - 1) / TILE_N, 1, 1, tri_solve_tiles,
-                       &c);
+            sh_par_for((n - r + TILE_N - 1) / TILE_N, 1, 1, panel_solve_tiles,
+                       &c); // P := -P M_jj^-1
         }
         strtri_("U", "N", &jbi, a + j * n + j, &lda, &info);
         if (info != 0 || eng_hooks_cancelled(h)) {

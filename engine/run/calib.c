@@ -295,10 +295,9 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     int64_t keep = h ? rows : sample_outputs(rows);
     float *orig = recon ? scratch(&c->orig, (size_t)(keep * cols)) : NULL;
     size_t wn = md->solve && cn > n ? cn : n;
-    if (recon && !h) // the estimate's sampled rows and their products
-        wn = wn > (size_t)(keep * (cols + c->sampled[site]))
-                 ? wn
-                 : (size_t)(keep * (cols + c->sampled[site]));
+    size_t est = (size_t)(keep * (cols + c->sampled[site]));
+    if (recon && !h && est > wn) // the estimate's rows and their products
+        wn = est;
     float *work = scratch(&c->work, wn);
     float *scale = NULL;
     uint64_t *mask = NULL;
@@ -360,16 +359,15 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
         // ||W X - W' X||^2 / ||W X||^2 = tr(D H D^T) / tr(W H W^T), D =
         // W - W'; or the estimate on the first rows.
         double den = 0, num = 0;
-        if (h &&
-            (rc = eng_quad_trace_polled(&den, orig, h, rows, cols, work, c->h)))
-            goto out;
-        for (size_t i = 0; h && i < n; i++)
-            orig[i] -= w[i];
-        if (h &&
-            (rc = eng_quad_trace_polled(&num, orig, h, rows, cols, work, c->h)))
-            goto out;
-        if (!h && (rc = recon_sample(c, site, orig, w, rows, cols, work, &num,
-                                     &den)) != 0)
+        if (!h) {
+            rc = recon_sample(c, site, orig, w, rows, cols, work, &num, &den);
+        } else if ((rc = eng_quad_trace_polled(&den, orig, h, rows, cols, work,
+                                               c->h)) == 0) {
+            for (size_t i = 0; i < n; i++)
+                orig[i] -= w[i];
+            rc = eng_quad_trace_polled(&num, orig, h, rows, cols, work, c->h);
+        }
+        if (rc != 0)
             goto out;
         l->recon_error = den > 0 ? num / den : 0.0;
         t0 = eng_report_lap(c->r, l, ENG_PHASE_RECON, t0);

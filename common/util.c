@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -427,6 +428,33 @@ void sh_format_bytes(char *buf, size_t size, double bytes)
         snprintf(buf, size, "%.0f B", bytes);
     else
         snprintf(buf, size, "%.2f %s", bytes, units[u]);
+}
+
+// --- memory
+
+enum { HUGE_PAGE = 2 << 20 };
+
+void *sh_alloc_bulk(size_t n)
+{
+    if (n < HUGE_PAGE)
+        return malloc(n ? n : 1);
+    if (n > SIZE_MAX - HUGE_PAGE)
+        return NULL;
+    size_t bytes = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *p = aligned_alloc(HUGE_PAGE, bytes);
+    if (p)
+        madvise(p, bytes, MADV_HUGEPAGE); // advice: no huge pages is fine
+    return p;
+}
+
+void *sh_calloc_bulk(size_t n)
+{
+    if (n < HUGE_PAGE)
+        return calloc(1, n ? n : 1);
+    void *p = sh_alloc_bulk(n);
+    if (p)
+        memset(p, 0, n);
+    return p;
 }
 
 // --- machine

@@ -105,6 +105,18 @@ bool sh_join(char *buf, size_t size, const char *const *words, size_t n,
 // Formats bytes as "1.50 GiB" into buf.
 void sh_format_bytes(char *buf, size_t size, double bytes);
 
+// --- memory
+
+// A buffer of n bytes for bulk data (weights, activations, statistics),
+// freed by free(). From 2 MiB up it is aligned to 2 MiB and asks for
+// transparent huge pages: a first touch of a small page costs about as
+// much as reading a megabyte, and these buffers are touched whole.
+// NULL when out of memory.
+void *sh_alloc_bulk(size_t n);
+
+// As sh_alloc_bulk, zeroed.
+void *sh_calloc_bulk(size_t n);
+
 // --- machine
 
 // The CPUs this process may use: the online cores, narrowed by its

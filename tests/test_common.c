@@ -163,6 +163,29 @@ START_TEST(test_ids_and_compare)
 }
 END_TEST
 
+START_TEST(test_alloc_bulk)
+{
+    // Small buffers come from malloc; from 2 MiB up they are aligned to
+    // 2 MiB (huge pages); the zeroed form is zero everywhere.
+    unsigned char *small = sh_calloc_bulk(100);
+    ck_assert_ptr_nonnull(small);
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(small[i], 0);
+    free(small);
+    size_t n = (3u << 20) + 5;
+    unsigned char *big = sh_calloc_bulk(n);
+    ck_assert_ptr_nonnull(big);
+    ck_assert_uint_eq((uintptr_t)big % (2u << 20), 0);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n; i++)
+        nonzero += big[i] != 0;
+    ck_assert_uint_eq(nonzero, 0);
+    big[n - 1] = 1; // the whole size is ours
+    free(big);
+    ck_assert_ptr_null(sh_alloc_bulk(SIZE_MAX - 16));
+}
+END_TEST
+
 // The CPU count follows the affinity mask (and so a `taskset` or a
 // container's cpuset), never exceeds the online cores, never drops to 0.
 START_TEST(test_cpu_count)
@@ -196,6 +219,7 @@ Suite *suite_common(void)
     tcase_add_test(tc, test_sha256_vectors);
     tcase_add_test(tc, test_files);
     tcase_add_test(tc, test_ids_and_compare);
+    tcase_add_test(tc, test_alloc_bulk);
     tcase_add_test(tc, test_cpu_count);
     tcase_add_test(tc, test_join_bounded);
     suite_add_tcase(s, tc);

@@ -124,6 +124,7 @@ int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
             // cache, where a copy would fault in fresh memory for each.
             ds->inputs = (const float *)raw;
             ds->st = st;
+            eng_st_populate(st, (size_t)i);
         } else {
             if (!(ds->owned = malloc(n * sizeof *ds->owned))) {
                 rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");

@@ -435,6 +435,15 @@ void eng_st_release(const eng_st *st, size_t i)
     advise(st, i, MADV_DONTNEED);
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 // Linux 5.14
+#endif
+
+void eng_st_populate(const eng_st *st, size_t i)
+{
+    advise(st, i, MADV_POPULATE_READ);
+}
+
 // --- the stream check
 
 void eng_st_check_init(eng_st_check *c)

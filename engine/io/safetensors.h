@@ -96,6 +96,11 @@ int eng_st_read_range(const eng_st *st, size_t i, uint64_t off, void *buf,
 void eng_st_prefetch(const eng_st *st, size_t i);
 void eng_st_release(const eng_st *st, size_t i);
 
+// Maps all of a tensor's pages now, in one call, for a reader about to
+// touch every byte: one fault per page costs more than the reading.
+// Where the kernel cannot, the pages come as they are touched.
+void eng_st_populate(const eng_st *st, size_t i);
+
 // --- checking a stream (uploads): feed the bytes as they arrive.
 
 typedef struct eng_st_check {

@@ -2,12 +2,13 @@
 // (through the weight overlay), scratch, activations.
 #include "engine/nets/layers.h"
 
+#include "common/util.h"
+
 #include <assert.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 // --- tensors
 
@@ -47,7 +48,7 @@ static const float *overlay_of(const eng_net *n, size_t ti)
 int net_tensor_load(const eng_net *n, size_t ti, float **out, sh_diag *d)
 {
     const eng_tensor_info *t = eng_model_tensor(n->m, ti);
-    float *w = malloc((t->numel ? t->numel : 1) * sizeof *w);
+    float *w = sh_alloc_bulk(t->numel * sizeof *w);
     if (!w)
         return sh_diag_set(d, SH_ENOMEM, t->name, "out of memory for %s",
                            t->name);
@@ -108,18 +109,12 @@ int net_tensor_row(const eng_net *n, size_t ti, int64_t row, float *out,
 int net_scratch(eng_net *n, size_t count, float **out, sh_diag *d)
 {
     if (count > n->scratch_n) {
-        // Contents need not survive. Huge pages where the kernel gives
-        // them on request: a block's intermediates are hundreds of MB,
-        // and first touches of small pages cost more than the work.
-        enum { HUGE = 2 << 20 };
-        size_t bytes = (count * sizeof(float) + HUGE - 1) / HUGE * HUGE;
+        // Contents need not survive.
         free(n->scratch);
         n->scratch_n = 0;
-        n->scratch = aligned_alloc(HUGE, bytes);
-        if (!n->scratch)
+        if (!(n->scratch = sh_alloc_bulk(count * sizeof(float))))
             return sh_diag_set(d, SH_ENOMEM, "",
                                "out of memory for a block's intermediates");
-        madvise(n->scratch, bytes, MADV_HUGEPAGE);
         n->scratch_n = count;
     }
     *out = n->scratch;

@@ -99,7 +99,7 @@ static float *scratch(struct buf *b, size_t n)
     if (n > b->n) {
         free(b->p);
         b->n = 0;
-        if (!(b->p = malloc(n * sizeof *b->p)))
+        if (!(b->p = sh_alloc_bulk(n * sizeof *b->p)))
             return NULL;
         b->n = n;
     }
@@ -136,12 +136,12 @@ static int stats_alloc(calib *c, size_t block, sh_diag *d)
         bool colsq = eng_methods[c->s->method].stats & ENG_STAT_COLSQ;
         bool hess = c->hess_all, sample = c->sample_rows > 0;
         if (hess)
-            c->hess[s] = calloc(cols * cols, sizeof(float));
+            c->hess[s] = sh_calloc_bulk(cols * cols * sizeof(float));
         if (colsq)
             c->colsq[s] = calloc(cols, sizeof(float));
         if (sample)
             c->sample[s] =
-                malloc((size_t)c->sample_rows * cols * sizeof(float));
+                sh_alloc_bulk((size_t)c->sample_rows * cols * sizeof(float));
         if ((hess && !c->hess[s]) || (colsq && !c->colsq[s]) ||
             (sample && !c->sample[s]))
             return sh_diag_set(d, SH_ENOMEM, "",
@@ -337,7 +337,7 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             }
             md->scale(scale, c->colsq[site], cols);
         }
-        if (!(mask = malloc(eng_mask_words(n) * sizeof *mask))) {
+        if (!(mask = sh_alloc_bulk(eng_mask_words(n) * sizeof *mask))) {
             rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
             goto out;
         }

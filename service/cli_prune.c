@@ -26,7 +26,9 @@ static const char usage_text[] =
     "  --model PATH        a .safetensors file or a Hugging Face model folder\n"
     "  --out DIR           where the pruned model goes (must not exist, or be "
     "empty)\n"
-    "  --method M          magnitude | random | wanda | sparsegpt\n"
+    "  --method M          magnitude | random | wanda | sparsegpt; with a "
+    "structure\n"
+    "                      also flap | block_influence\n"
     "  --sparsity S        fraction of each target set to zero (default 0.5)\n"
     "  --pattern P         unstructured | N:M (keep N of every M, e.g. 2:4) | "
     "rows\n"
@@ -44,8 +46,19 @@ static const char usage_text[] =
     "                      error on every calibration row, the first 2048, or "
     "not\n"
     "                      (default: true for sparsegpt, sample otherwise)\n"
-    "  --evaluation FILE   evaluation dataset: report the metric before and "
-    "after\n"
+    "  --evaluation FILE   evaluation dataset: report the metric (and the "
+    "forward\n"
+    "                      pass's speed) before and after\n"
+    "structures (remove whole units from every block; the output is "
+    "smaller):\n"
+    "  --heads F           fraction of query heads (per KV group under GQA)\n"
+    "  --kv-heads F        fraction of KV groups, with their query heads\n"
+    "  --channels F        fraction of MLP intermediate channels (Llama)\n"
+    "  --neurons F         fraction of each hidden layer's units (mlp)\n"
+    "  --blocks N          whole decoder blocks\n"
+    "  --blocks-by B       influence (calibration) | last | random\n"
+    "  --multiple-of K     round kept widths up to a multiple of K\n"
+    "  --no-compensate     flap: no mean-compensation biases\n"
     "  --spec FILE.json    a job spec; flags override its fields\n"
     "  --report FILE.json  write the full report there\n"
     "  --threads N         BLAS threads (default: the CPUs we may use)\n"
@@ -132,9 +145,28 @@ static void print_summary(const eng_report *r, const char *out)
            (unsigned long long)r->model_params,
            (unsigned long long)r->model_zeros,
            r->model_params ? 100.0 * r->model_zeros / r->model_params : 0);
+    json_t *units = json_object_get(r->structure, "units");
+    const char *key;
+    json_t *u;
+    json_object_foreach (units, key, u)
+        printf("  %-8s %lld -> %lld per block\n", key,
+               (long long)json_integer_value(json_object_get(u, "before")),
+               (long long)json_integer_value(json_object_get(u, "after")));
+    json_t *size = r->size;
+    static const char *const sizes[] = {"params", "bytes", "flops_per_token"};
+    for (int i = 0; size && i < 3; i++) {
+        json_t *e = json_object_get(size, sizes[i]);
+        printf("  %-16s %.4g -> %.4g\n", sizes[i],
+               json_number_value(json_object_get(e, "dense")),
+               json_number_value(json_object_get(e, "pruned")));
+    }
     if (r->has_metric)
         printf("  %s: dense %.4f, pruned %.4f\n", r->metric_name,
                r->metric_dense, r->metric_pruned);
+    if (r->has_speed)
+        printf("  speed: dense %.4g, pruned %.4g %s (x%.2f)\n", r->speed_dense,
+               r->speed_pruned, r->speed_unit,
+               r->speed_dense > 0 ? r->speed_pruned / r->speed_dense : 0);
     size_t bad = 0;
     for (size_t i = 0; i < r->n_layers; i++)
         bad += !r->layers[i].pattern_ok;
@@ -173,7 +205,15 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         O_THREADS,
         O_NO_SYNC,
         O_QUIET,
-        O_HELP
+        O_HELP,
+        O_HEADS,
+        O_KV_HEADS,
+        O_CHANNELS,
+        O_NEURONS,
+        O_BLOCKS,
+        O_BLOCKS_BY,
+        O_MULTIPLE_OF,
+        O_NO_COMPENSATE,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -196,6 +236,14 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         {"quiet", no_argument, 0, O_QUIET},
         {"no-sync", no_argument, 0, O_NO_SYNC},
         {"help", no_argument, 0, O_HELP},
+        {"heads", required_argument, 0, O_HEADS},
+        {"kv-heads", required_argument, 0, O_KV_HEADS},
+        {"channels", required_argument, 0, O_CHANNELS},
+        {"neurons", required_argument, 0, O_NEURONS},
+        {"blocks", required_argument, 0, O_BLOCKS},
+        {"blocks-by", required_argument, 0, O_BLOCKS_BY},
+        {"multiple-of", required_argument, 0, O_MULTIPLE_OF},
+        {"no-compensate", no_argument, 0, O_NO_COMPENSATE},
         {0, 0, 0, 0},
     };
     json_t *flags = json_object();
@@ -266,6 +314,41 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         case O_EVAL:
             json_object_set_new(object_at(flags, "evaluation"), "dataset",
                                 json_string(optarg));
+            break;
+        case O_HEADS:
+        case O_KV_HEADS:
+        case O_CHANNELS:
+        case O_NEURONS: {
+            const char *key = c == O_HEADS      ? "heads"
+                              : c == O_KV_HEADS ? "kv_heads"
+                              : c == O_CHANNELS ? "channels"
+                                                : "neurons";
+            if (!svc_parse_double(optarg, &x))
+                code = svc_fail(SVC_EXIT_USAGE, "--%s: \"%s\" is not a number",
+                                c == O_KV_HEADS ? "kv-heads" : key, optarg);
+            else
+                json_object_set_new(object_at(flags, "structure"), key,
+                                    json_real(x));
+            break;
+        }
+        case O_BLOCKS:
+        case O_MULTIPLE_OF:
+            if (!svc_parse_u64(optarg, &u) || u > INT32_MAX)
+                code = svc_fail(SVC_EXIT_USAGE, "--%s: \"%s\" is not a count",
+                                c == O_BLOCKS ? "blocks" : "multiple-of",
+                                optarg);
+            else
+                json_object_set_new(object_at(flags, "structure"),
+                                    c == O_BLOCKS ? "blocks" : "multiple_of",
+                                    json_integer((json_int_t)u));
+            break;
+        case O_BLOCKS_BY:
+            json_object_set_new(object_at(flags, "structure"), "blocks_by",
+                                json_string(optarg));
+            break;
+        case O_NO_COMPENSATE:
+            json_object_set_new(object_at(flags, "structure"), "compensate",
+                                json_false());
             break;
         case O_THREADS:
             if (!svc_parse_u64(optarg, &u) || u < 1 || u > 1024)

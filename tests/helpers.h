@@ -32,6 +32,7 @@ Suite *suite_api_artifacts(void);
 Suite *suite_durability(void);
 Suite *suite_ops(void);
 Suite *suite_limits(void);
+Suite *suite_structure(void);
 
 // A fresh directory under $TMPDIR; the caller frees the string and removes
 // the tree with th_rmtree.

@@ -41,6 +41,7 @@ static const suite_entry suites[] = {
     {"durability", suite_durability, true},
     {"ops", suite_ops, true},
     {"limits", suite_limits, true},
+    {"structure", suite_structure, true},
 };
 
 int main(int argc, char **argv)

@@ -690,15 +690,18 @@ START_TEST(test_net_groups)
     ck_assert_uint_eq(count, 4);
     ck_assert_str_eq(eng_group_kind_name(g[1].kind), "head");
     ck_assert_int_eq(g[1].count, 4); // num_attention_heads
-    ck_assert_int_eq(g[1].size, 32); // hidden_size / heads
+    ck_assert_int_eq(g[1].span[0].size, 32); // hidden_size / heads
     ck_assert_int_eq(g[3].kind, ENG_GROUP_CHANNEL);
     ck_assert_int_eq(g[3].count, 384); // intermediate_size
     const eng_net_linear *lin;
     eng_net_linears(n, 0, &lin);
-    for (int i = 0; i < 7; i++) // rows cut by a group are a multiple of it
-        for (size_t k = 0; k < count; k++)
-            if (g[k].rows_of >> i & 1)
-                ck_assert_int_eq(lin[i].rows, g[k].count * g[k].size);
+    for (size_t k = 0; k < count; k++) // each span tiles its rows or columns
+        for (int q = 0; q < g[k].nspans; q++) {
+            const eng_group_span *sp = &g[k].span[q];
+            const eng_net_linear *l = &lin[sp->linear];
+            ck_assert_int_eq(sp->cols ? l->cols : l->rows,
+                             g[k].count * sp->size);
+        }
     ck_assert_uint_eq(eng_net_groups(n, 0, g, 1), 4); // cap respected
     eng_net_close(n);
     eng_model_close(m);
@@ -707,6 +710,8 @@ START_TEST(test_net_groups)
     ck_assert_str_eq(eng_net_family(n), "mlp");
     ck_assert_uint_eq(eng_net_groups(n, 0, g, ENG_NET_MAX_GROUPS), 2);
     ck_assert_int_eq(g[1].count, 512);
+    ck_assert(g[1].span[1].next && g[1].span[1].cols);
+    ck_assert_int_eq(g[1].consumer, 1);
     ck_assert_uint_eq(eng_net_groups(n, 2, g, ENG_NET_MAX_GROUPS), 1);
     eng_net_close(n);
     eng_model_close(m);

@@ -75,6 +75,19 @@ static int open_weights(eng_out *w, const eng_plan *p, size_t i,
     return rc;
 }
 
+static int write_json(const json_t *j, const char *name, const char *path,
+                      bool sync, sh_diag *d)
+{
+    char *text = json_dumps(j, JSON_INDENT(2));
+    int rc = text ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    if (rc == 0 && (rc = sh_file_write_atomic(path, text, strlen(text))) != 0)
+        rc = sh_diag_set(d, rc, name, "cannot write %s", name);
+    if (rc == 0 && sync && (rc = sh_fsync_path(path)) != 0)
+        rc = sh_diag_set(d, rc, name, "cannot sync %s", name);
+    free(text);
+    return rc;
+}
+
 // config.json or the shard index through the format's rewrite.
 static int rewrite_json(const eng_plan *p, const eng_model_file *f,
                         int (*rewrite)(const eng_plan *, json_t *, sh_diag *),
@@ -85,16 +98,29 @@ static int rewrite_json(const eng_plan *p, const eng_model_file *f,
     if (!j)
         return sh_diag_set(d, SH_EFORMAT, f->name, "%s: %s", f->name, err.text);
     int rc = rewrite(p, j, d);
-    char *text = rc == 0 ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    if (rc == 0)
+        rc = write_json(j, f->name, path, sync, d);
     json_decref(j);
-    if (rc == 0 && !text)
-        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    if (rc == 0 && (rc = sh_file_write_atomic(path, text, strlen(text))) != 0)
-        rc = sh_diag_set(d, rc, f->name, "cannot write %s", f->name);
-    if (rc == 0 && sync && (rc = sh_fsync_path(path)) != 0)
-        rc = sh_diag_set(d, rc, f->name, "cannot sync %s", f->name);
-    free(text);
     return rc;
+}
+
+// The shard index's weight map from the plan's outputs: each in the file
+// of the tensor it comes from.
+static int index_from_outputs(const eng_plan *p, json_t *index, sh_diag *d)
+{
+    json_t *map = json_object();
+    if (!map)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (size_t ti = 0; ti < p->n; ti++) {
+        size_t file, idx;
+        eng_model_tensor_loc(p->m, ti, &file, &idx);
+        const char *fname = eng_model_file_at(p->m, file)->name;
+        for (size_t j = 0; j < p->rows[ti].n_out; j++)
+            json_object_set_new(map, p->rows[ti].out[j].name,
+                                json_string(fname));
+    }
+    json_object_set_new(index, "weight_map", map);
+    return 0;
 }
 
 int eng_out_open(eng_out **out, const eng_plan *p, const eng_format *fmt,
@@ -124,8 +150,12 @@ int eng_out_open(eng_out **out, const eng_plan *p, const eng_format *fmt,
             break;
         if (f->role == ENG_FILE_WEIGHTS)
             rc = open_weights(w, p, i, path, d);
+        else if (f->role == ENG_FILE_CONFIG && p->config)
+            rc = write_json(p->config, f->name, path, o->sync, d);
         else if (f->role == ENG_FILE_CONFIG && fmt->rewrite_config)
             rc = rewrite_json(p, f, fmt->rewrite_config, path, o->sync, d);
+        else if (f->role == ENG_FILE_INDEX && p->reshaped)
+            rc = rewrite_json(p, f, index_from_outputs, path, o->sync, d);
         else if (f->role == ENG_FILE_INDEX && fmt->rewrite_index)
             rc = rewrite_json(p, f, fmt->rewrite_index, path, o->sync, d);
         else if ((rc = sh_file_copy(f->path, path, o->sync)) != 0)
@@ -151,10 +181,16 @@ int eng_out_copy(eng_out *w, size_t ti, sh_diag *d)
 int eng_out_put(eng_out *w, size_t ti, uint64_t off, const void *buf, size_t n,
                 sh_diag *d)
 {
+    return eng_out_put_at(w, ti, 0, off, buf, n, d);
+}
+
+int eng_out_put_at(eng_out *w, size_t ti, size_t j, uint64_t off,
+                   const void *buf, size_t n, sh_diag *d)
+{
     size_t file, index;
     eng_model_tensor_loc(w->m, ti, &file, &index);
-    return eng_st_writer_put(w->writers[file], w->first_out[ti], off, buf, n,
-                             d);
+    return eng_st_writer_put(w->writers[file], w->first_out[ti] + j, off, buf,
+                             n, d);
 }
 
 int eng_out_finish(eng_out *w, sh_diag *d)

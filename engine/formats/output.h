@@ -22,9 +22,12 @@ int eng_out_open(eng_out **out, const eng_plan *p, const eng_format *fmt,
 // whose one output is the tensor itself.
 int eng_out_copy(eng_out *w, size_t ti, sh_diag *d);
 
-// Writes n bytes at offset off of model tensor ti's first output.
+// Writes n bytes at offset off of model tensor ti's first output, or of its
+// output j.
 int eng_out_put(eng_out *w, size_t ti, uint64_t off, const void *buf, size_t n,
                 sh_diag *d);
+int eng_out_put_at(eng_out *w, size_t ti, size_t j, uint64_t off,
+                   const void *buf, size_t n, sh_diag *d);
 
 // Completes every file (fsync when asked) and syncs the directory.
 int eng_out_finish(eng_out *w, sh_diag *d);

@@ -51,6 +51,13 @@ int eng_plan_build(eng_plan *p, const eng_spec *s, const eng_model *m,
 
 void eng_plan_deinit(eng_plan *p)
 {
+    json_decref(p->config);
+    p->config = NULL;
+    for (size_t i = 0; i < p->n_names; i++)
+        free(p->names[i]);
+    free(p->names);
+    p->names = NULL;
+    p->n_names = 0;
     free(p->rows);
     p->rows = NULL;
     p->n = 0;

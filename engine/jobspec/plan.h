@@ -8,6 +8,8 @@
 #include "engine/io/model.h"
 #include "engine/jobspec/spec.h"
 
+#include <jansson.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -44,6 +46,13 @@ typedef struct eng_plan {
     eng_plan_row *rows;              // (n,)
     uint64_t pool_params, pool_want; // global scope: the pooled targets,
     eng_threshold pool_thr;          //   their threshold (eng_select_pool)
+    // A structured shrink (run/shrink.c): the config.json written in
+    // place of the input's (NULL: the format's say), and whether outputs
+    // were renamed or dropped (the shard index is then rebuilt from them).
+    json_t *config;
+    bool reshaped;
+    char **names; // output names the rows borrow, freed with the plan
+    size_t n_names;
 } eng_plan;
 
 // Builds the plan of s on m (the spec checked against m before). Returns

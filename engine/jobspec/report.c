@@ -45,6 +45,8 @@ void eng_report_deinit(eng_report *r)
     for (size_t i = 0; i < r->n_layers; i++)
         free(r->layers[i].name);
     free(r->layers);
+    json_decref(r->structure);
+    json_decref(r->size);
     memset(r, 0, sizeof *r);
 }
 
@@ -151,5 +153,17 @@ json_t *eng_report_to_json(const eng_report *r)
                                       (json_int_t)r->calib_samples, "tokens",
                                       (json_int_t)r->calib_tokens, "recon_rows",
                                       (json_int_t)r->recon_rows));
+    if (r->structure)
+        json_object_set(j, "structure", r->structure);
+    if (r->size)
+        json_object_set(j, "size", r->size);
+    if (r->has_speed)
+        json_object_set_new(
+            j, "speed",
+            json_pack("{s:f, s:f, s:s, s:f}", "dense", r->speed_dense,
+                      "pruned", r->speed_pruned, "unit", r->speed_unit,
+                      "speedup",
+                      r->speed_dense > 0 ? r->speed_pruned / r->speed_dense
+                                         : 0.0));
     return j;
 }

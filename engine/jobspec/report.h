@@ -13,6 +13,13 @@
 //    "calibration"?: {"samples", "tokens", "recon_rows"},
 //    "timings": {"read", "forward", "statistics", "solve", "recon",
 //                "write", "evaluate", "hash"},
+//    "structure"?: {"units": {"heads": {"before", "after"}, ...},
+//                   "blocks": [{"index", "as", "heads": [removed], ...} |
+//                              {"index", "removed": true}],
+//                   "compensated", "block_influence"?},
+//    "size"?: {"params", "bytes", "flops_per_token": {"dense", "pruned"},
+//              "context"},
+//    "speed"?: {"dense", "pruned", "unit", "speedup"},
 //    "seconds"}
 //
 // A layer row has "timings" too: the phases spent on that tensor alone
@@ -74,6 +81,14 @@ typedef struct eng_report {
     int64_t recon_rows; // rows of them the recon_errors were measured on
     double timings[ENG_PHASE_COUNT]; // seconds, summed over the run
     double seconds;
+    // A structured shrink: the units before and after, what went from each
+    // block ("structure"); params, bytes and FLOPs per token before and
+    // after ("size"). NULL otherwise; owned.
+    json_t *structure, *size;
+    // The forward pass's speed on the input and the output (evaluation).
+    bool has_speed;
+    const char *speed_unit; // "tokens/s" or "samples/s"
+    double speed_dense, speed_pruned;
 } eng_report;
 
 void eng_report_init(eng_report *r, const eng_spec *s);

@@ -20,10 +20,18 @@ static const char *const norm_names[ENG_NORM_COUNT] = {
     [ENG_NORM_L2] = "l2",
 };
 static_assert(SH_ARRAY_LEN(scope_names) == ENG_SCOPE_COUNT, "scope names");
+static const char *const blocks_by_names[ENG_BLOCKS_BY_COUNT] = {
+    [ENG_BLOCKS_INFLUENCE] = "influence",
+    [ENG_BLOCKS_LAST] = "last",
+    [ENG_BLOCKS_RANDOM] = "random",
+};
 static_assert(SH_ARRAY_LEN(norm_names) == ENG_NORM_COUNT, "norm names");
+static_assert(SH_ARRAY_LEN(blocks_by_names) == ENG_BLOCKS_BY_COUNT,
+              "blocks_by names");
 
 const char *eng_scope_name(eng_scope s) { return scope_names[s]; }
 const char *eng_norm_name(eng_norm n) { return norm_names[n]; }
+const char *eng_blocks_by_name(eng_blocks_by b) { return blocks_by_names[b]; }
 
 #define DEFAULT_SAMPLES 0 // all rows of the calibration set
 #define MAX_SAMPLES 1000000
@@ -377,6 +385,90 @@ static int parse_output(const json_t *v, sh_diag *d)
     return 0;
 }
 
+// A fraction of units removed from every block: 1 would leave none.
+static int get_share(const json_t *st, const char *key, const char *unit,
+                     double *out, sh_diag *d)
+{
+    json_t *v = json_object_get(st, key);
+    if (!v || json_is_null(v))
+        return 0;
+    char field[64];
+    snprintf(field, sizeof field, "structure.%s", key);
+    int rc = get_fraction(v, field, out, d);
+    if (rc == 0 && *out >= 1.0)
+        return bad(d, field,
+                   "%s is 1: that removes every %s of every block; give a "
+                   "fraction below 1",
+                   field, unit);
+    return rc;
+}
+
+static int get_count(const json_t *st, const char *key, int64_t lo,
+                     int64_t hi, int64_t *out, sh_diag *d)
+{
+    json_t *v = json_object_get(st, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo ||
+        json_integer_value(v) > hi)
+        return bad(d, key[0] == 'b' ? "structure.blocks"
+                                    : "structure.multiple_of",
+                   "structure.%s must be an integer from %lld to %lld", key,
+                   (long long)lo, (long long)hi);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int parse_structure(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    if (!json_is_object(v))
+        return bad(d, "structure",
+                   "structure must be an object {heads, kv_heads, channels, "
+                   "blocks, neurons, multiple_of, compensate, blocks_by}");
+    static const char *const known[] = {
+        "heads",       "kv_heads",   "channels",  "blocks", "neurons",
+        "multiple_of", "compensate", "blocks_by", NULL};
+    eng_structure *st = &s->structure;
+    *st = (eng_structure){.on = true, .multiple_of = 1, .compensate = true};
+    st->blocks_by = s->method == ENG_METHOD_RANDOM ? ENG_BLOCKS_RANDOM
+                                                   : ENG_BLOCKS_INFLUENCE;
+    int rc = check_keys(v, "structure.", known, d);
+    if (rc || (rc = get_share(v, "heads", "head", &st->heads, d)) ||
+        (rc = get_share(v, "kv_heads", "KV group", &st->kv_heads, d)) ||
+        (rc = get_share(v, "channels", "channel", &st->channels, d)) ||
+        (rc = get_share(v, "neurons", "hidden unit", &st->neurons, d)) ||
+        (rc = get_count(v, "blocks", 0, 1 << 20, &st->blocks, d)) ||
+        (rc = get_count(v, "multiple_of", 1, 1 << 20, &st->multiple_of, d)))
+        return rc;
+    json_t *c = json_object_get(v, "compensate");
+    if (c && !json_is_null(c)) {
+        if (!json_is_boolean(c))
+            return bad(d, "structure.compensate",
+                       "structure.compensate must be true or false");
+        st->compensate = json_is_true(c);
+    }
+    const char *by = NULL;
+    if ((rc = get_string(v, "blocks_by", "structure.blocks_by", &by, d)))
+        return rc;
+    if (by) {
+        int i = 0;
+        while (i < ENG_BLOCKS_BY_COUNT && strcmp(by, blocks_by_names[i]))
+            i++;
+        if (i == ENG_BLOCKS_BY_COUNT)
+            return bad(d, "structure.blocks_by",
+                       "structure.blocks_by \"%s\" is not one of influence, "
+                       "last, random",
+                       by);
+        st->blocks_by = (eng_blocks_by)i;
+    }
+    if (st->heads == 0 && st->kv_heads == 0 && st->channels == 0 &&
+        st->neurons == 0 && st->blocks == 0)
+        return bad(d, "structure",
+                   "structure removes nothing: give heads, kv_heads, "
+                   "channels, neurons (fractions) or blocks (a count)");
+    return 0;
+}
+
 static int parse_enum(const json_t *j, const char *key,
                       const char *const *names, int count, int *out, sh_diag *d)
 {
@@ -401,7 +493,7 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
         "checkpoint", "method", "sparsity",    "pattern",
         "scope",      "norm",   "targets",     "ignore",
         "overrides",  "seed",   "calibration", "evaluation",
-        "sparsegpt",  "output", "report",      NULL};
+        "sparsegpt",  "output", "report",      "structure", NULL};
     int rc = check_keys(j, "", known, d);
     if (rc)
         return rc;
@@ -479,8 +571,24 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
     if ((v = json_object_get(j, "output")) && !json_is_null(v) &&
         (rc = parse_output(v, d)))
         return rc;
-    // The method's default first; a report object may change it.
-    s->recon = eng_methods[s->method].stats & ENG_STAT_HESSIAN
+    if ((v = json_object_get(j, "structure")) && !json_is_null(v)) {
+        if ((rc = parse_structure(s, v, d)))
+            return rc;
+        static const char *const alone[] = {"sparsity", "pattern",
+                                            "overrides", NULL};
+        for (int i = 0; alone[i]; i++)
+            if ((v = json_object_get(j, alone[i])) && !json_is_null(v) &&
+                !(json_is_array(v) && json_array_size(v) == 0))
+                return bad(d, alone[i],
+                           "%s cannot be combined with structure: a "
+                           "structured job removes whole units instead",
+                           alone[i]);
+        s->sparsity = 0;
+    }
+    // The method's default first; a report object may change it. A
+    // shrink has no zeros to measure.
+    s->recon = s->structure.on ? ENG_RECON_OFF
+               : eng_methods[s->method].stats & ENG_STAT_HESSIAN
                    ? ENG_RECON_FULL
                    : ENG_RECON_SAMPLE;
     if ((v = json_object_get(j, "report")) && !json_is_null(v) &&
@@ -530,6 +638,37 @@ static int check_combination(const eng_spec *s, sh_diag *d)
                    "method %s needs calibration data: give "
                    "calibration.dataset",
                    mi->name);
+    const eng_structure *st = &s->structure;
+    if (!st->on) {
+        if (!mi->patterns)
+            return bad(d, "method",
+                       "method %s scores whole structures only: give a "
+                       "structure (heads, channels, blocks, ...)",
+                       mi->name);
+        return 0;
+    }
+    if (mi->unit == ENG_UNIT_NONE)
+        return bad(d, "method",
+                   "method %s rewrites single weights and cannot rank "
+                   "structures; use magnitude, random, wanda, flap or "
+                   "block_influence",
+                   mi->name);
+    if (s->scope == ENG_SCOPE_GLOBAL)
+        return bad(d, "scope",
+                   "scope \"global\" ranks single weights across tensors; a "
+                   "structure removes the same count from every block: use "
+                   "\"layer\"");
+    if (mi->unit == ENG_UNIT_BLOCKS &&
+        (st->heads || st->kv_heads || st->channels || st->neurons))
+        return bad(d, "method",
+                   "block_influence ranks whole blocks only; for heads, "
+                   "channels or neurons use magnitude, random, wanda or flap");
+    if (st->blocks > 0 && st->blocks_by == ENG_BLOCKS_INFLUENCE &&
+        !s->calib_dataset)
+        return bad(d, "structure.blocks",
+                   "blocks are chosen by their influence on the calibration "
+                   "set: give calibration.dataset (or structure.blocks_by "
+                   "\"last\" or \"random\")");
     return 0;
 }
 
@@ -588,8 +727,10 @@ json_t *eng_spec_to_json(const eng_spec *s)
                         s->checkpoint ? json_string(s->checkpoint)
                                       : json_null());
     json_object_set_new(j, "method", json_string(eng_methods[s->method].name));
-    json_object_set_new(j, "sparsity", json_real(s->sparsity));
-    json_object_set_new(j, "pattern", json_string(pat));
+    if (!s->structure.on) { // a shrink takes neither
+        json_object_set_new(j, "sparsity", json_real(s->sparsity));
+        json_object_set_new(j, "pattern", json_string(pat));
+    }
     json_object_set_new(j, "scope", json_string(scope_names[s->scope]));
     json_object_set_new(j, "norm", json_string(norm_names[s->norm]));
     json_object_set_new(j, "targets", regex_array(s->targets, s->n_targets));
@@ -627,6 +768,17 @@ json_t *eng_spec_to_json(const eng_spec *s)
                                       s->sgpt_blocksize, "damp", s->sgpt_damp));
     json_object_set_new(j, "output",
                         json_pack("{s:s}", "format", ENG_OUTPUT_DENSE));
+    const eng_structure *st = &s->structure;
+    if (st->on)
+        json_object_set_new(
+            j, "structure",
+            json_pack("{s:f, s:f, s:f, s:I, s:f, s:I, s:b, s:s}", "heads",
+                      st->heads, "kv_heads", st->kv_heads, "channels",
+                      st->channels, "blocks", (json_int_t)st->blocks,
+                      "neurons", st->neurons, "multiple_of",
+                      (json_int_t)st->multiple_of, "compensate",
+                      st->compensate, "blocks_by",
+                      blocks_by_names[st->blocks_by]));
     json_object_set_new(
         j, "report",
         json_pack("{s:o}", "recon_error",
@@ -767,7 +919,7 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
             continue;
         targets++;
         unsigned bit = ENG_PATTERN_BIT(p.pattern.kind);
-        if (!(md->patterns & bit)) {
+        if (!s->structure.on && !(md->patterns & bit)) {
             char pat[32], can[128], others[128];
             eng_pattern_format(pat, sizeof pat, p.pattern);
             pattern_kinds(can, sizeof can, md->patterns);
@@ -796,6 +948,12 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                    "no tensor of the model is a target: check targets and "
                    "ignore (the default targets are float .weight tensors "
                    "of 2+ dimensions, not embeddings, norms or lm_head)");
+    if (s->structure.on && !runs)
+        return bad(d, "structure",
+                   "structures are defined by a model family the engine "
+                   "runs (mlp and the Llama family: llama, mistral, qwen2, "
+                   "with their config.json); \"%s\" is not one",
+                   arch);
     // Calibration and evaluation run the model forward.
     if (eng_methods[s->method].needs_calibration && !runs)
         return bad(d, "method",

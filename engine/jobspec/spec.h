@@ -13,7 +13,16 @@
 //    "calibration": {"dataset": "...", "samples": null},  null: all rows
 //    "evaluation": {"dataset": "..."},
 //    "sparsegpt": {"blocksize": 128, "damp": 0.01},
-//    "output": {"format": "dense"}}
+//    "output": {"format": "dense"},
+//    "structure": {"heads": 0.25, "kv_heads": 0, "channels": 0.3,
+//                  "blocks": 1, "neurons": 0, "multiple_of": 1,
+//                  "compensate": true, "blocks_by": "influence"}}
+//
+// With "structure" the job shrinks instead of zeroing (run/shrink.c): whole
+// units go from every block, the same count from each (fractions of query
+// heads, KV groups, MLP channels, mlp hidden units; a count of blocks), and
+// the output has the smaller shapes. It takes no sparsity, pattern,
+// overrides or global scope.
 //
 // N:M keeps at most N non-zero weights in every M consecutive ones along the
 // input dimension (2:4 keeps 2 of 4, as NVIDIA's sparse tensor cores read
@@ -72,6 +81,24 @@ typedef enum eng_recon {
 
 #define ENG_RECON_SAMPLE_ROWS 2048
 
+// How blocks to remove are chosen: the lowest block influence over the
+// calibration set (ShortGPT), the last ones, or at random (seeded).
+typedef enum eng_blocks_by {
+    ENG_BLOCKS_INFLUENCE,
+    ENG_BLOCKS_LAST,
+    ENG_BLOCKS_RANDOM,
+    ENG_BLOCKS_BY_COUNT
+} eng_blocks_by;
+
+typedef struct eng_structure {
+    bool on; // the spec has a structure
+    double heads, kv_heads, channels, neurons; // fractions removed, [0, 1)
+    int64_t blocks;      // whole blocks removed
+    int64_t multiple_of; // kept widths rounded up to a multiple of it
+    bool compensate;     // flap: the removed channels' mean as a bias
+    eng_blocks_by blocks_by;
+} eng_structure;
+
 typedef struct eng_spec {
     char *checkpoint; // may be NULL
     eng_method method;
@@ -92,6 +119,7 @@ typedef struct eng_spec {
     int sgpt_blocksize;
     double sgpt_damp;
     eng_recon recon;
+    eng_structure structure;
 } eng_spec;
 
 // A tensor's share of the spec.
@@ -137,6 +165,7 @@ int eng_pattern_parse(const char *word, eng_pattern *out, const char *field,
 // Names of the enums, for reports.
 const char *eng_scope_name(eng_scope s);
 const char *eng_norm_name(eng_norm n);
+const char *eng_blocks_by_name(eng_blocks_by b);
 
 // A (rows, cols) view of a tensor: dim 0 by the product of the rest; a 1-D
 // tensor is one row.

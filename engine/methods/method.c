@@ -21,6 +21,7 @@ const eng_method_def eng_methods[ENG_METHOD_COUNT] = {
             .patterns = ENG_PATTERNS_ALL,
             .supports_global = true,
             .score = ENG_SCORE_MAGNITUDE,
+            .unit = ENG_UNIT_MAGNITUDE,
         },
     [ENG_METHOD_RANDOM] =
         {
@@ -28,6 +29,7 @@ const eng_method_def eng_methods[ENG_METHOD_COUNT] = {
             .patterns = ENG_PATTERNS_ALL,
             .supports_global = true,
             .score = ENG_SCORE_RANDOM,
+            .unit = ENG_UNIT_RANDOM,
         },
     [ENG_METHOD_WANDA] =
         {
@@ -38,6 +40,8 @@ const eng_method_def eng_methods[ENG_METHOD_COUNT] = {
             .score = ENG_SCORE_SCALED,
             .scale = wanda_scale,
             .compete = ENG_COMPETE_ROW,
+            .unit = ENG_UNIT_WANDA,
+            .unit_stats = ENG_STAT_COLSQ,
         },
     [ENG_METHOD_SPARSEGPT] =
         {
@@ -48,6 +52,20 @@ const eng_method_def eng_methods[ENG_METHOD_COUNT] = {
                         ENG_PATTERN_BIT(ENG_PATTERN_NM),
             .solve = eng_sparsegpt,
             .options = "sparsegpt",
+        },
+    // Structured only: no pattern of single weights.
+    [ENG_METHOD_FLAP] =
+        {
+            .name = "flap",
+            .needs_calibration = true,
+            .unit = ENG_UNIT_FLAP,
+            .unit_stats = ENG_STAT_COLSQ | ENG_STAT_SUM,
+        },
+    [ENG_METHOD_BLOCK_INFLUENCE] =
+        {
+            .name = "block_influence",
+            .needs_calibration = true,
+            .unit = ENG_UNIT_BLOCKS,
         },
 };
 static_assert(SH_ARRAY_LEN(eng_methods) == ENG_METHOD_COUNT,

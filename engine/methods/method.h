@@ -21,6 +21,8 @@ typedef enum eng_method {
     ENG_METHOD_RANDOM,
     ENG_METHOD_WANDA,
     ENG_METHOD_SPARSEGPT,
+    ENG_METHOD_FLAP,
+    ENG_METHOD_BLOCK_INFLUENCE,
     ENG_METHOD_COUNT
 } eng_method;
 
@@ -29,7 +31,22 @@ typedef enum eng_method {
 enum {
     ENG_STAT_HESSIAN = 1u << 0, // H = X^T X (cols, cols)
     ENG_STAT_COLSQ = 1u << 1,   // sum of x_j^2 per input (cols,)
+    ENG_STAT_SUM = 1u << 2,     // sum of x_j per input (cols,)
 };
+
+// How a method scores the units of a structured shrink (heads, KV groups,
+// channels, neurons: run/shrink.c). Blocks are chosen by their influence
+// (or at random, or the last ones: spec structure.blocks_by).
+typedef enum eng_unit_score {
+    ENG_UNIT_NONE,      // it cannot (a solver)
+    ENG_UNIT_MAGNITUDE, // L1 or L2 (spec norm) of all the unit's weights
+    ENG_UNIT_RANDOM,    // seeded uniform
+    ENG_UNIT_WANDA,     // Wanda-sp: sum |W_ij| ||x_j|| over the consumer's
+                        // columns of the unit
+    ENG_UNIT_FLAP,      // FLAP: sum var(x_j) ||W_:j||^2 over them; the
+                        // removed columns' mean output becomes a bias
+    ENG_UNIT_BLOCKS,    // scores whole blocks only (block_influence)
+} eng_unit_score;
 
 // Which weights compete for the zeros of an unstructured pattern.
 typedef enum eng_compete {
@@ -59,6 +76,10 @@ typedef struct eng_method_def {
     eng_solver_fn solve;
     // The spec object that holds the solver's options, or NULL.
     const char *options;
+    // Structured shrinks: how it scores units, and the statistics of the
+    // consumers' inputs it needs for that (ENG_STAT_*).
+    eng_unit_score unit;
+    unsigned unit_stats;
 } eng_method_def;
 
 extern const eng_method_def eng_methods[ENG_METHOD_COUNT];

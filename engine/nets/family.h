@@ -54,12 +54,15 @@ typedef struct eng_metric {
 
 // --- structure groups
 //
-// The units a structured method may remove from a block, as the family
-// defines them. A group kind comes `count` times in the block; removing one
-// removes `size` consecutive rows of each linear in `rows_of` (a bit per
-// linear index) and `size` consecutive columns of each linear in `cols_of`.
-// ENG_GROUP_BLOCK is the whole block (size 0, no rows or columns: the block
-// is skipped).
+// The units a structured shrink may remove from a block, as the family
+// defines them. A group kind comes `count` times in the block; unit u
+// spans, for each of its spans, rows (with their bias entries) or columns
+// [u * size, (u + 1) * size) of one linear: of this block, or with `next`
+// of the next block (an mlp's hidden units: the layer's rows and the next
+// layer's columns). The `consumer` span is the one whose columns read the
+// unit's output: data-aware criteria weigh those columns by statistics of
+// that linear's input, and compensation adds to that linear's bias.
+// ENG_GROUP_BLOCK is the whole block (no spans: the block is skipped).
 typedef enum eng_group_kind {
     ENG_GROUP_BLOCK,   // the block itself
     ENG_GROUP_HEAD,    // an attention (query) head
@@ -68,13 +71,32 @@ typedef enum eng_group_kind {
     ENG_GROUP_COUNT
 } eng_group_kind;
 
+typedef struct eng_group_span {
+    int linear;   // index of the linear in its block
+    bool cols;    // its columns, else its rows and bias entries
+    bool next;    // the linear is the next block's
+    int64_t size; // rows or columns per unit
+} eng_group_span;
+
+#define ENG_GROUP_MAX_SPANS 4
+
 typedef struct eng_net_group {
     eng_group_kind kind;
-    int64_t count, size;
-    uint32_t rows_of, cols_of; // bit i: linear i of the block
+    int64_t count;
+    int nspans;
+    eng_group_span span[ENG_GROUP_MAX_SPANS];
+    int consumer; // the span reading the unit's output, or -1
 } eng_net_group;
 
 #define ENG_NET_MAX_GROUPS 8
+
+// What a structured shrink leaves in every block (the same in each), for
+// the family's config rewrite.
+typedef struct eng_net_shape {
+    int64_t blocks;               // blocks kept
+    int64_t kept[ENG_GROUP_COUNT]; // units of each group kind kept per block
+    bool bias_attention, bias_mlp; // compensation biases were added
+} eng_net_shape;
 
 // --- the interface
 //
@@ -119,10 +141,19 @@ typedef struct eng_family {
     // how many the block has. Cannot fail.
     size_t (*groups)(const eng_net *n, size_t block, eng_net_group *out,
                      size_t cap);
-    // Rewrites config.json (cfg, in place) for the pruned model. Pruning
-    // keeps every shape today, so both families leave cfg as it is; a
-    // structured shrink will set the new widths here.
-    int (*config_rewrite)(const eng_net *n, json_t *cfg, sh_diag *d);
+    // Writes the name prefix of block's tensors ("model.layers.3.") into
+    // buf; NULL for families whose blocks cannot be removed.
+    void (*block_prefix)(const eng_net *n, size_t block, char *buf,
+                         size_t size);
+    // The linear whose rows are the attention's query width (each row
+    // costs 4 FLOPs per context position: scores and weighted sum), or -1.
+    int query_linear;
+    // Rewrites config.json (cfg, in place) for a model shrunk to shape.
+    // May be NULL: the family's config names no width (an mlp's widths
+    // are its tensors'). SH_EUNSUPPORTED where the family's config cannot
+    // say it (biases a model type never loads).
+    int (*config_rewrite)(const eng_net *n, const eng_net_shape *shape,
+                          json_t *cfg, sh_diag *d);
 } eng_family;
 
 extern const eng_family eng_family_mlp;   // mlp.c

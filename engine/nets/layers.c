@@ -162,13 +162,3 @@ float net_act_apply(net_act a, float x)
     default: return x;
     }
 }
-
-// --- config
-
-int net_config_keep(const eng_net *n, json_t *cfg, sh_diag *d)
-{
-    (void)n;
-    (void)cfg;
-    (void)d;
-    return 0;
-}

@@ -101,7 +101,5 @@ float net_act_apply(net_act a, float x);
 
 // --- config
 
-// A config_rewrite that keeps config.json as it is.
-int net_config_keep(const eng_net *n, json_t *cfg, sh_diag *d);
 
 #endif

@@ -612,26 +612,78 @@ static int llama_check_dataset(const eng_net *n, const eng_dataset_info *di,
     return 0;
 }
 
-#define BIT(i) (1u << (i))
-
-// Heads cut rows of q and columns of o; a KV head cuts rows of k and v
-// (and the heads / kv_heads query heads that read it go with it); channels
-// cut rows of gate and up and columns of down.
+// Query head h reads KV head h / (heads / kv_heads), as transformers'
+// repeat_kv: a KV group's query heads are consecutive rows of q_proj and
+// columns of o_proj.
 static size_t llama_groups(const eng_net *n, size_t block, eng_net_group *out,
                            size_t cap)
 {
     (void)block;
-    int64_t hd = n->head_dim;
+    int64_t hd = n->head_dim, per = n->heads / n->kv_heads;
     const eng_net_group g[] = {
-        {ENG_GROUP_BLOCK, 1, 0, 0, 0},
-        {ENG_GROUP_HEAD, n->heads, hd, BIT(Q), BIT(O)},
-        {ENG_GROUP_KV_HEAD, n->kv_heads, hd, BIT(K) | BIT(V), 0},
-        {ENG_GROUP_CHANNEL, n->inter, 1, BIT(GATE) | BIT(UP), BIT(DOWN)},
+        {.kind = ENG_GROUP_BLOCK, .count = 1, .consumer = -1},
+        {.kind = ENG_GROUP_HEAD,
+         .count = n->heads,
+         .nspans = 2,
+         .span = {{.linear = Q, .size = hd},
+                  {.linear = O, .cols = true, .size = hd}},
+         .consumer = 1},
+        {.kind = ENG_GROUP_KV_HEAD,
+         .count = n->kv_heads,
+         .nspans = 4,
+         .span = {{.linear = K, .size = hd},
+                  {.linear = V, .size = hd},
+                  {.linear = Q, .size = per * hd},
+                  {.linear = O, .cols = true, .size = per * hd}},
+         .consumer = 3},
+        {.kind = ENG_GROUP_CHANNEL,
+         .count = n->inter,
+         .nspans = 3,
+         .span = {{.linear = GATE, .size = 1},
+                  {.linear = UP, .size = 1},
+                  {.linear = DOWN, .cols = true, .size = 1}},
+         .consumer = 2},
     };
     size_t count = sizeof g / sizeof g[0];
     for (size_t i = 0; i < count && i < cap; i++)
         out[i] = g[i];
     return count;
+}
+
+// The shrunk widths, an explicit head_dim (heads x head_dim need no
+// longer be hidden_size), and the bias flags the compensation needs.
+// Only LlamaForCausalLM reads attention_bias and mlp_bias: Mistral and
+// Qwen2 build their o_proj and MLP without biases whatever config says.
+static int llama_config_rewrite(const eng_net *n, const eng_net_shape *sh,
+                                json_t *cfg, sh_diag *d)
+{
+    const char *mt = json_string_value(json_object_get(cfg, "model_type"));
+    if ((sh->bias_attention || sh->bias_mlp) && (!mt || strcmp(mt, "llama")))
+        return sh_diag_set(d, SH_EUNSUPPORTED, "structure.compensate",
+                           "compensation adds biases to o_proj and "
+                           "down_proj, which only model_type \"llama\" "
+                           "loads (this is \"%s\"): set compensate false",
+                           mt ? mt : "");
+    json_object_set_new(cfg, "num_hidden_layers", json_integer(sh->blocks));
+    json_object_set_new(cfg, "num_attention_heads",
+                        json_integer(sh->kept[ENG_GROUP_HEAD]));
+    json_object_set_new(cfg, "num_key_value_heads",
+                        json_integer(sh->kept[ENG_GROUP_KV_HEAD]));
+    json_object_set_new(cfg, "head_dim", json_integer(n->head_dim));
+    json_object_set_new(cfg, "intermediate_size",
+                        json_integer(sh->kept[ENG_GROUP_CHANNEL]));
+    if (sh->bias_attention)
+        json_object_set_new(cfg, "attention_bias", json_true());
+    if (sh->bias_mlp)
+        json_object_set_new(cfg, "mlp_bias", json_true());
+    return 0;
+}
+
+static void llama_block_prefix(const eng_net *n, size_t block, char *buf,
+                               size_t size)
+{
+    (void)n;
+    snprintf(buf, size, "model.layers.%zu.", block);
 }
 
 static const char *const llama_archs[] = {"llama",
@@ -655,5 +707,7 @@ const eng_family eng_family_llama = {
     .metric = llama_metric,
     .logits = llama_logits,
     .groups = llama_groups,
-    .config_rewrite = net_config_keep,
+    .block_prefix = llama_block_prefix,
+    .query_linear = Q,
+    .config_rewrite = llama_config_rewrite,
 };

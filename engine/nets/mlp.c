@@ -172,18 +172,23 @@ static int mlp_metric(eng_net *n, const eng_dataset *ds, const eng_acts *a,
     return 0;
 }
 
-// A layer's outputs are channels: removing one removes a row of this
-// block's linear and the matching column of the next block's (cols_of
-// names linears of this block only, so it is 0). The last layer's outputs
-// are the classes and stay.
+// A layer's outputs are channels (hidden units): removing one removes a row
+// (and bias entry) of this block's linear and the matching column of the
+// next block's, which reads it. The last layer's outputs are the classes
+// and stay.
 static size_t mlp_groups(const eng_net *n, size_t block, eng_net_group *out,
                          size_t cap)
 {
-    eng_net_group g[2] = {{ENG_GROUP_BLOCK, 1, 0, 0, 0}};
+    eng_net_group g[2] = {{.kind = ENG_GROUP_BLOCK, .count = 1, .consumer = -1}};
     size_t count = 1;
     if (block + 1 < n->nblocks)
-        g[count++] = (eng_net_group){ENG_GROUP_CHANNEL,
-                                     n->blocks[block].lin[0].rows, 1, 1u, 0};
+        g[count++] = (eng_net_group){
+            .kind = ENG_GROUP_CHANNEL,
+            .count = n->blocks[block].lin[0].rows,
+            .nspans = 2,
+            .span = {{.linear = 0, .size = 1},
+                     {.linear = 0, .cols = true, .next = true, .size = 1}},
+            .consumer = 1};
     for (size_t i = 0; i < count && i < cap; i++)
         out[i] = g[i];
     return count;
@@ -204,5 +209,5 @@ const eng_family eng_family_mlp = {
     .metric = mlp_metric,
     .logits = NULL,
     .groups = mlp_groups,
-    .config_rewrite = net_config_keep,
+    .query_linear = -1,
 };

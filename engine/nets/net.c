@@ -6,6 +6,8 @@
 #include "engine/math/poll.h"
 #include "engine/nets/layers.h"
 
+#include "common/util.h"
+
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,9 +107,11 @@ int eng_net_check_dataset(const eng_net *n, const eng_dataset_info *di,
     return n->fam->check_dataset(n, di, d);
 }
 
-int eng_net_config_rewrite(const eng_net *n, json_t *cfg, sh_diag *d)
+int eng_net_config_rewrite(const eng_net *n, const eng_net_shape *shape,
+                           json_t *cfg, sh_diag *d)
 {
-    return n->fam->config_rewrite(n, cfg, d);
+    return n->fam->config_rewrite ? n->fam->config_rewrite(n, shape, cfg, d)
+                                  : 0;
 }
 
 // --- the weight overlay
@@ -206,6 +210,28 @@ void eng_net_block_close(eng_net_block *b)
 }
 
 float *eng_net_block_weight(eng_net_block *b, size_t i) { return b->w[i]; }
+float *eng_net_block_bias(eng_net_block *b, size_t i) { return b->b[i]; }
+
+int eng_net_block_bias_add(eng_net_block *b, size_t i, const float *delta,
+                           int64_t rows, sh_diag *d)
+{
+    if (!b->b[i] && !(b->b[i] = calloc((size_t)(rows ? rows : 1), sizeof(float))))
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (int64_t r = 0; r < rows; r++)
+        b->b[i][r] += delta[r];
+    return 0;
+}
+
+bool eng_net_block_prefix(const eng_net *n, size_t block, char *buf,
+                          size_t size)
+{
+    if (!n->fam->block_prefix)
+        return false;
+    n->fam->block_prefix(n, block, buf, size);
+    return true;
+}
+
+int eng_net_query_linear(const eng_net *n) { return n->fam->query_linear; }
 
 // --- activations
 
@@ -302,6 +328,61 @@ int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
     if (rc == 0)
         rc = n->fam->metric(n, ds, &a, h, out, d);
     eng_acts_deinit(&a);
+    return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int eng_net_speed(eng_net *n, const eng_dataset *ds, int passes,
+                  const eng_hooks *h, double *per_s, sh_diag *d)
+{
+    enum { MAX_PASSES = 16 };
+    if (passes < 1 || passes > MAX_PASSES)
+        passes = 5;
+    eng_dataset sub = *ds;
+    bool tokens = ds->info.kind == ENG_DATASET_TOKENS;
+    int64_t cap = tokens ? 8 : 4096;
+    sub.rows = ds->rows < cap ? ds->rows : cap;
+    if (sub.rows <= 0)
+        return sh_diag_set(d, SH_EINVAL, "", "no rows to time");
+    double units = (double)(tokens ? sub.rows * ds->info.cols : sub.rows);
+    eng_net_block **blk = calloc(n->nblocks ? n->nblocks : 1, sizeof *blk);
+    float *logits = NULL;
+    if (!blk)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    int rc = 0;
+    for (size_t b = 0; rc == 0 && b < n->nblocks; b++)
+        rc = eng_net_block_open(n, b, &blk[b], d);
+    if (rc == 0 && n->fam->logits &&
+        !(logits = sh_alloc_bulk((size_t)(units * (double)n->vocab) *
+                                 sizeof *logits)))
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    double t[MAX_PASSES + 1];
+    eng_acts a = {0};
+    for (int p = 0; rc == 0 && p <= passes; p++) {
+        double t0 = sh_time_mono();
+        rc = eng_net_embed_polled(n, &sub, &a, h, d);
+        for (size_t b = 0; rc == 0 && b < n->nblocks; b++)
+            rc = eng_net_block_forward_polled(n, blk[b], &a, h, d);
+        if (rc == 0 && logits)
+            rc = n->fam->logits(n, &a, logits, d);
+        eng_acts_deinit(&a);
+        t[p] = sh_time_mono() - t0;
+    }
+    if (rc == 0) { // t[0] warmed up
+        qsort(t + 1, (size_t)passes, sizeof t[0], cmp_double);
+        double med = passes % 2 ? t[1 + passes / 2]
+                                : (t[passes / 2] + t[passes / 2 + 1]) / 2;
+        *per_s = units / (med > 0 ? med : 1e-9);
+    }
+    for (size_t b = 0; b < n->nblocks; b++)
+        eng_net_block_close(blk[b]);
+    free(blk);
+    free(logits);
     return rc;
 }
 

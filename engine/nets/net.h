@@ -54,9 +54,10 @@ int eng_net_check_dataset(const eng_net *n, const eng_dataset_info *di,
 int64_t eng_net_vocab(const eng_net *n);   // token models, else 0
 int64_t eng_net_classes(const eng_net *n); // classifiers, else 0
 
-// Rewrites config.json (cfg, in place) for the pruned model, as the family
-// says; today every family keeps it as it is.
-int eng_net_config_rewrite(const eng_net *n, json_t *cfg, sh_diag *d);
+// Rewrites config.json (cfg, in place) for a model shrunk to shape, as the
+// family says (family.h).
+int eng_net_config_rewrite(const eng_net *n, const eng_net_shape *shape,
+                           json_t *cfg, sh_diag *d);
 
 // --- blocks and their linear layers
 
@@ -83,6 +84,20 @@ void eng_net_block_close(eng_net_block *b);
 
 // The F32 weight (rows, cols) of linear i, which pruning may rewrite.
 float *eng_net_block_weight(eng_net_block *b, size_t i);
+// The F32 bias (rows,) of linear i, or NULL when it has none.
+float *eng_net_block_bias(eng_net_block *b, size_t i);
+// Adds delta (rows,) to linear i's bias, making a zero one first where it
+// has none; the block's forward pass then applies it.
+int eng_net_block_bias_add(eng_net_block *b, size_t i, const float *delta,
+                           int64_t rows, sh_diag *d);
+
+// The name prefix of block's tensors ("model.layers.3."), false for
+// families whose blocks cannot be removed (their tensors are not renamed).
+bool eng_net_block_prefix(const eng_net *n, size_t block, char *buf,
+                          size_t size);
+// The linear of every block whose rows are the attention's query width,
+// or -1 (no attention).
+int eng_net_query_linear(const eng_net *n);
 
 // --- the weight overlay
 //
@@ -113,6 +128,14 @@ int eng_net_block_forward(eng_net *n, eng_net_block *b, eng_acts *a,
 // The metric over a dataset (eng_metric, family.h).
 int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
                      eng_metric *out, sh_diag *d);
+
+// The speed of the forward pass: the first rows of ds (at most 8 token
+// rows, 4096 input rows) through the embedding, every block and the head
+// (logits), `passes` times after one warm-up, with every block's weights
+// loaded once beforehand (as a runtime holds them). *per_s is the median
+// rate in tokens (token models) or samples per second.
+int eng_net_speed(eng_net *n, const eng_dataset *ds, int passes,
+                  const eng_hooks *h, double *per_s, sh_diag *d);
 
 // Logits (seqlen, vocab) of one token row, for tests against reference
 // logits. out is malloc'd.

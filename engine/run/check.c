@@ -3,6 +3,7 @@
 #include "engine/engine.h"
 
 #include "engine/nets/net.h"
+#include "engine/run/run.h"
 
 #include <stdlib.h>
 
@@ -19,6 +20,8 @@ int eng_check(const eng_spec *s, const eng_model *m, double deadline,
     bool runs = eng_model_config(m) && eng_net_runs(arch);
     int rc = eng_spec_check(s, ts, n, arch, runs, deadline, d);
     free(ts);
+    if (rc == 0 && s->structure.on)
+        rc = eng_shrink_check(s, m, d);
     if (rc == 0 && needs)
         *needs = (eng_model_needs){.model_runs = runs,
                                    .dataset_kind = eng_net_kind_for(arch)};

@@ -451,8 +451,10 @@ static int prune_streaming(const eng_model *m, const eng_spec *s,
 
 // The metric of a model on the evaluation set (dense: the input model;
 // pruned: the written folder, so what is measured is what is shipped).
+// The metric of m over the dataset at path, and the speed of its forward
+// pass (eng_net_speed) when speed is not NULL.
 static int measure(const eng_model *m, const char *path, const eng_hooks *h,
-                   eng_metric *out, sh_diag *d)
+                   eng_metric *out, double *speed, sh_diag *d)
 {
     eng_net *net = NULL;
     eng_dataset ds = {0};
@@ -460,8 +462,9 @@ static int measure(const eng_model *m, const char *path, const eng_hooks *h,
     if (rc == 0 &&
         (rc = eng_dataset_load(&ds, path, 0, eng_net_vocab(net),
                                eng_net_classes(net), h, d)) == 0 &&
-        (rc = eng_net_check_dataset(net, &ds.info, d)) == 0)
-        rc = eng_net_evaluate(net, &ds, h, out, d);
+        (rc = eng_net_check_dataset(net, &ds.info, d)) == 0 &&
+        (rc = eng_net_evaluate(net, &ds, h, out, d)) == 0 && speed)
+        rc = eng_net_speed(net, &ds, ENG_SPEED_PASSES, h, speed, d);
     else if (rc != 0 && rc != SH_ECANCELED)
         sh_diag_prefix(d, "evaluation");
     eng_dataset_deinit(&ds);
@@ -493,7 +496,8 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     if (o->evaluation_path) {
         phase(h, "evaluating dense", 0.0);
         double t1 = sh_time_mono();
-        if ((rc = measure(m, o->evaluation_path, h, &dense, d)) != 0)
+        if ((rc = measure(m, o->evaluation_path, h, &dense, &r->speed_dense,
+                          d)) != 0)
             goto out;
         eng_report_lap(r, NULL, ENG_PHASE_EVALUATE, t1);
     }
@@ -508,11 +512,14 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
                               d)) != 0)
         goto out;
     eng_report_lap(r, NULL, ENG_PHASE_SOLVE, t1);
-    if ((rc = eng_out_open(&w, &plan, fmt, o, d)) != 0)
+    // A shrink decides its outputs before it opens them.
+    if (s->structure.on)
+        rc = eng_shrink(&plan, o, h, &w, r, d);
+    else if ((rc = eng_out_open(&w, &plan, fmt, o, d)) != 0)
         goto out;
     // Calibration data means the sequential pipeline, for every method:
     // the reconstruction errors need the layers' inputs.
-    if (calibrated)
+    else if (calibrated)
         rc = eng_prune_calibrated(&plan, o, h, w, r, d);
     else
         rc = prune_streaming(m, s, o, h, w, r, &plan, d);
@@ -529,13 +536,19 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
         phase(h, "evaluating pruned", ENG_FRAC_EVAL_PRUNED);
         rc = eng_model_open(&pruned, o->out_dir, d);
         if (rc == 0)
-            rc = measure(pruned, o->evaluation_path, h, &after, d);
+            rc = measure(pruned, o->evaluation_path, h, &after,
+                         &r->speed_pruned, d);
         t1 = eng_report_lap(r, NULL, ENG_PHASE_EVALUATE, t1);
         if (rc == 0) {
             r->has_metric = true;
             r->metric_name = dense.name;
             r->metric_dense = dense.value;
             r->metric_pruned = after.value;
+            r->has_speed = true;
+            r->speed_unit = eng_net_kind_for(eng_model_arch(m)) ==
+                                    ENG_DATASET_TOKENS
+                                ? "tokens/s"
+                                : "samples/s";
         }
     }
     // The manifest names the input's digests (hashed beside the run).

@@ -18,6 +18,9 @@
 #define ENG_FRAC_BLOCKS_SPAN 0.7
 #define ENG_FRAC_EVAL_PRUNED 0.9
 
+// Timed forward passes for a speed figure (after one warm-up).
+#define ENG_SPEED_PASSES 5
+
 // Global scope: one exact selection over the pooled targets of the plan
 // (one or two streaming passes), into plan->pool_thr, before any output
 // opens. Progress goes from 0 to span.
@@ -29,5 +32,19 @@ int eng_select_pool(eng_plan *plan, const eng_options *o, const eng_hooks *h,
 int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
                          const eng_hooks *h, eng_out *w, eng_report *r,
                          sh_diag *d);
+
+// --- structured shrinks (shrink.c)
+
+// Checks a spec's structure against the model's family: the counts it
+// asks for exist and leave something (SH_ESPEC naming the field).
+int eng_shrink_check(const eng_spec *s, const eng_model *m, sh_diag *d);
+
+// Shrinks the plan's model as its spec's structure says: decides the
+// units (with the calibration set where the criterion or blocks need it),
+// gives the plan its outputs and config, opens the output (*out, the
+// caller's to finish and close) and writes every tensor. Fills r's
+// structure and size.
+int eng_shrink(eng_plan *p, const eng_options *o, const eng_hooks *h,
+               eng_out **out, eng_report *r, sh_diag *d);
 
 #endif

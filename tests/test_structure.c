@@ -1,0 +1,324 @@
+// test_structure.c: structured shrinks through the CLI, on both fixtures.
+//
+// Equivalence: the engine's logits (mlp: outputs) on the shrunk model equal
+// its logits on the input with the removed units' weights set to zero
+// (a removed block: its o_proj and down_proj zero, so it passes its input
+// through), within 1e-5 relative, for heads, kv_heads, channels, blocks
+// and neurons, each criterion. The removed units come from the report.
+//
+// Independent loader: reference logits of a shrunk fixture made by a plain
+// PyTorch Hugging Face Llama forward (tools/hf-llama-logits.py), committed;
+// the shrunk model must agree within 1e-4 (explicit head_dim, FLAP's
+// compensation biases).
+#include "tests/helpers.h"
+
+#include "engine/engine.h"
+#include "engine/io/dataset.h"
+#include "engine/nets/layers.h"
+#include "engine/nets/net.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static eng_model *open_model(const char *path)
+{
+    eng_model *m = NULL;
+    sh_diag d;
+    ck_assert_msg(eng_model_open(&m, path, &d) == 0, "%s", d.msg);
+    return m;
+}
+
+// Runs `shears prune` on fixture fx with the extra args; returns the
+// report (the output is in *out, the caller removes it).
+static json_t *shrink_cli(const char *fx, const char *const *extra, char **out)
+{
+    char *dir = th_tmpdir();
+    char *model = th_fixture(fx), data[256], cal[256], rep[512], *o;
+    snprintf(data, sizeof data, "%s-data/calibration.safetensors", fx);
+    char *calp = th_fixture(data);
+    snprintf(cal, sizeof cal, "%s", calp);
+    o = th_path(dir, "out");
+    snprintf(rep, sizeof rep, "%s/report.json", dir);
+    const char *args[40] = {"prune",         "--model",  model, "--out", o,
+                            "--calibration", cal,        "--report", rep,
+                            "--quiet",       "--no-sync"};
+    size_t n = 11;
+    for (size_t i = 0; extra[i]; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    char *so = NULL, *se = NULL;
+    int rc = th_run(&so, &se, args);
+    ck_assert_msg(rc == 0, "prune failed: %s", se);
+    json_error_t err;
+    json_t *r = json_load_file(rep, 0, &err);
+    ck_assert_msg(r, "report: %s", err.text);
+    free(so);
+    free(se);
+    free(model);
+    free(calp);
+    free(dir); // the tmpdir holds out; removed with it by the caller
+    *out = o;
+    return r;
+}
+
+// A copy of tensor `name` of m as F32 (the caller frees).
+static float *load(const eng_model *m, const char *name, size_t *ti)
+{
+    long i = eng_model_find(m, name);
+    ck_assert_msg(i >= 0, "no tensor %s", name);
+    *ti = (size_t)i;
+    const eng_tensor_info *t = eng_model_tensor(m, *ti);
+    float *w = malloc(t->numel * sizeof *w);
+    size_t file, idx;
+    eng_model_tensor_loc(m, *ti, &file, &idx);
+    unsigned char *raw = malloc(t->end - t->begin);
+    sh_diag d;
+    ck_assert_int_eq(eng_st_read(eng_model_file_at(m, file)->st, idx, raw, &d),
+                     0);
+    eng_convert_to_f32(w, raw, t->dtype, t->numel);
+    free(raw);
+    return w;
+}
+
+typedef struct zeroed {
+    float *w[256];
+    size_t n;
+} zeroed;
+
+// Zeroes rows [lo, hi) (cols false) or columns of tensor name in the
+// overlay of n (the copy kept in z, reused by later calls).
+static void zero(eng_net *net, const eng_model *m, zeroed *z,
+                 const char *name, bool cols, int64_t lo, int64_t hi)
+{
+    size_t ti;
+    long at = eng_model_find(m, name);
+    ck_assert(at >= 0);
+    const eng_tensor_info *t = eng_model_tensor(m, (size_t)at);
+    float *w = NULL;
+    for (size_t i = 0; i < z->n; i++)
+        if (net->overlay && net->overlay[at] == z->w[i])
+            w = z->w[i];
+    if (!w) {
+        w = load(m, name, &ti);
+        z->w[z->n++] = w;
+        sh_diag d;
+        ck_assert_int_eq(eng_net_overlay_set(net, ti, w, &d), 0);
+    }
+    int64_t rows = t->shape[0], ncols = t->ndim == 2 ? t->shape[1] : 1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < ncols; c++)
+            if ((cols ? c : r) >= lo && (cols ? c : r) < hi)
+                w[r * ncols + c] = 0.0f;
+}
+
+// The input model with the report's removed units zeroed, in n's overlay.
+static void zero_removed(eng_net *net, const eng_model *m, const json_t *rep,
+                         zeroed *z)
+{
+    const json_t *cfg = eng_model_config(m);
+    bool llama = json_object_get(cfg, "num_attention_heads") != NULL;
+    json_t *blocks = json_object_get(json_object_get(rep, "structure"),
+                                     "blocks");
+    ck_assert(json_array_size(blocks) > 0);
+    size_t i;
+    json_t *b;
+    char name[128];
+    json_array_foreach (blocks, i, b) {
+        int64_t bi = json_integer_value(json_object_get(b, "index"));
+        if (llama) {
+            int64_t heads = json_integer_value(
+                        json_object_get(cfg, "num_attention_heads")),
+                    kv = json_integer_value(
+                        json_object_get(cfg, "num_key_value_heads")),
+                    hd = json_integer_value(json_object_get(cfg, "hidden_size")) /
+                         heads,
+                    per = heads / kv;
+#define NM(p) (snprintf(name, sizeof name, "model.layers.%lld." p ".weight", \
+                        (long long)bi), name)
+            if (json_is_true(json_object_get(b, "removed"))) {
+                zero(net, m, z, NM("self_attn.o_proj"), false, 0, 1 << 30);
+                zero(net, m, z, NM("mlp.down_proj"), false, 0, 1 << 30);
+                continue;
+            }
+            size_t j;
+            json_t *u;
+            json_array_foreach (json_object_get(b, "kv_heads"), j, u) {
+                int64_t g = json_integer_value(u);
+                zero(net, m, z, NM("self_attn.k_proj"), false, g * hd,
+                     (g + 1) * hd);
+                zero(net, m, z, NM("self_attn.v_proj"), false, g * hd,
+                     (g + 1) * hd);
+                zero(net, m, z, NM("self_attn.q_proj"), false, g * per * hd,
+                     (g + 1) * per * hd);
+                zero(net, m, z, NM("self_attn.o_proj"), true, g * per * hd,
+                     (g + 1) * per * hd);
+            }
+            json_array_foreach (json_object_get(b, "heads"), j, u) {
+                int64_t h = json_integer_value(u);
+                zero(net, m, z, NM("self_attn.q_proj"), false, h * hd,
+                     (h + 1) * hd);
+                zero(net, m, z, NM("self_attn.o_proj"), true, h * hd,
+                     (h + 1) * hd);
+            }
+            json_array_foreach (json_object_get(b, "channels"), j, u) {
+                int64_t c = json_integer_value(u);
+                zero(net, m, z, NM("mlp.gate_proj"), false, c, c + 1);
+                zero(net, m, z, NM("mlp.up_proj"), false, c, c + 1);
+                zero(net, m, z, NM("mlp.down_proj"), true, c, c + 1);
+            }
+#undef NM
+        } else {
+            json_t *layers = json_object_get(cfg, "layers");
+            size_t j;
+            json_t *u;
+            json_array_foreach (json_object_get(b, "neurons"), j, u) {
+                int64_t c = json_integer_value(u);
+                snprintf(name, sizeof name, "%s.weight",
+                         json_string_value(json_array_get(layers, (size_t)bi)));
+                zero(net, m, z, name, false, c, c + 1);
+                snprintf(name, sizeof name, "%s.weight",
+                         json_string_value(
+                             json_array_get(layers, (size_t)bi + 1)));
+                zero(net, m, z, name, true, c, c + 1);
+            }
+        }
+    }
+}
+
+// The model's outputs on the first rows of the evaluation set: logits
+// (llama, 2 rows) or the last layer's outputs (mlp, 256 rows).
+static float *outputs(eng_net *net, const char *fx, size_t *n)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s-data/evaluation.safetensors", fx);
+    char *path = th_fixture(rel);
+    eng_dataset ds;
+    sh_diag d;
+    ck_assert_msg(eng_dataset_load(&ds, path, 0, eng_net_vocab(net),
+                                   eng_net_classes(net), NULL, &d) == 0,
+                  "%s", d.msg);
+    free(path);
+    float *res = NULL;
+    if (eng_net_vocab(net) > 0) {
+        int64_t T = ds.info.cols, V = eng_net_vocab(net);
+        res = malloc((size_t)(2 * T * V) * sizeof *res);
+        for (int r = 0; r < 2; r++) {
+            float *l = NULL;
+            ck_assert_int_eq(eng_net_logits(net, ds.ids + r * T, T, &l, &d), 0);
+            memcpy(res + r * T * V, l, (size_t)(T * V) * sizeof *l);
+            free(l);
+        }
+        *n = (size_t)(2 * T * V);
+    } else {
+        ds.rows = 256;
+        eng_acts a = {0};
+        ck_assert_int_eq(eng_net_embed(net, &ds, &a, &d), 0);
+        for (size_t b = 0; b < eng_net_blocks(net); b++) {
+            eng_net_block *blk = NULL;
+            ck_assert_int_eq(eng_net_block_open(net, b, &blk, &d), 0);
+            ck_assert_int_eq(eng_net_block_forward(net, blk, &a, &d), 0);
+            eng_net_block_close(blk);
+        }
+        *n = (size_t)(a.rows * a.width);
+        res = malloc(*n * sizeof *res);
+        memcpy(res, a.x, *n * sizeof *res);
+        eng_acts_deinit(&a);
+    }
+    eng_dataset_deinit(&ds);
+    return res;
+}
+
+// max |a - b| / max |b|
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - b[i]));
+        mb = fmax(mb, fabs((double)b[i]));
+    }
+    return md / (mb > 0 ? mb : 1);
+}
+
+static void check_equivalent(const char *fx, const char *const *extra)
+{
+    char *out = NULL;
+    json_t *rep = shrink_cli(fx, extra, &out);
+    char *in_path = th_fixture(fx);
+    eng_model *in = open_model(in_path), *shrunk = open_model(out);
+    eng_net *a = NULL, *b = NULL;
+    sh_diag d;
+    ck_assert_msg(eng_net_open(&a, shrunk, &d) == 0, "%s", d.msg);
+    ck_assert_msg(eng_net_open(&b, in, &d) == 0, "%s", d.msg);
+    zeroed z = {0};
+    zero_removed(b, in, rep, &z);
+    size_t na, nb;
+    float *ya = outputs(a, fx, &na), *yb = outputs(b, fx, &nb);
+    ck_assert_uint_eq(na, nb);
+    double rd = rel_diff(ya, yb, na);
+    ck_assert_msg(rd <= 1e-5, "%s %s: shrunk and zeroed differ by %g", fx,
+                  extra[0], rd);
+    // Smaller, and by the counts the report gives.
+    json_t *size = json_object_get(rep, "size");
+    ck_assert(json_number_value(json_object_get(
+                  json_object_get(size, "params"), "pruned")) <
+              json_number_value(
+                  json_object_get(json_object_get(size, "params"), "dense")));
+    free(ya);
+    free(yb);
+    for (size_t i = 0; i < z.n; i++)
+        free(z.w[i]);
+    eng_net_close(a);
+    eng_net_close(b);
+    eng_model_close(in);
+    eng_model_close(shrunk);
+    json_decref(rep);
+    char *slash = strrchr(out, '/');
+    *slash = '\0';
+    th_rmtree(out);
+    free(out);
+    free(in_path);
+}
+
+START_TEST(test_equivalent_llama)
+{
+    static const char *const cases[][10] = {
+        {"--heads", "0.25", "--method", "magnitude", "--no-compensate", NULL},
+        {"--kv-heads", "0.5", "--method", "wanda", NULL},
+        {"--channels", "0.3", "--method", "flap", "--no-compensate", NULL},
+        {"--blocks", "1", "--method", "block_influence", NULL},
+        {"--blocks", "1", "--heads", "0.25", "--channels", "0.5", "--method",
+         "random"},
+        {"--channels", "0.25", "--multiple-of", "64", "--method", "wanda",
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_equivalent("llama-kjv", cases[i]);
+}
+END_TEST
+
+START_TEST(test_equivalent_mlp)
+{
+    static const char *const cases[][10] = {
+        {"--neurons", "0.5", "--method", "magnitude", NULL},
+        {"--neurons", "0.5", "--method", "wanda", NULL},
+        {"--neurons", "0.25", "--method", "flap", "--no-compensate"},
+        {"--neurons", "0.3", "--method", "random", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_equivalent("mlp-fmnist", cases[i]);
+}
+END_TEST
+
+Suite *suite_structure(void)
+{
+    Suite *s = suite_create("structure");
+    TCase *tc = tcase_create("equivalence");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_equivalent_llama);
+    tcase_add_test(tc, test_equivalent_mlp);
+    suite_add_tcase(s, tc);
+    return s;
+}

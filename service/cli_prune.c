@@ -133,9 +133,12 @@ static void print_summary(const eng_report *r, const char *out)
 {
     char pat[16];
     eng_pattern_format(pat, sizeof pat, r->pattern);
-    printf("shears: %s %s, %s scope, sparsity %.4g\n",
-           eng_methods[r->method].name, pat, eng_scope_name(r->scope),
-           r->sparsity);
+    if (r->structure)
+        printf("shears: %s, structured shrink\n", eng_methods[r->method].name);
+    else
+        printf("shears: %s %s, %s scope, sparsity %.4g\n",
+               eng_methods[r->method].name, pat, eng_scope_name(r->scope),
+               r->sparsity);
     printf("  targets: %llu tensors, %llu params, %llu zeros (%.2f%%)\n",
            (unsigned long long)r->target_tensors,
            (unsigned long long)r->target_params,

@@ -11,9 +11,11 @@
 // the shrunk model must agree within 1e-4 (explicit head_dim, FLAP's
 // compensation biases).
 #include "tests/helpers.h"
+#include "tests/server.h"
 
 #include "engine/engine.h"
 #include "engine/io/dataset.h"
+#include "engine/io/safetensors.h"
 #include "engine/nets/layers.h"
 #include "engine/nets/net.h"
 
@@ -312,6 +314,203 @@ START_TEST(test_equivalent_mlp)
 }
 END_TEST
 
+// The fixture Llama shrunk by FLAP (3 of 4 heads with head_dim 32 kept
+// explicit, 288 of 384 channels, compensation biases on every projection)
+// against logits from tools/hf-llama-logits.py on the same shrink.
+START_TEST(test_shrunk_matches_independent_loader)
+{
+    static const char *const args[] = {"--method",   "flap", "--heads", "0.25",
+                                       "--channels", "0.25", NULL};
+    char *out = NULL;
+    json_t *rep = shrink_cli("llama-kjv", args, &out);
+    char cfgp[512];
+    snprintf(cfgp, sizeof cfgp, "%s/config.json", out);
+    json_error_t err;
+    json_t *cfg = json_load_file(cfgp, 0, &err);
+    ck_assert(cfg);
+    ck_assert_int_eq(json_integer_value(json_object_get(cfg, "head_dim")), 32);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(cfg, "num_attention_heads")), 3);
+    ck_assert(json_is_true(json_object_get(cfg, "attention_bias")));
+    ck_assert(json_is_true(json_object_get(cfg, "mlp_bias")));
+    json_decref(cfg);
+    eng_model *m = open_model(out);
+    ck_assert_int_ge(eng_model_find(m, "model.layers.0.self_attn.o_proj.bias"),
+                     0);
+    eng_net *n = NULL;
+    sh_diag d;
+    ck_assert_msg(eng_net_open(&n, m, &d) == 0, "%s", d.msg);
+    char *refp =
+        th_fixture("llama-kjv-data/shrunk-reference-logits.safetensors");
+    eng_st *st = NULL;
+    ck_assert_int_eq(eng_st_open(&st, refp, &d), 0);
+    const eng_st_header *h = eng_st_header_of(st);
+    long ti = eng_st_header_find(h, "tokens"),
+         li = eng_st_header_find(h, "logits");
+    int64_t T = h->tensors[ti].shape[0], V = eng_net_vocab(n);
+    int32_t ids[256];
+    for (int64_t t = 0; t < T; t++)
+        ids[t] = (int32_t)eng_read_int(eng_st_data(st, (size_t)ti),
+                                       h->tensors[ti].dtype, (size_t)t);
+    float *logits = NULL;
+    ck_assert_int_eq(eng_net_logits(n, ids, T, &logits, &d), 0);
+    const float *want = eng_st_data(st, (size_t)li);
+    double md = 0;
+    for (int64_t i = 0; i < T * V; i++)
+        md = fmax(md, fabs((double)logits[i] - want[i]));
+    ck_assert_msg(md < 1e-4, "max |logit - reference| = %g", md);
+    free(logits);
+    eng_st_close(st);
+    free(refp);
+    eng_net_close(n);
+    eng_model_close(m);
+    json_decref(rep);
+    *strrchr(out, '/') = '\0';
+    th_rmtree(out);
+    free(out);
+}
+END_TEST
+
+// Through the service: upload, a structured job, download; shapes, config
+// and metric checked; bad structures are 422s naming the field.
+START_TEST(test_structured_job)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *folder = th_fixture("llama-kjv");
+    char *calf = th_fixture("llama-kjv-data/calibration.safetensors");
+    char *evf = th_fixture("llama-kjv-data/evaluation.safetensors");
+    char *mlp = th_fixture("mlp-fmnist");
+    char *ck = th_upload_checkpoint(&s, folder);
+    char *mk = th_upload_checkpoint(&s, mlp);
+    char *cal = th_upload_dataset(&s, calf);
+    char *ev = th_upload_dataset(&s, evf);
+    char body[768];
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"flap\","
+             "\"structure\":{\"heads\":0.25,\"channels\":0.25,"
+             "\"blocks\":1},\"calibration\":{\"dataset\":\"%s\"},"
+             "\"evaluation\":{\"dataset\":\"%s\"}}",
+             ck, cal, ev);
+    th_resp r;
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    json_t *spec = json_object_get(r.json, "spec");
+    ck_assert(json_is_true(json_object_get(
+        json_object_get(spec, "structure"), "compensate")));
+    ck_assert_ptr_null(json_object_get(spec, "sparsity"));
+    char id[64];
+    snprintf(id, sizeof id, "%s",
+             json_string_value(json_object_get(r.json, "id")));
+    th_resp_free(&r);
+    json_t *job = th_job_wait(&s, id, 120);
+    ck_assert_msg(
+        strcmp(json_string_value(json_object_get(job, "status")),
+               "succeeded") == 0,
+        "%s", json_dumps(json_object_get(job, "error"), 0));
+    json_t *res = json_object_get(job, "result");
+    json_t *metric = json_object_get(res, "metric");
+    double dense = json_number_value(json_object_get(metric, "dense")),
+           pruned = json_number_value(json_object_get(metric, "pruned"));
+    ck_assert_double_eq_tol(dense, 3.4410, 0.001);
+    ck_assert(pruned > dense && isfinite(pruned));
+    json_t *units = json_object_get(json_object_get(res, "structure"), "units");
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(units, "blocks"), "after")),
+                     3);
+    json_t *speed = json_object_get(res, "speed");
+    ck_assert_str_eq(json_string_value(json_object_get(speed, "unit")),
+                     "tokens/s");
+    ck_assert(json_number_value(json_object_get(speed, "pruned")) > 0);
+    json_decref(job);
+
+    // The files: config.json rewritten, tensors smaller and renumbered.
+    char path[256];
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifact/files/config.json", id);
+    ck_assert_int_eq(th_get(&s, path, &r), 200);
+    json_error_t err;
+    json_t *cfg = json_loadb(r.body, r.len, 0, &err);
+    ck_assert(cfg);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(cfg, "num_hidden_layers")), 3);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(cfg, "num_attention_heads")), 3);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(cfg, "intermediate_size")), 288);
+    ck_assert_int_eq(json_integer_value(json_object_get(cfg, "head_dim")), 32);
+    json_decref(cfg);
+    th_resp_free(&r);
+    snprintf(path, sizeof path,
+             "/v1/jobs/%s/artifact/files/model.safetensors", id);
+    ck_assert_int_eq(th_get(&s, path, &r), 200);
+    char *wpath = th_path(s.dir, "shrunk.safetensors");
+    th_write_file(wpath, r.body, r.len);
+    th_resp_free(&r);
+    eng_st *st = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_st_open(&st, wpath, &d), 0);
+    const eng_st_header *h = eng_st_header_of(st);
+    long q = eng_st_header_find(h, "model.layers.2.self_attn.q_proj.weight");
+    ck_assert(q >= 0);
+    ck_assert_int_eq(h->tensors[q].shape[0], 96);
+    ck_assert(eng_st_header_find(h, "model.layers.3.self_attn.q_proj.weight") <
+              0);
+    long g = eng_st_header_find(h, "model.layers.0.mlp.gate_proj.weight");
+    ck_assert_int_eq(h->tensors[g].shape[0], 288);
+    ck_assert(eng_st_header_find(h, "model.layers.0.mlp.down_proj.bias") >= 0);
+    eng_st_close(st);
+    free(wpath);
+
+    struct {
+        const char *fmt;
+        const char *a;
+        const char *field, *words;
+    } bad[] = {
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+         "\"structure\":{\"heads\":1}}",
+         ck, "structure.heads", "every head"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+         "\"structure\":{\"blocks\":4, \"blocks_by\":\"last\"}}",
+         ck, "structure.blocks", "every block"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+         "\"structure\":{\"blocks\":1}}",
+         ck, "structure.blocks", "calibration"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+         "\"scope\":\"global\",\"structure\":{\"channels\":0.5}}",
+         ck, "scope", "every block"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+         "\"sparsity\":0.5,\"structure\":{\"channels\":0.5}}",
+         ck, "sparsity", "structure"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\","
+         "\"structure\":{\"channels\":0.5}}",
+         ck, "method", "structures"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+         "\"structure\":{\"heads\":0.5}}",
+         mk, "structure.heads", "no attention heads"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+         "\"structure\":{\"channels\":0.999}}",
+         ck, "structure.channels", "every channel"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"flap\"}", ck, "method",
+         "structure"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, bad[i].fmt, bad[i].a);
+        th_post_json(&s, "/v1/jobs", body, &r);
+        th_expect_problem(&r, 422, bad[i].field, bad[i].words);
+        th_resp_free(&r);
+    }
+    free(ck);
+    free(mk);
+    free(cal);
+    free(ev);
+    free(folder);
+    free(calf);
+    free(evf);
+    free(mlp);
+    ck_assert_int_eq(th_server_stop(&s), 0);
+    th_server_free(&s);
+}
+END_TEST
+
 Suite *suite_structure(void)
 {
     Suite *s = suite_create("structure");
@@ -319,6 +518,11 @@ Suite *suite_structure(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_equivalent_llama);
     tcase_add_test(tc, test_equivalent_mlp);
+    tcase_add_test(tc, test_shrunk_matches_independent_loader);
     suite_add_tcase(s, tc);
+    TCase *svc = tcase_create("service");
+    tcase_set_timeout(svc, 180);
+    tcase_add_test(svc, test_structured_job);
+    suite_add_tcase(s, svc);
     return s;
 }

@@ -613,11 +613,11 @@ static void pattern_kinds(char *buf, size_t size, unsigned bits)
     sh_join(buf, size, which, n, ", ");
 }
 
-// Checks that need several fields at once.
-static int check_combination(const eng_spec *s, sh_diag *d)
+// Checks of the method, scope and structure together.
+static int check_structure(const eng_spec *s, sh_diag *d)
 {
     const eng_method_def *mi = &eng_methods[s->method];
-    if (s->scope == ENG_SCOPE_GLOBAL) {
+    if (s->scope == ENG_SCOPE_GLOBAL && !s->structure.on) {
         if (!mi->supports_global)
             return bad(d, "scope",
                        "scope \"global\" is not defined for method %s; use "
@@ -633,20 +633,14 @@ static int check_combination(const eng_spec *s, sh_diag *d)
                 return bad(d, "scope",
                            "overrides with a pattern need scope \"layer\"");
     }
-    if (mi->needs_calibration && !s->calib_dataset)
-        return bad(d, "calibration",
-                   "method %s needs calibration data: give "
-                   "calibration.dataset",
-                   mi->name);
     const eng_structure *st = &s->structure;
-    if (!st->on) {
-        if (!mi->patterns)
-            return bad(d, "method",
-                       "method %s scores whole structures only: give a "
-                       "structure (heads, channels, blocks, ...)",
-                       mi->name);
+    if (!st->on && !mi->patterns)
+        return bad(d, "method",
+                   "method %s scores whole structures only: give a "
+                   "structure (heads, channels, blocks, ...)",
+                   mi->name);
+    if (!st->on)
         return 0;
-    }
     if (mi->unit == ENG_UNIT_NONE)
         return bad(d, "method",
                    "method %s rewrites single weights and cannot rank "
@@ -670,6 +664,19 @@ static int check_combination(const eng_spec *s, sh_diag *d)
                    "set: give calibration.dataset (or structure.blocks_by "
                    "\"last\" or \"random\")");
     return 0;
+}
+
+// Checks that need several fields at once.
+static int check_combination(const eng_spec *s, sh_diag *d)
+{
+    int rc = check_structure(s, d);
+    const eng_method_def *mi = &eng_methods[s->method];
+    if (rc == 0 && mi->needs_calibration && !s->calib_dataset)
+        return bad(d, "calibration",
+                   "method %s needs calibration data: give "
+                   "calibration.dataset",
+                   mi->name);
+    return rc;
 }
 
 int eng_spec_parse(eng_spec *s, const json_t *j, sh_diag *d)

@@ -978,6 +978,20 @@ static void shrink_free(shrink *k)
     eng_net_close(k->net);
 }
 
+// Tokens per row of a token dataset at path (its header only), or 0.
+static int64_t token_cols(const char *path)
+{
+    eng_st *st = NULL;
+    eng_dataset_info info;
+    int64_t cols = 0;
+    if (eng_st_open(&st, path, NULL) == 0 &&
+        eng_dataset_check(eng_st_header_of(st), &info, NULL) == 0 &&
+        info.kind == ENG_DATASET_TOKENS)
+        cols = info.cols;
+    eng_st_close(st);
+    return cols;
+}
+
 int eng_shrink_check(const eng_spec *s, const eng_model *m, sh_diag *d)
 {
     shrink k = {.m = m, .s = s, .last_site = -1};
@@ -1019,6 +1033,8 @@ int eng_shrink(eng_plan *p, const eng_options *o, const eng_hooks *h,
             k.context = tokens ? ds.info.cols : 0;
         }
     }
+    if (rc == 0 && !k.context && o->evaluation_path) // FLOPs' context
+        k.context = token_cols(o->evaluation_path);
     t0 = eng_report_lap(r, NULL, ENG_PHASE_READ, t0);
     if (rc == 0)
         rc = blocks_pass(&k, &ds, r, d);

@@ -583,46 +583,52 @@ static int blocks_pass(shrink *k, const eng_dataset *ds, eng_report *r,
 
 // --- the plan's outputs
 
+// The spans that cut rows (or columns) of linear i of block b: of block
+// b's own groups, and the next spans of block b - 1's.
+typedef struct hit {
+    size_t block; // the group's block
+    const eng_net_group *g;
+    const eng_group_span *sp;
+} hit;
+
+static size_t spans_on(shrink *k, size_t b, size_t i, bool cols, hit *out)
+{
+    size_t n = 0;
+    for (int pass = 0; pass < 2 && !(pass == 1 && b == 0); pass++) {
+        size_t gb = pass ? b - 1 : b;
+        for (size_t g = 0; g < k->ngroups[gb]; g++)
+            for (int q = 0; q < k->groups[gb][g].nspans; q++) {
+                const eng_group_span *sp = &k->groups[gb][g].span[q];
+                if (sp->next == (pass == 1) && (size_t)sp->linear == i &&
+                    sp->cols == cols && n < 2 * ENG_NET_MAX_GROUPS)
+                    out[n++] = (hit){gb, &k->groups[gb][g], sp};
+            }
+    }
+    return n;
+}
+
 // Kept rows or columns of linear i of block b.
 static int64_t kept_dim(shrink *k, size_t b, size_t i, bool cols)
 {
     const eng_net_linear *lin;
     eng_net_linears(k->net, b, &lin);
     int64_t n = cols ? lin[i].cols : lin[i].rows;
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && b == 0)
-            break;
-        size_t gb = pass ? b - 1 : b;
-        for (size_t g = 0; g < k->ngroups[gb]; g++) {
-            const eng_net_group *gr = &k->groups[gb][g];
-            for (int q = 0; q < gr->nspans; q++) {
-                const eng_group_span *sp = &gr->span[q];
-                if (sp->next == (pass == 1) && (size_t)sp->linear == i &&
-                    sp->cols == cols)
-                    n -= *removed(k, gb, gr->kind) * sp->size;
-            }
-        }
-    }
+    hit h[2 * ENG_NET_MAX_GROUPS];
+    size_t nh = spans_on(k, b, i, cols, h);
+    for (size_t x = 0; x < nh; x++)
+        n -= *removed(k, h[x].block, h[x].g->kind) * h[x].sp->size;
     return n;
 }
 
 // Whether row or column j of linear i of block b stays.
 static bool keeps(shrink *k, size_t b, size_t i, bool cols, int64_t j)
 {
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && b == 0)
-            break;
-        size_t gb = pass ? b - 1 : b;
-        for (size_t g = 0; g < k->ngroups[gb]; g++) {
-            const eng_net_group *gr = &k->groups[gb][g];
-            uint8_t *gone = *gone_of(k, gb, gr->kind);
-            for (int q = 0; gone && q < gr->nspans; q++) {
-                const eng_group_span *sp = &gr->span[q];
-                if (sp->next == (pass == 1) && (size_t)sp->linear == i &&
-                    sp->cols == cols && gone[j / sp->size])
-                    return false;
-            }
-        }
+    hit h[2 * ENG_NET_MAX_GROUPS];
+    size_t nh = spans_on(k, b, i, cols, h);
+    for (size_t x = 0; x < nh; x++) {
+        const uint8_t *gone = *gone_of(k, h[x].block, h[x].g->kind);
+        if (gone && gone[j / h[x].sp->size])
+            return false;
     }
     return true;
 }

@@ -337,9 +337,9 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         case O_BLOCKS:
         case O_MULTIPLE_OF:
             if (!svc_parse_u64(optarg, &u) || u > INT32_MAX)
-                code = svc_fail(SVC_EXIT_USAGE, "--%s: \"%s\" is not a count",
-                                c == O_BLOCKS ? "blocks" : "multiple-of",
-                                optarg);
+                code =
+                    svc_fail(SVC_EXIT_USAGE, "--%s: \"%s\" is not a count",
+                             c == O_BLOCKS ? "blocks" : "multiple-of", optarg);
             else
                 json_object_set_new(object_at(flags, "structure"),
                                     c == O_BLOCKS ? "blocks" : "multiple_of",

@@ -689,7 +689,7 @@ START_TEST(test_net_groups)
     size_t count = eng_net_groups(n, 0, g, ENG_NET_MAX_GROUPS);
     ck_assert_uint_eq(count, 4);
     ck_assert_str_eq(eng_group_kind_name(g[1].kind), "head");
-    ck_assert_int_eq(g[1].count, 4); // num_attention_heads
+    ck_assert_int_eq(g[1].count, 4);         // num_attention_heads
     ck_assert_int_eq(g[1].span[0].size, 32); // hidden_size / heads
     ck_assert_int_eq(g[3].kind, ENG_GROUP_CHANNEL);
     ck_assert_int_eq(g[3].count, 384); // intermediate_size

@@ -44,9 +44,9 @@ static json_t *shrink_cli(const char *fx, const char *const *extra, char **out)
     snprintf(cal, sizeof cal, "%s", calp);
     o = th_path(dir, "out");
     snprintf(rep, sizeof rep, "%s/report.json", dir);
-    const char *args[40] = {"prune",         "--model",  model, "--out", o,
-                            "--calibration", cal,        "--report", rep,
-                            "--quiet",       "--no-sync"};
+    const char *args[40] = {"prune", "--model",       model,      "--out",
+                            o,       "--calibration", cal,        "--report",
+                            rep,     "--quiet",       "--no-sync"};
     size_t n = 11;
     for (size_t i = 0; extra[i]; i++)
         args[n++] = extra[i];
@@ -92,8 +92,8 @@ typedef struct zeroed {
 
 // Zeroes rows [lo, hi) (cols false) or columns of tensor name in the
 // overlay of n (the copy kept in z, reused by later calls).
-static void zero(eng_net *net, const eng_model *m, zeroed *z,
-                 const char *name, bool cols, int64_t lo, int64_t hi)
+static void zero(eng_net *net, const eng_model *m, zeroed *z, const char *name,
+                 bool cols, int64_t lo, int64_t hi)
 {
     size_t ti;
     long at = eng_model_find(m, name);
@@ -122,8 +122,8 @@ static void zero_removed(eng_net *net, const eng_model *m, const json_t *rep,
 {
     const json_t *cfg = eng_model_config(m);
     bool llama = json_object_get(cfg, "num_attention_heads") != NULL;
-    json_t *blocks = json_object_get(json_object_get(rep, "structure"),
-                                     "blocks");
+    json_t *blocks =
+        json_object_get(json_object_get(rep, "structure"), "blocks");
     ck_assert(json_array_size(blocks) > 0);
     size_t i;
     json_t *b;
@@ -135,11 +135,14 @@ static void zero_removed(eng_net *net, const eng_model *m, const json_t *rep,
                         json_object_get(cfg, "num_attention_heads")),
                     kv = json_integer_value(
                         json_object_get(cfg, "num_key_value_heads")),
-                    hd = json_integer_value(json_object_get(cfg, "hidden_size")) /
+                    hd = json_integer_value(
+                             json_object_get(cfg, "hidden_size")) /
                          heads,
                     per = heads / kv;
-#define NM(p) (snprintf(name, sizeof name, "model.layers.%lld." p ".weight", \
-                        (long long)bi), name)
+#define NM(p)                                                                  \
+    (snprintf(name, sizeof name, "model.layers.%lld." p ".weight",             \
+              (long long)bi),                                                  \
+     name)
             if (json_is_true(json_object_get(b, "removed"))) {
                 zero(net, m, z, NM("self_attn.o_proj"), false, 0, 1 << 30);
                 zero(net, m, z, NM("mlp.down_proj"), false, 0, 1 << 30);
@@ -181,9 +184,9 @@ static void zero_removed(eng_net *net, const eng_model *m, const json_t *rep,
                 snprintf(name, sizeof name, "%s.weight",
                          json_string_value(json_array_get(layers, (size_t)bi)));
                 zero(net, m, z, name, false, c, c + 1);
-                snprintf(name, sizeof name, "%s.weight",
-                         json_string_value(
-                             json_array_get(layers, (size_t)bi + 1)));
+                snprintf(
+                    name, sizeof name, "%s.weight",
+                    json_string_value(json_array_get(layers, (size_t)bi + 1)));
                 zero(net, m, z, name, true, c, c + 1);
             }
         }
@@ -264,8 +267,8 @@ static void check_equivalent(const char *fx, const char *const *extra)
                   extra[0], rd);
     // Smaller, and by the counts the report gives.
     json_t *size = json_object_get(rep, "size");
-    ck_assert(json_number_value(json_object_get(
-                  json_object_get(size, "params"), "pruned")) <
+    ck_assert(json_number_value(
+                  json_object_get(json_object_get(size, "params"), "pruned")) <
               json_number_value(
                   json_object_get(json_object_get(size, "params"), "dense")));
     free(ya);
@@ -395,18 +398,17 @@ START_TEST(test_structured_job)
     th_resp r;
     ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
     json_t *spec = json_object_get(r.json, "spec");
-    ck_assert(json_is_true(json_object_get(
-        json_object_get(spec, "structure"), "compensate")));
+    ck_assert(json_is_true(
+        json_object_get(json_object_get(spec, "structure"), "compensate")));
     ck_assert_ptr_null(json_object_get(spec, "sparsity"));
     char id[64];
     snprintf(id, sizeof id, "%s",
              json_string_value(json_object_get(r.json, "id")));
     th_resp_free(&r);
     json_t *job = th_job_wait(&s, id, 120);
-    ck_assert_msg(
-        strcmp(json_string_value(json_object_get(job, "status")),
-               "succeeded") == 0,
-        "%s", json_dumps(json_object_get(job, "error"), 0));
+    ck_assert_msg(strcmp(json_string_value(json_object_get(job, "status")),
+                         "succeeded") == 0,
+                  "%s", json_dumps(json_object_get(job, "error"), 0));
     json_t *res = json_object_get(job, "result");
     json_t *metric = json_object_get(res, "metric");
     double dense = json_number_value(json_object_get(metric, "dense")),
@@ -439,8 +441,8 @@ START_TEST(test_structured_job)
     ck_assert_int_eq(json_integer_value(json_object_get(cfg, "head_dim")), 32);
     json_decref(cfg);
     th_resp_free(&r);
-    snprintf(path, sizeof path,
-             "/v1/jobs/%s/artifact/files/model.safetensors", id);
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifact/files/model.safetensors",
+             id);
     ck_assert_int_eq(th_get(&s, path, &r), 200);
     char *wpath = th_path(s.dir, "shrunk.safetensors");
     th_write_file(wpath, r.body, r.len);

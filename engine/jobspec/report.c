@@ -160,9 +160,8 @@ json_t *eng_report_to_json(const eng_report *r)
     if (r->has_speed)
         json_object_set_new(
             j, "speed",
-            json_pack("{s:f, s:f, s:s, s:f}", "dense", r->speed_dense,
-                      "pruned", r->speed_pruned, "unit", r->speed_unit,
-                      "speedup",
+            json_pack("{s:f, s:f, s:s, s:f}", "dense", r->speed_dense, "pruned",
+                      r->speed_pruned, "unit", r->speed_unit, "speedup",
                       r->speed_dense > 0 ? r->speed_pruned / r->speed_dense
                                          : 0.0));
     return j;

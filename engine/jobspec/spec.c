@@ -403,16 +403,16 @@ static int get_share(const json_t *st, const char *key, const char *unit,
     return rc;
 }
 
-static int get_count(const json_t *st, const char *key, int64_t lo,
-                     int64_t hi, int64_t *out, sh_diag *d)
+static int get_count(const json_t *st, const char *key, int64_t lo, int64_t hi,
+                     int64_t *out, sh_diag *d)
 {
     json_t *v = json_object_get(st, key);
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < lo ||
         json_integer_value(v) > hi)
-        return bad(d, key[0] == 'b' ? "structure.blocks"
-                                    : "structure.multiple_of",
+        return bad(d,
+                   key[0] == 'b' ? "structure.blocks" : "structure.multiple_of",
                    "structure.%s must be an integer from %lld to %lld", key,
                    (long long)lo, (long long)hi);
     *out = json_integer_value(v);
@@ -490,10 +490,10 @@ static int parse_enum(const json_t *j, const char *key,
 static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
 {
     static const char *const known[] = {
-        "checkpoint", "method", "sparsity",    "pattern",
-        "scope",      "norm",   "targets",     "ignore",
-        "overrides",  "seed",   "calibration", "evaluation",
-        "sparsegpt",  "output", "report",      "structure", NULL};
+        "checkpoint",  "method",     "sparsity",  "pattern",   "scope",
+        "norm",        "targets",    "ignore",    "overrides", "seed",
+        "calibration", "evaluation", "sparsegpt", "output",    "report",
+        "structure",   NULL};
     int rc = check_keys(j, "", known, d);
     if (rc)
         return rc;
@@ -574,8 +574,8 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
     if ((v = json_object_get(j, "structure")) && !json_is_null(v)) {
         if ((rc = parse_structure(s, v, d)))
             return rc;
-        static const char *const alone[] = {"sparsity", "pattern",
-                                            "overrides", NULL};
+        static const char *const alone[] = {"sparsity", "pattern", "overrides",
+                                            NULL};
         for (int i = 0; alone[i]; i++)
             if ((v = json_object_get(j, alone[i])) && !json_is_null(v) &&
                 !(json_is_array(v) && json_array_size(v) == 0))
@@ -781,10 +781,9 @@ json_t *eng_spec_to_json(const eng_spec *s)
             j, "structure",
             json_pack("{s:f, s:f, s:f, s:I, s:f, s:I, s:b, s:s}", "heads",
                       st->heads, "kv_heads", st->kv_heads, "channels",
-                      st->channels, "blocks", (json_int_t)st->blocks,
-                      "neurons", st->neurons, "multiple_of",
-                      (json_int_t)st->multiple_of, "compensate",
-                      st->compensate, "blocks_by",
+                      st->channels, "blocks", (json_int_t)st->blocks, "neurons",
+                      st->neurons, "multiple_of", (json_int_t)st->multiple_of,
+                      "compensate", st->compensate, "blocks_by",
                       blocks_by_names[st->blocks_by]));
     json_object_set_new(
         j, "report",

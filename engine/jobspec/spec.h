@@ -91,9 +91,9 @@ typedef enum eng_blocks_by {
 } eng_blocks_by;
 
 typedef struct eng_structure {
-    bool on; // the spec has a structure
+    bool on;                                   // the spec has a structure
     double heads, kv_heads, channels, neurons; // fractions removed, [0, 1)
-    int64_t blocks;      // whole blocks removed
+    int64_t blocks;                            // whole blocks removed
     int64_t multiple_of; // kept widths rounded up to a multiple of it
     bool compensate;     // flap: the removed channels' mean as a bias
     eng_blocks_by blocks_by;

@@ -93,7 +93,7 @@ typedef struct eng_net_group {
 // What a structured shrink leaves in every block (the same in each), for
 // the family's config rewrite.
 typedef struct eng_net_shape {
-    int64_t blocks;               // blocks kept
+    int64_t blocks;                // blocks kept
     int64_t kept[ENG_GROUP_COUNT]; // units of each group kind kept per block
     bool bias_attention, bias_mlp; // compensation biases were added
 } eng_net_shape;

@@ -101,5 +101,4 @@ float net_act_apply(net_act a, float x);
 
 // --- config
 
-
 #endif

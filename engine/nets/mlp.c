@@ -179,7 +179,8 @@ static int mlp_metric(eng_net *n, const eng_dataset *ds, const eng_acts *a,
 static size_t mlp_groups(const eng_net *n, size_t block, eng_net_group *out,
                          size_t cap)
 {
-    eng_net_group g[2] = {{.kind = ENG_GROUP_BLOCK, .count = 1, .consumer = -1}};
+    eng_net_group g[2] = {
+        {.kind = ENG_GROUP_BLOCK, .count = 1, .consumer = -1}};
     size_t count = 1;
     if (block + 1 < n->nblocks)
         g[count++] = (eng_net_group){

@@ -215,7 +215,8 @@ float *eng_net_block_bias(eng_net_block *b, size_t i) { return b->b[i]; }
 int eng_net_block_bias_add(eng_net_block *b, size_t i, const float *delta,
                            int64_t rows, sh_diag *d)
 {
-    if (!b->b[i] && !(b->b[i] = calloc((size_t)(rows ? rows : 1), sizeof(float))))
+    if (!b->b[i] &&
+        !(b->b[i] = calloc((size_t)(rows ? rows : 1), sizeof(float))))
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     for (int64_t r = 0; r < rows; r++)
         b->b[i][r] += delta[r];

@@ -545,10 +545,10 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
             r->metric_dense = dense.value;
             r->metric_pruned = after.value;
             r->has_speed = true;
-            r->speed_unit = eng_net_kind_for(eng_model_arch(m)) ==
-                                    ENG_DATASET_TOKENS
-                                ? "tokens/s"
-                                : "samples/s";
+            r->speed_unit =
+                eng_net_kind_for(eng_model_arch(m)) == ENG_DATASET_TOKENS
+                    ? "tokens/s"
+                    : "samples/s";
         }
     }
     // The manifest names the input's digests (hashed beside the run).

@@ -44,13 +44,13 @@ typedef struct shrink {
     size_t nb;
     eng_net_group (*groups)[ENG_NET_MAX_GROUPS]; // (nb,)
     size_t *ngroups;                             // (nb,)
-    int64_t *remove;     // (nb * ENG_GROUP_COUNT): units removed per block
-    int64_t heads_per;   // query heads per KV group
-    int64_t heads_cut;   // GQA: heads removed in each kept KV group
-    uint8_t **gone;      // (nb * ENG_GROUP_COUNT): removed units, or NULL
-    bool *block_gone;    // (nb,)
-    size_t *new_index;   // (nb,) the block's number in the output
-    float **comp;        // (nb * NL): compensation added to a bias, or NULL
+    int64_t *remove;   // (nb * ENG_GROUP_COUNT): units removed per block
+    int64_t heads_per; // query heads per KV group
+    int64_t heads_cut; // GQA: heads removed in each kept KV group
+    uint8_t **gone;    // (nb * ENG_GROUP_COUNT): removed units, or NULL
+    bool *block_gone;  // (nb,)
+    size_t *new_index; // (nb,) the block's number in the output
+    float **comp;      // (nb * NL): compensation added to a bias, or NULL
     bool bias_attention, bias_mlp; // biases to write where there are none
     // Statistics of the current block's sites (sum and sum of squares of
     // each input column over the calibration rows).
@@ -132,7 +132,8 @@ static int counts(shrink *k, sh_diag *d)
                    "MLP use structure.channels",
                    fam);
     char prefix[64];
-    if (st->blocks > 0 && !eng_net_block_prefix(k->net, 0, prefix, sizeof prefix))
+    if (st->blocks > 0 &&
+        !eng_net_block_prefix(k->net, 0, prefix, sizeof prefix))
         return bad(d, "structure.blocks",
                    "blocks of the %s family cannot be removed (its layers "
                    "change widths); use structure.neurons",
@@ -154,8 +155,9 @@ static int counts(shrink *k, sh_diag *d)
             else
                 rh = llround((double)per * st->heads);
             if (rkv >= nkv)
-                return bad(d, st->kv_heads > 0 ? "structure.kv_heads"
-                                               : "structure.heads",
+                return bad(d,
+                           st->kv_heads > 0 ? "structure.kv_heads"
+                                            : "structure.heads",
                            "that removes all %lld KV groups of every layer; "
                            "give a smaller fraction",
                            (long long)nkv);
@@ -538,7 +540,8 @@ static int blocks_pass(shrink *k, const eng_dataset *ds, eng_report *r,
             eng_net_block_close(blk);
             double cos_sum = 0;
             for (int64_t i = 0; rc == 0 && i < acts.rows; i++) {
-                const float *x = in.x + i * in.width, *y = acts.x + i * acts.width;
+                const float *x = in.x + i * in.width,
+                            *y = acts.x + i * acts.width;
                 double xy = 0, xx = 0, yy = 0;
                 for (int64_t c = 0; c < acts.width; c++) {
                     xy += (double)x[c] * y[c];
@@ -706,10 +709,10 @@ static bool new_bias(shrink *k, size_t b, size_t i)
     for (size_t g = 0; g < k->ngroups[b]; g++) {
         const eng_net_group *gr = &k->groups[b][g];
         for (int q = 0; q < gr->nspans; q++)
-            attention = attention || ((gr->kind == ENG_GROUP_HEAD ||
-                                       gr->kind == ENG_GROUP_KV_HEAD) &&
-                                      (size_t)gr->span[q].linear == i &&
-                                      !gr->span[q].next);
+            attention = attention ||
+                        ((gr->kind == ENG_GROUP_HEAD ||
+                          gr->kind == ENG_GROUP_KV_HEAD) &&
+                         (size_t)gr->span[q].linear == i && !gr->span[q].next);
     }
     return attention ? k->bias_attention : k->bias_mlp;
 }
@@ -742,7 +745,8 @@ static int plan_outputs(shrink *k, eng_plan *p, sh_diag *d)
             p->reshaped = true;
         }
         if (w.linear >= 0) {
-            row->out[0].shape[0] = kept_dim(k, w.block, (size_t)w.linear, false);
+            row->out[0].shape[0] =
+                kept_dim(k, w.block, (size_t)w.linear, false);
             row->out[0].shape[1] = kept_dim(k, w.block, (size_t)w.linear, true);
             if (new_bias(k, w.block, (size_t)w.linear)) {
                 const char *wn = row->out[0].name;
@@ -936,9 +940,9 @@ static void report(shrink *k, eng_report *r)
     size_t kept = 0;
     for (size_t b = 0; b < k->nb; b++) {
         if (k->block_gone[b]) {
-            json_array_append_new(blocks, json_pack("{s:I, s:b}", "index",
-                                                    (json_int_t)b, "removed",
-                                                    1));
+            json_array_append_new(
+                blocks,
+                json_pack("{s:I, s:b}", "index", (json_int_t)b, "removed", 1));
             continue;
         }
         kept++;
@@ -958,11 +962,11 @@ static void report(shrink *k, eng_report *r)
                                   "after", (json_int_t)kept));
     json_object_set_new(r->structure, "units", units);
     json_object_set_new(r->structure, "blocks", blocks);
-    json_object_set_new(r->structure, "compensated",
-                        json_boolean(k->bias_attention || k->bias_mlp ||
-                                     (eng_methods[k->s->method].unit ==
-                                          ENG_UNIT_FLAP &&
-                                      k->s->structure.compensate)));
+    json_object_set_new(
+        r->structure, "compensated",
+        json_boolean(k->bias_attention || k->bias_mlp ||
+                     (eng_methods[k->s->method].unit == ENG_UNIT_FLAP &&
+                      k->s->structure.compensate)));
 }
 
 // --- the driver

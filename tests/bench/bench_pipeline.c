@@ -256,11 +256,11 @@ typedef struct row {
 static int shrink_speed(const char *bin, const char *llama, const char *eval,
                         const char *out, const char *rep, int runs)
 {
-    char *argv[] = {(char *)bin, "prune", "--model", (char *)llama,
-                    "--out", (char *)out, "--method", "magnitude",
-                    "--heads", "0.5", "--channels", "0.5", "--evaluation",
-                    (char *)eval, "--quiet", "--no-sync", "--report",
-                    (char *)rep, NULL};
+    char *argv[] = {(char *)bin,    "prune",      "--model",    (char *)llama,
+                    "--out",        (char *)out,  "--method",   "magnitude",
+                    "--heads",      "0.5",        "--channels", "0.5",
+                    "--evaluation", (char *)eval, "--quiet",    "--no-sync",
+                    "--report",     (char *)rep,  NULL};
     double up[16], fr[16], dense[16], pruned[16];
     runs = runs > 16 ? 16 : runs;
     for (int r = 0; r < runs; r++) {

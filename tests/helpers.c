@@ -264,6 +264,13 @@ void th_randn(float *buf, size_t n, uint64_t seed)
 void th_write_llama(const char *dir, int hidden, int inter, int layers,
                     int heads, int vocab)
 {
+    th_write_llama_gqa(dir, hidden, inter, layers, heads, heads, vocab);
+}
+
+void th_write_llama_gqa(const char *dir, int hidden, int inter, int layers,
+                        int heads, int kv_heads, int vocab)
+{
+    int kvd = hidden / heads * kv_heads;
     char *cfg = th_path(dir, "config.json");
     char text[1024];
     int n = snprintf(text, sizeof text,
@@ -274,7 +281,7 @@ void th_write_llama(const char *dir, int hidden, int inter, int layers,
                      "\"vocab_size\":%d,\"rms_norm_eps\":1e-5,"
                      "\"rope_theta\":10000.0,\"hidden_act\":\"silu\","
                      "\"tie_word_embeddings\":false}",
-                     hidden, inter, layers, heads, heads, vocab);
+                     hidden, inter, layers, heads, kv_heads, vocab);
     th_write_file(cfg, text, (size_t)n);
     free(cfg);
     // Tensors: names and shapes, then random data scaled by 1/sqrt(in).
@@ -313,7 +320,7 @@ void th_write_llama(const char *dir, int hidden, int inter, int layers,
         for (int p = 0; p < 4; p++) {
             snprintf(nm, sizeof nm, "model.layers.%d.self_attn.%s.weight", l,
                      att[p]);
-            T2(nm, hidden, hidden);
+            T2(nm, p == 1 || p == 2 ? kvd : hidden, hidden);
         }
         snprintf(nm, sizeof nm, "model.layers.%d.mlp.gate_proj.weight", l);
         T2(nm, inter, hidden);

@@ -88,6 +88,9 @@ int th_run(char **out, char **err, const char *const *args);
 // model.safetensors): hidden, inter, layers, heads (= kv heads), vocab.
 void th_write_llama(const char *dir, int hidden, int inter, int layers,
                     int heads, int vocab);
+// The same with grouped-query attention: kv_heads KV groups.
+void th_write_llama_gqa(const char *dir, int hidden, int inter, int layers,
+                        int heads, int kv_heads, int vocab);
 
 // A token dataset "tokens" I32 [rows, seqlen] of random ids < vocab.
 void th_write_tokens(const char *path, int rows, int seqlen, int vocab);

@@ -13,6 +13,7 @@
 #include "tests/helpers.h"
 #include "tests/server.h"
 
+#include "common/util.h"
 #include "engine/engine.h"
 #include "engine/io/dataset.h"
 #include "engine/io/safetensors.h"
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static eng_model *open_model(const char *path)
 {
@@ -33,19 +35,40 @@ static eng_model *open_model(const char *path)
     return m;
 }
 
-// Runs `shears prune` on fixture fx with the extra args; returns the
-// report (the output is in *out, the caller removes it).
-static json_t *shrink_cli(const char *fx, const char *const *extra, char **out)
+// Paths of a model and its calibration and evaluation sets.
+typedef struct subject {
+    char model[512], cal[512], eval[512];
+} subject;
+
+static subject fixture(const char *fx)
+{
+    subject j;
+    char rel[256], *p;
+    p = th_fixture(fx);
+    snprintf(j.model, sizeof j.model, "%s", p);
+    free(p);
+    snprintf(rel, sizeof rel, "%s-data/calibration.safetensors", fx);
+    p = th_fixture(rel);
+    snprintf(j.cal, sizeof j.cal, "%s", p);
+    free(p);
+    snprintf(rel, sizeof rel, "%s-data/evaluation.safetensors", fx);
+    p = th_fixture(rel);
+    snprintf(j.eval, sizeof j.eval, "%s", p);
+    free(p);
+    return j;
+}
+
+// Runs `shears prune` on the subject with the extra args; returns the
+// report (the output is in *out, a folder "out" in a fresh temporary
+// folder the caller removes).
+static json_t *shrink_cli(const subject *sj, const char *const *extra,
+                          char **out)
 {
     char *dir = th_tmpdir();
-    char *model = th_fixture(fx), data[256], cal[256], rep[512], *o;
-    snprintf(data, sizeof data, "%s-data/calibration.safetensors", fx);
-    char *calp = th_fixture(data);
-    snprintf(cal, sizeof cal, "%s", calp);
-    o = th_path(dir, "out");
+    char rep[512], *o = th_path(dir, "out");
     snprintf(rep, sizeof rep, "%s/report.json", dir);
-    const char *args[40] = {"prune", "--model",       model,      "--out",
-                            o,       "--calibration", cal,        "--report",
+    const char *args[40] = {"prune", "--model",       sj->model,  "--out",
+                            o,       "--calibration", sj->cal,    "--report",
                             rep,     "--quiet",       "--no-sync"};
     size_t n = 11;
     for (size_t i = 0; extra[i]; i++)
@@ -59,9 +82,7 @@ static json_t *shrink_cli(const char *fx, const char *const *extra, char **out)
     ck_assert_msg(r, "report: %s", err.text);
     free(so);
     free(se);
-    free(model);
-    free(calp);
-    free(dir); // the tmpdir holds out; removed with it by the caller
+    free(dir);
     *out = o;
     return r;
 }
@@ -195,17 +216,13 @@ static void zero_removed(eng_net *net, const eng_model *m, const json_t *rep,
 
 // The model's outputs on the first rows of the evaluation set: logits
 // (llama, 2 rows) or the last layer's outputs (mlp, 256 rows).
-static float *outputs(eng_net *net, const char *fx, size_t *n)
+static float *outputs(eng_net *net, const char *path, size_t *n)
 {
-    char rel[256];
-    snprintf(rel, sizeof rel, "%s-data/evaluation.safetensors", fx);
-    char *path = th_fixture(rel);
     eng_dataset ds;
     sh_diag d;
     ck_assert_msg(eng_dataset_load(&ds, path, 0, eng_net_vocab(net),
                                    eng_net_classes(net), NULL, &d) == 0,
                   "%s", d.msg);
-    free(path);
     float *res = NULL;
     if (eng_net_vocab(net) > 0) {
         int64_t T = ds.info.cols, V = eng_net_vocab(net);
@@ -247,12 +264,11 @@ static double rel_diff(const float *a, const float *b, size_t n)
     return md / (mb > 0 ? mb : 1);
 }
 
-static void check_equivalent(const char *fx, const char *const *extra)
+static void check_equivalent(const subject *sj, const char *const *extra)
 {
     char *out = NULL;
-    json_t *rep = shrink_cli(fx, extra, &out);
-    char *in_path = th_fixture(fx);
-    eng_model *in = open_model(in_path), *shrunk = open_model(out);
+    json_t *rep = shrink_cli(sj, extra, &out);
+    eng_model *in = open_model(sj->model), *shrunk = open_model(out);
     eng_net *a = NULL, *b = NULL;
     sh_diag d;
     ck_assert_msg(eng_net_open(&a, shrunk, &d) == 0, "%s", d.msg);
@@ -260,11 +276,11 @@ static void check_equivalent(const char *fx, const char *const *extra)
     zeroed z = {0};
     zero_removed(b, in, rep, &z);
     size_t na, nb;
-    float *ya = outputs(a, fx, &na), *yb = outputs(b, fx, &nb);
+    float *ya = outputs(a, sj->eval, &na), *yb = outputs(b, sj->eval, &nb);
     ck_assert_uint_eq(na, nb);
     double rd = rel_diff(ya, yb, na);
-    ck_assert_msg(rd <= 1e-5, "%s %s: shrunk and zeroed differ by %g", fx,
-                  extra[0], rd);
+    ck_assert_msg(rd <= 1e-5, "%s %s: shrunk and zeroed differ by %g",
+                  sj->model, extra[0], rd);
     // Smaller, and by the counts the report gives.
     json_t *size = json_object_get(rep, "size");
     ck_assert(json_number_value(
@@ -284,7 +300,6 @@ static void check_equivalent(const char *fx, const char *const *extra)
     *slash = '\0';
     th_rmtree(out);
     free(out);
-    free(in_path);
 }
 
 START_TEST(test_equivalent_llama)
@@ -299,8 +314,55 @@ START_TEST(test_equivalent_llama)
         {"--channels", "0.25", "--multiple-of", "64", "--method", "wanda",
          NULL},
     };
+    subject fx = fixture("llama-kjv");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        check_equivalent("llama-kjv", cases[i]);
+        check_equivalent(&fx, cases[i]);
+}
+END_TEST
+
+// Grouped-query attention (8 query heads over 2 KV groups): heads are
+// removed per group, KV groups with their 4 query heads.
+START_TEST(test_equivalent_gqa)
+{
+    char *dir = th_tmpdir();
+    subject sj;
+    snprintf(sj.model, sizeof sj.model, "%s/model", dir);
+    snprintf(sj.cal, sizeof sj.cal, "%s/cal.safetensors", dir);
+    snprintf(sj.eval, sizeof sj.eval, "%s/eval.safetensors", dir);
+    ck_assert_int_eq(sh_mkdir_p(sj.model), 0);
+    th_write_llama_gqa(sj.model, 128, 256, 3, 8, 2, 64);
+    th_write_tokens(sj.cal, 16, 32, 64);
+    th_write_tokens(sj.eval, 4, 32, 64);
+    static const char *const cases[][10] = {
+        {"--heads", "0.5", "--method", "wanda", NULL},
+        {"--heads", "0.25", "--method", "flap", "--no-compensate", NULL},
+        {"--kv-heads", "0.5", "--heads", "0.25", "--method", "magnitude", NULL},
+        {"--kv-heads", "0.5", "--channels", "0.5", "--blocks", "1", "--method",
+         "flap", "--no-compensate", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_equivalent(&sj, cases[i]);
+    // Per group: 8 heads over 2 groups, a quarter of each group's 4 heads
+    // is 1, so 6 heads stay, 3 in each group.
+    char *out = NULL;
+    static const char *const quarter[] = {"--heads", "0.25", "--method",
+                                          "magnitude", NULL};
+    json_t *rep = shrink_cli(&sj, quarter, &out);
+    json_t *heads = json_object_get(
+        json_object_get(json_object_get(rep, "structure"), "units"), "heads");
+    ck_assert_int_eq(json_integer_value(json_object_get(heads, "after")), 6);
+    json_t *b0 = json_array_get(
+        json_object_get(json_object_get(rep, "structure"), "blocks"), 0);
+    json_t *gone = json_object_get(b0, "heads");
+    ck_assert_uint_eq(json_array_size(gone), 2);
+    ck_assert_int_lt(json_integer_value(json_array_get(gone, 0)), 4);
+    ck_assert_int_ge(json_integer_value(json_array_get(gone, 1)), 4);
+    json_decref(rep);
+    *strrchr(out, '/') = '\0';
+    th_rmtree(out);
+    free(out);
+    th_rmtree(dir);
+    free(dir);
 }
 END_TEST
 
@@ -312,8 +374,9 @@ START_TEST(test_equivalent_mlp)
         {"--neurons", "0.25", "--method", "flap", "--no-compensate"},
         {"--neurons", "0.3", "--method", "random", NULL},
     };
+    subject fx = fixture("mlp-fmnist");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        check_equivalent("mlp-fmnist", cases[i]);
+        check_equivalent(&fx, cases[i]);
 }
 END_TEST
 
@@ -325,7 +388,8 @@ START_TEST(test_shrunk_matches_independent_loader)
     static const char *const args[] = {"--method",   "flap", "--heads", "0.25",
                                        "--channels", "0.25", NULL};
     char *out = NULL;
-    json_t *rep = shrink_cli("llama-kjv", args, &out);
+    subject fx = fixture("llama-kjv");
+    json_t *rep = shrink_cli(&fx, args, &out);
     char cfgp[512];
     snprintf(cfgp, sizeof cfgp, "%s/config.json", out);
     json_error_t err;
@@ -513,13 +577,96 @@ START_TEST(test_structured_job)
 }
 END_TEST
 
+// Splits dir/model.safetensors into two shards and an index.
+static void reshard(const char *dir)
+{
+    char path[600], shard[2][600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    eng_st *st = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_st_open(&st, path, &d), 0);
+    const eng_st_header *h = eng_st_header_of(st);
+    th_tensor *ts = calloc(h->count, sizeof *ts);
+    json_t *map = json_object();
+    size_t half = h->count / 2;
+    for (int f = 0; f < 2; f++) {
+        snprintf(shard[f], sizeof shard[f],
+                 "%s/model-0000%d-of-00002.safetensors", dir, f + 1);
+        size_t lo = f ? half : 0, hi = f ? h->count : half;
+        for (size_t i = lo; i < hi; i++) {
+            const eng_tensor_info *t = &h->tensors[i];
+            ts[i] = (th_tensor){t->name,
+                                "F32",
+                                t->ndim,
+                                {t->shape[0], t->ndim > 1 ? t->shape[1] : 0},
+                                eng_st_data(st, i)};
+            json_object_set_new(map, t->name,
+                                json_string(strrchr(shard[f], '/') + 1));
+        }
+        th_write_st(shard[f], ts + lo, hi - lo, "{\"format\":\"pt\"}");
+    }
+    eng_st_close(st);
+    free(ts);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    json_t *idx = json_pack("{s:{}, s:o}", "metadata", "weight_map", map);
+    ck_assert_int_eq(json_dump_file(idx, path, 0), 0);
+    json_decref(idx);
+}
+
+// A sharded model loses a block and half its channels: the index is
+// rebuilt from the outputs (renamed, dropped) and the folder opens and
+// computes what the zeroed input does.
+START_TEST(test_sharded_index_rebuilt)
+{
+    char *dir = th_tmpdir();
+    subject sj;
+    snprintf(sj.model, sizeof sj.model, "%s/model", dir);
+    snprintf(sj.cal, sizeof sj.cal, "%s/cal.safetensors", dir);
+    snprintf(sj.eval, sizeof sj.eval, "%s/eval.safetensors", dir);
+    ck_assert_int_eq(sh_mkdir_p(sj.model), 0);
+    th_write_llama_gqa(sj.model, 64, 128, 4, 4, 2, 64);
+    reshard(sj.model);
+    th_write_tokens(sj.cal, 8, 16, 64);
+    th_write_tokens(sj.eval, 2, 16, 64);
+    static const char *const args[] = {"--blocks",  "1",          "--blocks-by",
+                                       "influence", "--channels", "0.5",
+                                       "--method",  "wanda",      NULL};
+    check_equivalent(&sj, args);
+    char *out = NULL;
+    json_t *rep = shrink_cli(&sj, args, &out);
+    char path[700];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", out);
+    json_error_t err;
+    json_t *idx = json_load_file(path, 0, &err);
+    ck_assert_msg(idx, "%s", err.text);
+    json_t *map = json_object_get(idx, "weight_map");
+    ck_assert_ptr_nonnull(
+        json_object_get(map, "model.layers.2.mlp.down_proj.weight"));
+    ck_assert_ptr_null(
+        json_object_get(map, "model.layers.3.mlp.down_proj.weight"));
+    eng_model *m = open_model(out); // checks the map against the shards
+    ck_assert_int_eq(json_object_size(map), eng_model_tensor_count(m));
+    eng_model_close(m);
+    json_decref(idx);
+    json_decref(rep);
+    *strrchr(out, '/') = '\0';
+    th_rmtree(out);
+    free(out);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 Suite *suite_structure(void)
 {
     Suite *s = suite_create("structure");
     TCase *tc = tcase_create("equivalence");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_equivalent_llama);
+    tcase_add_test(tc, test_equivalent_gqa);
     tcase_add_test(tc, test_equivalent_mlp);
+    tcase_add_test(tc, test_sharded_index_rebuilt);
     tcase_add_test(tc, test_shrunk_matches_independent_loader);
     suite_add_tcase(s, tc);
     TCase *svc = tcase_create("service");

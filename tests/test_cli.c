@@ -311,6 +311,8 @@ START_TEST(test_eval_and_calibrated_prune)
     const char *a1[] = {"eval", "--model", model, "--evaluation", ev, NULL};
     ck_assert_int_eq(th_run(&o, &e, a1), 0);
     ck_assert_ptr_nonnull(strstr(o, "perplexity 3.4410"));
+    ck_assert_ptr_nonnull(strstr(o, "forward speed "));
+    ck_assert_ptr_nonnull(strstr(o, " tokens/s"));
     free(o);
     free(e);
     const char *a2[] = {"eval", "--model", bare, "--evaluation", ev, NULL};

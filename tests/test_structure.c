@@ -450,6 +450,8 @@ START_TEST(test_structured_job)
     char *mlp = th_fixture("mlp-fmnist");
     char *ck = th_upload_checkpoint(&s, folder);
     char *mk = th_upload_checkpoint(&s, mlp);
+    char *barefile = th_fixture("llama-kjv/model.safetensors");
+    char *bare = th_upload_checkpoint(&s, barefile); // no config.json
     char *cal = th_upload_dataset(&s, calf);
     char *ev = th_upload_dataset(&s, evf);
     char body[768];
@@ -557,6 +559,9 @@ START_TEST(test_structured_job)
          ck, "structure.channels", "every channel"},
         {"{\"checkpoint\":\"%s\",\"method\":\"flap\"}", ck, "method",
          "structure"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+         "\"structure\":{\"channels\":0.5}}",
+         bare, "structure", "family"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(body, sizeof body, bad[i].fmt, bad[i].a);
@@ -566,6 +571,8 @@ START_TEST(test_structured_job)
     }
     free(ck);
     free(mk);
+    free(bare);
+    free(barefile);
     free(cal);
     free(ev);
     free(folder);

@@ -634,6 +634,15 @@ START_TEST(test_sharded_index_rebuilt)
     ck_assert_int_eq(sh_mkdir_p(sj.model), 0);
     th_write_llama_gqa(sj.model, 64, 128, 4, 4, 2, 64);
     reshard(sj.model);
+    // A per-layer list, as newer configs carry.
+    char cfgp[600];
+    snprintf(cfgp, sizeof cfgp, "%s/config.json", sj.model);
+    json_error_t err;
+    json_t *cfg = json_load_file(cfgp, 0, &err);
+    json_object_set_new(cfg, "layer_types",
+                        json_pack("[s,s,s,s]", "t0", "t1", "t2", "t3"));
+    ck_assert_int_eq(json_dump_file(cfg, cfgp, 0), 0);
+    json_decref(cfg);
     th_write_tokens(sj.cal, 8, 16, 64);
     th_write_tokens(sj.eval, 2, 16, 64);
     static const char *const args[] = {"--blocks",  "1",          "--blocks-by",
@@ -643,8 +652,25 @@ START_TEST(test_sharded_index_rebuilt)
     char *out = NULL;
     json_t *rep = shrink_cli(&sj, args, &out);
     char path[700];
+    snprintf(path, sizeof path, "%s/config.json", out);
+    cfg = json_load_file(path, 0, &err);
+    json_t *types = json_object_get(cfg, "layer_types");
+    ck_assert_uint_eq(json_array_size(types), 3);
+    size_t bi;
+    json_t *b;
+    json_array_foreach (
+        json_object_get(json_object_get(rep, "structure"), "blocks"), bi, b) {
+        if (json_is_true(json_object_get(b, "removed")))
+            continue;
+        char want[32];
+        snprintf(want, sizeof want, "t%zu", bi);
+        ck_assert_str_eq(
+            json_string_value(json_array_get(
+                types, (size_t)json_integer_value(json_object_get(b, "as")))),
+            want);
+    }
+    json_decref(cfg);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", out);
-    json_error_t err;
     json_t *idx = json_load_file(path, 0, &err);
     ck_assert_msg(idx, "%s", err.text);
     json_t *map = json_object_get(idx, "weight_map");

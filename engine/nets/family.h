@@ -94,6 +94,7 @@ typedef struct eng_net_group {
 // the family's config rewrite.
 typedef struct eng_net_shape {
     int64_t blocks;                // blocks kept
+    const bool *block_gone;        // (the input's blocks,) the removed ones
     int64_t kept[ENG_GROUP_COUNT]; // units of each group kind kept per block
     bool bias_attention, bias_mlp; // compensation biases were added
 } eng_net_shape;

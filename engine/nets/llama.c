@@ -664,6 +664,14 @@ static int llama_config_rewrite(const eng_net *n, const eng_net_shape *sh,
                            "down_proj, which only model_type \"llama\" "
                            "loads (this is \"%s\"): set compensate false",
                            mt ? mt : "");
+    // Per-layer lists (newer configs' layer_types) lose the removed
+    // layers' entries.
+    json_t *types = json_object_get(cfg, "layer_types");
+    if (json_is_array(types) && json_array_size(types) == n->nblocks &&
+        sh->block_gone)
+        for (size_t b = n->nblocks; b-- > 0;)
+            if (sh->block_gone[b])
+                json_array_remove(types, b);
     json_object_set_new(cfg, "num_hidden_layers", json_integer(sh->blocks));
     json_object_set_new(cfg, "num_attention_heads",
                         json_integer(sh->kept[ENG_GROUP_HEAD]));

@@ -1052,7 +1052,7 @@ int eng_shrink(eng_plan *p, const eng_options *o, const eng_hooks *h,
         rc = units_pass(&k, &ds, d);
     t0 = eng_report_lap(r, NULL, ENG_PHASE_SOLVE, t0);
     // The config the output's shapes need.
-    eng_net_shape shape = {0};
+    eng_net_shape shape = {.block_gone = k.block_gone};
     if (rc == 0) {
         for (size_t b = 0; b < k.nb; b++)
             shape.blocks += !k.block_gone[b];

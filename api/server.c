@@ -335,7 +335,12 @@ int api_start(api_server **out, const api_config *cfg, store *s,
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+    // poll(), not epoll: with a thread pool, libmicrohttpd 0.9.75's
+    // MHD_quiesce_daemon removes the listen socket from each worker's epoll
+    // set while the worker may already have (it checks was_quiesced too),
+    // and panics on the ENOENT (seen as an abort at SIGTERM). With poll
+    // the quiesce only signals the workers. poll has no FD_SETSIZE bound.
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                      MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;

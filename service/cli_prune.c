@@ -152,9 +152,12 @@ static void print_summary(const eng_report *r, const char *out)
     const char *key;
     json_t *u;
     json_object_foreach (units, key, u)
-        printf("  %-8s %lld -> %lld per block\n", key,
+        printf("  %-8s %lld -> %lld %s\n", key,
                (long long)json_integer_value(json_object_get(u, "before")),
-               (long long)json_integer_value(json_object_get(u, "after")));
+               (long long)json_integer_value(json_object_get(u, "after")),
+               strcmp(json_string_value(json_object_get(u, "per")), "block")
+                   ? "in the model"
+                   : "per block");
     json_t *size = r->size;
     static const char *const sizes[] = {"params", "bytes", "flops_per_token"};
     for (int i = 0; size && i < 3; i++) {

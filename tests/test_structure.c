@@ -452,6 +452,24 @@ START_TEST(test_structured_job)
     char *mk = th_upload_checkpoint(&s, mlp);
     char *barefile = th_fixture("llama-kjv/model.safetensors");
     char *bare = th_upload_checkpoint(&s, barefile); // no config.json
+    // The fixture as a Mistral: its config cannot carry FLAP's biases.
+    char *mdir = th_path(s.dir, "mistral");
+    ck_assert_int_eq(sh_mkdir_p(mdir), 0);
+    char mpath[600], cpath[600];
+    snprintf(mpath, sizeof mpath, "%s/model.safetensors", mdir);
+    snprintf(cpath, sizeof cpath, "%s/config.json", mdir);
+    size_t mlen = 0;
+    unsigned char *mbytes = th_read_file(barefile, &mlen);
+    th_write_file(mpath, mbytes, mlen);
+    free(mbytes);
+    char *fcfg = th_fixture("llama-kjv/config.json");
+    json_error_t jerr;
+    json_t *mc = json_load_file(fcfg, 0, &jerr);
+    json_object_set_new(mc, "model_type", json_string("mistral"));
+    ck_assert_int_eq(json_dump_file(mc, cpath, 0), 0);
+    json_decref(mc);
+    free(fcfg);
+    char *mis = th_upload_checkpoint(&s, mdir);
     char *cal = th_upload_dataset(&s, calf);
     char *ev = th_upload_dataset(&s, evf);
     char body[768];
@@ -528,6 +546,11 @@ START_TEST(test_structured_job)
     eng_st_close(st);
     free(wpath);
 
+    char misbody[512];
+    snprintf(misbody, sizeof misbody,
+             "{\"checkpoint\":\"%s\",\"method\":\"flap\",\"structure\":"
+             "{\"heads\":0.25},\"calibration\":{\"dataset\":\"%s\"}}",
+             mis, cal);
     struct {
         const char *fmt;
         const char *a;
@@ -562,6 +585,10 @@ START_TEST(test_structured_job)
         {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
          "\"structure\":{\"channels\":0.5}}",
          bare, "structure", "family"},
+        {"%s", misbody, "structure.compensate", "only model_type"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+         "\"structure\":{\"heads\":1e-9}}",
+         ck, "structure", "removes nothing"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(body, sizeof body, bad[i].fmt, bad[i].a);
@@ -573,6 +600,8 @@ START_TEST(test_structured_job)
     free(mk);
     free(bare);
     free(barefile);
+    free(mis);
+    free(mdir);
     free(cal);
     free(ev);
     free(folder);
@@ -616,7 +645,8 @@ static void reshard(const char *dir)
     free(ts);
     unlink(path);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    json_t *idx = json_pack("{s:{}, s:o}", "metadata", "weight_map", map);
+    json_t *idx = json_pack("{s:{s:I}, s:o}", "metadata", "total_size",
+                            (json_int_t)12345, "weight_map", map);
     ck_assert_int_eq(json_dump_file(idx, path, 0), 0);
     json_decref(idx);
 }
@@ -680,6 +710,12 @@ START_TEST(test_sharded_index_rebuilt)
         json_object_get(map, "model.layers.3.mlp.down_proj.weight"));
     eng_model *m = open_model(out); // checks the map against the shards
     ck_assert_int_eq(json_object_size(map), eng_model_tensor_count(m));
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < eng_model_tensor_count(m); i++)
+        bytes += eng_model_tensor(m, i)->end - eng_model_tensor(m, i)->begin;
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(idx, "metadata"), "total_size")),
+                     (json_int_t)bytes);
     eng_model_close(m);
     json_decref(idx);
     json_decref(rep);

@@ -111,15 +111,25 @@ static int index_from_outputs(const eng_plan *p, json_t *index, sh_diag *d)
     json_t *map = json_object();
     if (!map)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    uint64_t total = 0;
     for (size_t ti = 0; ti < p->n; ti++) {
         size_t file, idx;
         eng_model_tensor_loc(p->m, ti, &file, &idx);
         const char *fname = eng_model_file_at(p->m, file)->name;
-        for (size_t j = 0; j < p->rows[ti].n_out; j++)
-            json_object_set_new(map, p->rows[ti].out[j].name,
-                                json_string(fname));
+        for (size_t j = 0; j < p->rows[ti].n_out; j++) {
+            const eng_plan_out *o = &p->rows[ti].out[j];
+            json_object_set_new(map, o->name, json_string(fname));
+            uint64_t n = eng_dtype_size(o->dtype);
+            for (int q = 0; q < o->ndim; q++)
+                n *= (uint64_t)o->shape[q];
+            total += n;
+        }
     }
     json_object_set_new(index, "weight_map", map);
+    json_t *meta = json_object_get(index, "metadata");
+    if (json_is_object(meta)) // the tensors' bytes, as transformers writes
+        json_object_set_new(meta, "total_size",
+                            json_integer((json_int_t)total));
     return 0;
 }
 

@@ -52,6 +52,10 @@ struct eng_net {
     size_t embed, final_norm, head; // head == embed when tied
     float *rope_cos, *rope_sin;     // (rope_len, head_dim)
     int64_t rope_len;
+    // The head's F32 weights kept between logits calls while head_keep is
+    // set (a speed measurement times the product, not the load); NULL.
+    bool head_keep;
+    float *head_w, *head_norm;
     // Scratch for a block's intermediates, kept between calls: fresh
     // pages cost a fault each (dearly on virtual machines).
     float *scratch;

@@ -521,12 +521,17 @@ static int head_load(eng_net *n, float **head, float **norm, sh_diag *d)
 
 static int llama_logits(eng_net *n, const eng_acts *a, float *out, sh_diag *d)
 {
-    float *head = NULL, *norm = NULL;
-    int rc = head_load(n, &head, &norm, d);
+    float *head = n->head_w, *norm = n->head_norm;
+    int rc = head ? 0 : head_load(n, &head, &norm, d);
     if (rc == 0)
         rc = head_run(n, a->x, a->rows, out, head, norm, NULL, d);
-    free(head);
-    free(norm);
+    if (rc == 0 && n->head_keep) { // kept (net.c frees them)
+        n->head_w = head;
+        n->head_norm = norm;
+    } else if (head != n->head_w) {
+        free(head);
+        free(norm);
+    }
     return rc;
 }
 
@@ -672,6 +677,15 @@ static int llama_config_rewrite(const eng_net *n, const eng_net_shape *sh,
         for (size_t b = n->nblocks; b-- > 0;)
             if (sh->block_gone[b])
                 json_array_remove(types, b);
+    // Qwen2's max_window_layers counts layers from the bottom: the removed
+    // ones below it leave.
+    json_t *mwl = json_object_get(cfg, "max_window_layers");
+    if (json_is_integer(mwl) && sh->block_gone) {
+        json_int_t v = json_integer_value(mwl), below = 0;
+        for (size_t b = 0; b < n->nblocks && (json_int_t)b < v; b++)
+            below += sh->block_gone[b];
+        json_object_set_new(cfg, "max_window_layers", json_integer(v - below));
+    }
     json_object_set_new(cfg, "num_hidden_layers", json_integer(sh->blocks));
     json_object_set_new(cfg, "num_attention_heads",
                         json_integer(sh->kept[ENG_GROUP_HEAD]));

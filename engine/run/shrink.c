@@ -90,11 +90,18 @@ static int64_t *removed(shrink *k, size_t b, eng_group_kind kind)
     return &k->remove[b * ENG_GROUP_COUNT + kind];
 }
 
+// Units of count a fraction f removes: the nearest count, a tie going to
+// the smaller (never more than asked: a quarter of 2 heads is none).
+static int64_t share_of(int64_t count, double f)
+{
+    return (int64_t)ceil((double)count * f - 0.5);
+}
+
 // Kept units of count after removing the fraction f, rounded up to a
 // multiple of mult (never above count).
 static int64_t kept_of(int64_t count, double f, int64_t mult)
 {
-    int64_t keep = count - llround((double)count * f);
+    int64_t keep = count - share_of(count, f);
     if (mult > 1)
         keep = (keep + mult - 1) / mult * mult;
     return keep > count ? count : keep;
@@ -149,11 +156,11 @@ static int counts(shrink *k, sh_diag *d)
                             *ch = group_of(k, b, ENG_GROUP_CHANNEL);
         if (kv && hd) {
             int64_t nkv = kv->count, per = hd->count / kv->count;
-            int64_t rkv = llround((double)nkv * st->kv_heads), rh = 0;
+            int64_t rkv = share_of(nkv, st->kv_heads), rh = 0;
             if (per == 1) // a head is its own KV group: it goes with k, v
-                rkv += llround((double)(nkv - rkv) * st->heads);
+                rkv += share_of(nkv - rkv, st->heads);
             else
-                rh = llround((double)per * st->heads);
+                rh = share_of(per, st->heads);
             if (rkv >= nkv)
                 return bad(d,
                            st->kv_heads > 0 ? "structure.kv_heads"
@@ -182,6 +189,15 @@ static int counts(shrink *k, sh_diag *d)
             *removed(k, b, ENG_GROUP_CHANNEL) = ch->count - keep;
         }
     }
+    int64_t any = st->blocks;
+    for (size_t i = 0; i < k->nb * ENG_GROUP_COUNT; i++)
+        any += k->remove[i];
+    if (any == 0)
+        return bad(d, "structure",
+                   "the structure removes nothing once rounded to whole "
+                   "units (heads per KV group, channels, neurons; "
+                   "multiple_of rounds kept counts up): give larger "
+                   "fractions");
     return 0;
 }
 
@@ -773,14 +789,16 @@ static int plan_outputs(shrink *k, eng_plan *p, sh_diag *d)
 
 // Rows and columns of a (rows, cols) tensor of es-byte elements compacted
 // in place to those linear i of block b keeps.
-static void compact(shrink *k, size_t b, size_t i, unsigned char *buf,
-                    int64_t rows, int64_t cols, bool bias, size_t es)
+static int compact(shrink *k, size_t b, size_t i, unsigned char *buf,
+                   int64_t rows, int64_t cols, bool bias, size_t es, sh_diag *d)
 {
     uint8_t *kc = malloc((size_t)(cols ? cols : 1));
-    for (int64_t c = 0; kc && c < cols; c++)
+    if (!kc)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (int64_t c = 0; c < cols; c++)
         kc[c] = bias || keeps(k, b, i, true, c);
     size_t at = 0;
-    for (int64_t r = 0; kc && r < rows; r++) {
+    for (int64_t r = 0; r < rows; r++) {
         if (!keeps(k, b, i, false, r))
             continue;
         const unsigned char *src = buf + (size_t)(r * cols) * es;
@@ -791,6 +809,7 @@ static void compact(shrink *k, size_t b, size_t i, unsigned char *buf,
             }
     }
     free(kc);
+    return 0;
 }
 
 static int write_tensor(shrink *k, eng_out *out, size_t ti, sh_diag *d)
@@ -823,8 +842,9 @@ static int write_tensor(shrink *k, eng_out *out, size_t ti, sh_diag *d)
             eng_convert_from_f32(buf, f, t->dtype, n);
         }
     }
+    if (rc == 0)
+        rc = compact(k, w.block, li, buf, rows, cols, w.bias >= 0, es, d);
     if (rc == 0) {
-        compact(k, w.block, li, buf, rows, cols, w.bias >= 0, es);
         int64_t kr = kept_dim(k, w.block, li, false),
                 kc = w.linear >= 0 ? kept_dim(k, w.block, li, true) : 1;
         rc = eng_out_put(out, ti, 0, buf, (size_t)(kr * kc) * es, d);
@@ -895,14 +915,14 @@ static void sizes(shrink *k, const eng_plan *p, eng_report *r)
         if (w.linear < 0)
             continue;
         flops[0] += 2.0 * (double)t->numel;
+        if (w.linear == q)
+            flops[0] += 4.0 * (double)t->shape[0] * ctx;
         if (k->block_gone[w.block])
             continue;
         const eng_plan_out *o = &p->rows[ti].out[0];
         flops[1] += 2.0 * (double)o->shape[0] * (double)o->shape[1];
-        if (w.linear == q) {
-            flops[0] += 4.0 * (double)t->shape[0] * ctx;
+        if (w.linear == q)
             flops[1] += 4.0 * (double)o->shape[0] * ctx;
-        }
     }
     long head = eng_model_find(k->m, "lm_head.weight");
     if (head < 0 && q >= 0)
@@ -923,19 +943,29 @@ static void sizes(shrink *k, const eng_plan *p, eng_report *r)
 static void report(shrink *k, eng_report *r)
 {
     json_t *units = json_object(), *blocks = json_array();
+    bool attention = group_of(k, 0, ENG_GROUP_HEAD) != NULL;
     for (int kind = ENG_GROUP_HEAD; kind < ENG_GROUP_COUNT; kind++) {
         const eng_net_group *g = group_of(k, 0, (eng_group_kind)kind);
         if (!g)
             continue;
-        int64_t after = g->count - *removed(k, 0, (eng_group_kind)kind);
+        // Llama blocks keep the same counts: per block. An mlp's layers
+        // differ: summed over the model.
+        int64_t before = 0, after = 0;
+        for (size_t b = 0; b < (attention ? 1 : k->nb); b++) {
+            const eng_net_group *gb = group_of(k, b, (eng_group_kind)kind);
+            if (!gb)
+                continue;
+            before += gb->count;
+            after += gb->count - *removed(k, b, (eng_group_kind)kind);
+        }
         if (kind == ENG_GROUP_HEAD)
             after = (group_of(k, 0, ENG_GROUP_KV_HEAD)->count -
                      *removed(k, 0, ENG_GROUP_KV_HEAD)) *
                     (k->heads_per - k->heads_cut);
-        json_object_set_new(units, kind_key(k, (eng_group_kind)kind),
-                            json_pack("{s:I, s:I}", "before",
-                                      (json_int_t)g->count, "after",
-                                      (json_int_t)after));
+        json_object_set_new(
+            units, kind_key(k, (eng_group_kind)kind),
+            json_pack("{s:I, s:I, s:s}", "before", (json_int_t)before, "after",
+                      (json_int_t)after, "per", attention ? "block" : "model"));
     }
     size_t kept = 0;
     for (size_t b = 0; b < k->nb; b++) {
@@ -958,8 +988,9 @@ static void report(shrink *k, eng_report *r)
         json_array_append_new(blocks, e);
     }
     json_object_set_new(units, "blocks",
-                        json_pack("{s:I, s:I}", "before", (json_int_t)k->nb,
-                                  "after", (json_int_t)kept));
+                        json_pack("{s:I, s:I, s:s}", "before",
+                                  (json_int_t)k->nb, "after", (json_int_t)kept,
+                                  "per", "model"));
     json_object_set_new(r->structure, "units", units);
     json_object_set_new(r->structure, "blocks", blocks);
     json_object_set_new(
@@ -1002,12 +1033,50 @@ static int64_t token_cols(const char *path)
     return cols;
 }
 
+// The shape every block keeps, the bias flags compensation needs, and the
+// config.json they make (the family's rewrite of the input's), in *out.
+// Needs counts(); block_gone may still be all false (a check).
+static int new_config(shrink *k, json_t **out, sh_diag *d)
+{
+    eng_net_shape shape = {.block_gone = k->block_gone};
+    for (size_t b = 0; b < k->nb; b++)
+        shape.blocks += !(k->block_gone && k->block_gone[b]);
+    for (int kind = 0; kind < ENG_GROUP_COUNT; kind++) {
+        const eng_net_group *g = group_of(k, 0, (eng_group_kind)kind);
+        shape.kept[kind] = g ? g->count - *removed(k, 0, kind) : 0;
+    }
+    if (group_of(k, 0, ENG_GROUP_HEAD))
+        shape.kept[ENG_GROUP_HEAD] =
+            shape.kept[ENG_GROUP_KV_HEAD] * (k->heads_per - k->heads_cut);
+    bool comp = eng_methods[k->s->method].unit == ENG_UNIT_FLAP &&
+                k->s->structure.compensate && eng_net_query_linear(k->net) >= 0;
+    k->bias_attention = shape.bias_attention =
+        comp &&
+        (*removed(k, 0, ENG_GROUP_HEAD) || *removed(k, 0, ENG_GROUP_KV_HEAD));
+    k->bias_mlp = shape.bias_mlp = comp && *removed(k, 0, ENG_GROUP_CHANNEL);
+    const json_t *cfg = eng_model_config(k->m);
+    json_t *c = cfg ? json_deep_copy(cfg) : json_object();
+    if (!c)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    int rc = eng_net_config_rewrite(k->net, &shape, c, d);
+    if (rc != 0) {
+        json_decref(c);
+        return rc == SH_EUNSUPPORTED ? SH_ESPEC : rc; // the spec asked it
+    }
+    *out = c;
+    return 0;
+}
+
 int eng_shrink_check(const eng_spec *s, const eng_model *m, sh_diag *d)
 {
     shrink k = {.m = m, .s = s, .last_site = -1};
+    json_t *cfg = NULL;
     int rc = eng_net_open(&k.net, m, d);
     if (rc == 0)
         rc = counts(&k, d);
+    if (rc == 0) // what the family's config can say (compensation biases)
+        rc = new_config(&k, &cfg, d);
+    json_decref(cfg);
     shrink_free(&k);
     return rc;
 }
@@ -1051,33 +1120,8 @@ int eng_shrink(eng_plan *p, const eng_options *o, const eng_hooks *h,
     if (rc == 0)
         rc = units_pass(&k, &ds, d);
     t0 = eng_report_lap(r, NULL, ENG_PHASE_SOLVE, t0);
-    // The config the output's shapes need.
-    eng_net_shape shape = {.block_gone = k.block_gone};
-    if (rc == 0) {
-        for (size_t b = 0; b < k.nb; b++)
-            shape.blocks += !k.block_gone[b];
-        for (int kind = 0; kind < ENG_GROUP_COUNT; kind++) {
-            const eng_net_group *g = group_of(&k, 0, (eng_group_kind)kind);
-            shape.kept[kind] = g ? g->count - *removed(&k, 0, kind) : 0;
-        }
-        if (group_of(&k, 0, ENG_GROUP_HEAD))
-            shape.kept[ENG_GROUP_HEAD] =
-                shape.kept[ENG_GROUP_KV_HEAD] * (k.heads_per - k.heads_cut);
-        bool comp = eng_methods[p->s->method].unit == ENG_UNIT_FLAP &&
-                    p->s->structure.compensate &&
-                    eng_net_query_linear(k.net) >= 0;
-        k.bias_attention = shape.bias_attention =
-            comp && (*removed(&k, 0, ENG_GROUP_HEAD) ||
-                     *removed(&k, 0, ENG_GROUP_KV_HEAD));
-        k.bias_mlp = shape.bias_mlp =
-            comp && *removed(&k, 0, ENG_GROUP_CHANNEL);
-        const json_t *cfg = eng_model_config(p->m);
-        p->config = cfg ? json_deep_copy(cfg) : json_object();
-        if (!p->config)
-            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-        else
-            rc = eng_net_config_rewrite(k.net, &shape, p->config, d);
-    }
+    if (rc == 0)
+        rc = new_config(&k, &p->config, d);
     if (rc == 0)
         rc = plan_outputs(&k, p, d);
     if (rc == 0)

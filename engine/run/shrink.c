@@ -481,6 +481,23 @@ static bool want_sites(shrink *k, size_t b)
     return any;
 }
 
+// The statistics of group g's consumer site alone, over block b (blk as
+// it is now) on its input acts.
+static int restat(shrink *k, size_t b, const eng_net_group *g,
+                  eng_net_block *blk, const eng_acts *acts, sh_diag *d)
+{
+    stats_free(k);
+    const eng_net_linear *lin;
+    eng_net_linears(k->net, b, &lin);
+    int site = lin[g->span[g->consumer].linear].site;
+    k->want[site] = true;
+    k->last_site = site;
+    int rc = eng_net_block_stats_polled(k->net, blk, acts, on_site, k, k->h, d);
+    if (rc == 0 && (!k->sum[site] || !k->sq[site]))
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    return rc;
+}
+
 static int units_pass(shrink *k, const eng_dataset *ds, sh_diag *d)
 {
     eng_acts acts = {0};
@@ -514,11 +531,20 @@ static int units_pass(shrink *k, const eng_dataset *ds, sh_diag *d)
             rc = decide(k, b - 1, ENG_GROUP_CHANNEL, prev, blk, d);
         static const eng_group_kind order[] = {
             ENG_GROUP_KV_HEAD, ENG_GROUP_HEAD, ENG_GROUP_CHANNEL};
+        bool changed = false; // the block's attention lost units
         for (size_t i = 0; rc == 0 && i < 3; i++) {
             const eng_net_group *g = group_of(k, b, order[i]);
             bool next = g && g->nspans && g->span[g->consumer].next;
-            if (g && !next)
+            if (!g || next)
+                continue;
+            // Later units read what the earlier removals left: their
+            // consumer's statistics again, over the block as it is now.
+            if (data && changed && *removed(k, b, order[i]) > 0 &&
+                g->consumer >= 0)
+                rc = restat(k, b, g, blk, &acts, d);
+            if (rc == 0)
                 rc = decide(k, b, order[i], blk, NULL, d);
+            changed = changed || *removed(k, b, order[i]) > 0;
         }
         if (rc == 0 && data && b + 1 < k->nb)
             rc = eng_net_block_forward_polled(k->net, blk, &acts, k->h, d);

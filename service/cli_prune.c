@@ -49,6 +49,11 @@ static const char usage_text[] =
     "  --evaluation FILE   evaluation dataset: report the metric (and the "
     "forward\n"
     "                      pass's speed) before and after\n"
+    "  --quantize B[:G]    quantize the targets to B bits (2..8), one grid "
+    "per row\n"
+    "                      (G 0), jointly with sparsegpt's update (sparsity "
+    "0: GPTQ)\n"
+    "  --symmetric         a grid symmetric around 0 (default: min-max)\n"
     "structures (remove whole units from every block; the output is "
     "smaller):\n"
     "  --heads F           fraction of query heads (per KV group under GQA)\n"
@@ -220,6 +225,8 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         O_BLOCKS_BY,
         O_MULTIPLE_OF,
         O_NO_COMPENSATE,
+        O_QUANTIZE,
+        O_SYMMETRIC,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -250,6 +257,8 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         {"blocks-by", required_argument, 0, O_BLOCKS_BY},
         {"multiple-of", required_argument, 0, O_MULTIPLE_OF},
         {"no-compensate", no_argument, 0, O_NO_COMPENSATE},
+        {"quantize", required_argument, 0, O_QUANTIZE},
+        {"symmetric", no_argument, 0, O_SYMMETRIC},
         {0, 0, 0, 0},
     };
     json_t *flags = json_object();
@@ -351,6 +360,27 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         case O_BLOCKS_BY:
             json_object_set_new(object_at(flags, "structure"), "blocks_by",
                                 json_string(optarg));
+            break;
+        case O_QUANTIZE: {
+            char *end = NULL;
+            long bits = strtol(optarg, &end, 10), group = 0;
+            if (end && *end == ':')
+                group = strtol(end + 1, &end, 10);
+            if (end == optarg || !end || *end || bits < 0 || group < 0)
+                code = svc_fail(SVC_EXIT_USAGE,
+                                "--quantize: \"%s\" is not BITS or "
+                                "BITS:GROUP",
+                                optarg);
+            else {
+                json_t *q = object_at(flags, "quantize");
+                json_object_set_new(q, "bits", json_integer(bits));
+                json_object_set_new(q, "group_size", json_integer(group));
+            }
+            break;
+        }
+        case O_SYMMETRIC:
+            json_object_set_new(object_at(flags, "quantize"), "symmetric",
+                                json_true());
             break;
         case O_NO_COMPENSATE:
             json_object_set_new(object_at(flags, "structure"), "compensate",

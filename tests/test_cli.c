@@ -4,6 +4,7 @@
 
 #include "common/sha256.h"
 #include "common/util.h"
+#include "engine/io/safetensors.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -490,6 +491,66 @@ START_TEST(test_model_links)
 }
 END_TEST
 
+// --quantize B and --symmetric reach the spec: GPTQ alone (sparsegpt at
+// sparsity 0) writes a model whose every row holds at most 2^B values, and
+// the report and shears.json say the grid. A bad width is a usage error.
+START_TEST(test_quantize_flags)
+{
+    char *model = th_fixture("llama-kjv");
+    char *cal = th_fixture("llama-kjv-data/calibration.safetensors");
+    char *dir = th_tmpdir();
+    char *out = th_path(dir, "o"), *rep = th_path(dir, "r.json");
+    const char *a[] = {
+        "prune",    "--model",     model,           "--out", out,
+        "--method", "sparsegpt",   "--sparsity",    "0",     "--quantize",
+        "3",        "--symmetric", "--calibration", cal,     "--report",
+        rep,        "--quiet",     "--no-sync",     NULL};
+    char *e = NULL;
+    ck_assert_msg(th_run(NULL, &e, a) == 0, "%s", e);
+    free(e);
+    json_error_t err;
+    json_t *r = json_load_file(rep, 0, &err);
+    json_t *q = json_object_get(r, "quantize");
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "bits")), 3);
+    ck_assert(json_is_true(json_object_get(q, "symmetric")));
+    json_decref(r);
+    char *w = th_path(out, "model.safetensors");
+    eng_st *st = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_st_open(&st, w, &d), 0);
+    const eng_st_header *h = eng_st_header_of(st);
+    long k = eng_st_header_find(h, "model.layers.0.mlp.up_proj.weight");
+    const float *x = eng_st_data(st, (size_t)k);
+    int64_t cols = h->tensors[k].shape[1];
+    for (int64_t row = 0; row < h->tensors[k].shape[0]; row++) {
+        float seen[16] = {0};
+        int n = 0;
+        for (int64_t c = 0; c < cols; c++) {
+            int i = 0;
+            while (i < n && seen[i] != x[row * cols + c])
+                i++;
+            if (i == n) {
+                ck_assert_int_lt(n, 8); // 2^3 values at most
+                seen[n++] = x[row * cols + c];
+            }
+        }
+    }
+    eng_st_close(st);
+    free(w);
+    const char *bad[] = {"prune",    "--model",   model,        "--out", out,
+                         "--method", "sparsegpt", "--quantize", "4:x",   NULL};
+    ck_assert_int_eq(th_run(NULL, &e, bad), 2);
+    one_error_line(e, "--quantize");
+    free(e);
+    th_rmtree(dir);
+    free(dir);
+    free(out);
+    free(rep);
+    free(model);
+    free(cal);
+}
+END_TEST
+
 Suite *suite_cli(void)
 {
     Suite *s = suite_create("cli");
@@ -501,6 +562,7 @@ Suite *suite_cli(void)
     tcase_add_test(tc, test_errors_and_codes);
     tcase_add_test(tc, test_failed_run_leaves_nothing);
     tcase_add_test(tc, test_eval_and_calibrated_prune);
+    tcase_add_test(tc, test_quantize_flags);
     tcase_add_test(tc, test_model_not_a_file);
     tcase_add_test(tc, test_model_links);
     suite_add_tcase(s, tc);

@@ -22,6 +22,7 @@
 #include "engine/engine.h"
 #include "engine/math/linalg.h"
 #include "engine/math/poll.h"
+#include "engine/methods/sparsegpt.h"
 #include "engine/nets/layers.h"
 #include "engine/run/run.h"
 #include "engine/select/mask.h"
@@ -85,7 +86,37 @@ typedef struct outcome {
     double metric;
     int rc;
     char msg[400];
+    uint64_t zeros, params; // over the targets
 } outcome;
+
+// Every written weight of a quantized target (F32) is exactly
+// scale * (q - zero) for an integer q in [0, 2^bits - 1] of its row's grid,
+// the grid fixed from the input's row; pruned ones are 0 (q = zero).
+static void check_on_grid(const eng_model *m, const char *name,
+                          const void *bytes, uint64_t rows, uint64_t cols,
+                          const eng_quant *qt, const char *what)
+{
+    long ti = eng_model_find(m, name);
+    ck_assert(ti >= 0);
+    size_t file, idx;
+    eng_model_tensor_loc(m, (size_t)ti, &file, &idx);
+    const float *orig = eng_st_data(eng_model_file_at(m, file)->st, idx);
+    const float *w = bytes;
+    float maxq = (float)((1 << qt->bits) - 1);
+    for (uint64_t r = 0; r < rows; r++) {
+        float scale, zero;
+        eng_quant_grid(orig + r * cols, (int64_t)cols, qt->bits, qt->symmetric,
+                       &scale, &zero);
+        for (uint64_t c = 0; c < cols; c++) {
+            float x = w[r * cols + c], q = rintf(x / scale) + zero;
+            ck_assert_msg(q >= 0 && q <= maxq && scale * (q - zero) == x,
+                          "%s: %s[%llu, %llu] = %g is off its grid (scale "
+                          "%g, zero %g)",
+                          what, name, (unsigned long long)r,
+                          (unsigned long long)c, x, scale, zero);
+        }
+    }
+}
 
 // Runs one spec on a fixture with its calibration (every row) and
 // evaluation data; checks sparsity and N:M on the written file.
@@ -145,6 +176,10 @@ static outcome run_row(const char *fixture, const char *method,
                                        l->pattern.m));
                 // Dead inputs (SparseGPT zeroes them) may add zeros.
                 ck_assert_msg(l->zeros >= want, "%s: %s", out.msg, l->name);
+            } else if (s.quant.bits) {
+                // Kept weights may round to the grid's zero: at least.
+                uint64_t want = eng_count_for(l->target_sparsity, l->params);
+                ck_assert_msg(l->zeros >= want, "%s: %s", out.msg, l->name);
             } else {
                 uint64_t want =
                     strcmp(method, "wanda") == 0
@@ -157,6 +192,10 @@ static outcome run_row(const char *fixture, const char *method,
             }
             ck_assert_uint_eq(eng_count_zeros(bytes, l->dtype, l->params),
                               l->zeros);
+            if (s.quant.bits)
+                check_on_grid(m, l->name, bytes, rows, cols, &s.quant, out.msg);
+            out.zeros += l->zeros;
+            out.params += l->params;
         }
         eng_st_close(st);
         free(w);
@@ -217,6 +256,51 @@ static void run_table(const char *fixture, const ref_row *rows, size_t n,
     }
     free(got);
 }
+
+// SparseGPT jointly with its quantizer (REFERENCE.md's second table): the
+// metric within tolerance, the share of zeros as the reference's within
+// 0.002, every weight on its row's grid.
+typedef struct quant_row {
+    const char *shape;
+    double llama, llama_zeros, mlp, mlp_zeros;
+} quant_row;
+
+static const quant_row quant_rows[] = {
+    {"\"sparsity\":0.5,\"quantize\":{\"bits\":8}", 3.5462, 0.5009, 0.8900,
+     0.5002},
+    {"\"sparsity\":0.5,\"quantize\":{\"bits\":4}", 3.5590, 0.5168, 0.8880,
+     0.5086},
+    {"\"sparsity\":0.5,\"quantize\":{\"bits\":3}", 3.6031, 0.5442, 0.8890,
+     0.5714},
+    {"\"pattern\":\"2:4\",\"quantize\":{\"bits\":4}", 3.6641, 0.5044, 0.8840,
+     0.5177},
+};
+
+START_TEST(test_quantized_reference_table)
+{
+    for (size_t i = 0; i < sizeof quant_rows / sizeof quant_rows[0]; i++) {
+        const quant_row *q = &quant_rows[i];
+        outcome o = run_row("llama-kjv", "sparsegpt", q->shape);
+        ck_assert_msg(o.rc == 0, "%s", o.msg);
+        ck_assert_msg(o.metric <= q->llama * 1.02,
+                      "llama %s: perplexity %.4f, reference %.4f", q->shape,
+                      o.metric, q->llama);
+        double z = (double)o.zeros / (double)o.params;
+        ck_assert_msg(fabs(z - q->llama_zeros) <= 0.002,
+                      "llama %s: zeros %.4f, reference %.4f", q->shape, z,
+                      q->llama_zeros);
+        o = run_row("mlp-fmnist", "sparsegpt", q->shape);
+        ck_assert_msg(o.rc == 0, "%s", o.msg);
+        ck_assert_msg(o.metric >= q->mlp - 0.01,
+                      "mlp %s: accuracy %.4f, reference %.4f", q->shape,
+                      o.metric, q->mlp);
+        z = (double)o.zeros / (double)o.params;
+        ck_assert_msg(fabs(z - q->mlp_zeros) <= 0.002,
+                      "mlp %s: zeros %.4f, reference %.4f", q->shape, z,
+                      q->mlp_zeros);
+    }
+}
+END_TEST
 
 START_TEST(test_llama_reference_table)
 {
@@ -472,6 +556,7 @@ Suite *suite_methods(void)
     TCase *tc = tcase_create("reference");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_llama_reference_table);
+    tcase_add_test(tc, test_quantized_reference_table);
     tcase_add_test(tc, test_mlp_reference_table);
     suite_add_tcase(s, tc);
     TCase *cancel = tcase_create("cancel");

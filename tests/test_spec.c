@@ -128,6 +128,29 @@ static const bad_spec bad_specs[] = {
     {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
      "\"sparsegpt\":{\"blocksize\":0}}",
      "sparsegpt.blocksize", "from 1 to 4096"},
+    // Quantization: bits 2..8, one grid per row, inside SparseGPT.
+    {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"quantize\":{\"bits\":9}}",
+     "quantize.bits", "from 2 to 8"},
+    {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"quantize\":{\"bits\":1}}",
+     "quantize.bits", "from 2 to 8"},
+    {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"quantize\":{}}",
+     "quantize.bits", "from 2 to 8"},
+    {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"quantize\":{\"bits\":4,\"group_size\":128}}",
+     "quantize.group_size", "not built yet"},
+    {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"quantize\":{\"bits\":4,\"method\":\"rtn\"}}",
+     "quantize.method", "not built yet"},
+    {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"quantize\":{\"bits\":4,\"symmetric\":1}}",
+     "quantize.symmetric", "true or false"},
+    {"{\"method\":\"magnitude\",\"quantize\":{\"bits\":4}}", "quantize",
+     "method sparsegpt"},
+    {"{\"method\":\"sparsegpt\",\"quantize\":{\"bits\":4}}", "calibration",
+     "needs calibration data"},
     // Patterns: only digits around the colon.
     {"{\"method\":\"magnitude\",\"pattern\":\" 2:4\"}", "pattern",
      "is not one of"},

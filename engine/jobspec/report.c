@@ -38,6 +38,7 @@ void eng_report_init(eng_report *r, const eng_spec *s)
     r->pattern = s->pattern;
     r->scope = s->scope;
     r->sparsity = s->sparsity;
+    r->quant = s->quant;
 }
 
 void eng_report_deinit(eng_report *r)
@@ -153,6 +154,12 @@ json_t *eng_report_to_json(const eng_report *r)
                                       (json_int_t)r->calib_samples, "tokens",
                                       (json_int_t)r->calib_tokens, "recon_rows",
                                       (json_int_t)r->recon_rows));
+    if (r->quant.bits)
+        json_object_set_new(j, "quantize",
+                            json_pack("{s:i, s:I, s:b}", "bits", r->quant.bits,
+                                      "group_size",
+                                      (json_int_t)r->quant.group_size,
+                                      "symmetric", r->quant.symmetric));
     if (r->structure)
         json_object_set(j, "structure", r->structure);
     if (r->size)

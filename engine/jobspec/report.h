@@ -20,6 +20,7 @@
 //    "size"?: {"params", "bytes", "flops_per_token": {"dense", "pruned"},
 //              "context"},
 //    "speed"?: {"dense", "pruned", "unit", "speedup"},
+//    "quantize"?: {"bits", "group_size", "symmetric"},
 //    "seconds"}
 //
 // A layer row has "timings" too: the phases spent on that tensor alone
@@ -85,6 +86,7 @@ typedef struct eng_report {
     // block ("structure"); params, bytes and FLOPs per token before and
     // after ("size"). NULL otherwise; owned.
     json_t *structure, *size;
+    eng_quant quant; // the targets' grid (bits 0: not quantized)
     // The forward pass's speed on the input and the output (evaluation).
     bool has_speed;
     const char *speed_unit; // "tokens/s" or "samples/s"

@@ -469,6 +469,52 @@ static int parse_structure(eng_spec *s, const json_t *v, sh_diag *d)
     return 0;
 }
 
+static int parse_quantize(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    if (!json_is_object(v))
+        return bad(d, "quantize",
+                   "quantize must be an object {bits, group_size, "
+                   "symmetric, method}");
+    static const char *const known[] = {"bits", "group_size", "symmetric",
+                                        "method", NULL};
+    int rc = check_keys(v, "quantize.", known, d);
+    if (rc)
+        return rc;
+    json_t *b = json_object_get(v, "bits");
+    if (!json_is_integer(b) || json_integer_value(b) < 2 ||
+        json_integer_value(b) > 8)
+        return bad(d, "quantize.bits",
+                   "quantize.bits must be an integer from 2 to 8");
+    s->quant.bits = (int)json_integer_value(b);
+    json_t *g = json_object_get(v, "group_size");
+    if (g && !json_is_null(g)) {
+        if (!json_is_integer(g) || json_integer_value(g) < 0)
+            return bad(d, "quantize.group_size",
+                       "quantize.group_size must be a non-negative integer "
+                       "(0: one grid per output row)");
+        if (json_integer_value(g) != 0)
+            return bad(d, "quantize.group_size",
+                       "grids per group of columns are not built yet; give "
+                       "0 (one grid per output row)");
+    }
+    json_t *sy = json_object_get(v, "symmetric");
+    if (sy && !json_is_null(sy)) {
+        if (!json_is_boolean(sy))
+            return bad(d, "quantize.symmetric",
+                       "quantize.symmetric must be true or false");
+        s->quant.symmetric = json_is_true(sy);
+    }
+    const char *m = NULL;
+    if ((rc = get_string(v, "method", "quantize.method", &m, d)))
+        return rc;
+    if (m && strcmp(m, "gptq") != 0)
+        return bad(d, "quantize.method",
+                   "quantize.method \"%s\" is not built yet; \"gptq\" is "
+                   "(the OBS update through SparseGPT's solver)",
+                   m);
+    return 0;
+}
+
 static int parse_enum(const json_t *j, const char *key,
                       const char *const *names, int count, int *out, sh_diag *d)
 {
@@ -493,7 +539,7 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
         "checkpoint",  "method",     "sparsity",  "pattern",   "scope",
         "norm",        "targets",    "ignore",    "overrides", "seed",
         "calibration", "evaluation", "sparsegpt", "output",    "report",
-        "structure",   NULL};
+        "structure",   "quantize",   NULL};
     int rc = check_keys(j, "", known, d);
     if (rc)
         return rc;
@@ -571,6 +617,9 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
     if ((v = json_object_get(j, "output")) && !json_is_null(v) &&
         (rc = parse_output(v, d)))
         return rc;
+    if ((v = json_object_get(j, "quantize")) && !json_is_null(v) &&
+        (rc = parse_quantize(s, v, d)))
+        return rc;
     if ((v = json_object_get(j, "structure")) && !json_is_null(v)) {
         if ((rc = parse_structure(s, v, d)))
             return rc;
@@ -634,6 +683,12 @@ static int check_structure(const eng_spec *s, sh_diag *d)
                            "overrides with a pattern need scope \"layer\"");
     }
     const eng_structure *st = &s->structure;
+    if (s->quant.bits && (!mi->solve || st->on))
+        return bad(d, "quantize",
+                   "quantize runs inside SparseGPT's update for now: use "
+                   "method sparsegpt (sparsity 0 quantizes alone, as GPTQ); "
+                   "with %s it is not built yet",
+                   st->on ? "a structure" : mi->name);
     if (!st->on && !mi->patterns)
         return bad(d, "method",
                    "method %s scores whole structures only: give a "
@@ -775,6 +830,12 @@ json_t *eng_spec_to_json(const eng_spec *s)
                                       s->sgpt_blocksize, "damp", s->sgpt_damp));
     json_object_set_new(j, "output",
                         json_pack("{s:s}", "format", ENG_OUTPUT_DENSE));
+    if (s->quant.bits)
+        json_object_set_new(j, "quantize",
+                            json_pack("{s:i, s:i, s:b, s:s}", "bits",
+                                      s->quant.bits, "group_size", 0,
+                                      "symmetric", s->quant.symmetric, "method",
+                                      "gptq"));
     const eng_structure *st = &s->structure;
     if (st->on)
         json_object_set_new(

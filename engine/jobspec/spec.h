@@ -14,6 +14,8 @@
 //    "evaluation": {"dataset": "..."},
 //    "sparsegpt": {"blocksize": 128, "damp": 0.01},
 //    "output": {"format": "dense"},
+//    "quantize": {"bits": 4, "group_size": 0, "symmetric": false,
+//                 "method": "gptq"},
 //    "structure": {"heads": 0.25, "kv_heads": 0, "channels": 0.3,
 //                  "blocks": 1, "neurons": 0, "multiple_of": 1,
 //                  "compensate": true, "blocks_by": "influence"}}
@@ -99,6 +101,16 @@ typedef struct eng_structure {
     eng_blocks_by blocks_by;
 } eng_structure;
 
+// Quantization of the targets (spec "quantize"): a grid of 2^bits values
+// per output row (group_size 0), min-max, asymmetric unless symmetric.
+// Built inside SparseGPT's update (joint, as the reference's --wbits; with
+// sparsity 0 it is GPTQ). bits 0: none.
+typedef struct eng_quant {
+    int bits;
+    int64_t group_size;
+    bool symmetric;
+} eng_quant;
+
 typedef struct eng_spec {
     char *checkpoint; // may be NULL
     eng_method method;
@@ -120,6 +132,7 @@ typedef struct eng_spec {
     double sgpt_damp;
     eng_recon recon;
     eng_structure structure;
+    eng_quant quant;
 } eng_spec;
 
 // A tensor's share of the spec.

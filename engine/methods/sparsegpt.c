@@ -63,7 +63,30 @@ typedef struct block_job {
     const float *u;
     int64_t cols, i1, count;
     int n, m;
+    const float *scale, *zero; // per row, with bits; else NULL
+    float maxq;
 } block_job;
+
+void eng_quant_grid(const float *x, int64_t n, int bits, bool symmetric,
+                    float *scale, float *zero)
+{
+    float lo = 0.0f, hi = 0.0f, maxq = (float)((1 << bits) - 1);
+    for (int64_t i = 0; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    if (symmetric) {
+        hi = -lo > hi ? -lo : hi;
+        if (lo < 0)
+            lo = -hi;
+    }
+    if (lo == 0.0f && hi == 0.0f) {
+        lo = -1.0f;
+        hi = 1.0f;
+    }
+    *scale = (hi - lo) / maxq;
+    *zero = symmetric ? (maxq + 1.0f) / 2.0f : __builtin_rintf(-lo / *scale);
+}
 
 // The block's columns into w1 and, unstructured, their scores.
 static void block_load(void *ctx, int64_t r0, int64_t r1)
@@ -104,6 +127,8 @@ static void block_sweep(void *ctx, int64_t r0, int64_t r1)
             }
             float x = row[i];
             float q = mk[i] ? 0.0f : x;
+            if (j->scale)
+                q = eng_quantize(q, j->scale[r], j->zero[r], j->maxq);
             float e = (x - q) / dd;
             j->q1[r * count + i] = q;
             j->err[r * count + i] = e;
@@ -138,11 +163,19 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
     float *score = malloc((size_t)(rows * bs) * sizeof *score);
     uint8_t *mask = malloc((size_t)(rows * bs));
     uint64_t *bits = malloc(eng_mask_words((uint64_t)(rows * bs)) * 8);
+    float *scale = o->bits ? malloc((size_t)rows * sizeof *scale) : NULL;
+    float *zero = o->bits ? malloc((size_t)rows * sizeof *zero) : NULL;
     int rc = 0;
-    if (!h0 || !w1 || !q1 || !err || !score || !mask || !bits) {
+    if (!h0 || !w1 || !q1 || !err || !score || !mask || !bits ||
+        (o->bits && (!scale || !zero))) {
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         goto out;
     }
+    // The grids, from the whole rows as they came (the reference fixes
+    // them before the dead inputs are zeroed).
+    for (int64_t r = 0; o->bits && r < rows; r++)
+        eng_quant_grid(w + r * cols, cols, o->bits, o->symmetric, &scale[r],
+                       &zero[r]);
 
     // Dead inputs: never seen non-zero, so their weights cannot matter.
     double mean = 0;
@@ -199,7 +232,10 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
                          .i1 = i1,
                          .count = count,
                          .n = o->n,
-                         .m = o->m};
+                         .m = o->m,
+                         .scale = scale,
+                         .zero = zero,
+                         .maxq = (float)((1 << o->bits) - 1)};
         sh_par_for(rows, 1, SWEEP_MIN_ROWS, block_load, &job);
         memset(mask, 0, (size_t)(rows * count));
         if (o->m == 0) {
@@ -235,5 +271,7 @@ out:
     free(score);
     free(mask);
     free(bits);
+    free(scale);
+    free(zero);
     return rc;
 }

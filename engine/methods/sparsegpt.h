@@ -10,9 +10,18 @@
 //     mask: per block, the lowest w^2 / U_jj^2 (unstructured: exactly
 //           the block's share of round(s * numel); N:M: the M-N lowest of
 //           each group of M, chosen when the group starts)
-//     column by column: q = w masked, err = (w - q) / U_jj,
+//     column by column: q = w masked (and, with bits, rounded to the
+//           row's grid), err = (w - q) / U_jj,
 //           W1[:, j:] -= err U[j, j:]   (OBS update inside the block)
 //     W[:, later] -= Err1 U[block, later] (lazy, BLAS-3)
+//
+// With bits (the reference's --wbits, its quant.py Quantizer): one grid
+// per output row, fixed from the whole row before anything else (min-max
+// with 0 inside; asymmetric: scale = (max - min) / (2^bits - 1), zero =
+// round(-min / scale); symmetric: max = max(|min|, max), zero = 2^(bits-1));
+// q = scale * (clamp(round(w / scale) + zero, 0, 2^bits - 1) - zero) in
+// F32, rounding half to even as torch.round does. A pruned weight is
+// exactly 0 on every such grid. Without pruning (sparsity 0) this is GPTQ.
 //
 // H's scale does not matter (the reference's 2/n cancels). If the
 // Cholesky factorisation fails, the dampening is tried ten times larger,
@@ -23,6 +32,7 @@
 #include "common/err.h"
 #include "engine/hooks.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 // The spec's defaults and bounds for SparseGPT's options, and how often a
@@ -36,8 +46,22 @@ typedef struct eng_sgpt_opts {
     double sparsity; // unstructured, when m == 0
     int n, m;        // N:M: keep n of every m
     int blocksize;
-    double damp; // relative to the mean of diag(H)
+    double damp;    // relative to the mean of diag(H)
+    int bits;       // quantize to a 2^bits grid per row; 0: no
+    bool symmetric; // the grid symmetric around 0
 } eng_sgpt_opts;
+
+// The grid of one row x (n values) for bits: *scale and *zero as above.
+void eng_quant_grid(const float *x, int64_t n, int bits, bool symmetric,
+                    float *scale, float *zero);
+
+// x on the grid (scale, zero, maxq = 2^bits - 1).
+static inline float eng_quantize(float x, float scale, float zero, float maxq)
+{
+    float q = __builtin_rintf(x / scale) + zero;
+    q = q < 0.0f ? 0.0f : q > maxq ? maxq : q;
+    return scale * (q - zero);
+}
 
 // Prunes W in place and updates the kept weights. h (cols, cols), full
 // symmetric, is consumed (overwritten). *damp_used gets the dampening that

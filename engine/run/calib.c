@@ -322,7 +322,9 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             .n = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.n : 0,
             .m = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.m : 0,
             .blocksize = c->s->sgpt_blocksize,
-            .damp = c->s->sgpt_damp};
+            .damp = c->s->sgpt_damp,
+            .bits = c->s->quant.bits,
+            .symmetric = c->s->quant.symmetric};
         rc = md->solve(w, work, rows, cols, &so, &l->damping, c->h, d);
         if (rc != 0 && rc != SH_ECANCELED) { // a cancel sets no diag
             sh_diag_prefix(d, "tensor \"%s\"", t->name);

@@ -302,6 +302,28 @@ START_TEST(test_quantized_reference_table)
 }
 END_TEST
 
+// RTN with the other methods: Wanda's mask first, then the kept weights
+// on their rows' grids (checked in run_row); and GPTQ alone (sparsegpt at
+// sparsity 0) ahead of RTN alone (wanda at sparsity 0: nothing masked) at
+// 4 bits.
+START_TEST(test_rtn_and_gptq)
+{
+    outcome w = run_row("llama-kjv", "wanda",
+                        "\"sparsity\":0.5,\"quantize\":{\"bits\":4}");
+    ck_assert_msg(w.rc == 0, "%s", w.msg);
+    ck_assert_msg(w.metric < 3.6462 * 1.05, "wanda 0.5 + rtn 4: %.4f",
+                  w.metric);
+    outcome rtn = run_row("llama-kjv", "wanda",
+                          "\"sparsity\":0,\"quantize\":{\"bits\":4}");
+    outcome gptq = run_row("llama-kjv", "sparsegpt",
+                           "\"sparsity\":0,\"quantize\":{\"bits\":4}");
+    ck_assert_msg(rtn.rc == 0 && gptq.rc == 0, "%s / %s", rtn.msg, gptq.msg);
+    ck_assert_msg(gptq.metric < rtn.metric,
+                  "GPTQ 4-bit %.4f not ahead of RTN 4-bit %.4f", gptq.metric,
+                  rtn.metric);
+}
+END_TEST
+
 START_TEST(test_llama_reference_table)
 {
     run_table("llama-kjv", llama_rows, sizeof llama_rows / sizeof llama_rows[0],
@@ -557,6 +579,7 @@ Suite *suite_methods(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_llama_reference_table);
     tcase_add_test(tc, test_quantized_reference_table);
+    tcase_add_test(tc, test_rtn_and_gptq);
     tcase_add_test(tc, test_mlp_reference_table);
     suite_add_tcase(s, tc);
     TCase *cancel = tcase_create("cancel");

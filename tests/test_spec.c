@@ -143,12 +143,21 @@ static const bad_spec bad_specs[] = {
      "quantize.group_size", "not built yet"},
     {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
      "\"quantize\":{\"bits\":4,\"method\":\"rtn\"}}",
-     "quantize.method", "not built yet"},
+     "quantize.method", "rtn with sparsegpt is not built"},
+    {"{\"method\":\"wanda\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"quantize\":{\"bits\":4,\"method\":\"gptq\"}}",
+     "quantize.method", "use rtn"},
+    {"{\"method\":\"wanda\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"quantize\":{\"bits\":4,\"method\":\"awq\"}}",
+     "quantize.method", "not one of gptq, rtn"},
     {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
      "\"quantize\":{\"bits\":4,\"symmetric\":1}}",
      "quantize.symmetric", "true or false"},
     {"{\"method\":\"magnitude\",\"quantize\":{\"bits\":4}}", "quantize",
-     "method sparsegpt"},
+     "give calibration.dataset"},
+    {"{\"method\":\"magnitude\",\"calibration\":{\"dataset\":\"d\"},"
+     "\"quantize\":{\"bits\":4},\"structure\":{\"channels\":0.5}}",
+     "quantize", "structure"},
     {"{\"method\":\"sparsegpt\",\"quantize\":{\"bits\":4}}", "calibration",
      "needs calibration data"},
     // Patterns: only digits around the colon.

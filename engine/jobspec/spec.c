@@ -507,11 +507,11 @@ static int parse_quantize(eng_spec *s, const json_t *v, sh_diag *d)
     const char *m = NULL;
     if ((rc = get_string(v, "method", "quantize.method", &m, d)))
         return rc;
-    if (m && strcmp(m, "gptq") != 0)
+    if (m && strcmp(m, "gptq") != 0 && strcmp(m, "rtn") != 0)
         return bad(d, "quantize.method",
-                   "quantize.method \"%s\" is not built yet; \"gptq\" is "
-                   "(the OBS update through SparseGPT's solver)",
-                   m);
+                   "quantize.method \"%s\" is not one of gptq, rtn", m);
+    // The default: GPTQ where the method has the OBS solver, else RTN.
+    s->quant.rtn = m ? strcmp(m, "rtn") == 0 : !eng_methods[s->method].solve;
     return 0;
 }
 
@@ -683,12 +683,21 @@ static int check_structure(const eng_spec *s, sh_diag *d)
                            "overrides with a pattern need scope \"layer\"");
     }
     const eng_structure *st = &s->structure;
-    if (s->quant.bits && (!mi->solve || st->on))
+    if (s->quant.bits && st->on)
+        return bad(d, "quantize", "quantize with a structure is not built yet");
+    if (s->quant.bits && s->quant.rtn == (mi->solve != NULL))
+        return bad(d, "quantize.method",
+                   s->quant.rtn ? "rtn with sparsegpt is not built: its "
+                                  "quantization is gptq, inside its update"
+                                : "gptq with method %s is not built yet "
+                                  "(it runs inside sparsegpt's update): "
+                                  "use rtn, or method sparsegpt",
+                   mi->name);
+    if (s->quant.bits && s->quant.rtn && !s->calib_dataset)
         return bad(d, "quantize",
-                   "quantize runs inside SparseGPT's update for now: use "
-                   "method sparsegpt (sparsity 0 quantizes alone, as GPTQ); "
-                   "with %s it is not built yet",
-                   st->on ? "a structure" : mi->name);
+                   "quantizing with method %s rounds the weights in the "
+                   "calibrated pipeline for now: give calibration.dataset",
+                   mi->name);
     if (!st->on && !mi->patterns)
         return bad(d, "method",
                    "method %s scores whole structures only: give a "

@@ -102,13 +102,16 @@ typedef struct eng_structure {
 } eng_structure;
 
 // Quantization of the targets (spec "quantize"): a grid of 2^bits values
-// per output row (group_size 0), min-max, asymmetric unless symmetric.
-// Built inside SparseGPT's update (joint, as the reference's --wbits; with
-// sparsity 0 it is GPTQ). bits 0: none.
+// per output row (group_size 0), min-max, asymmetric unless symmetric,
+// fixed from the whole row before pruning. "gptq" (sparsegpt's default and
+// only choice): inside SparseGPT's update (joint, as the reference's
+// --wbits; with sparsity 0 it is GPTQ). "rtn" (the other methods'): the
+// kept weights rounded to the grid once the mask is chosen. bits 0: none.
 typedef struct eng_quant {
     int bits;
     int64_t group_size;
     bool symmetric;
+    bool rtn; // round to nearest after the mask, no update (else GPTQ)
 } eng_quant;
 
 typedef struct eng_spec {

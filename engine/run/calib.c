@@ -299,7 +299,7 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     if (recon && !h && est > wn) // the estimate's rows and their products
         wn = est;
     float *work = scratch(&c->work, wn);
-    float *scale = NULL;
+    float *scale = NULL, *grid = NULL; // grid: (scale, zero) per row
     uint64_t *mask = NULL;
     int rc = 0;
     if (!l || (recon && !orig) || !work) {
@@ -343,10 +343,24 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
             goto out;
         }
+        // RTN: each row's grid from the whole row before the mask.
+        const eng_quant *qt = &c->s->quant;
+        if (qt->bits && !(grid = malloc(2 * (size_t)rows * sizeof *grid))) {
+            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+            goto out;
+        }
+        for (int64_t r = 0; grid && r < rows; r++)
+            eng_quant_grid(w + r * cols, cols, qt->bits, qt->symmetric,
+                           &grid[2 * r], &grid[2 * r + 1]);
         rc = mask_for(c, ti, w, rows, cols, scale, mask, d);
         for (size_t i = 0; rc == 0 && i < n; i++)
             if (eng_mask_get(mask, i))
                 w[i] = 0.0f;
+        float maxq = (float)((1 << qt->bits) - 1);
+        for (size_t i = 0; rc == 0 && grid && i < n; i++) {
+            size_t r = i / (size_t)cols;
+            w[i] = eng_quantize(w[i], grid[2 * r], grid[2 * r + 1], maxq);
+        }
     }
     if (rc != 0)
         goto out;
@@ -387,6 +401,7 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
 out:
 
     free(scale);
+    free(grid);
     free(mask);
     return rc;
 }

@@ -504,7 +504,8 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     // Calibration data without a calibrated method serves only the
     // reconstruction errors: when none are asked for, it is not read.
     bool calibrated = eng_methods[s->method].needs_calibration ||
-                      (o->calibration_path && s->recon != ENG_RECON_OFF);
+                      (o->calibration_path && s->recon != ENG_RECON_OFF) ||
+                      s->quant.bits; // rounds in the F32 pipeline
     // The global selection, before output opens: the plan is then whole.
     double t1 = sh_time_mono();
     if (s->scope == ENG_SCOPE_GLOBAL &&

@@ -58,6 +58,22 @@ static subject fixture(const char *fx)
     return j;
 }
 
+// A generated Llama (vocab 64) in dir/model with token sets of seqlen
+// tokens: 16 calibration rows, 4 evaluation rows.
+static subject generated(const char *dir, int hidden, int inter, int layers,
+                         int heads, int kv_heads, int seqlen)
+{
+    subject sj;
+    snprintf(sj.model, sizeof sj.model, "%s/model", dir);
+    snprintf(sj.cal, sizeof sj.cal, "%s/cal.safetensors", dir);
+    snprintf(sj.eval, sizeof sj.eval, "%s/eval.safetensors", dir);
+    ck_assert_int_eq(sh_mkdir_p(sj.model), 0);
+    th_write_llama_gqa(sj.model, hidden, inter, layers, heads, kv_heads, 64);
+    th_write_tokens(sj.cal, 16, seqlen, 64);
+    th_write_tokens(sj.eval, 4, seqlen, 64);
+    return sj;
+}
+
 // Runs `shears prune` on the subject with the extra args; returns the
 // report (the output is in *out, a folder "out" in a fresh temporary
 // folder the caller removes).
@@ -325,14 +341,7 @@ END_TEST
 START_TEST(test_equivalent_gqa)
 {
     char *dir = th_tmpdir();
-    subject sj;
-    snprintf(sj.model, sizeof sj.model, "%s/model", dir);
-    snprintf(sj.cal, sizeof sj.cal, "%s/cal.safetensors", dir);
-    snprintf(sj.eval, sizeof sj.eval, "%s/eval.safetensors", dir);
-    ck_assert_int_eq(sh_mkdir_p(sj.model), 0);
-    th_write_llama_gqa(sj.model, 128, 256, 3, 8, 2, 64);
-    th_write_tokens(sj.cal, 16, 32, 64);
-    th_write_tokens(sj.eval, 4, 32, 64);
+    subject sj = generated(dir, 128, 256, 3, 8, 2, 32);
     static const char *const cases[][10] = {
         {"--heads", "0.5", "--method", "wanda", NULL},
         {"--heads", "0.25", "--method", "flap", "--no-compensate", NULL},
@@ -657,12 +666,7 @@ static void reshard(const char *dir)
 START_TEST(test_sharded_index_rebuilt)
 {
     char *dir = th_tmpdir();
-    subject sj;
-    snprintf(sj.model, sizeof sj.model, "%s/model", dir);
-    snprintf(sj.cal, sizeof sj.cal, "%s/cal.safetensors", dir);
-    snprintf(sj.eval, sizeof sj.eval, "%s/eval.safetensors", dir);
-    ck_assert_int_eq(sh_mkdir_p(sj.model), 0);
-    th_write_llama_gqa(sj.model, 64, 128, 4, 4, 2, 64);
+    subject sj = generated(dir, 64, 128, 4, 4, 2, 16);
     reshard(sj.model);
     // A per-layer list, as newer configs carry.
     char cfgp[600];
@@ -673,8 +677,6 @@ START_TEST(test_sharded_index_rebuilt)
                         json_pack("[s,s,s,s]", "t0", "t1", "t2", "t3"));
     ck_assert_int_eq(json_dump_file(cfg, cfgp, 0), 0);
     json_decref(cfg);
-    th_write_tokens(sj.cal, 8, 16, 64);
-    th_write_tokens(sj.eval, 2, 16, 64);
     static const char *const args[] = {"--blocks",  "1",          "--blocks-by",
                                        "influence", "--channels", "0.5",
                                        "--method",  "wanda",      NULL};

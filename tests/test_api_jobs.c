@@ -209,6 +209,31 @@ START_TEST(test_calibrated_job)
                         "recon_error")));
     json_decref(job);
 
+    // Pruned and quantized together: the echoed spec says the grid, the
+    // result reports it, and the metric stays near the reference's.
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\","
+             "\"sparsity\":0.5,\"quantize\":{\"bits\":4},"
+             "\"calibration\":{\"dataset\":\"%s\"},"
+             "\"evaluation\":{\"dataset\":\"%s\"}}",
+             ck, cal, ev);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    json_t *q = json_object_get(json_object_get(r.json, "spec"), "quantize");
+    ck_assert_str_eq(jstr(q, "method"), "gptq");
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "group_size")), 0);
+    snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    job = th_job_wait(&s, id, 120);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
+                  json_dumps(json_object_get(job, "error"), 0));
+    res = json_object_get(job, "result");
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(res, "quantize"), "bits")),
+                     4);
+    ck_assert(json_number_value(json_object_get(json_object_get(res, "metric"),
+                                                "pruned")) < 3.5590 * 1.02);
+    json_decref(job);
+
     struct {
         const char *fmt;
         const char *a, *b;
@@ -226,6 +251,9 @@ START_TEST(test_calibrated_job)
         {"{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\",\"pattern\":"
          "\"rows\",\"calibration\":{\"dataset\":\"%s\"}}",
          ck, cal, "pattern", "sparsegpt prunes"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\",\"quantize\":"
+         "{\"bits\":12},\"calibration\":{\"dataset\":\"%s\"}}",
+         ck, cal, "quantize.bits", "from 2 to 8"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(body, sizeof body, bad[i].fmt, bad[i].a, bad[i].b);

@@ -58,6 +58,14 @@ static subject fixture(const char *fx)
     return j;
 }
 
+// Removes the folder shrink_cli made for out, and frees out.
+static void drop_output(char *out)
+{
+    *strrchr(out, '/') = '\0';
+    th_rmtree(out);
+    free(out);
+}
+
 // A generated Llama (vocab 64) in dir/model with token sets of seqlen
 // tokens: 16 calibration rows, 4 evaluation rows.
 static subject generated(const char *dir, int hidden, int inter, int layers,
@@ -103,25 +111,6 @@ static json_t *shrink_cli(const subject *sj, const char *const *extra,
     return r;
 }
 
-// A copy of tensor `name` of m as F32 (the caller frees).
-static float *load(const eng_model *m, const char *name, size_t *ti)
-{
-    long i = eng_model_find(m, name);
-    ck_assert_msg(i >= 0, "no tensor %s", name);
-    *ti = (size_t)i;
-    const eng_tensor_info *t = eng_model_tensor(m, *ti);
-    float *w = malloc(t->numel * sizeof *w);
-    size_t file, idx;
-    eng_model_tensor_loc(m, *ti, &file, &idx);
-    unsigned char *raw = malloc(t->end - t->begin);
-    sh_diag d;
-    ck_assert_int_eq(eng_st_read(eng_model_file_at(m, file)->st, idx, raw, &d),
-                     0);
-    eng_convert_to_f32(w, raw, t->dtype, t->numel);
-    free(raw);
-    return w;
-}
-
 typedef struct zeroed {
     float *w[256];
     size_t n;
@@ -132,7 +121,6 @@ typedef struct zeroed {
 static void zero(eng_net *net, const eng_model *m, zeroed *z, const char *name,
                  bool cols, int64_t lo, int64_t hi)
 {
-    size_t ti;
     long at = eng_model_find(m, name);
     ck_assert(at >= 0);
     const eng_tensor_info *t = eng_model_tensor(m, (size_t)at);
@@ -140,11 +128,11 @@ static void zero(eng_net *net, const eng_model *m, zeroed *z, const char *name,
     for (size_t i = 0; i < z->n; i++)
         if (net->overlay && net->overlay[at] == z->w[i])
             w = z->w[i];
-    if (!w) {
-        w = load(m, name, &ti);
-        z->w[z->n++] = w;
+    if (!w) { // the checkpoint's values, as F32
         sh_diag d;
-        ck_assert_int_eq(eng_net_overlay_set(net, ti, w, &d), 0);
+        ck_assert_int_eq(net_tensor_load(net, (size_t)at, &w, &d), 0);
+        z->w[z->n++] = w;
+        ck_assert_int_eq(eng_net_overlay_set(net, (size_t)at, w, &d), 0);
     }
     int64_t rows = t->shape[0], ncols = t->ndim == 2 ? t->shape[1] : 1;
     for (int64_t r = 0; r < rows; r++)
@@ -312,10 +300,7 @@ static void check_equivalent(const subject *sj, const char *const *extra)
     eng_model_close(in);
     eng_model_close(shrunk);
     json_decref(rep);
-    char *slash = strrchr(out, '/');
-    *slash = '\0';
-    th_rmtree(out);
-    free(out);
+    drop_output(out);
 }
 
 START_TEST(test_equivalent_llama)
@@ -367,9 +352,7 @@ START_TEST(test_equivalent_gqa)
     ck_assert_int_lt(json_integer_value(json_array_get(gone, 0)), 4);
     ck_assert_int_ge(json_integer_value(json_array_get(gone, 1)), 4);
     json_decref(rep);
-    *strrchr(out, '/') = '\0';
-    th_rmtree(out);
-    free(out);
+    drop_output(out);
     th_rmtree(dir);
     free(dir);
 }
@@ -441,9 +424,7 @@ START_TEST(test_shrunk_matches_independent_loader)
     eng_net_close(n);
     eng_model_close(m);
     json_decref(rep);
-    *strrchr(out, '/') = '\0';
-    th_rmtree(out);
-    free(out);
+    drop_output(out);
 }
 END_TEST
 
@@ -721,9 +702,7 @@ START_TEST(test_sharded_index_rebuilt)
     eng_model_close(m);
     json_decref(idx);
     json_decref(rep);
-    *strrchr(out, '/') = '\0';
-    th_rmtree(out);
-    free(out);
+    drop_output(out);
     th_rmtree(dir);
     free(dir);
 }

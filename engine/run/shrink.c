@@ -28,7 +28,6 @@
 #include "engine/nets/net.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,19 +61,6 @@ typedef struct shrink {
     size_t nnames;
     int64_t context; // tokens per sequence of the data, for FLOPs
 } shrink;
-
-static int bad(sh_diag *d, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int bad(sh_diag *d, const char *field, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char msg[sizeof d->msg];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return sh_diag_set(d, SH_ESPEC, field, "%s", msg);
-}
 
 static const eng_net_group *group_of(const shrink *k, size_t b,
                                      eng_group_kind kind)
@@ -124,32 +110,37 @@ static int counts(shrink *k, sh_diag *d)
     const char *fam = eng_net_family(k->net);
     const eng_net_group *head = group_of(k, 0, ENG_GROUP_HEAD);
     if (!head && (st->heads > 0 || st->kv_heads > 0))
-        return bad(d, st->heads > 0 ? "structure.heads" : "structure.kv_heads",
-                   "the %s family has no attention heads; its units are "
-                   "neurons (structure.neurons)",
-                   fam);
+        return sh_diag_set(
+            d, SH_ESPEC,
+            st->heads > 0 ? "structure.heads" : "structure.kv_heads",
+            "the %s family has no attention heads; its units are "
+            "neurons (structure.neurons)",
+            fam);
     if (!head && st->channels > 0)
-        return bad(d, "structure.channels",
-                   "the %s family's hidden units are neurons: use "
-                   "structure.neurons",
-                   fam);
+        return sh_diag_set(d, SH_ESPEC, "structure.channels",
+                           "the %s family's hidden units are neurons: use "
+                           "structure.neurons",
+                           fam);
     if (head && st->neurons > 0)
-        return bad(d, "structure.neurons",
-                   "neurons are an mlp's hidden units; for the %s family's "
-                   "MLP use structure.channels",
-                   fam);
+        return sh_diag_set(
+            d, SH_ESPEC, "structure.neurons",
+            "neurons are an mlp's hidden units; for the %s family's "
+            "MLP use structure.channels",
+            fam);
     char prefix[64];
     if (st->blocks > 0 &&
         !eng_net_block_prefix(k->net, 0, prefix, sizeof prefix))
-        return bad(d, "structure.blocks",
-                   "blocks of the %s family cannot be removed (its layers "
-                   "change widths); use structure.neurons",
-                   fam);
+        return sh_diag_set(
+            d, SH_ESPEC, "structure.blocks",
+            "blocks of the %s family cannot be removed (its layers "
+            "change widths); use structure.neurons",
+            fam);
     if (st->blocks >= (int64_t)k->nb)
-        return bad(d, "structure.blocks",
-                   "structure.blocks %lld removes every block (the model "
-                   "has %zu); keep at least one",
-                   (long long)st->blocks, k->nb);
+        return sh_diag_set(
+            d, SH_ESPEC, "structure.blocks",
+            "structure.blocks %lld removes every block (the model "
+            "has %zu); keep at least one",
+            (long long)st->blocks, k->nb);
     for (size_t b = 0; b < k->nb; b++) {
         const eng_net_group *kv = group_of(k, b, ENG_GROUP_KV_HEAD),
                             *hd = group_of(k, b, ENG_GROUP_HEAD),
@@ -162,19 +153,20 @@ static int counts(shrink *k, sh_diag *d)
             else
                 rh = share_of(per, st->heads);
             if (rkv >= nkv)
-                return bad(d,
-                           st->kv_heads > 0 ? "structure.kv_heads"
-                                            : "structure.heads",
-                           "that removes all %lld KV groups of every layer; "
-                           "give a smaller fraction",
-                           (long long)nkv);
+                return sh_diag_set(
+                    d, SH_ESPEC,
+                    st->kv_heads > 0 ? "structure.kv_heads" : "structure.heads",
+                    "that removes all %lld KV groups of every layer; "
+                    "give a smaller fraction",
+                    (long long)nkv);
             if (rh >= per)
-                return bad(d, "structure.heads",
-                           "structure.heads %g removes all %lld query heads "
-                           "of each KV group (heads are removed per group "
-                           "so every group keeps as many); give a smaller "
-                           "fraction or remove KV groups (kv_heads)",
-                           st->heads, (long long)per);
+                return sh_diag_set(
+                    d, SH_ESPEC, "structure.heads",
+                    "structure.heads %g removes all %lld query heads "
+                    "of each KV group (heads are removed per group "
+                    "so every group keeps as many); give a smaller "
+                    "fraction or remove KV groups (kv_heads)",
+                    st->heads, (long long)per);
             *removed(k, b, ENG_GROUP_KV_HEAD) = rkv;
             *removed(k, b, ENG_GROUP_HEAD) = (nkv - rkv) * rh;
             k->heads_per = per;
@@ -184,8 +176,10 @@ static int counts(shrink *k, sh_diag *d)
         if (ch && f > 0) {
             int64_t keep = kept_of(ch->count, f, st->multiple_of);
             if (keep <= 0)
-                return bad(d, head ? "structure.channels" : "structure.neurons",
-                           "that removes every channel of block %zu", b);
+                return sh_diag_set(
+                    d, SH_ESPEC,
+                    head ? "structure.channels" : "structure.neurons",
+                    "that removes every channel of block %zu", b);
             *removed(k, b, ENG_GROUP_CHANNEL) = ch->count - keep;
         }
     }
@@ -193,11 +187,12 @@ static int counts(shrink *k, sh_diag *d)
     for (size_t i = 0; i < k->nb * ENG_GROUP_COUNT; i++)
         any += k->remove[i];
     if (any == 0)
-        return bad(d, "structure",
-                   "the structure removes nothing once rounded to whole "
-                   "units (heads per KV group, channels, neurons; "
-                   "multiple_of rounds kept counts up): give larger "
-                   "fractions");
+        return sh_diag_set(
+            d, SH_ESPEC, "structure",
+            "the structure removes nothing once rounded to whole "
+            "units (heads per KV group, channels, neurons; "
+            "multiple_of rounds kept counts up): give larger "
+            "fractions");
     return 0;
 }
 

@@ -49,12 +49,24 @@ static const char usage_text[] =
     "  --evaluation FILE   evaluation dataset: report the metric (and the "
     "forward\n"
     "                      pass's speed) before and after\n"
-    "  --quantize B[:G]    quantize the targets to B bits (2..8), one grid "
+    "  --quantize B[:G]    quantize the targets to B bits (2..8), a grid "
     "per row\n"
-    "                      (G 0): inside sparsegpt's update (sparsity 0: "
-    "GPTQ), else\n"
-    "                      rounded to nearest after the mask\n"
+    "                      (G 0) or per G inputs of a row; with "
+    "--sparsity 0 only\n"
+    "                      quantizes\n"
+    "  --quantize-method M gptq (the OBS update; needs calibration; "
+    "joint with\n"
+    "                      sparsegpt) | rtn (round to nearest after the "
+    "mask)\n"
+    "                      (default: gptq with calibration, else rtn)\n"
     "  --symmetric         a grid symmetric around 0 (default: min-max)\n"
+    "  --preserve-zeros    weights already zero stay zero\n"
+    "  --format F          dense | compressed-tensors (sparse and "
+    "quantized tensors\n"
+    "                      stored compressed; `shears decompress` undoes "
+    "it)\n"
+    "  --masks             also write masks.safetensors (a bit per weight, "
+    "1 = kept)\n"
     "structures (remove whole units from every block; the output is "
     "smaller):\n"
     "  --heads F           fraction of query heads (per KV group under GQA)\n"
@@ -228,6 +240,10 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         O_NO_COMPENSATE,
         O_QUANTIZE,
         O_SYMMETRIC,
+        O_QUANTIZE_METHOD,
+        O_PRESERVE_ZEROS,
+        O_FORMAT,
+        O_MASKS,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -260,6 +276,10 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         {"no-compensate", no_argument, 0, O_NO_COMPENSATE},
         {"quantize", required_argument, 0, O_QUANTIZE},
         {"symmetric", no_argument, 0, O_SYMMETRIC},
+        {"quantize-method", required_argument, 0, O_QUANTIZE_METHOD},
+        {"preserve-zeros", no_argument, 0, O_PRESERVE_ZEROS},
+        {"format", required_argument, 0, O_FORMAT},
+        {"masks", no_argument, 0, O_MASKS},
         {0, 0, 0, 0},
     };
     json_t *flags = json_object();
@@ -381,6 +401,21 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         }
         case O_SYMMETRIC:
             json_object_set_new(object_at(flags, "quantize"), "symmetric",
+                                json_true());
+            break;
+        case O_QUANTIZE_METHOD:
+            json_object_set_new(object_at(flags, "quantize"), "method",
+                                json_string(optarg));
+            break;
+        case O_PRESERVE_ZEROS:
+            set_flag(flags, "preserve_zeros", json_true());
+            break;
+        case O_FORMAT:
+            json_object_set_new(object_at(flags, "output"), "format",
+                                json_string(optarg));
+            break;
+        case O_MASKS:
+            json_object_set_new(object_at(flags, "output"), "masks",
                                 json_true());
             break;
         case O_NO_COMPENSATE:

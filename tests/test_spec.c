@@ -118,7 +118,7 @@ static const bad_spec bad_specs[] = {
     {"{\"method\":\"magnitude\",\"evaluation\":{}}", "evaluation.dataset",
      "is required"},
     {"{\"method\":\"magnitude\",\"output\":{\"format\":\"zip\"}}",
-     "output.format", "not supported"},
+     "output.format", "is not one of dense"},
     {"{\"method\":\"magnitude\",\"scope\":\"global\",\"pattern\":\"2:4\"}",
      "scope", "needs pattern \"unstructured\""},
     {"{\"method\":\"wanda\"}", "calibration", "needs calibration data"},
@@ -139,22 +139,27 @@ static const bad_spec bad_specs[] = {
      "\"quantize\":{}}",
      "quantize.bits", "from 2 to 8"},
     {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
-     "\"quantize\":{\"bits\":4,\"group_size\":128}}",
-     "quantize.group_size", "not built yet"},
+     "\"quantize\":{\"bits\":4,\"group_size\":-128}}",
+     "quantize.group_size", "from 0"},
     {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
      "\"quantize\":{\"bits\":4,\"method\":\"rtn\"}}",
-     "quantize.method", "rtn with sparsegpt is not built"},
-    {"{\"method\":\"wanda\",\"calibration\":{\"dataset\":\"d\"},"
+     "quantize.method", "quantizes inside its own update"},
+    {"{\"method\":\"magnitude\","
      "\"quantize\":{\"bits\":4,\"method\":\"gptq\"}}",
-     "quantize.method", "use rtn"},
+     "quantize.method", "gptq needs calibration data"},
     {"{\"method\":\"wanda\",\"calibration\":{\"dataset\":\"d\"},"
      "\"quantize\":{\"bits\":4,\"method\":\"awq\"}}",
      "quantize.method", "not one of gptq, rtn"},
     {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
      "\"quantize\":{\"bits\":4,\"symmetric\":1}}",
      "quantize.symmetric", "true or false"},
-    {"{\"method\":\"magnitude\",\"quantize\":{\"bits\":4}}", "quantize",
-     "give calibration.dataset"},
+    {"{\"method\":\"magnitude\",\"output\":{\"masks\":1}}", "output.masks",
+     "true or false"},
+    {"{\"method\":\"magnitude\",\"preserve_zeros\":\"yes\"}", "preserve_zeros",
+     "true or false"},
+    {"{\"method\":\"magnitude\",\"output\":{\"masks\":true},"
+     "\"structure\":{\"channels\":0.5}}",
+     "output.masks", "no mask"},
     {"{\"method\":\"magnitude\",\"calibration\":{\"dataset\":\"d\"},"
      "\"quantize\":{\"bits\":4},\"structure\":{\"channels\":0.5}}",
      "quantize", "structure"},

@@ -78,6 +78,7 @@ typedef struct fill {
     const uint64_t *mask; // FILL_MASKED, may be NULL
     eng_threshold *thr;   // FILL_THRESHOLD
     const float *f32;     // FILL_F32
+    const eng_qtensor *q; // FILL_F32: its grids, or NULL
     bool nonfinite;       // FILL_NM: seen NaN or Inf
 } fill;
 
@@ -169,10 +170,10 @@ int eng_write_nm(eng_out *w, size_t ti, eng_src src, eng_dtype dt,
 }
 
 int eng_write_f32(eng_out *w, size_t ti, const float *src, eng_dtype dt,
-                  uint64_t numel, eng_layer_report *l, uint64_t want_zeros,
-                  sh_diag *d)
+                  uint64_t numel, const eng_qtensor *q, eng_layer_report *l,
+                  uint64_t want_zeros, sh_diag *d)
 {
-    fill f = {.kind = FILL_F32, .f32 = src};
+    fill f = {.kind = FILL_F32, .f32 = src, .q = q};
     return write_tensor(w, ti, dt, numel, &f, l, want_zeros, NULL, d);
 }
 

@@ -76,10 +76,20 @@ int eng_stream_select(const eng_st *st, size_t idx, uint64_t k,
 int eng_stream_zeros(const eng_st *st, size_t idx, uint64_t *zeros,
                      unsigned char *buf, sh_diag *d);
 
+// A quantized tensor's grids (methods/quant.h), for the formats that store
+// them: the values written are already on them.
+typedef struct eng_qtensor {
+    int bits;
+    int64_t group; // inputs per grid; 0: the whole row
+    bool symmetric;
+    int64_t rows, cols, groups;
+    const float *scale, *zero; // (rows, groups)
+} eng_qtensor;
+
 // Writes tensor ti from F32 values (rounded to the tensor's dtype); fills
-// the layer's zeros and pattern_ok.
+// the layer's zeros and pattern_ok. q: the grids, or NULL.
 int eng_write_f32(eng_out *w, size_t ti, const float *src, eng_dtype dt,
-                  uint64_t numel, eng_layer_report *l, uint64_t want_zeros,
-                  sh_diag *d);
+                  uint64_t numel, const eng_qtensor *q, eng_layer_report *l,
+                  uint64_t want_zeros, sh_diag *d);
 
 #endif

@@ -368,20 +368,36 @@ static int parse_report(eng_spec *s, const json_t *v, sh_diag *d)
     return 0;
 }
 
-static int parse_output(const json_t *v, sh_diag *d)
+static const char *const format_names[ENG_FORMAT_COUNT] = {
+    [ENG_FORMAT_DENSE] = ENG_OUTPUT_DENSE,
+    [ENG_FORMAT_COMPRESSED] = ENG_OUTPUT_COMPRESSED,
+};
+
+static int parse_output(eng_spec *s, const json_t *v, sh_diag *d)
 {
     if (!json_is_object(v))
-        return bad(d, "output", "output must be an object {format}");
-    static const char *const known[] = {"format", NULL};
+        return bad(d, "output", "output must be an object {format, masks}");
+    static const char *const known[] = {"format", "masks", NULL};
     int rc = check_keys(v, "output.", known, d);
     const char *f = NULL;
     if (rc || (rc = get_string(v, "format", "output.format", &f, d)))
         return rc;
-    if (f && strcmp(f, ENG_OUTPUT_DENSE) != 0)
+    for (int i = 0; f && i < ENG_FORMAT_COUNT; i++)
+        if (strcmp(f, format_names[i]) == 0) {
+            s->format = (eng_output_format)i;
+            f = NULL;
+        }
+    if (f)
         return bad(d, "output.format",
-                   "output.format \"%s\" is not supported; use \"dense\" "
-                   "(pruned weights stored as zeros in place)",
+                   "output.format \"%s\" is not one of dense (pruned "
+                   "weights stored as zeros in place), compressed-tensors",
                    f);
+    json_t *m = json_object_get(v, "masks");
+    if (m && !json_is_null(m)) {
+        if (!json_is_boolean(m))
+            return bad(d, "output.masks", "output.masks must be true or false");
+        s->masks = json_is_true(m);
+    }
     return 0;
 }
 
@@ -488,14 +504,12 @@ static int parse_quantize(eng_spec *s, const json_t *v, sh_diag *d)
     s->quant.bits = (int)json_integer_value(b);
     json_t *g = json_object_get(v, "group_size");
     if (g && !json_is_null(g)) {
-        if (!json_is_integer(g) || json_integer_value(g) < 0)
+        if (!json_is_integer(g) || json_integer_value(g) < 0 ||
+            json_integer_value(g) > (1 << 24))
             return bad(d, "quantize.group_size",
-                       "quantize.group_size must be a non-negative integer "
-                       "(0: one grid per output row)");
-        if (json_integer_value(g) != 0)
-            return bad(d, "quantize.group_size",
-                       "grids per group of columns are not built yet; give "
-                       "0 (one grid per output row)");
+                       "quantize.group_size must be an integer from 0 (one "
+                       "grid per output row) to 2^24");
+        s->quant.group_size = (int64_t)json_integer_value(g);
     }
     json_t *sy = json_object_get(v, "symmetric");
     if (sy && !json_is_null(sy)) {
@@ -510,8 +524,10 @@ static int parse_quantize(eng_spec *s, const json_t *v, sh_diag *d)
     if (m && strcmp(m, "gptq") != 0 && strcmp(m, "rtn") != 0)
         return bad(d, "quantize.method",
                    "quantize.method \"%s\" is not one of gptq, rtn", m);
-    // The default: GPTQ where the method has the OBS solver, else RTN.
-    s->quant.rtn = m ? strcmp(m, "rtn") == 0 : !eng_methods[s->method].solve;
+    // The default: GPTQ where the method has the OBS solver or there is
+    // calibration (parsed before), else RTN.
+    s->quant.rtn = m ? strcmp(m, "rtn") == 0
+                     : !eng_methods[s->method].solve && !s->calib_dataset;
     return 0;
 }
 
@@ -536,10 +552,10 @@ static int parse_enum(const json_t *j, const char *key,
 static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
 {
     static const char *const known[] = {
-        "checkpoint",  "method",     "sparsity",  "pattern",   "scope",
-        "norm",        "targets",    "ignore",    "overrides", "seed",
-        "calibration", "evaluation", "sparsegpt", "output",    "report",
-        "structure",   "quantize",   NULL};
+        "checkpoint",  "method",     "sparsity",       "pattern",   "scope",
+        "norm",        "targets",    "ignore",         "overrides", "seed",
+        "calibration", "evaluation", "sparsegpt",      "output",    "report",
+        "structure",   "quantize",   "preserve_zeros", NULL};
     int rc = check_keys(j, "", known, d);
     if (rc)
         return rc;
@@ -615,11 +631,17 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
         (rc = parse_sparsegpt(s, v, d)))
         return rc;
     if ((v = json_object_get(j, "output")) && !json_is_null(v) &&
-        (rc = parse_output(v, d)))
+        (rc = parse_output(s, v, d)))
         return rc;
     if ((v = json_object_get(j, "quantize")) && !json_is_null(v) &&
         (rc = parse_quantize(s, v, d)))
         return rc;
+    if ((v = json_object_get(j, "preserve_zeros")) && !json_is_null(v)) {
+        if (!json_is_boolean(v))
+            return bad(d, "preserve_zeros",
+                       "preserve_zeros must be true or false");
+        s->preserve_zeros = json_is_true(v);
+    }
     if ((v = json_object_get(j, "structure")) && !json_is_null(v)) {
         if ((rc = parse_structure(s, v, d)))
             return rc;
@@ -685,19 +707,25 @@ static int check_structure(const eng_spec *s, sh_diag *d)
     const eng_structure *st = &s->structure;
     if (s->quant.bits && st->on)
         return bad(d, "quantize", "quantize with a structure is not built yet");
-    if (s->quant.bits && s->quant.rtn == (mi->solve != NULL))
+    if (s->quant.bits && s->quant.rtn && mi->solve)
         return bad(d, "quantize.method",
-                   s->quant.rtn ? "rtn with sparsegpt is not built: its "
-                                  "quantization is gptq, inside its update"
-                                : "gptq with method %s is not built yet "
-                                  "(it runs inside sparsegpt's update): "
-                                  "use rtn, or method sparsegpt",
+                   "%s quantizes inside its own update (gptq); rtn is for "
+                   "the other methods",
                    mi->name);
-    if (s->quant.bits && s->quant.rtn && !s->calib_dataset)
-        return bad(d, "quantize",
-                   "quantizing with method %s rounds the weights in the "
-                   "calibrated pipeline for now: give calibration.dataset",
-                   mi->name);
+    if (s->quant.bits && !s->quant.rtn && !s->calib_dataset &&
+        !mi->needs_calibration) // (that check names calibration)
+        return bad(d, "quantize.method",
+                   "gptq needs calibration data (its update goes through "
+                   "the layers' Hessians): give calibration.dataset, or "
+                   "quantize.method \"rtn\"");
+    if (s->masks && st->on)
+        return bad(d, "output.masks",
+                   "a structured job removes whole units: there is no mask "
+                   "to write");
+    if (s->format == ENG_FORMAT_COMPRESSED && st->on)
+        return bad(d, "output.format",
+                   "a structured job writes a smaller dense model; "
+                   "compressed-tensors is for sparse or quantized tensors");
     if (!st->on && !mi->patterns)
         return bad(d, "method",
                    "method %s scores whole structures only: give a "
@@ -838,13 +866,16 @@ json_t *eng_spec_to_json(const eng_spec *s)
                             json_pack("{s:i, s:f}", "blocksize",
                                       s->sgpt_blocksize, "damp", s->sgpt_damp));
     json_object_set_new(j, "output",
-                        json_pack("{s:s}", "format", ENG_OUTPUT_DENSE));
+                        json_pack("{s:s, s:b}", "format",
+                                  format_names[s->format], "masks", s->masks));
     if (s->quant.bits)
         json_object_set_new(j, "quantize",
-                            json_pack("{s:i, s:i, s:b, s:s}", "bits",
-                                      s->quant.bits, "group_size", 0,
+                            json_pack("{s:i, s:I, s:b, s:s}", "bits",
+                                      s->quant.bits, "group_size",
+                                      (json_int_t)s->quant.group_size,
                                       "symmetric", s->quant.symmetric, "method",
-                                      "gptq"));
+                                      s->quant.rtn ? "rtn" : "gptq"));
+    json_object_set_new(j, "preserve_zeros", json_boolean(s->preserve_zeros));
     const eng_structure *st = &s->structure;
     if (st->on)
         json_object_set_new(
@@ -1005,10 +1036,24 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                        "use %s",
                        md->name, can, pat, tensors[i]->name, others);
         }
-        if (p.pattern.kind != ENG_PATTERN_NM)
-            continue;
         uint64_t rows, cols;
         eng_tensor_rows_cols(tensors[i], &rows, &cols);
+        int64_t g = s->quant.group_size;
+        if (s->quant.bits && g > 0 && cols % (uint64_t)g != 0)
+            return bad(d, "quantize.group_size",
+                       "quantize.group_size %lld must divide the input "
+                       "dimension of every target; tensor \"%s\" has %llu",
+                       (long long)g, tensors[i]->name,
+                       (unsigned long long)cols);
+        if (s->format == ENG_FORMAT_COMPRESSED && p.target &&
+            s->scope == ENG_SCOPE_GLOBAL && !s->quant.bits)
+            return bad(d, "output.format",
+                       "compressed-tensors stores each tensor's kept "
+                       "weights in a size fixed before writing; scope "
+                       "\"global\" decides the sizes only while pruning: "
+                       "use scope \"layer\" or output.format \"dense\"");
+        if (p.pattern.kind != ENG_PATTERN_NM)
+            continue;
         if (cols % (uint64_t)p.pattern.m != 0) {
             const char *field = p.override_index >= 0 ? "overrides" : "pattern";
             return bad(d, field,

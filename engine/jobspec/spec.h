@@ -13,9 +13,10 @@
 //    "calibration": {"dataset": "...", "samples": null},  null: all rows
 //    "evaluation": {"dataset": "..."},
 //    "sparsegpt": {"blocksize": 128, "damp": 0.01},
-//    "output": {"format": "dense"},
+//    "output": {"format": "dense", "masks": false},
 //    "quantize": {"bits": 4, "group_size": 0, "symmetric": false,
 //                 "method": "gptq"},
+//    "preserve_zeros": false,
 //    "structure": {"heads": 0.25, "kv_heads": 0, "channels": 0.3,
 //                  "blocks": 1, "neurons": 0, "multiple_of": 1,
 //                  "compensate": true, "blocks_by": "influence"}}
@@ -48,8 +49,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-// The output format the spec takes (formats/ names its writers alike).
+// The output formats the spec takes (formats/ names its writers alike).
 #define ENG_OUTPUT_DENSE "dense"
+#define ENG_OUTPUT_COMPRESSED "compressed-tensors"
+
+typedef enum eng_output_format {
+    ENG_FORMAT_DENSE,
+    ENG_FORMAT_COMPRESSED,
+    ENG_FORMAT_COUNT
+} eng_output_format;
 
 // Entries of each of targets, ignore and overrides.
 #define ENG_SPEC_MAX_REGEXES 64
@@ -101,12 +109,14 @@ typedef struct eng_structure {
     eng_blocks_by blocks_by;
 } eng_structure;
 
-// Quantization of the targets (spec "quantize"): a grid of 2^bits values
-// per output row (group_size 0), min-max, asymmetric unless symmetric,
-// fixed from the whole row before pruning. "gptq" (sparsegpt's default and
-// only choice): inside SparseGPT's update (joint, as the reference's
-// --wbits; with sparsity 0 it is GPTQ). "rtn" (the other methods'): the
-// kept weights rounded to the grid once the mask is chosen. bits 0: none.
+// Quantization of the targets (spec "quantize"; methods/quant.h): a grid
+// of 2^bits values per output row (group_size 0) or per group_size inputs
+// of a row, min-max, asymmetric unless symmetric. "gptq": the OBS update
+// through H (needs calibration; with sparsegpt joint with its pruning, as
+// the reference's --wbits; with another method the mask is chosen first
+// and kept). "rtn": the kept weights rounded to their grids once the mask
+// is chosen. The default: gptq with calibration, else rtn (sparsegpt: gptq
+// only). bits 0: none. With sparsity 0 a job only quantizes.
 typedef struct eng_quant {
     int bits;
     int64_t group_size;
@@ -136,6 +146,9 @@ typedef struct eng_spec {
     eng_recon recon;
     eng_structure structure;
     eng_quant quant;
+    bool preserve_zeros;      // weights zero on input stay zero
+    eng_output_format format; // spec output.format
+    bool masks;               // output.masks: also masks.safetensors
 } eng_spec;
 
 // A tensor's share of the spec.

@@ -63,29 +63,15 @@ typedef struct block_job {
     const float *u;
     int64_t cols, i1, count;
     int n, m;
-    const float *scale, *zero; // per row, with bits; else NULL
-    float maxq;
+    const eng_grid *g; // with a grid: scale and zero (rows, groups)
+    float *scale, *zero;
+    int64_t groups;
+    const uint64_t *fixed, *zeros; // the mask chosen before; input zeros
 } block_job;
 
-void eng_quant_grid(const float *x, int64_t n, int bits, bool symmetric,
-                    float *scale, float *zero)
+static bool bit(const uint64_t *b, int64_t i)
 {
-    float lo = 0.0f, hi = 0.0f, maxq = (float)((1 << bits) - 1);
-    for (int64_t i = 0; i < n; i++) {
-        lo = x[i] < lo ? x[i] : lo;
-        hi = x[i] > hi ? x[i] : hi;
-    }
-    if (symmetric) {
-        hi = -lo > hi ? -lo : hi;
-        if (lo < 0)
-            lo = -hi;
-    }
-    if (lo == 0.0f && hi == 0.0f) {
-        lo = -1.0f;
-        hi = 1.0f;
-    }
-    *scale = (hi - lo) / maxq;
-    *zero = symmetric ? (maxq + 1.0f) / 2.0f : __builtin_rintf(-lo / *scale);
+    return b && (b[i >> 6] >> (i & 63)) & 1;
 }
 
 // The block's columns into w1 and, unstructured, their scores.
@@ -96,10 +82,12 @@ static void block_load(void *ctx, int64_t r0, int64_t r1)
     for (int64_t r = r0; r < r1; r++) {
         memcpy(j->w1 + r * count, j->w + r * cols + i1,
                (size_t)count * sizeof *j->w1);
-        for (int64_t c = 0; j->m == 0 && c < count; c++) {
+        for (int64_t c = 0; j->m == 0 && !j->fixed && c < count; c++) {
             float dd = j->u[(i1 + c) * cols + i1 + c];
             float x = j->w1[r * count + c];
-            j->score[r * count + c] = x * x / (dd * dd);
+            j->score[r * count + c] = bit(j->zeros, r * cols + i1 + c)
+                                          ? 0.0f // among the first chosen
+                                          : x * x / (dd * dd);
         }
     }
 }
@@ -111,24 +99,46 @@ static void block_sweep(void *ctx, int64_t r0, int64_t r1)
     block_job *j = ctx;
     int64_t count = j->count, cols = j->cols, i1 = j->i1;
     const float *u = j->u;
+    const eng_grid *g = j->g;
+    float maxq = g ? (float)((1 << g->bits) - 1) : 0.0f;
     for (int64_t r = r0; r < r1; r++) {
         float *row = j->w1 + r * count, *sc = j->score + r * count;
         uint8_t *mk = j->mask + r * count;
+        float *scale = g ? j->scale + r * j->groups : NULL,
+              *zero = g ? j->zero + r * j->groups : NULL;
+        int64_t grp = 0;
         for (int64_t i = 0; i < count; i++) {
             const float *urow = u + (i1 + i) * cols + i1; // U[i1+i, i1..i2)
             float dd = urow[i];
-            if (j->m > 0 && i % j->m == 0) {
+            int64_t c = i1 + i;
+            if (j->fixed) {
+                mk[i] = bit(j->fixed, r * cols + c);
+            } else if (j->m > 0 && i % j->m == 0) {
                 for (int k = 0; k < j->m; k++) {
-                    float du = u[(i1 + i + k) * cols + i1 + i + k];
+                    float du = u[(c + k) * cols + c + k];
                     float x = row[i + k];
-                    sc[i + k] = x * x / (du * du);
+                    sc[i + k] = bit(j->zeros, r * cols + c + k)
+                                    ? -1.0f
+                                    : x * x / (du * du);
                 }
                 mask_group(mk, sc, 1, count, i, j->n, j->m);
             }
+            mk[i] |= bit(j->zeros, r * cols + c);
+            // A group's grid from W as it is when the sweep reaches it:
+            // this row's columns of the block before its updates, later
+            // ones with the lazy updates so far (the reference's W).
+            if (g && g->group > 0) {
+                grp = c / g->group;
+                if (c % g->group == 0) {
+                    int64_t n = cols - c < g->group ? cols - c : g->group;
+                    eng_grid_fit(g, j->w + r * cols + c, n, &scale[grp],
+                                 &zero[grp]);
+                }
+            }
             float x = row[i];
             float q = mk[i] ? 0.0f : x;
-            if (j->scale)
-                q = eng_quantize(q, j->scale[r], j->zero[r], j->maxq);
+            if (g)
+                q = eng_quantize(q, scale[grp], zero[grp], maxq);
             float e = (x - q) / dd;
             j->q1[r * count + i] = q;
             j->err[r * count + i] = e;
@@ -163,19 +173,21 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
     float *score = malloc((size_t)(rows * bs) * sizeof *score);
     uint8_t *mask = malloc((size_t)(rows * bs));
     uint64_t *bits = malloc(eng_mask_words((uint64_t)(rows * bs)) * 8);
-    float *scale = o->bits ? malloc((size_t)rows * sizeof *scale) : NULL;
-    float *zero = o->bits ? malloc((size_t)rows * sizeof *zero) : NULL;
+    size_t n = (size_t)(rows * cols);
+    uint64_t *zeros =
+        o->preserve_zeros ? calloc(eng_mask_words(n), sizeof *zeros) : NULL;
     int rc = 0;
     if (!h0 || !w1 || !q1 || !err || !score || !mask || !bits ||
-        (o->bits && (!scale || !zero))) {
+        (o->preserve_zeros && !zeros)) {
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         goto out;
     }
-    // The grids, from the whole rows as they came (the reference fixes
-    // them before the dead inputs are zeroed).
-    for (int64_t r = 0; o->bits && r < rows; r++)
-        eng_quant_grid(w + r * cols, cols, o->bits, o->symmetric, &scale[r],
-                       &zero[r]);
+    for (size_t i = 0; zeros && i < n; i++)
+        zeros[i >> 6] |= (uint64_t)(w[i] == 0.0f) << (i & 63);
+    // One grid a row: from the whole row as it came (the reference fixes
+    // it before the dead inputs are zeroed).
+    for (int64_t r = 0; o->grid && o->grid->group == 0 && r < rows; r++)
+        eng_grid_fit(o->grid, w + r * cols, cols, &o->scale[r], &o->zero[r]);
 
     // Dead inputs: never seen non-zero, so their weights cannot matter.
     double mean = 0;
@@ -233,18 +245,23 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
                          .count = count,
                          .n = o->n,
                          .m = o->m,
-                         .scale = scale,
-                         .zero = zero,
-                         .maxq = (float)((1 << o->bits) - 1)};
+                         .g = o->grid,
+                         .scale = o->scale,
+                         .zero = o->zero,
+                         .groups = o->grid ? eng_grid_groups(o->grid, cols) : 1,
+                         .fixed = o->fixed,
+                         .zeros = zeros};
         sh_par_for(rows, 1, SWEEP_MIN_ROWS, block_load, &job);
         memset(mask, 0, (size_t)(rows * count));
-        if (o->m == 0) {
+        if (o->m == 0 && !o->fixed) {
             // This block's share of round(s * numel), so the tensor gets
             // exactly its count however the blocks fall.
             uint64_t k = eng_count_for(o->sparsity, (uint64_t)(rows * i2)) -
                          eng_count_for(o->sparsity, (uint64_t)(rows * i1));
             if ((rc = mask_block(mask, score, rows, count, k, bits, d)) != 0)
                 goto out;
+            // (the input's zeros scored lowest; more of them than the
+            // block's count are added in the sweep)
             if (eng_hooks_cancelled(hooks))
                 goto cancelled;
         }
@@ -271,7 +288,6 @@ out:
     free(score);
     free(mask);
     free(bits);
-    free(scale);
-    free(zero);
+    free(zeros);
     return rc;
 }

@@ -15,13 +15,18 @@
 //           W1[:, j:] -= err U[j, j:]   (OBS update inside the block)
 //     W[:, later] -= Err1 U[block, later] (lazy, BLAS-3)
 //
-// With bits (the reference's --wbits, its quant.py Quantizer): one grid
-// per output row, fixed from the whole row before anything else (min-max
-// with 0 inside; asymmetric: scale = (max - min) / (2^bits - 1), zero =
-// round(-min / scale); symmetric: max = max(|min|, max), zero = 2^(bits-1));
-// q = scale * (clamp(round(w / scale) + zero, 0, 2^bits - 1) - zero) in
-// F32, rounding half to even as torch.round does. A pruned weight is
-// exactly 0 on every such grid. Without pruning (sparsity 0) this is GPTQ.
+// With a grid (quant.h; the reference's --wbits, its quant.py Quantizer):
+// q above is also put on the grid, so both errors go through the same
+// update. One grid per output row is fixed from the whole row before
+// anything else, as the reference does; grids per group of columns are fit
+// when the sweep reaches the group's first column, from W as it is then
+// (GPTQ's groupsize, not static). A pruned weight is exactly 0 on every
+// grid. Without pruning (sparsity 0) this is GPTQ.
+//
+// With `fixed`, the mask was chosen before (another method's): the solver
+// keeps it, a pruned weight never comes back, and only the kept weights
+// are updated and quantized. With `preserve_zeros`, the weights that are 0
+// on input are pruned whatever else is chosen.
 //
 // H's scale does not matter (the reference's 2/n cancels). If the
 // Cholesky factorisation fails, the dampening is tried ten times larger,
@@ -31,6 +36,7 @@
 
 #include "common/err.h"
 #include "engine/hooks.h"
+#include "engine/methods/quant.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -46,22 +52,12 @@ typedef struct eng_sgpt_opts {
     double sparsity; // unstructured, when m == 0
     int n, m;        // N:M: keep n of every m
     int blocksize;
-    double damp;    // relative to the mean of diag(H)
-    int bits;       // quantize to a 2^bits grid per row; 0: no
-    bool symmetric; // the grid symmetric around 0
+    double damp;           // relative to the mean of diag(H)
+    const eng_grid *grid;  // quantize; NULL: no
+    float *scale, *zero;   // with grid: (rows, groups), filled
+    const uint64_t *fixed; // the pruned weights, chosen before; NULL: choose
+    bool preserve_zeros;   // the input's zeros stay pruned
 } eng_sgpt_opts;
-
-// The grid of one row x (n values) for bits: *scale and *zero as above.
-void eng_quant_grid(const float *x, int64_t n, int bits, bool symmetric,
-                    float *scale, float *zero);
-
-// x on the grid (scale, zero, maxq = 2^bits - 1).
-static inline float eng_quantize(float x, float scale, float zero, float maxq)
-{
-    float q = __builtin_rintf(x / scale) + zero;
-    q = q < 0.0f ? 0.0f : q > maxq ? maxq : q;
-    return scale * (q - zero);
-}
 
 // Prunes W in place and updates the kept weights. h (cols, cols), full
 // symmetric, is consumed (overwritten). *damp_used gets the dampening that

@@ -23,6 +23,7 @@
 #include "engine/io/dataset.h"
 #include "engine/math/linalg.h"
 #include "engine/methods/method.h"
+#include "engine/methods/sparsegpt.h"
 #include "engine/nets/net.h"
 
 #include "common/util.h"
@@ -294,7 +295,8 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     const float *h = c->hess[site];
     int64_t keep = h ? rows : sample_outputs(rows);
     float *orig = recon ? scratch(&c->orig, (size_t)(keep * cols)) : NULL;
-    size_t wn = md->solve && cn > n ? cn : n;
+    bool obs = md->solve || (c->s->quant.bits && !c->s->quant.rtn);
+    size_t wn = obs && cn > n ? cn : n;
     size_t est = (size_t)(keep * (cols + c->sampled[site]));
     if (recon && !h && est > wn) // the estimate's rows and their products
         wn = est;
@@ -313,25 +315,27 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     for (int64_t i = 0; recon && !h && i < keep; i++)
         memcpy(orig + i * cols, w + sample_row(i, keep, rows) * cols,
                (size_t)cols * sizeof *orig);
-    if (md->solve) {
-        // The solver consumes its copy
-        if ((rc = eng_copy_polled(work, h, cn, c->h)) != 0)
-            goto out;
-        eng_sgpt_opts so = {
-            .sparsity = p->sparsity,
-            .n = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.n : 0,
-            .m = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.m : 0,
-            .blocksize = c->s->sgpt_blocksize,
-            .damp = c->s->sgpt_damp,
-            .bits = c->s->quant.bits,
-            .symmetric = c->s->quant.symmetric};
-        rc = md->solve(w, work, rows, cols, &so, &l->damping, c->h, d);
-        if (rc != 0 && rc != SH_ECANCELED) { // a cancel sets no diag
-            sh_diag_prefix(d, "tensor \"%s\"", t->name);
-            if (!d->field[0])
-                snprintf(d->field, sizeof d->field, "%s", t->name);
-        }
-    } else {
+    const eng_quant *qt = &c->s->quant;
+    eng_grid g = {.bits = qt->bits,
+                  .group = qt->group_size,
+                  .symmetric = qt->symmetric,
+                  .dtype = t->dtype};
+    size_t gn = (size_t)(rows * eng_grid_groups(&g, cols));
+    if (qt->bits && (!(grid = malloc(2 * gn * sizeof *grid)))) {
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        goto out;
+    }
+    eng_sgpt_opts so = {
+        .sparsity = p->sparsity,
+        .n = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.n : 0,
+        .m = p->pattern.kind == ENG_PATTERN_NM ? p->pattern.m : 0,
+        .blocksize = c->s->sgpt_blocksize,
+        .damp = c->s->sgpt_damp,
+        .grid = qt->bits ? &g : NULL,
+        .scale = grid,
+        .zero = grid ? grid + gn : NULL,
+        .preserve_zeros = c->s->preserve_zeros};
+    if (!md->solve) { // the method's mask, chosen first
         if (md->scale) {
             if (!(scale = malloc((size_t)cols * sizeof *scale))) {
                 rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
@@ -343,24 +347,30 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
             goto out;
         }
-        // RTN: each row's grid from the whole row before the mask.
-        const eng_quant *qt = &c->s->quant;
-        if (qt->bits && !(grid = malloc(2 * (size_t)rows * sizeof *grid))) {
-            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        if ((rc = mask_for(c, ti, w, rows, cols, scale, mask, d)) != 0)
             goto out;
+        for (size_t i = 0; c->s->preserve_zeros && i < n; i++)
+            mask[i >> 6] |= (uint64_t)(w[i] == 0.0f) << (i & 63);
+        so.fixed = mask;
+    }
+    if (obs) {
+        // The OBS update (SparseGPT, or GPTQ keeping the mask); the solver
+        // consumes its copy of H.
+        if ((rc = eng_copy_polled(work, h, cn, c->h)) != 0)
+            goto out;
+        eng_solver_fn solve = md->solve ? md->solve : eng_sparsegpt;
+        rc = solve(w, work, rows, cols, &so, &l->damping, c->h, d);
+        if (rc != 0 && rc != SH_ECANCELED) { // a cancel sets no diag
+            sh_diag_prefix(d, "tensor \"%s\"", t->name);
+            if (!d->field[0])
+                snprintf(d->field, sizeof d->field, "%s", t->name);
         }
-        for (int64_t r = 0; grid && r < rows; r++)
-            eng_quant_grid(w + r * cols, cols, qt->bits, qt->symmetric,
-                           &grid[2 * r], &grid[2 * r + 1]);
-        rc = mask_for(c, ti, w, rows, cols, scale, mask, d);
-        for (size_t i = 0; rc == 0 && i < n; i++)
+    } else if (qt->bits) { // round to nearest, grids before the mask
+        eng_rtn(w, rows, cols, &g, mask, so.scale, so.zero);
+    } else {
+        for (size_t i = 0; i < n; i++)
             if (eng_mask_get(mask, i))
                 w[i] = 0.0f;
-        float maxq = (float)((1 << qt->bits) - 1);
-        for (size_t i = 0; rc == 0 && grid && i < n; i++) {
-            size_t r = i / (size_t)cols;
-            w[i] = eng_quantize(w[i], grid[2 * r], grid[2 * r + 1], maxq);
-        }
     }
     if (rc != 0)
         goto out;
@@ -389,7 +399,16 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
         t0 = eng_report_lap(c->r, l, ENG_PHASE_RECON, t0);
     }
     progress(c, ENG_PHASE_WRITE, t->name);
-    rc = eng_write_f32(c->w, ti, w, t->dtype, n, l, row->want, d);
+    eng_qtensor q = {.bits = qt->bits,
+                     .group = qt->group_size,
+                     .symmetric = qt->symmetric,
+                     .rows = rows,
+                     .cols = cols,
+                     .groups = eng_grid_groups(&g, cols),
+                     .scale = so.scale,
+                     .zero = so.zero};
+    rc = eng_write_f32(c->w, ti, w, t->dtype, n, qt->bits ? &q : NULL, l,
+                       row->want, d);
     eng_report_lap(c->r, l, ENG_PHASE_WRITE, t0);
     if (rc == 0) {
         c->written[ti] = true;
@@ -573,7 +592,8 @@ int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
     // H over every row for the method's own use, or recon true; the
     // estimate (recon "sample") without a Hessian keeps the first rows.
     c.hess_all = eng_methods[s->method].stats & ENG_STAT_HESSIAN ||
-                 s->recon == ENG_RECON_FULL;
+                 s->recon == ENG_RECON_FULL ||
+                 (s->quant.bits && !s->quant.rtn); // GPTQ's H
     c.sample_rows =
         !c.hess_all && s->recon == ENG_RECON_SAMPLE ? ENG_RECON_SAMPLE_ROWS : 0;
     r->calib_tokens =

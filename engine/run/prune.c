@@ -9,6 +9,7 @@
 
 #include "engine/io/dataset.h"
 #include "engine/math/linalg.h"
+#include "engine/methods/quant.h"
 #include "engine/nets/net.h"
 #include "engine/select/kernels.h"
 
@@ -128,6 +129,7 @@ static bool pooled(const stream_ctx *c, size_t ti)
 static bool fast(const stream_ctx *c, size_t ti)
 {
     return score_kind(c->s->method) == ENG_SCORE_MAGNITUDE &&
+           !c->s->quant.bits && // rounding works on the whole tensor
            eng_k_supports(eng_model_tensor(c->m, ti)->dtype);
 }
 
@@ -295,6 +297,49 @@ static int rows_mask(stream_ctx *c, const eng_scorer *sc, uint64_t k,
     return rc;
 }
 
+// Round to nearest without calibration: the target in F32, the grids from
+// its rows, the mask applied, the kept weights on their grids. Frees mask.
+static int round_target(stream_ctx *c, size_t ti, const unsigned char *data,
+                        uint64_t *mask, eng_layer_report *l, double t0,
+                        sh_diag *d)
+{
+    const eng_tensor_info *t = eng_model_tensor(c->m, ti);
+    const eng_quant *qt = &c->s->quant;
+    uint64_t rows, cols;
+    eng_tensor_rows_cols(t, &rows, &cols);
+    eng_grid g = {.bits = qt->bits,
+                  .group = qt->group_size,
+                  .symmetric = qt->symmetric,
+                  .dtype = t->dtype};
+    int64_t groups = eng_grid_groups(&g, (int64_t)cols);
+    float *w = sh_alloc_bulk(t->numel * sizeof *w);
+    float *grid = malloc(2 * rows * (uint64_t)groups * sizeof *grid);
+    int rc = 0;
+    if (!w || !grid) {
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    } else {
+        eng_convert_to_f32(w, data, t->dtype, t->numel);
+        eng_rtn(w, (int64_t)rows, (int64_t)cols, &g, mask, grid,
+                grid + rows * (uint64_t)groups);
+        t0 = eng_report_lap(c->r, l, ENG_PHASE_SOLVE, t0);
+        eng_qtensor q = {.bits = qt->bits,
+                         .group = qt->group_size,
+                         .symmetric = qt->symmetric,
+                         .rows = (int64_t)rows,
+                         .cols = (int64_t)cols,
+                         .groups = groups,
+                         .scale = grid,
+                         .zero = grid + rows * (uint64_t)groups};
+        rc = eng_write_f32(c->w, ti, w, t->dtype, t->numel, &q, l,
+                           c->plan->rows[ti].want, d);
+        eng_report_lap(c->r, l, ENG_PHASE_WRITE, t0);
+    }
+    free(w);
+    free(grid);
+    free(mask);
+    return rc;
+}
+
 // One target: magnitude on F16/BF16/F32 takes the fused kernels (no mask);
 // everything else builds a mask first. Both give the same bytes (the tests
 // hold them to it).
@@ -344,6 +389,8 @@ static int prune_target(stream_ctx *c, eng_loaded *ld, eng_layer_report *l,
     }
     if (rc == SH_ENUMERIC)
         rc = nonfinite(d, t->name);
+    if (rc == 0 && c->s->quant.bits)
+        return round_target(c, ti, ld->data, mask, l, t0, d);
     t0 = eng_report_lap(c->r, l, ENG_PHASE_SOLVE, t0);
     if (rc == 0)
         rc = eng_write_masked(c->w, ti, ld->data, t->dtype, t->numel, mask, l,
@@ -505,7 +552,7 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     // reconstruction errors: when none are asked for, it is not read.
     bool calibrated = eng_methods[s->method].needs_calibration ||
                       (o->calibration_path && s->recon != ENG_RECON_OFF) ||
-                      s->quant.bits; // rounds in the F32 pipeline
+                      (s->quant.bits && o->calibration_path);
     // The global selection, before output opens: the plan is then whole.
     double t1 = sh_time_mono();
     if (s->scope == ENG_SCOPE_GLOBAL &&

@@ -59,6 +59,13 @@ int eng_check(const eng_spec *s, const eng_model *m, double deadline,
 int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
               const eng_hooks *h, eng_report *r, sh_diag *d);
 
+// Writes the compressed-tensors folder m (output.format
+// "compressed-tensors") back as dense tensors into o->out_dir: the bytes
+// the same job's dense output holds. SH_EFORMAT naming the module when a
+// part is missing or does not fit the others.
+int eng_decompress(const eng_model *m, const eng_options *o, const eng_hooks *h,
+                   sh_diag *d);
+
 // Statistics on raw tensor bytes, for reports and `inspect`.
 
 // Zero elements among n of dtype (+0 and -0 for floats).

@@ -17,6 +17,16 @@ int svc_cmd_prune(int argc, char **argv);
 int svc_cmd_inspect(int argc, char **argv);
 int svc_cmd_eval(int argc, char **argv);
 int svc_cmd_serve(int argc, char **argv);
+int svc_cmd_decompress(int argc, char **argv);
+
+// An output folder that appears whole or not at all. svc_out_check: --out
+// may be used (absent, or an empty folder; else prints why, returns -1).
+// svc_out_begin makes the hidden sibling the run writes into (tmp);
+// svc_out_commit renames it into place (tmp emptied). Both print their
+// error and return -1 on failure; the caller removes a tmp left set.
+int svc_out_check(const char *out);
+int svc_out_begin(const char *out, char *tmp, size_t size);
+int svc_out_commit(char *tmp, const char *out, bool sync);
 
 // Prints "shears: error: ..." and returns code, for `return svc_fail(...)`.
 int svc_fail(int code, const char *fmt, ...)

@@ -1,16 +1,19 @@
-// cli_common.c: errors, number parsing, progress and interrupts for the
-// batch subcommands.
+// cli_common.c: errors, number parsing, progress, interrupts and output
+// folders for the batch subcommands.
 #include "service/cli.h"
 
 #include "common/util.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <libgen.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int svc_fail(int code, const char *fmt, ...)
@@ -134,4 +137,68 @@ bool svc_interrupted(void *ctx)
 {
     (void)ctx;
     return interrupted != 0;
+}
+
+// --- output folders
+
+int svc_out_check(const char *out)
+{
+    if (!sh_path_exists(out))
+        return 0;
+    DIR *d = opendir(out);
+    bool empty = d != NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            empty = false;
+    if (d)
+        closedir(d);
+    if (empty)
+        return 0;
+    svc_fail(SVC_EXIT_USAGE, "--out %s exists and is not an empty folder", out);
+    return -1;
+}
+
+int svc_out_begin(const char *out, char *tmp, size_t size)
+{
+    char outcopy[4096], basecopy[4096];
+    snprintf(outcopy, sizeof outcopy, "%s", out);
+    snprintf(basecopy, sizeof basecopy, "%s", out);
+    const char *parent = dirname(outcopy);
+    const char *base = basename(basecopy);
+    tmp[0] = '\0';
+    if (!sh_path_is_dir(parent)) {
+        svc_fail(SVC_EXIT_FAIL, "--out: folder %s does not exist", parent);
+        return -1;
+    }
+    if (snprintf(tmp, size, "%s/.%s.partial-XXXXXX", parent, base) >=
+            (int)size ||
+        !mkdtemp(tmp)) {
+        svc_fail(SVC_EXIT_FAIL, "--out: cannot create a folder beside %s: %s",
+                 out, strerror(errno));
+        tmp[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+int svc_out_commit(char *tmp, const char *out, bool sync)
+{
+    chmod(tmp, 0755); // mkdtemp made it private
+    if (sh_path_exists(out) && rmdir(out) != 0) {
+        svc_fail(SVC_EXIT_FAIL, "--out %s: cannot replace: %s", out,
+                 strerror(errno));
+        return -1;
+    }
+    if (rename(tmp, out) != 0) {
+        svc_fail(SVC_EXIT_FAIL, "cannot move the result to %s: %s", out,
+                 strerror(errno));
+        return -1;
+    }
+    tmp[0] = '\0';
+    char outcopy[4096];
+    snprintf(outcopy, sizeof outcopy, "%s", out);
+    if (sync)
+        sh_fsync_path(dirname(outcopy));
+    return 0;
 }

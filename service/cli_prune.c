@@ -131,21 +131,6 @@ static json_t *object_at(json_t *spec, const char *key)
 }
 
 // True when dir does not exist or is an empty directory.
-static bool out_usable(const char *dir)
-{
-    if (!sh_path_exists(dir))
-        return true;
-    DIR *d = opendir(dir);
-    if (!d)
-        return false;
-    struct dirent *e;
-    bool empty = true;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            empty = false;
-    closedir(d);
-    return empty;
-}
 
 static void print_summary(const eng_report *r, const char *out)
 {
@@ -512,34 +497,16 @@ int svc_cmd_prune(int argc, char **argv)
     eng_report r;
     eng_report_init(&r, &spec);
     code = SVC_EXIT_FAIL;
-    if (!out_usable(a.out)) {
-        code = svc_fail(SVC_EXIT_USAGE,
-                        "--out %s exists and is not an empty folder", a.out);
+    if (svc_out_check(a.out) != 0) {
+        code = SVC_EXIT_USAGE;
         goto out;
     }
     if ((rc = eng_model_open(&m, a.model, &d)) != 0) {
         svc_fail_diag(SVC_EXIT_FAIL, a.model, &d);
         goto out;
     }
-
-    // The hidden sibling that becomes --out when the run succeeds.
-    char outcopy[4096], basecopy[4096];
-    snprintf(outcopy, sizeof outcopy, "%s", a.out);
-    snprintf(basecopy, sizeof basecopy, "%s", a.out);
-    const char *parent = dirname(outcopy);
-    const char *base = basename(basecopy);
-    if (!sh_path_is_dir(parent)) {
-        svc_fail(SVC_EXIT_FAIL, "--out: folder %s does not exist", parent);
+    if (svc_out_begin(a.out, tmp, sizeof tmp) != 0)
         goto out;
-    }
-    if (snprintf(tmp, sizeof tmp, "%s/.%s.partial-XXXXXX", parent, base) >=
-            (int)sizeof tmp ||
-        !mkdtemp(tmp)) {
-        svc_fail(SVC_EXIT_FAIL, "--out: cannot create a folder beside %s: %s",
-                 a.out, strerror(errno));
-        tmp[0] = '\0';
-        goto out;
-    }
 
     size_t nf = eng_model_file_count(m);
     char cache[4096];
@@ -574,20 +541,8 @@ int svc_cmd_prune(int argc, char **argv)
                       &d);
         goto out;
     }
-    chmod(tmp, 0755); // mkdtemp made it private
-    if (sh_path_exists(a.out) && rmdir(a.out) != 0) {
-        svc_fail(SVC_EXIT_FAIL, "--out %s: cannot replace: %s", a.out,
-                 strerror(errno));
+    if (svc_out_commit(tmp, a.out, !a.no_sync) != 0)
         goto out;
-    }
-    if (rename(tmp, a.out) != 0) {
-        svc_fail(SVC_EXIT_FAIL, "cannot move the result to %s: %s", a.out,
-                 strerror(errno));
-        goto out;
-    }
-    tmp[0] = '\0';
-    if (!a.no_sync)
-        sh_fsync_path(parent);
     if (a.report) {
         json_t *j = eng_report_to_json(&r);
         char *text = json_dumps(j, JSON_INDENT(2));

@@ -15,6 +15,7 @@ static const char usage_text[] =
     "  inspect   list a checkpoint's tensors, shapes, dtypes and sparsity;\n"
     "            --system: the CPU, the BLAS kernels and their speed\n"
     "  eval      measure a model on an evaluation dataset\n"
+    "  decompress  a compressed-tensors folder back to dense safetensors\n"
     "  version   print the version\n"
     "\n"
     "shears <command> --help for a command's options.\n";
@@ -25,10 +26,9 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"serve", svc_cmd_serve},
-    {"prune", svc_cmd_prune},
-    {"inspect", svc_cmd_inspect},
-    {"eval", svc_cmd_eval},
+    {"serve", svc_cmd_serve},           {"prune", svc_cmd_prune},
+    {"inspect", svc_cmd_inspect},       {"eval", svc_cmd_eval},
+    {"decompress", svc_cmd_decompress},
 };
 
 int main(int argc, char **argv)

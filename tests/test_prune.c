@@ -620,11 +620,13 @@ END_TEST
 // The format seam: output.c lays the weight files out from the plan's
 // outputs and passes config.json through the format's rewrite. A format
 // of the test's own renames every tensor and marks the config.
-static void renamed_outputs(const eng_tensor_info *in, eng_plan_row *row)
+static int renamed_outputs(eng_plan *p, size_t ti, sh_diag *d)
 {
-    eng_format_dense.outputs(in, row);
-    row->out[0].name =
-        strcmp(in->name, "fc1.weight") == 0 ? "first.weight" : in->name;
+    int rc = eng_format_dense.outputs(p, ti, d);
+    const char *name = eng_model_tensor(p->m, ti)->name;
+    p->rows[ti].out[0].name =
+        strcmp(name, "fc1.weight") == 0 ? "first.weight" : name;
+    return rc;
 }
 
 static int mark_config(const eng_plan *p, json_t *cfg, sh_diag *d)
@@ -649,7 +651,7 @@ START_TEST(test_format_seam)
     ck_assert_int_eq(eng_spec_parse(&s, j, &d), 0);
     eng_plan plan;
     ck_assert_int_eq(eng_plan_build(&plan, &s, m, &d), 0);
-    eng_format_plan(&fmt, &plan);
+    ck_assert_int_eq(eng_format_plan(&fmt, &plan, &d), 0);
     eng_options o = {.out_dir = dir};
     eng_out *w = NULL;
     ck_assert_msg(eng_out_open(&w, &plan, &fmt, &o, &d) == 0, "%s", d.msg);

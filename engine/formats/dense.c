@@ -11,12 +11,16 @@
 #include <string.h>
 
 // The dense outputs of a row: the input tensor as it is.
-static void dense_outputs(const eng_tensor_info *in, eng_plan_row *row)
+static int dense_outputs(eng_plan *p, size_t ti, sh_diag *d)
 {
+    (void)d;
+    const eng_tensor_info *in = eng_model_tensor(p->m, ti);
+    eng_plan_row *row = &p->rows[ti];
     row->n_out = 1;
     row->out[0] =
         (eng_plan_out){.name = in->name, .dtype = in->dtype, .ndim = in->ndim};
     memcpy(row->out[0].shape, in->shape, sizeof in->shape);
+    return 0;
 }
 
 const eng_format eng_format_dense = {
@@ -24,7 +28,8 @@ const eng_format eng_format_dense = {
     // config.json and the shard index describe the same tensors: copied.
 };
 
-static const eng_format *const formats[] = {&eng_format_dense};
+static const eng_format *const formats[] = {&eng_format_dense,
+                                            &eng_format_compressed};
 
 const eng_format *eng_format_find(const char *name)
 {
@@ -34,10 +39,16 @@ const eng_format *eng_format_find(const char *name)
     return NULL;
 }
 
-void eng_format_plan(const eng_format *f, eng_plan *p)
+int eng_format_plan(const eng_format *f, eng_plan *p, sh_diag *d)
 {
-    for (size_t i = 0; i < p->n; i++)
-        f->outputs(eng_model_tensor(p->m, i), &p->rows[i]);
+    for (size_t i = 0; i < p->n; i++) {
+        int rc = f->outputs(p, i, d);
+        if (rc != 0)
+            return rc;
+        if (p->rows[i].stored) // renamed outputs: the index from them
+            p->reshaped = true;
+    }
+    return 0;
 }
 
 // Elements per output chunk: about 1 MiB, whole 64-bit mask words, whole
@@ -96,7 +107,11 @@ static int write_tensor(eng_out *w, size_t ti, eng_dtype dt, uint64_t numel,
     unsigned char *buf = w->scratch[0], *in = w->scratch[1];
     uint64_t zeros = 0;
     bool nm_ok = true;
+    eng_enc *enc = NULL;
     int rc = 0;
+    if (w->plan->rows[ti].stored &&
+        (rc = w->fmt->enc_begin(w, ti, f->q, &enc, d)) != 0)
+        return rc;
     for (uint64_t at = 0; at < numel; at += chunk) {
         size_t len = numel - at < chunk ? (size_t)(numel - at) : chunk;
         const unsigned char *src = f->src.mem ? f->src.mem + at * es : in;
@@ -125,13 +140,21 @@ static int write_tensor(eng_out *w, size_t ti, eng_dtype dt, uint64_t numel,
         if (nm)
             nm_ok =
                 nm_ok && eng_check_nm(buf, dt, len, l->pattern.n, l->pattern.m);
-        if ((rc = eng_out_put(w, ti, at * es, buf, len * es, d)) != 0)
+        rc = enc ? w->fmt->enc_put(enc, buf,
+                                   f->kind == FILL_F32 ? f->f32 + at : NULL,
+                                   len, d)
+                 : eng_out_put(w, ti, at * es, buf, len * es, d);
+        if (rc != 0)
             break;
         if ((at / chunk) % 64 == 63 && eng_hooks_cancelled(h)) {
             rc = SH_ECANCELED;
             break;
         }
     }
+    if (enc && rc == 0)
+        rc = w->fmt->enc_end(enc, d);
+    else if (enc)
+        w->fmt->enc_free(enc);
     if (rc == 0) {
         l->zeros = zeros;
         l->pattern_ok = nm ? nm_ok : zeros >= want_zeros;

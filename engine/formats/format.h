@@ -12,23 +12,38 @@
 
 #include <jansson.h>
 
+typedef struct eng_out eng_out;
+struct eng_qtensor;
+typedef struct eng_enc eng_enc; // a tensor being encoded by a format
+
 typedef struct eng_format {
     const char *name; // as the spec's output.format spells it
-    // Fills row->out (and n_out) with the tensors input tensor `in`
-    // becomes; called for every row before the output opens.
-    void (*outputs)(const eng_tensor_info *in, eng_plan_row *row);
+    // Fills row ti's out (and n_out, and stored when the format encodes
+    // it) with the tensors the input tensor becomes; called for every row
+    // before the output opens. Names it makes go to p->names.
+    int (*outputs)(eng_plan *p, size_t ti, sh_diag *d);
+    // A row with `stored` set is written through the format's encoder: its
+    // values in order, in chunks of whole 64-element words (their dtype's
+    // bytes, and the F32 values they came from when quantized), then end
+    // (which frees it; free alone on failure).
+    int (*enc_begin)(eng_out *w, size_t ti, const struct eng_qtensor *q,
+                     eng_enc **e, sh_diag *d);
+    int (*enc_put)(eng_enc *e, const unsigned char *vals, const float *f32,
+                   size_t len, sh_diag *d);
+    int (*enc_end)(eng_enc *e, sh_diag *d);
+    void (*enc_free)(eng_enc *e);
     // Rewrites the model's config.json for the plan (NULL: copied).
     int (*rewrite_config)(const eng_plan *p, json_t *config, sh_diag *d);
     // Rewrites the shard index's weight map (NULL: copied).
     int (*rewrite_index)(const eng_plan *p, json_t *index, sh_diag *d);
 } eng_format;
 
-extern const eng_format eng_format_dense;
+extern const eng_format eng_format_dense, eng_format_compressed;
 
 // The format named name, or NULL.
 const eng_format *eng_format_find(const char *name);
 
-// Gives every row of p its outputs in format f.
-void eng_format_plan(const eng_format *f, eng_plan *p);
+// Gives every row of p its outputs in format f. 0 or SH_ENOMEM.
+int eng_format_plan(const eng_format *f, eng_plan *p, sh_diag *d);
 
 #endif

@@ -7,6 +7,7 @@
 #include "engine/formats/output.h"
 
 struct eng_out {
+    const eng_plan *plan;
     const eng_model *m;
     const eng_options *o;
     const eng_format *fmt;
@@ -19,5 +20,33 @@ struct eng_out {
 // Chunk buffers are allocated once per run: fresh pages cost a fault each,
 // and glibc maps blocks this large anew on every malloc.
 #define OUT_CHUNK ((size_t)1 << 20)
+
+// Whether the element at p is zero (either sign for the float types).
+static inline bool eng_is_zero(const unsigned char *p, eng_dtype dt)
+{
+    switch (dt) {
+    case ENG_DTYPE_F16:
+    case ENG_DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        return (h & 0x7fffu) == 0;
+    }
+    case ENG_DTYPE_F32: {
+        uint32_t u;
+        memcpy(&u, p, 4);
+        return (u & 0x7fffffffu) == 0;
+    }
+    case ENG_DTYPE_F64: {
+        uint64_t u;
+        memcpy(&u, p, 8);
+        return (u & 0x7fffffffffffffffull) == 0;
+    }
+    default:
+        for (size_t i = 0; i < eng_dtype_size(dt); i++)
+            if (p[i])
+                return false;
+        return true;
+    }
+}
 
 #endif

@@ -146,6 +146,7 @@ int eng_out_open(eng_out **out, const eng_plan *p, const eng_format *fmt,
         free(w);
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     }
+    w->plan = p;
     w->m = m;
     w->o = o;
     w->fmt = fmt;
@@ -275,33 +276,6 @@ int eng_manifest_write(const eng_model *m, const eng_spec *s,
 
 // --- statistics on raw bytes
 
-static inline bool is_zero(const unsigned char *p, eng_dtype dt)
-{
-    switch (dt) {
-    case ENG_DTYPE_F16:
-    case ENG_DTYPE_BF16: {
-        uint16_t h;
-        memcpy(&h, p, 2);
-        return (h & 0x7fffu) == 0;
-    }
-    case ENG_DTYPE_F32: {
-        uint32_t u;
-        memcpy(&u, p, 4);
-        return (u & 0x7fffffffu) == 0;
-    }
-    case ENG_DTYPE_F64: {
-        uint64_t u;
-        memcpy(&u, p, 8);
-        return (u & 0x7fffffffffffffffull) == 0;
-    }
-    default:
-        for (size_t i = 0; i < eng_dtype_size(dt); i++)
-            if (p[i])
-                return false;
-        return true;
-    }
-}
-
 uint64_t eng_count_zeros(const void *data, eng_dtype dt, uint64_t n)
 {
     const unsigned char *p = data;
@@ -325,7 +299,7 @@ uint64_t eng_count_zeros(const void *data, eng_dtype dt, uint64_t n)
     default: {
         size_t es = eng_dtype_size(dt);
         for (uint64_t i = 0; i < n; i++)
-            z += is_zero(p + i * es, dt);
+            z += eng_is_zero(p + i * es, dt);
         return z;
     }
     }
@@ -338,7 +312,7 @@ bool eng_check_nm(const void *data, eng_dtype dt, uint64_t n, int keep, int m)
     for (uint64_t g = 0; g < n; g += (uint64_t)m) {
         int nonzero = 0;
         for (int i = 0; i < m; i++)
-            nonzero += !is_zero(p + (g + (uint64_t)i) * es, dt);
+            nonzero += !eng_is_zero(p + (g + (uint64_t)i) * es, dt);
         if (nonzero > keep)
             return false;
     }

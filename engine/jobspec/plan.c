@@ -57,8 +57,25 @@ void eng_plan_deinit(eng_plan *p)
         free(p->names[i]);
     free(p->names);
     p->names = NULL;
-    p->n_names = 0;
+    p->n_names = p->cap_names = 0;
     free(p->rows);
     p->rows = NULL;
     p->n = 0;
+}
+
+char *eng_plan_keep_name(eng_plan *p, char *name)
+{
+    if (name && p->n_names == p->cap_names) {
+        size_t cap = p->cap_names ? 2 * p->cap_names : 64;
+        char **n = realloc(p->names, cap * sizeof *n);
+        if (!n) {
+            free(name);
+            return NULL;
+        }
+        p->names = n;
+        p->cap_names = cap;
+    }
+    if (name)
+        p->names[p->n_names++] = name;
+    return name;
 }

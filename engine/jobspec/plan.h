@@ -25,7 +25,7 @@ typedef struct eng_plan_out {
     int64_t shape[ENG_MAX_DIMS];
 } eng_plan_out;
 
-#define ENG_PLAN_MAX_OUTS 4
+#define ENG_PLAN_MAX_OUTS 6
 
 typedef struct eng_plan_row {
     eng_share share;     // the spec's word on the tensor
@@ -37,6 +37,9 @@ typedef struct eng_plan_row {
                          // each row competing: the zeros of each row
     size_t n_out;
     eng_plan_out out[ENG_PLAN_MAX_OUTS];
+    unsigned stored;  // the format's word on how it encodes the row; 0:
+                      // the outputs are the values as they are
+    const char *note; // why the row is stored less compactly than asked
 } eng_plan_row;
 
 typedef struct eng_plan {
@@ -52,8 +55,12 @@ typedef struct eng_plan {
     json_t *config;
     bool reshaped;
     char **names; // output names the rows borrow, freed with the plan
-    size_t n_names;
+    size_t n_names, cap_names;
 } eng_plan;
+
+// Keeps name (owned from now on) with the plan; returns it, or NULL when
+// out of memory (name is then freed).
+char *eng_plan_keep_name(eng_plan *p, char *name);
 
 // Builds the plan of s on m (the spec checked against m before). Returns
 // 0 or SH_ENOMEM with d set; free with eng_plan_deinit.

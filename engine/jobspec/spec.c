@@ -373,11 +373,19 @@ static const char *const format_names[ENG_FORMAT_COUNT] = {
     [ENG_FORMAT_COMPRESSED] = ENG_OUTPUT_COMPRESSED,
 };
 
+static const char *const sparse_names[ENG_SPARSE_COUNT] = {
+    [ENG_SPARSE_AUTO] = "auto",
+    [ENG_SPARSE_BITMASK] = "sparse-bitmask",
+    [ENG_SPARSE_24] = "sparse-24-bitmask",
+};
+
 static int parse_output(eng_spec *s, const json_t *v, sh_diag *d)
 {
     if (!json_is_object(v))
-        return bad(d, "output", "output must be an object {format, masks}");
-    static const char *const known[] = {"format", "masks", NULL};
+        return bad(d, "output",
+                   "output must be an object {format, masks, sparse_format}");
+    static const char *const known[] = {"format", "masks", "sparse_format",
+                                        NULL};
     int rc = check_keys(v, "output.", known, d);
     const char *f = NULL;
     if (rc || (rc = get_string(v, "format", "output.format", &f, d)))
@@ -392,6 +400,19 @@ static int parse_output(eng_spec *s, const json_t *v, sh_diag *d)
                    "output.format \"%s\" is not one of dense (pruned "
                    "weights stored as zeros in place), compressed-tensors",
                    f);
+    const char *sf = NULL;
+    if ((rc = get_string(v, "sparse_format", "output.sparse_format", &sf, d)))
+        return rc;
+    for (int i = 0; sf && i < ENG_SPARSE_COUNT; i++)
+        if (strcmp(sf, sparse_names[i]) == 0) {
+            s->sparse_format = (eng_sparse_format)i;
+            sf = NULL;
+        }
+    if (sf)
+        return bad(d, "output.sparse_format",
+                   "output.sparse_format \"%s\" is not one of auto, "
+                   "sparse-bitmask, sparse-24-bitmask",
+                   sf);
     json_t *m = json_object_get(v, "masks");
     if (m && !json_is_null(m)) {
         if (!json_is_boolean(m))
@@ -705,6 +726,20 @@ static int check_structure(const eng_spec *s, sh_diag *d)
                            "overrides with a pattern need scope \"layer\"");
     }
     const eng_structure *st = &s->structure;
+    int b = s->quant.bits;
+    if (s->format == ENG_FORMAT_COMPRESSED && b && b != 2 && b != 4 && b != 8)
+        return bad(d, "output.format",
+                   "compressed-tensors holds 2 and 4 bits (pack-quantized) "
+                   "and 8 bits (int-quantized); its packing of %d bits "
+                   "changed between library releases, so a reader could "
+                   "misread it: use 2, 4 or 8 bits, or output.format "
+                   "\"dense\"",
+                   b);
+    if (s->format != ENG_FORMAT_COMPRESSED &&
+        s->sparse_format != ENG_SPARSE_AUTO)
+        return bad(d, "output.sparse_format",
+                   "output.sparse_format applies to output.format "
+                   "\"compressed-tensors\"");
     if (s->quant.bits && st->on)
         return bad(d, "quantize", "quantize with a structure is not built yet");
     if (s->quant.bits && s->quant.rtn && mi->solve)
@@ -865,9 +900,10 @@ json_t *eng_spec_to_json(const eng_spec *s)
         json_object_set_new(j, eng_methods[s->method].options,
                             json_pack("{s:i, s:f}", "blocksize",
                                       s->sgpt_blocksize, "damp", s->sgpt_damp));
-    json_object_set_new(j, "output",
-                        json_pack("{s:s, s:b}", "format",
-                                  format_names[s->format], "masks", s->masks));
+    json_object_set_new(
+        j, "output",
+        json_pack("{s:s, s:b, s:s}", "format", format_names[s->format], "masks",
+                  s->masks, "sparse_format", sparse_names[s->sparse_format]));
     if (s->quant.bits)
         json_object_set_new(j, "quantize",
                             json_pack("{s:i, s:I, s:b, s:s}", "bits",
@@ -1045,6 +1081,14 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                        "dimension of every target; tensor \"%s\" has %llu",
                        (long long)g, tensors[i]->name,
                        (unsigned long long)cols);
+        if (s->sparse_format == ENG_SPARSE_24 &&
+            !(p.pattern.kind == ENG_PATTERN_NM && p.pattern.n == 2 &&
+              p.pattern.m == 4))
+            return bad(d, "output.sparse_format",
+                       "sparse-24-bitmask stores two weights of every four: "
+                       "it needs pattern 2:4 on every target; tensor \"%s\" "
+                       "has another",
+                       tensors[i]->name);
         if (s->format == ENG_FORMAT_COMPRESSED && p.target &&
             s->scope == ENG_SCOPE_GLOBAL && !s->quant.bits)
             return bad(d, "output.format",

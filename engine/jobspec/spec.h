@@ -13,7 +13,7 @@
 //    "calibration": {"dataset": "...", "samples": null},  null: all rows
 //    "evaluation": {"dataset": "..."},
 //    "sparsegpt": {"blocksize": 128, "damp": 0.01},
-//    "output": {"format": "dense", "masks": false},
+//    "output": {"format": "dense", "masks": false, "sparse_format": "auto"},
 //    "quantize": {"bits": 4, "group_size": 0, "symmetric": false,
 //                 "method": "gptq"},
 //    "preserve_zeros": false,
@@ -58,6 +58,15 @@ typedef enum eng_output_format {
     ENG_FORMAT_COMPRESSED,
     ENG_FORMAT_COUNT
 } eng_output_format;
+
+// compressed-tensors' sparse form (spec output.sparse_format): auto takes
+// sparse-24-bitmask where the pattern is 2:4, sparse-bitmask elsewhere.
+typedef enum eng_sparse_format {
+    ENG_SPARSE_AUTO,
+    ENG_SPARSE_BITMASK,
+    ENG_SPARSE_24,
+    ENG_SPARSE_COUNT
+} eng_sparse_format;
 
 // Entries of each of targets, ignore and overrides.
 #define ENG_SPEC_MAX_REGEXES 64
@@ -148,7 +157,8 @@ typedef struct eng_spec {
     eng_quant quant;
     bool preserve_zeros;      // weights zero on input stay zero
     eng_output_format format; // spec output.format
-    bool masks;               // output.masks: also masks.safetensors
+    eng_sparse_format sparse_format;
+    bool masks; // output.masks: also masks.safetensors
 } eng_spec;
 
 // A tensor's share of the spec.

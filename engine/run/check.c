@@ -16,6 +16,15 @@ int eng_check(const eng_spec *s, const eng_model *m, double deadline,
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     for (size_t i = 0; i < n; i++)
         ts[i] = eng_model_tensor(m, i);
+    const json_t *cfg = eng_model_config(m);
+    if (cfg && json_object_get(cfg, "quantization_config")) {
+        free(ts);
+        return sh_diag_set(d, SH_ESPEC, "checkpoint",
+                           "the checkpoint is stored compressed (config.json "
+                           "has a quantization_config): pruning reads dense "
+                           "weights; decompress it first (shears "
+                           "decompress), then prune the dense folder");
+    }
     const char *arch = eng_model_arch(m);
     bool runs = eng_model_config(m) && eng_net_runs(arch);
     int rc = eng_spec_check(s, ts, n, arch, runs, deadline, d);

@@ -531,7 +531,9 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
 {
     double t0 = sh_time_mono();
     eng_plan plan = {0};
-    const eng_format *fmt = eng_format_find(ENG_OUTPUT_DENSE);
+    const eng_format *fmt = s->format == ENG_FORMAT_COMPRESSED
+                                ? &eng_format_compressed
+                                : &eng_format_dense;
     eng_out *w = NULL;
     eng_model *pruned = NULL;
     eng_metric dense, after;
@@ -539,7 +541,8 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     if ((rc = eng_check(s, m, 0, NULL, d)) != 0 ||
         (rc = eng_plan_build(&plan, s, m, d)) != 0)
         goto out;
-    eng_format_plan(fmt, &plan);
+    if ((rc = eng_format_plan(fmt, &plan, d)) != 0)
+        goto out;
     if (o->evaluation_path) {
         phase(h, "evaluating dense", 0.0);
         double t1 = sh_time_mono();

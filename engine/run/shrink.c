@@ -1166,6 +1166,6 @@ int eng_shrink(eng_plan *p, const eng_options *o, const eng_hooks *h,
     shrink_free(&k);
     // The plan borrows the names until the output is done: handed over.
     p->names = k.names;
-    p->n_names = k.nnames;
+    p->n_names = p->cap_names = k.nnames;
     return rc;
 }

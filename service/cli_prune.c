@@ -176,6 +176,15 @@ static void print_summary(const eng_report *r, const char *out)
         printf("  speed: dense %.4g, pruned %.4g %s (x%.2f)\n", r->speed_dense,
                r->speed_pruned, r->speed_unit,
                r->speed_dense > 0 ? r->speed_pruned / r->speed_dense : 0);
+    if (r->format && r->bytes_before)
+        printf("  stored:  %s, %.4g MB -> %.4g MB (x%.3f); targets %.2f bits "
+               "per weight\n",
+               r->format, (double)r->bytes_before / 1e6,
+               (double)r->bytes_after / 1e6,
+               (double)r->bytes_after / (double)r->bytes_before,
+               r->target_params ? 8.0 * (double)r->target_bytes_after /
+                                      (double)r->target_params
+                                : 0.0);
     size_t bad = 0;
     for (size_t i = 0; i < r->n_layers; i++)
         bad += !r->layers[i].pattern_ok;

@@ -560,9 +560,22 @@ static int enc_end(eng_enc *e, sh_diag *d)
     return rc;
 }
 
+static const char *ct_stored_as(const eng_plan *p, size_t ti)
+{
+    static const char *const forms[3][3] = {
+        {"dense", ENG_CT_SPARSE_BITMASK, ENG_CT_SPARSE_24},
+        {ENG_CT_PACK_QUANTIZED, "", ""}, // never stacked
+        {ENG_CT_INT_QUANTIZED, ENG_CT_INT_QUANTIZED "+" ENG_CT_SPARSE_BITMASK,
+         ENG_CT_INT_QUANTIZED "+" ENG_CT_SPARSE_24},
+    };
+    unsigned st = p->rows[ti].stored;
+    return forms[st & 3][st >> 2];
+}
+
 const eng_format eng_format_compressed = {
     .name = ENG_OUTPUT_COMPRESSED,
     .outputs = ct_outputs,
+    .stored_as = ct_stored_as,
     .rewrite_config = ct_config,
     .enc_begin = enc_begin,
     .enc_put = enc_put,

@@ -93,6 +93,33 @@ typedef struct fill {
     bool nonfinite;       // FILL_NM: seen NaN or Inf
 } fill;
 
+// A tensor's rows of masks.safetensors, made as its values go by.
+typedef struct mask_rows {
+    long k;        // its tensor in the masks file; -1: none
+    uint64_t cols; // per row
+    uint64_t at;   // elements seen
+    unsigned char *row;
+} mask_rows;
+
+static int mask_put(eng_out *w, mask_rows *mr, const unsigned char *buf,
+                    eng_dtype dt, size_t len, sh_diag *d)
+{
+    size_t es = eng_dtype_size(dt), bpr = (size_t)(mr->cols + 7) / 8;
+    for (size_t i = 0; i < len; i++, mr->at++) {
+        uint64_t c = mr->at % mr->cols;
+        if (!eng_is_zero(buf + i * es, dt))
+            mr->row[c / 8] |= (unsigned char)(1u << (c % 8));
+        if (c + 1 < mr->cols)
+            continue;
+        int rc = eng_st_writer_put(w->masks, (size_t)mr->k,
+                                   mr->at / mr->cols * bpr, mr->row, bpr, d);
+        if (rc != 0)
+            return rc;
+        memset(mr->row, 0, bpr);
+    }
+    return 0;
+}
+
 // The one chunk loop: fill, count zeros, verify N:M, write, poll cancel.
 static int write_tensor(eng_out *w, size_t ti, eng_dtype dt, uint64_t numel,
                         fill *f, eng_layer_report *l, uint64_t want_zeros,
@@ -108,10 +135,16 @@ static int write_tensor(eng_out *w, size_t ti, eng_dtype dt, uint64_t numel,
     uint64_t zeros = 0;
     bool nm_ok = true;
     eng_enc *enc = NULL;
+    mask_rows mr = {.k = w->masks ? w->mask_of[ti] : -1,
+                    .cols = w->plan->rows[ti].cols};
     int rc = 0;
+    if (mr.k >= 0 && !(mr.row = calloc((size_t)(mr.cols + 7) / 8, 1)))
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     if (w->plan->rows[ti].stored &&
-        (rc = w->fmt->enc_begin(w, ti, f->q, &enc, d)) != 0)
+        (rc = w->fmt->enc_begin(w, ti, f->q, &enc, d)) != 0) {
+        free(mr.row);
         return rc;
+    }
     for (uint64_t at = 0; at < numel; at += chunk) {
         size_t len = numel - at < chunk ? (size_t)(numel - at) : chunk;
         const unsigned char *src = f->src.mem ? f->src.mem + at * es : in;
@@ -140,6 +173,8 @@ static int write_tensor(eng_out *w, size_t ti, eng_dtype dt, uint64_t numel,
         if (nm)
             nm_ok =
                 nm_ok && eng_check_nm(buf, dt, len, l->pattern.n, l->pattern.m);
+        if (mr.k >= 0 && (rc = mask_put(w, &mr, buf, dt, len, d)) != 0)
+            break;
         rc = enc ? w->fmt->enc_put(enc, buf,
                                    f->kind == FILL_F32 ? f->f32 + at : NULL,
                                    len, d)
@@ -151,6 +186,7 @@ static int write_tensor(eng_out *w, size_t ti, eng_dtype dt, uint64_t numel,
             break;
         }
     }
+    free(mr.row);
     if (enc && rc == 0)
         rc = w->fmt->enc_end(enc, d);
     else if (enc)

@@ -22,6 +22,8 @@ typedef struct eng_format {
     // it) with the tensors the input tensor becomes; called for every row
     // before the output opens. Names it makes go to p->names.
     int (*outputs)(eng_plan *p, size_t ti, sh_diag *d);
+    // The form row ti is stored in, in the report's words (NULL: "dense").
+    const char *(*stored_as)(const eng_plan *p, size_t ti);
     // A row with `stored` set is written through the format's encoder: its
     // values in order, in chunks of whole 64-element words (their dtype's
     // bytes, and the F32 values they came from when quantized), then end

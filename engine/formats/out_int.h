@@ -15,7 +15,14 @@ struct eng_out {
     eng_st_writer **writers; // per model file; NULL for non-weight files
     size_t nfiles;
     unsigned char *scratch[2]; // OUT_CHUNK bytes each, reused by every write
+    // output.masks: masks.safetensors, and each tensor's mask in it (-1:
+    // none, not a target).
+    eng_st_writer *masks;
+    long *mask_of;
 };
+
+// The masks file's name in the output folder.
+#define ENG_MASKS_NAME "masks.safetensors"
 
 // Chunk buffers are allocated once per run: fresh pages cost a fault each,
 // and glibc maps blocks this large anew on every malloc.

@@ -133,6 +133,42 @@ static int index_from_outputs(const eng_plan *p, json_t *index, sh_diag *d)
     return 0;
 }
 
+// masks.safetensors: a U8 (rows, ceil(cols / 8)) bitmask per target, in
+// the targets' order: bit c % 8 of byte c / 8 of row r set where weight
+// [r, c] of the output is not zero (compressed-tensors' bitmask order).
+static int open_masks(eng_out *w, const eng_plan *p, sh_diag *d)
+{
+    size_t n = 0;
+    eng_tensor_info *ts = calloc(p->n ? p->n : 1, sizeof *ts);
+    if (!ts || !(w->mask_of = malloc((p->n ? p->n : 1) * sizeof *w->mask_of))) {
+        free(ts);
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        const eng_plan_row *r = &p->rows[i];
+        w->mask_of[i] = r->share.target ? (long)n : -1;
+        if (!r->share.target)
+            continue;
+        ts[n++] = (eng_tensor_info){
+            .name = (char *)eng_model_tensor(p->m, i)->name,
+            .dtype = ENG_DTYPE_U8,
+            .ndim = 2,
+            .shape = {(int64_t)r->rows, (int64_t)(r->cols + 7) / 8},
+            .numel = r->rows * ((r->cols + 7) / 8)};
+    }
+    char path[4096];
+    json_t *meta = json_pack(
+        "{s:s, s:s}", "format", "pt", "shears",
+        "masks: bit c%8 of byte c/8 of row r is 1 where weight [r, c] is not "
+        "zero");
+    int rc = out_path(path, sizeof path, w->o->out_dir, ENG_MASKS_NAME, d);
+    if (rc == 0)
+        rc = eng_st_writer_create(&w->masks, path, ts, n, meta, d);
+    json_decref(meta);
+    free(ts);
+    return rc;
+}
+
 int eng_out_open(eng_out **out, const eng_plan *p, const eng_format *fmt,
                  const eng_options *o, sh_diag *d)
 {
@@ -173,6 +209,8 @@ int eng_out_open(eng_out **out, const eng_plan *p, const eng_format *fmt,
             rc = sh_diag_set(d, rc, f->name, "cannot copy %s: %s", f->name,
                              sh_strerror(rc));
     }
+    if (rc == 0 && p->s && p->s->masks)
+        rc = open_masks(w, p, d);
     if (rc != 0) {
         eng_out_close(w);
         return rc;
@@ -213,6 +251,11 @@ int eng_out_finish(eng_out *w, sh_diag *d)
         if (rc != 0)
             return rc;
     }
+    if (w->masks) {
+        int rc = eng_st_writer_finish(w->masks, w->o->sync, d);
+        if (rc != 0)
+            return rc;
+    }
     int rc = w->o->sync ? sh_fsync_path(w->o->out_dir) : 0;
     if (rc != 0)
         return sh_diag_set(d, rc, "", "cannot sync %s", w->o->out_dir);
@@ -225,6 +268,8 @@ void eng_out_close(eng_out *w)
         return;
     for (size_t i = 0; i < w->nfiles; i++)
         eng_st_writer_destroy(w->writers[i]);
+    eng_st_writer_destroy(w->masks);
+    free(w->mask_of);
     free(w->writers);
     free(w->first_out);
     free(w->scratch[0]);

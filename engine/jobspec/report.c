@@ -120,6 +120,22 @@ static json_t *layer_json(const eng_layer_report *l)
         json_object_set_new(j, "recon_error", json_real(l->recon_error));
     if (!isnan(l->damping))
         json_object_set_new(j, "damping", json_real(l->damping));
+    if (l->quant.bits)
+        json_object_set_new(
+            j, "quantize",
+            json_pack("{s:i, s:I, s:b}", "bits", l->quant.bits, "group_size",
+                      (json_int_t)l->quant.group_size, "symmetric",
+                      l->quant.symmetric));
+    if (l->stored_as) {
+        json_t *st = json_pack(
+            "{s:s, s:I, s:I, s:f}", "as", l->stored_as, "bytes_before",
+            (json_int_t)l->bytes_before, "bytes_after",
+            (json_int_t)l->bytes_after, "bits_per_weight",
+            l->params ? 8.0 * (double)l->bytes_after / (double)l->params : 0.0);
+        if (l->store_note)
+            json_object_set_new(st, "note", json_string(l->store_note));
+        json_object_set_new(j, "storage", st);
+    }
     json_object_set_new(j, "timings", timings_json(l->timings));
     return j;
 }
@@ -156,10 +172,27 @@ json_t *eng_report_to_json(const eng_report *r)
                                       (json_int_t)r->recon_rows));
     if (r->quant.bits)
         json_object_set_new(j, "quantize",
-                            json_pack("{s:i, s:I, s:b}", "bits", r->quant.bits,
-                                      "group_size",
+                            json_pack("{s:i, s:I, s:b, s:s}", "bits",
+                                      r->quant.bits, "group_size",
                                       (json_int_t)r->quant.group_size,
-                                      "symmetric", r->quant.symmetric));
+                                      "symmetric", r->quant.symmetric,
+                                      "method",
+                                      r->quant.rtn ? "rtn" : "gptq"));
+    if (r->format)
+        json_object_set_new(
+            j, "storage",
+            json_pack("{s:s, s:I, s:I, s:f, s:{s:I, s:I, s:f}}", "format",
+                      r->format, "bytes_before", (json_int_t)r->bytes_before,
+                      "bytes_after", (json_int_t)r->bytes_after, "ratio",
+                      r->bytes_before ? (double)r->bytes_after /
+                                            (double)r->bytes_before
+                                      : 0.0,
+                      "targets", "bytes_before",
+                      (json_int_t)r->target_bytes_before, "bytes_after",
+                      (json_int_t)r->target_bytes_after, "bits_per_weight",
+                      r->target_params ? 8.0 * (double)r->target_bytes_after /
+                                             (double)r->target_params
+                                       : 0.0));
     if (r->structure)
         json_object_set(j, "structure", r->structure);
     if (r->size)

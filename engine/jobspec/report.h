@@ -8,7 +8,9 @@
 //    "model":   {"params", "zeros", "sparsity"},
 //    "layers":  [{"name", "shape", "dtype", "params", "zeros", "sparsity",
 //                 "target_sparsity", "pattern", "pattern_ok",
-//                 "recon_error"?, "damping"?}],
+//                 "recon_error"?, "damping"?, "quantize"?,
+//                 "storage": {"as", "bytes_before", "bytes_after",
+//                             "bits_per_weight", "note"?}}],
 //    "metric"?: {"name", "dense", "pruned"},
 //    "calibration"?: {"samples", "tokens", "recon_rows"},
 //    "timings": {"read", "forward", "statistics", "solve", "recon",
@@ -20,7 +22,10 @@
 //    "size"?: {"params", "bytes", "flops_per_token": {"dense", "pruned"},
 //              "context"},
 //    "speed"?: {"dense", "pruned", "unit", "speedup"},
-//    "quantize"?: {"bits", "group_size", "symmetric"},
+//    "quantize"?: {"bits", "group_size", "symmetric", "method"},
+//    "storage": {"format", "bytes_before", "bytes_after", "ratio",
+//                "targets": {"bytes_before", "bytes_after",
+//                            "bits_per_weight"}},
 //    "seconds"}
 //
 // A layer row has "timings" too: the phases spent on that tensor alone
@@ -64,6 +69,13 @@ typedef struct eng_layer_report {
     double recon_error; // NAN when there was no calibration data
     double damping;     // NAN unless SparseGPT ran
     double timings[ENG_PHASE_COUNT]; // seconds; NAN: did not apply
+    // How the output stores it: the format's form ("dense",
+    // "pack-quantized", "sparse-bitmask", ...), its bytes in the input
+    // and the output (scales, masks and offsets included), and why it is
+    // stored less compactly than asked, if so. Static strings.
+    const char *stored_as, *store_note;
+    uint64_t bytes_before, bytes_after;
+    eng_quant quant; // its grid (bits 0: not quantized)
 } eng_layer_report;
 
 typedef struct eng_report {
@@ -87,6 +99,11 @@ typedef struct eng_report {
     // after ("size"). NULL otherwise; owned.
     json_t *structure, *size;
     eng_quant quant; // the targets' grid (bits 0: not quantized)
+    // The output's bytes (weight files' tensors) against the input's, in
+    // all and over the targets ("storage"); format NULL: not measured.
+    const char *format;
+    uint64_t bytes_before, bytes_after, target_bytes_before,
+        target_bytes_after;
     // The forward pass's speed on the input and the output (evaluation).
     bool has_speed;
     const char *speed_unit; // "tokens/s" or "samples/s"

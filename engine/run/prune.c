@@ -526,6 +526,57 @@ static void phase(const eng_hooks *h, const char *name, double fraction)
     eng_hooks_progress(h, &p);
 }
 
+// The compressed output in dir decompressed into dir/.readback (a hidden
+// folder: no model reads it), for the evaluation. evaldir gets its path.
+static int readback(const char *dir, char *evaldir, size_t size,
+                    const eng_hooks *h, sh_diag *d)
+{
+    if (snprintf(evaldir, size, "%s/.readback", dir) >= (int)size) {
+        evaldir[0] = '\0';
+        return sh_diag_set(d, SH_ETOOBIG, "", "output path too long");
+    }
+    eng_model *cm = NULL;
+    eng_options eo = {.out_dir = evaldir};
+    int rc = sh_mkdir_p(evaldir);
+    if (rc != 0)
+        return sh_diag_set(d, rc, "", "cannot create %s", evaldir);
+    if ((rc = eng_model_open(&cm, dir, d)) == 0)
+        rc = eng_decompress(cm, &eo, h, d);
+    eng_model_close(cm);
+    return rc;
+}
+
+// The output's bytes against the input's, per target and in all.
+static void storage_report(const eng_plan *p, const eng_format *f,
+                           eng_report *r)
+{
+    r->format = f->name;
+    for (size_t i = 0; i < p->n; i++) {
+        const eng_tensor_info *t = eng_model_tensor(p->m, i);
+        const eng_plan_row *row = &p->rows[i];
+        uint64_t before = t->end - t->begin, after = 0;
+        for (size_t j = 0; j < row->n_out; j++) {
+            uint64_t n = eng_dtype_size(row->out[j].dtype);
+            for (int q = 0; q < row->out[j].ndim; q++)
+                n *= (uint64_t)row->out[j].shape[q];
+            after += n;
+        }
+        r->bytes_before += before;
+        r->bytes_after += after;
+        eng_layer_report *l =
+            row->share.target ? eng_report_layer(r, t->name) : NULL;
+        if (!l)
+            continue;
+        r->target_bytes_before += before;
+        r->target_bytes_after += after;
+        l->stored_as = f->stored_as ? f->stored_as(p, i) : "dense";
+        l->store_note = row->note;
+        l->bytes_before = before;
+        l->bytes_after = after;
+        l->quant = p->s->quant;
+    }
+}
+
 int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
               const eng_hooks *h, eng_report *r, sh_diag *d)
 {
@@ -537,6 +588,7 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     eng_out *w = NULL;
     eng_model *pruned = NULL;
     eng_metric dense, after;
+    char evaldir[4096] = "";
     int rc = 0;
     if ((rc = eng_check(s, m, 0, NULL, d)) != 0 ||
         (rc = eng_plan_build(&plan, s, m, d)) != 0)
@@ -581,11 +633,18 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     if (rc == 0)
         rc = eng_out_finish(w, d);
     t1 = eng_report_lap(r, NULL, ENG_PHASE_WRITE, t1);
+    if (rc == 0)
+        storage_report(&plan, fmt, r);
     if (rc == 0 && eng_hooks_cancelled(h))
         rc = SH_ECANCELED;
     if (rc == 0 && o->evaluation_path) {
         phase(h, "evaluating pruned", ENG_FRAC_EVAL_PRUNED);
-        rc = eng_model_open(&pruned, o->out_dir, d);
+        const char *dir = o->out_dir;
+        if (fmt != &eng_format_dense && // as it reads back, into a hidden
+            (rc = readback(o->out_dir, evaldir, sizeof evaldir, h, d)) == 0)
+            dir = evaldir; //             folder the artifact leaves out
+        if (rc == 0)
+            rc = eng_model_open(&pruned, dir, d);
         if (rc == 0)
             rc = measure(pruned, o->evaluation_path, h, &after,
                          &r->speed_pruned, d);
@@ -614,6 +673,8 @@ out:
     if (rc == SH_ECANCELED) // from any phase, the dense evaluation too
         sh_diag_set(d, rc, "", "cancelled");
     eng_model_close(pruned);
+    if (evaldir[0])
+        sh_rm_rf(evaldir);
     eng_out_close(w);
     eng_plan_deinit(&plan);
     return rc;

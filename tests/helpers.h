@@ -33,6 +33,7 @@ Suite *suite_durability(void);
 Suite *suite_ops(void);
 Suite *suite_limits(void);
 Suite *suite_structure(void);
+Suite *suite_formats(void);
 
 // A fresh directory under $TMPDIR; the caller frees the string and removes
 // the tree with th_rmtree.

@@ -42,6 +42,7 @@ static const suite_entry suites[] = {
     {"ops", suite_ops, true},
     {"limits", suite_limits, true},
     {"structure", suite_structure, true},
+    {"formats", suite_formats, true},
 };
 
 int main(int argc, char **argv)

@@ -389,8 +389,10 @@ static int flush_vals(eng_enc *e, sh_diag *d)
     return rc;
 }
 
-// The level of value f of element (r, c): exact, or the tensor is refused
-// (a value off its grid would not read back).
+// The level of value f of element (r, c) (the written value: in F16 or
+// BF16, scale * (q - zero) rounded to the dtype, which the reader rounds
+// alike), or the tensor is refused: a value off its grid would not read
+// back.
 static int level(const eng_enc *e, float f, uint64_t r, uint64_t c, int *lv,
                  sh_diag *d)
 {
@@ -399,7 +401,13 @@ static int level(const eng_enc *e, float f, uint64_t r, uint64_t c, int *lv,
     float scale = q->scale[r * (uint64_t)q->groups + g],
           zero = q->zero[r * (uint64_t)q->groups + g];
     int v = eng_quant_level(f, scale, zero);
-    if (v < 0 || v > (1 << e->bits) - 1 || scale * ((float)v - zero) != f)
+    float x[2] = {scale * ((float)v - zero), f};
+    if (e->dt != ENG_DTYPE_F32) { // as written
+        unsigned char b[16];
+        eng_convert_from_f32(b, x, e->dt, 2);
+        eng_convert_to_f32(x, b, e->dt, 2);
+    }
+    if (v < 0 || v > (1 << e->bits) - 1 || x[0] != x[1])
         return sh_diag_set(d, SH_EINVAL, e->name,
                            "tensor \"%s\": weight [%llu, %llu] = %g is not on "
                            "its grid",

@@ -121,11 +121,11 @@ static json_t *layer_json(const eng_layer_report *l)
     if (!isnan(l->damping))
         json_object_set_new(j, "damping", json_real(l->damping));
     if (l->quant.bits)
-        json_object_set_new(
-            j, "quantize",
-            json_pack("{s:i, s:I, s:b}", "bits", l->quant.bits, "group_size",
-                      (json_int_t)l->quant.group_size, "symmetric",
-                      l->quant.symmetric));
+        json_object_set_new(j, "quantize",
+                            json_pack("{s:i, s:I, s:b}", "bits", l->quant.bits,
+                                      "group_size",
+                                      (json_int_t)l->quant.group_size,
+                                      "symmetric", l->quant.symmetric));
     if (l->stored_as) {
         json_t *st = json_pack(
             "{s:s, s:I, s:I, s:f}", "as", l->stored_as, "bytes_before",
@@ -175,8 +175,7 @@ json_t *eng_report_to_json(const eng_report *r)
                             json_pack("{s:i, s:I, s:b, s:s}", "bits",
                                       r->quant.bits, "group_size",
                                       (json_int_t)r->quant.group_size,
-                                      "symmetric", r->quant.symmetric,
-                                      "method",
+                                      "symmetric", r->quant.symmetric, "method",
                                       r->quant.rtn ? "rtn" : "gptq"));
     if (r->format)
         json_object_set_new(
@@ -184,9 +183,9 @@ json_t *eng_report_to_json(const eng_report *r)
             json_pack("{s:s, s:I, s:I, s:f, s:{s:I, s:I, s:f}}", "format",
                       r->format, "bytes_before", (json_int_t)r->bytes_before,
                       "bytes_after", (json_int_t)r->bytes_after, "ratio",
-                      r->bytes_before ? (double)r->bytes_after /
-                                            (double)r->bytes_before
-                                      : 0.0,
+                      r->bytes_before
+                          ? (double)r->bytes_after / (double)r->bytes_before
+                          : 0.0,
                       "targets", "bytes_before",
                       (json_int_t)r->target_bytes_before, "bytes_after",
                       (json_int_t)r->target_bytes_after, "bits_per_weight",

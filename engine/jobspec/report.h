@@ -102,8 +102,7 @@ typedef struct eng_report {
     // The output's bytes (weight files' tensors) against the input's, in
     // all and over the targets ("storage"); format NULL: not measured.
     const char *format;
-    uint64_t bytes_before, bytes_after, target_bytes_before,
-        target_bytes_after;
+    uint64_t bytes_before, bytes_after, target_bytes_before, target_bytes_after;
     // The forward pass's speed on the input and the output (evaluation).
     bool has_speed;
     const char *speed_unit; // "tokens/s" or "samples/s"

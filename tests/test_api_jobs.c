@@ -234,6 +234,66 @@ START_TEST(test_calibrated_job)
                                                 "pruned")) < 3.5590 * 1.02);
     json_decref(job);
 
+    // The same job written as compressed-tensors: its artifact, downloaded
+    // and decompressed, is the dense job's byte for byte; the result says
+    // how much smaller it is.
+    char dense_id[64];
+    snprintf(dense_id, sizeof dense_id, "%s", id);
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\","
+             "\"sparsity\":0.5,\"quantize\":{\"bits\":4},"
+             "\"calibration\":{\"dataset\":\"%s\"},"
+             "\"evaluation\":{\"dataset\":\"%s\"},"
+             "\"output\":{\"format\":\"compressed-tensors\"}}",
+             ck, cal, ev);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    ck_assert_str_eq(
+        jstr(json_object_get(json_object_get(r.json, "spec"), "output"),
+             "format"),
+        "compressed-tensors");
+    snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    job = th_job_wait(&s, id, 120);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
+                  json_dumps(json_object_get(job, "error"), 0));
+    json_t *stg = json_object_get(json_object_get(job, "result"), "storage");
+    ck_assert_str_eq(jstr(stg, "format"), "compressed-tensors");
+    ck_assert(json_number_value(json_object_get(stg, "ratio")) < 0.5);
+    json_decref(job);
+    char *ctdir = th_path(s.dir, "ct"), *backdir = th_path(s.dir, "back");
+    sh_mkdir_p(ctdir);
+    static const char *const files[] = {"model.safetensors", "config.json"};
+    for (int i = 0; i < 2; i++) {
+        char url[256];
+        snprintf(url, sizeof url, "/v1/jobs/%s/artifact/files/%s", id,
+                 files[i]);
+        ck_assert_int_eq(th_get(&s, url, &r), 200);
+        char *dst = th_path(ctdir, files[i]);
+        th_write_file(dst, r.body, r.len);
+        free(dst);
+        th_resp_free(&r);
+    }
+    char *out = NULL, *err = NULL;
+    const char *dargs[] = {"decompress", "--model", ctdir,
+                           "--out",      backdir,   NULL};
+    ck_assert_msg(th_run(&out, &err, dargs) == 0, "%s", err);
+    free(out);
+    free(err);
+    char url[256];
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifact/files/model.safetensors",
+             dense_id);
+    ck_assert_int_eq(th_get(&s, url, &r), 200);
+    char *back = th_path(backdir, "model.safetensors");
+    size_t blen;
+    unsigned char *bb = th_read_file(back, &blen);
+    ck_assert_msg(bb && blen == r.len && memcmp(bb, r.body, blen) == 0,
+                  "decompressed artifact differs from the dense job's");
+    free(bb);
+    free(back);
+    th_resp_free(&r);
+    free(ctdir);
+    free(backdir);
+
     struct {
         const char *fmt;
         const char *a, *b;
@@ -254,6 +314,21 @@ START_TEST(test_calibrated_job)
         {"{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\",\"quantize\":"
          "{\"bits\":12},\"calibration\":{\"dataset\":\"%s\"}}",
          ck, cal, "quantize.bits", "from 2 to 8"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\",\"quantize\":"
+         "{\"bits\":4,\"group_size\":100},\"calibration\":{\"dataset\":"
+         "\"%s\"}}",
+         ck, cal, "quantize.group_size", "must divide"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"quantize\":"
+         "{\"bits\":4,\"method\":\"gptq\"},\"seed\":%s1}",
+         ck, "", "quantize.method", "gptq needs calibration"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"output\":"
+         "{\"format\":\"compressed-tensors\",\"sparse_format\":"
+         "\"sparse-24-bitmask\"},\"seed\":%s1}",
+         ck, "", "output.sparse_format", "needs pattern 2:4"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"quantize\":"
+         "{\"bits\":3},\"output\":{\"format\":\"compressed-tensors\"},"
+         "\"seed\":%s1}",
+         ck, "", "output.format", "2 and 4 bits"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(body, sizeof body, bad[i].fmt, bad[i].a, bad[i].b);

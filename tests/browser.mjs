@@ -345,6 +345,47 @@ async function run() {
   await page.locator("#main-view").waitFor({ state: "visible" });
   await apiCall("DELETE", "/v1/jobs/" + sId);
 
+  step("a quantized job written as compressed-tensors: the size card shows the compression");
+  await page.fill("#job-heads", "");
+  await page.fill("#job-channels", "");
+  await page.selectOption("#job-method", "magnitude");
+  await page.fill("#job-sparsity", "0.5");
+  await page.selectOption("#job-qbits", "8");
+  await page.check("#job-qsym");
+  await page.selectOption("#job-format", "compressed-tensors");
+  const [qRes] = await Promise.all([
+    page.waitForResponse((r) => r.url() === base + "/v1/jobs" && r.request().method() === "POST"),
+    page.click("#job-submit"),
+  ]);
+  const qSent = JSON.parse(qRes.request().postData());
+  const qWant = { checkpoint: ck.id, method: "magnitude", sparsity: 0.5, evaluation: { dataset: ds.id },
+    quantize: { bits: 8, symmetric: true }, output: { format: "compressed-tensors" } };
+  check(qRes.status() === 202 && JSON.stringify(qSent) === JSON.stringify(qWant),
+    `the quantize form sent ${JSON.stringify(qSent)} (${qRes.status()}), expected ${JSON.stringify(qWant)}`);
+  const qId = (await qRes.json()).id;
+  let qJob = null;
+  for (const until = Date.now() + 30_000; Date.now() < until; await page.waitForTimeout(200)) {
+    qJob = (await apiCall("GET", "/v1/jobs/" + qId)).data;
+    if (qJob.status !== "queued" && qJob.status !== "running") break;
+  }
+  check(qJob.status === "succeeded", `the quantized job ended ${qJob.status}`);
+  await page.goto(`${base}/#/jobs/${qId}`);
+  await page.locator("#job-compression").waitFor();
+  const stored = await page.locator("#job-stored").innerText();
+  const ratio = qJob.result.storage.ratio;
+  check(stored.includes("compressed-tensors") && stored.includes(`×${ratio.toFixed(3)}`) && ratio < 0.5,
+    `the stored bytes do not show the compression: ${stored}`);
+  check((await page.locator("#job-size").innerText()).includes("perplexity"),
+    "the size card does not show the metric beside the size");
+  await page.screenshot({ path: path.join(shotDir, "quantized-job.png"), fullPage: true });
+  await page.click("#back");
+  await page.locator("#main-view").waitFor({ state: "visible" });
+  await page.selectOption("#job-qbits", "");
+  await page.uncheck("#job-qsym");
+  await page.selectOption("#job-format", "");
+  await page.fill("#job-sparsity", "");
+  await apiCall("DELETE", "/v1/jobs/" + qId);
+
   const notData = path.join(MODEL_DIR, "config.json");
   want = await apiCall("POST", "/v1/datasets?name=x", fs.readFileSync(notData), "application/octet-stream");
   check(want.status >= 400 && want.data && want.data.detail, `a JSON file as a dataset answered ${want.status}`);

@@ -10,8 +10,10 @@
 //   SparseGPT: tokens*cols^2 (H) + 4/3 cols^3 (factorisations)
 //              + rows*cols^2 (lazy updates) + rows*cols*128 (in-block)
 //   Wanda:     2*tokens*cols (norms) + rows*cols*log2(cols) (selection)
-// and is given as a ratio to sgemm's GFLOP/s on a 2048^3 product. Then the
-// whole fixture Llama is pruned by each method through the CLI.
+// and is given as a ratio to sgemm's GFLOP/s on a 2048^3 product. GPTQ
+// (4 bits, one grid per row, no pruning: the same solver with a grid) is
+// timed on a 4096x4096 layer and counted as SparseGPT. Then the whole
+// fixture Llama is pruned by each method through the CLI.
 #include "tests/bench/bench.h"
 
 #include "common/util.h"
@@ -45,14 +47,16 @@ typedef struct layer_result {
     double sgpt_s, wanda_s, sgpt_flop, wanda_flop;
 } layer_result;
 
+// bits > 0: GPTQ at that width (no pruning), and no Wanda.
 static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
-                                int runs)
+                                int runs, int bits)
 {
     float *x = malloc((size_t)(tokens * cols) * sizeof *x);
     float *w0 = malloc((size_t)(rows * cols) * sizeof *w0);
     float *w = malloc((size_t)(rows * cols) * sizeof *w);
     float *h = malloc((size_t)(cols * cols) * sizeof *h);
     float *s = malloc((size_t)cols * sizeof *s);
+    float *grid = malloc(2 * (size_t)rows * sizeof *grid);
     uint64_t *mask = malloc(eng_mask_words((uint64_t)(rows * cols)) * 8);
     uint32_t *work = malloc(2 * (size_t)cols * sizeof *work);
     for (int64_t i = 0; i < tokens * cols; i++)
@@ -66,7 +70,13 @@ static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
         memset(h, 0, (size_t)(cols * cols) * sizeof *h);
         eng_syrk_acc(h, x, tokens, cols);
         eng_sym_fill(h, cols);
-        eng_sgpt_opts o = {.sparsity = 0.5, .blocksize = 128, .damp = 0.01};
+        eng_grid g = {.bits = bits, .dtype = ENG_DTYPE_F32};
+        eng_sgpt_opts o = {.sparsity = bits ? 0.0 : 0.5,
+                           .blocksize = 128,
+                           .damp = 0.01,
+                           .grid = bits ? &g : NULL,
+                           .scale = grid,
+                           .zero = grid + rows};
         double damp;
         sh_diag d;
         if (eng_sparsegpt(w, h, rows, cols, &o, &damp, NULL, &d) != 0) {
@@ -74,6 +84,9 @@ static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
             exit(1);
         }
         ts[r] = sh_time_mono() - t0;
+        tw[r] = 0;
+        if (bits)
+            continue;
 
         memcpy(w, w0, (size_t)(rows * cols) * sizeof *w);
         t0 = sh_time_mono();
@@ -103,6 +116,7 @@ static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
     free(w);
     free(h);
     free(s);
+    free(grid);
     free(mask);
     free(work);
     return out;
@@ -148,7 +162,8 @@ int main(int argc, char **argv)
            "ratio to sgemm");
     const int64_t shapes[][2] = {{1024, 1024}, {4096, 1024}};
     for (int s = 0; s < 2; s++) {
-        layer_result r = bench_layer(shapes[s][0], shapes[s][1], 16384, runs);
+        layer_result r =
+            bench_layer(shapes[s][0], shapes[s][1], 16384, runs, 0);
         char name[64];
         snprintf(name, sizeof name, "sparsegpt %lldx%lld",
                  (long long)shapes[s][0], (long long)shapes[s][1]);
@@ -159,6 +174,10 @@ int main(int argc, char **argv)
         g = r.wanda_flop / r.wanda_s / 1e9;
         printf("%-28s %10.3f %12.1f %16.2f\n", name, r.wanda_s, g, g / peak);
     }
+    layer_result q = bench_layer(4096, 4096, 16384, runs, 4);
+    double gq = q.sgpt_flop / q.sgpt_s / 1e9;
+    printf("%-28s %10.3f %12.1f %16.2f\n", "gptq 4-bit 4096x4096", q.sgpt_s, gq,
+           gq / peak);
 
     // The whole fixture model through the CLI, with its calibration set.
     const char *bin = argv[1], *fx = argv[2];

@@ -229,6 +229,37 @@ START_TEST(test_round_trip_and_sizes)
              "\"bits\":4,\"symmetric\":true,\"group_size\":64}",
              false);
     json_decref(j.report);
+    // An override changes the grid per tensor: the MLP in 8 bits, k_proj
+    // not quantized (only pruned), the rest 4 bits in groups of 64. Two
+    // config groups, mixed precision, each tensor where its group says.
+    j = both(model, dir, "mixed",
+             "\"method\":\"magnitude\",\"sparsity\":0.5,\"quantize\":{"
+             "\"bits\":4,\"group_size\":64},\"overrides\":[{\"match\":"
+             "\"mlp\",\"quantize\":{\"bits\":8,\"symmetric\":true}},{"
+             "\"match\":\"k_proj\",\"quantize\":null}]",
+             false);
+    snprintf(ct, sizeof ct, "%s/mixed-ct", dir);
+    qc = qconfig(ct);
+    ck_assert_str_eq(json_string_value(json_object_get(qc, "format")),
+                     "mixed-precision");
+    const json_t *groups = json_object_get(qc, "config_groups");
+    ck_assert_int_eq(json_object_size(groups), 2);
+    json_t *layers = json_object_get(j.report, "layers");
+    size_t li;
+    json_t *l;
+    int seen = 0;
+    json_array_foreach (layers, li, l) {
+        const char *name = json_string_value(json_object_get(l, "name"));
+        const char *as = json_string_value(
+            json_object_get(json_object_get(l, "storage"), "as"));
+        const char *want = strstr(name, "mlp") ? "int-quantized+sparse-bitmask"
+                           : strstr(name, "k_proj") ? "sparse-bitmask"
+                                                    : "pack-quantized";
+        ck_assert_msg(strcmp(as, want) == 0, "%s stored as %s", name, as);
+        seen++;
+    }
+    ck_assert_int_eq(seen, 28);
+    json_decref(j.report);
     th_rmtree(dir);
     free(dir);
     free(model);

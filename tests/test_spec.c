@@ -101,7 +101,7 @@ static const bad_spec bad_specs[] = {
     {"{\"method\":\"magnitude\",\"ignore\":[\"\"]}", "ignore[0]",
      "non-empty regex"},
     {"{\"method\":\"magnitude\",\"overrides\":[{\"match\":\"a\"}]}",
-     "overrides[0]", "needs a sparsity or a pattern"},
+     "overrides[0]", "needs a sparsity, a pattern or quantize"},
     {"{\"method\":\"magnitude\",\"overrides\":[{\"match\":\"a\",\"sparsity\":"
      "2}]}",
      "overrides[0].sparsity", "between 0 and 1"},
@@ -153,6 +153,12 @@ static const bad_spec bad_specs[] = {
     {"{\"method\":\"sparsegpt\",\"calibration\":{\"dataset\":\"d\"},"
      "\"quantize\":{\"bits\":4,\"symmetric\":1}}",
      "quantize.symmetric", "true or false"},
+    {"{\"method\":\"magnitude\",\"overrides\":[{\"match\":\"a\","
+     "\"quantize\":{\"bits\":1}}]}",
+     "overrides[0].quantize.bits", "from 2 to 8"},
+    {"{\"method\":\"magnitude\",\"overrides\":[{\"match\":\"a\","
+     "\"quantize\":{\"bits\":4,\"method\":\"gptq\"}}]}",
+     "overrides[0].quantize.method", "gptq needs calibration"},
     {"{\"method\":\"magnitude\",\"output\":{\"masks\":1}}", "output.masks",
      "true or false"},
     {"{\"method\":\"magnitude\",\"preserve_zeros\":\"yes\"}", "preserve_zeros",

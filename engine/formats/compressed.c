@@ -72,13 +72,14 @@ int eng_ct_kinds(const eng_plan *p, size_t ti, int *qk, int *sk,
 {
     const eng_plan_row *row = &p->rows[ti];
     const eng_spec *s = p->s;
+    const eng_quant *q = &row->share.quant;
     *qk = ENG_CT_Q_NONE;
     *sk = ENG_CT_S_NONE;
     *note = NULL;
     if (!row->share.target)
         return 0;
-    if (s->quant.bits)
-        *qk = s->quant.bits == 8 ? ENG_CT_Q_INT : ENG_CT_Q_PACK;
+    if (q->bits)
+        *qk = q->bits == 8 ? ENG_CT_Q_INT : ENG_CT_Q_PACK;
     if (row->want == 0 && !row->pooled)
         return 0; // quantized only
     bool is24 = row->share.pattern.kind == ENG_PATTERN_NM &&
@@ -94,7 +95,7 @@ int eng_ct_kinds(const eng_plan *p, size_t ti, int *qk, int *sk,
         *note = "pack-quantized renames weight, and compressed-tensors "
                 "applies its sparse compressor to weight only: the zeros "
                 "are stored as packed levels";
-    else if (*qk == ENG_CT_Q_INT && !s->quant.symmetric)
+    else if (*qk == ENG_CT_Q_INT && !q->symmetric)
         *note = "an asymmetric int8 grid stores a pruned weight as its zero "
                 "point, which a sparse reader would fill in as 0: the "
                 "zeros are stored as levels";
@@ -130,7 +131,7 @@ static int ct_outputs(eng_plan *p, size_t ti, sh_diag *d)
                            "compressed-tensors stores linear layers' "
                            "M.weight (2-D); target \"%s\" is not one",
                            t->name);
-    const eng_quant *qt = &p->s->quant;
+    const eng_quant *qt = &row->share.quant;
     int64_t R = t->shape[0], C = t->shape[1];
     int64_t G = qt->group_size > 0 ? C / qt->group_size : 1;
     int b = qt->bits;
@@ -189,22 +190,71 @@ static json_t *module_list(const eng_plan *p,
     return a;
 }
 
-static bool quantized(const eng_plan *p, size_t i)
-{
-    return p->rows[i].share.target && p->s->quant.bits;
-}
-
 static bool sparse_stored(const eng_plan *p, size_t i)
 {
     return (p->rows[i].stored >> 2) != ENG_CT_S_NONE;
 }
 
-// The linear layers left as they were: 2-D .weight tensors not targeted.
-static bool left(const eng_plan *p, size_t i)
+// The linear layers not quantized: 2-D float tensors of no grid.
+static bool unquantized(const eng_plan *p, size_t i)
 {
     const eng_tensor_info *t = eng_model_tensor(p->m, i);
-    return !p->rows[i].share.target && t->ndim == 2 &&
+    const eng_share *sh = &p->rows[i].share;
+    return !(sh->target && sh->quant.bits) && t->ndim == 2 &&
            eng_dtypes[t->dtype].prunable;
+}
+
+static bool same_grid(const eng_quant *a, const eng_quant *b)
+{
+    return a->bits == b->bits && a->group_size == b->group_size &&
+           a->symmetric == b->symmetric;
+}
+
+// config_groups: one group per grid the targets use, in order of first
+// use; sets *fmt to the format all share, or "mixed-precision".
+static json_t *config_groups(const eng_plan *p, const char **fmt)
+{
+    json_t *groups = json_object();
+    const eng_quant **seen = calloc(p->n ? p->n : 1, sizeof *seen);
+    size_t n = 0;
+    *fmt = NULL;
+    for (size_t i = 0; seen && i < p->n; i++) {
+        const eng_share *sh = &p->rows[i].share;
+        bool known = !(sh->target && sh->quant.bits);
+        for (size_t k = 0; k < n && !known; k++)
+            known = same_grid(seen[k], &sh->quant);
+        if (known)
+            continue;
+        const eng_quant *q = seen[n] = &sh->quant;
+        const char *f =
+            q->bits == 8 ? ENG_CT_INT_QUANTIZED : ENG_CT_PACK_QUANTIZED;
+        *fmt = !*fmt || strcmp(*fmt, f) == 0 ? f : "mixed-precision";
+        json_t *targets = json_array();
+        char m[1024];
+        for (size_t j = i; j < p->n; j++) {
+            const eng_share *o = &p->rows[j].share;
+            if (o->target && o->quant.bits && same_grid(q, &o->quant) &&
+                module_of(eng_model_tensor(p->m, j)->name, m, sizeof m) == 0)
+                json_array_append_new(targets, json_string(m));
+        }
+        json_t *w = json_pack(
+            "{s:i, s:s, s:b, s:s, s:o, s:b, s:n, s:n, s:s, s:{}}", "num_bits",
+            q->bits, "type", "int", "symmetric", q->symmetric, "strategy",
+            q->group_size > 0 ? "group" : "channel", "group_size",
+            q->group_size > 0 ? json_integer((json_int_t)q->group_size)
+                              : json_null(),
+            "dynamic", 0, "actorder", "block_structure", "observer", "minmax",
+            "observer_kwargs");
+        char name[32];
+        snprintf(name, sizeof name, "group_%zu", n++);
+        json_object_set_new(groups, name,
+                            json_pack("{s:o, s:o, s:n, s:n, s:s}", "targets",
+                                      targets, "weights", w,
+                                      "input_activations", "output_activations",
+                                      "format", f));
+    }
+    free(seen);
+    return groups;
 }
 
 static const char *pattern_word(const eng_plan *p, char *buf, size_t size)
@@ -215,7 +265,6 @@ static const char *pattern_word(const eng_plan *p, char *buf, size_t size)
 
 static int ct_config(const eng_plan *p, json_t *cfg, sh_diag *d)
 {
-    const eng_spec *s = p->s;
     json_t *qc = json_object();
     int sk = ENG_CT_S_NONE;
     uint64_t params = 0, want = 0;
@@ -229,27 +278,11 @@ static int ct_config(const eng_plan *p, json_t *cfg, sh_diag *d)
     }
     if (p->pool_params) // scope global: the pool's count
         want += p->pool_want;
-    if (s->quant.bits) {
-        const char *fmt =
-            s->quant.bits == 8 ? ENG_CT_INT_QUANTIZED : ENG_CT_PACK_QUANTIZED;
-        json_t *w = json_pack(
-            "{s:i, s:s, s:b, s:s, s:o, s:b, s:n, s:n, s:s, s:{}}", "num_bits",
-            s->quant.bits, "type", "int", "symmetric", s->quant.symmetric,
-            "strategy", s->quant.group_size > 0 ? "group" : "channel",
-            "group_size",
-            s->quant.group_size > 0
-                ? json_integer((json_int_t)s->quant.group_size)
-                : json_null(),
-            "dynamic", 0, "actorder", "block_structure", "observer", "minmax",
-            "observer_kwargs");
-        json_t *g =
-            json_pack("{s:o, s:o, s:n, s:n, s:s}", "targets",
-                      module_list(p, quantized), "weights", w,
-                      "input_activations", "output_activations", "format", fmt);
-        json_object_set_new(qc, "config_groups",
-                            json_pack("{s:o}", "group_0", g));
+    if (eng_plan_quantizes(p)) {
+        const char *fmt;
+        json_object_set_new(qc, "config_groups", config_groups(p, &fmt));
         json_object_set_new(qc, "format", json_string(fmt));
-        json_object_set_new(qc, "ignore", module_list(p, left));
+        json_object_set_new(qc, "ignore", module_list(p, unquantized));
         json_object_set_new(qc, "kv_cache_scheme", json_null());
         json_object_set_new(qc, "global_compression_ratio", json_null());
         json_object_set_new(qc, "quantization_status",

@@ -39,11 +39,12 @@ typedef struct module {
     long first;         // the part that comes first: M.weight goes there
     int64_t rows, cols;
     eng_dtype dtype; // of M.weight
+    int bits;        // pack-quantized: its config group's num_bits
 } module;
 
 typedef struct dec {
     const eng_model *m;
-    int bits;
+    const json_t *groups; // quantization_config.config_groups
     module *mods;
     size_t n, cap;
     long *owner; // per tensor: its module, or -1
@@ -137,6 +138,28 @@ static int bad(const module *mo, sh_diag *d, const char *what)
                        what);
 }
 
+// The num_bits of the config group whose targets name module M (the
+// library also takes class names and "re:" patterns: then the only group).
+static int group_bits(const dec *x, const char *m)
+{
+    const char *k;
+    json_t *g;
+    int only = 0;
+    size_t n = 0;
+    json_object_foreach ((json_t *)x->groups, k, g) {
+        int bits = (int)json_integer_value(
+            json_object_get(json_object_get(g, "weights"), "num_bits"));
+        json_t *t;
+        size_t i;
+        json_array_foreach (json_object_get(g, "targets"), i, t)
+            if (json_is_string(t) && strcmp(json_string_value(t), m) == 0)
+                return bits;
+        only = bits;
+        n++;
+    }
+    return n == 1 ? only : 0;
+}
+
 // Reads a small I32/I64 vector of 2 (a shape).
 static int read_shape(const dec *x, const module *mo, int p, int64_t *rows,
                       int64_t *cols, sh_diag *d)
@@ -179,13 +202,14 @@ static int describe(dec *x, module *mo, sh_diag *d)
                        "weight_scale");
         if ((rc = read_shape(x, mo, P_WSHAPE, &mo->rows, &mo->cols, d)))
             return rc;
-        if (x->bits != 2 && x->bits != 4 && x->bits != 8)
+        mo->bits = group_bits(x, mo->name);
+        if (mo->bits != 2 && mo->bits != 4 && mo->bits != 8)
             return bad(mo, d,
-                       "pack-quantized with num_bits other than 2, 4 "
-                       "or 8 (config_groups) is not read");
+                       "pack-quantized with num_bits other than 2, 4 or 8, "
+                       "or no config group naming the module, is not read");
         if (packed->dtype != ENG_DTYPE_I32 || packed->ndim != 2 ||
             packed->shape[0] != mo->rows ||
-            packed->shape[1] != (mo->cols * x->bits + 31) / 32)
+            packed->shape[1] != (mo->cols * mo->bits + 31) / 32)
             return bad(mo, d, "weight_packed does not match weight_shape");
     } else if (comp) {
         if (!bm || !part(x, mo, P_SHAPE))
@@ -218,7 +242,7 @@ static int describe(dec *x, module *mo, sh_diag *d)
     int64_t G = scale->shape[1];
     if (z && packed &&
         (z->dtype != ENG_DTYPE_I32 || z->ndim != 2 ||
-         z->shape[0] != (mo->rows * x->bits + 31) / 32 || z->shape[1] != G))
+         z->shape[0] != (mo->rows * mo->bits + 31) / 32 || z->shape[1] != G))
         return bad(mo, d,
                    "weight_zero_point is not packed as weight_scale's "
                    "rows");
@@ -268,15 +292,15 @@ static int decode(const dec *x, const module *mo, unsigned char *out, float *f,
             return 0;
     } else if (mo->part[P_PACKED] >= 0) {
         const unsigned char *p = bytes_of(x, mo->part[P_PACKED]);
-        uint64_t wpr = (C * (uint64_t)x->bits + 31) / 32,
-                 mask = (1u << x->bits) - 1;
+        uint64_t wpr = (C * (uint64_t)mo->bits + 31) / 32,
+                 mask = (1u << mo->bits) - 1;
         for (uint64_t r = 0; r < R; r++)
             for (uint64_t c = 0; c < C; c++) {
-                uint64_t bit = c * (uint64_t)x->bits;
+                uint64_t bit = c * (uint64_t)mo->bits;
                 uint32_t word;
                 memcpy(&word, p + (r * wpr + bit / 32) * 4, 4);
                 lv[r * C + c] = (int8_t)((int)((word >> (bit % 32)) & mask) -
-                                         (1 << (x->bits - 1)));
+                                         (1 << (mo->bits - 1)));
             }
     } else {
         memcpy(lv, bytes_of(x, mo->part[P_WEIGHT]), n);
@@ -298,12 +322,12 @@ static int decode(const dec *x, const module *mo, unsigned char *out, float *f,
                     z[r * G + g] = (float)(int8_t)zb[r * G + g];
                     continue;
                 }
-                uint64_t bit = r * (uint64_t)x->bits;
+                uint64_t bit = r * (uint64_t)mo->bits;
                 uint32_t word;
                 memcpy(&word, zb + (bit / 32 * G + g) * 4, 4);
                 z[r * G + g] = (float)((int)((word >> (bit % 32)) &
-                                             ((1u << x->bits) - 1)) -
-                                       (1 << (x->bits - 1)));
+                                             ((1u << mo->bits) - 1)) -
+                                       (1 << (mo->bits - 1)));
             }
     }
     for (uint64_t i = 0; i < n; i++) {
@@ -359,11 +383,7 @@ int eng_decompress(const eng_model *m, const eng_options *o, const eng_hooks *h,
                            "not a compressed-tensors folder: config.json has "
                            "no quantization_config with quant_method "
                            "\"compressed-tensors\"");
-    dec x = {.m = m};
-    const json_t *w = json_object_get(
-        json_object_get(json_object_get(qc, "config_groups"), "group_0"),
-        "weights");
-    x.bits = (int)json_integer_value(json_object_get(w, "num_bits"));
+    dec x = {.m = m, .groups = json_object_get(qc, "config_groups")};
     eng_plan p = {.m = m, .n = eng_model_tensor_count(m)};
     eng_out *out = NULL;
     unsigned char *buf = NULL;

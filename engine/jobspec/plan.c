@@ -79,3 +79,11 @@ char *eng_plan_keep_name(eng_plan *p, char *name)
         p->names[p->n_names++] = name;
     return name;
 }
+
+bool eng_plan_quantizes(const eng_plan *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (p->rows[i].share.target && p->rows[i].share.quant.bits)
+            return true;
+    return false;
+}

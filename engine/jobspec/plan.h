@@ -58,6 +58,9 @@ typedef struct eng_plan {
     size_t n_names, cap_names;
 } eng_plan;
 
+// Whether some target of p is quantized.
+bool eng_plan_quantizes(const eng_plan *p);
+
 // Keeps name (owned from now on) with the plan; returns it, or NULL when
 // out of memory (name is then freed).
 char *eng_plan_keep_name(eng_plan *p, char *name);

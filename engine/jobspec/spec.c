@@ -231,7 +231,8 @@ static int parse_overrides(eng_spec *s, const json_t *v, sh_diag *d)
     s->overrides = calloc(n ? n : 1, sizeof *s->overrides);
     if (!s->overrides)
         return sh_diag_set(d, SH_ENOMEM, "overrides", "out of memory");
-    static const char *const known[] = {"match", "sparsity", "pattern", NULL};
+    static const char *const known[] = {"match", "sparsity", "pattern",
+                                        "quantize", NULL};
     for (size_t i = 0; i < n; i++) {
         char f[64], ff[96];
         snprintf(f, sizeof f, "overrides[%zu]", i);
@@ -263,8 +264,8 @@ static int parse_overrides(eng_spec *s, const json_t *v, sh_diag *d)
         if (sp && (rc = get_fraction(sp, ff, &ov->sparsity, d)))
             return rc;
         ov->has_sparsity = sp != NULL;
-        if (!sp && !p)
-            return bad(d, f, "%s needs a sparsity or a pattern", f);
+        if (!sp && !p && !json_object_get(o, "quantize"))
+            return bad(d, f, "%s needs a sparsity, a pattern or quantize", f);
         if (ov->has_pattern &&
             (rc = settle_sparsity(ov->pattern, ov->has_sparsity, &ov->sparsity,
                                   ff, d)))
@@ -506,49 +507,61 @@ static int parse_structure(eng_spec *s, const json_t *v, sh_diag *d)
     return 0;
 }
 
-static int parse_quantize(eng_spec *s, const json_t *v, sh_diag *d)
+// A quantize object at field f ("quantize", "overrides[2].quantize") into
+// *q; null: not quantized. Calibration is parsed before (the default
+// quantizer depends on it).
+static int parse_quantize(const eng_spec *s, const json_t *v, const char *f,
+                          eng_quant *q, sh_diag *d)
 {
+    *q = (eng_quant){0};
+    if (json_is_null(v))
+        return 0;
     if (!json_is_object(v))
-        return bad(d, "quantize",
-                   "quantize must be an object {bits, group_size, "
-                   "symmetric, method}");
+        return bad(d, f,
+                   "%s must be an object {bits, group_size, symmetric, "
+                   "method}",
+                   f);
     static const char *const known[] = {"bits", "group_size", "symmetric",
                                         "method", NULL};
-    int rc = check_keys(v, "quantize.", known, d);
+    char ff[96];
+    snprintf(ff, sizeof ff, "%s.", f);
+    int rc = check_keys(v, ff, known, d);
     if (rc)
         return rc;
     json_t *b = json_object_get(v, "bits");
+    snprintf(ff, sizeof ff, "%s.bits", f);
     if (!json_is_integer(b) || json_integer_value(b) < 2 ||
         json_integer_value(b) > 8)
-        return bad(d, "quantize.bits",
-                   "quantize.bits must be an integer from 2 to 8");
-    s->quant.bits = (int)json_integer_value(b);
+        return bad(d, ff, "%s must be an integer from 2 to 8", ff);
+    q->bits = (int)json_integer_value(b);
     json_t *g = json_object_get(v, "group_size");
+    snprintf(ff, sizeof ff, "%s.group_size", f);
     if (g && !json_is_null(g)) {
         if (!json_is_integer(g) || json_integer_value(g) < 0 ||
             json_integer_value(g) > (1 << 24))
-            return bad(d, "quantize.group_size",
-                       "quantize.group_size must be an integer from 0 (one "
-                       "grid per output row) to 2^24");
-        s->quant.group_size = (int64_t)json_integer_value(g);
+            return bad(d, ff,
+                       "%s must be an integer from 0 (one grid per output "
+                       "row) to 2^24",
+                       ff);
+        q->group_size = (int64_t)json_integer_value(g);
     }
     json_t *sy = json_object_get(v, "symmetric");
+    snprintf(ff, sizeof ff, "%s.symmetric", f);
     if (sy && !json_is_null(sy)) {
         if (!json_is_boolean(sy))
-            return bad(d, "quantize.symmetric",
-                       "quantize.symmetric must be true or false");
-        s->quant.symmetric = json_is_true(sy);
+            return bad(d, ff, "%s must be true or false", ff);
+        q->symmetric = json_is_true(sy);
     }
     const char *m = NULL;
-    if ((rc = get_string(v, "method", "quantize.method", &m, d)))
+    snprintf(ff, sizeof ff, "%s.method", f);
+    if ((rc = get_string(v, "method", ff, &m, d)))
         return rc;
     if (m && strcmp(m, "gptq") != 0 && strcmp(m, "rtn") != 0)
-        return bad(d, "quantize.method",
-                   "quantize.method \"%s\" is not one of gptq, rtn", m);
+        return bad(d, ff, "%s \"%s\" is not one of gptq, rtn", ff, m);
     // The default: GPTQ where the method has the OBS solver or there is
-    // calibration (parsed before), else RTN.
-    s->quant.rtn = m ? strcmp(m, "rtn") == 0
-                     : !eng_methods[s->method].solve && !s->calib_dataset;
+    // calibration, else RTN.
+    q->rtn = m ? strcmp(m, "rtn") == 0
+               : !eng_methods[s->method].solve && !s->calib_dataset;
     return 0;
 }
 
@@ -654,9 +667,20 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
     if ((v = json_object_get(j, "output")) && !json_is_null(v) &&
         (rc = parse_output(s, v, d)))
         return rc;
-    if ((v = json_object_get(j, "quantize")) && !json_is_null(v) &&
-        (rc = parse_quantize(s, v, d)))
+    if ((v = json_object_get(j, "quantize")) &&
+        (rc = parse_quantize(s, v, "quantize", &s->quant, d)))
         return rc;
+    // Overrides' quantize (after calibration: it sets the default).
+    json_t *ovs = json_object_get(j, "overrides");
+    for (size_t i = 0; i < s->n_overrides; i++) {
+        json_t *q = json_object_get(json_array_get(ovs, i), "quantize");
+        char f[64];
+        snprintf(f, sizeof f, "overrides[%zu].quantize", i);
+        eng_override *o = &s->overrides[i];
+        if (q && (rc = parse_quantize(s, q, f, &o->quant, d)))
+            return rc;
+        o->has_quant = q != NULL;
+    }
     if ((v = json_object_get(j, "preserve_zeros")) && !json_is_null(v)) {
         if (!json_is_boolean(v))
             return bad(d, "preserve_zeros",
@@ -705,6 +729,38 @@ static void pattern_kinds(char *buf, size_t size, unsigned bits)
     sh_join(buf, size, which, n, ", ");
 }
 
+// One grid of the spec (field f: "quantize", "overrides[1].quantize")
+// against the method, the calibration and the output format.
+static int check_quant(const eng_spec *s, const eng_quant *q, const char *f,
+                       sh_diag *d)
+{
+    const eng_method_def *mi = &eng_methods[s->method];
+    char ff[96];
+    snprintf(ff, sizeof ff, "%s.method", f);
+    int b = q->bits;
+    if (s->format == ENG_FORMAT_COMPRESSED && b && b != 2 && b != 4 && b != 8)
+        return bad(d, "output.format",
+                   "compressed-tensors holds 2 and 4 bits (pack-quantized) "
+                   "and 8 bits (int-quantized); its packing of %d bits "
+                   "changed between library releases, so a reader could "
+                   "misread it: use 2, 4 or 8 bits, or output.format "
+                   "\"dense\"",
+                   b);
+    if (b && q->rtn && mi->solve)
+        return bad(d, ff,
+                   "%s quantizes inside its own update (gptq); rtn is for "
+                   "the other methods",
+                   mi->name);
+    if (b && !q->rtn && !s->calib_dataset &&
+        !mi->needs_calibration) // (that check names calibration)
+        return bad(d, ff,
+                   "gptq needs calibration data (its update goes through "
+                   "the layers' Hessians): give calibration.dataset, or "
+                   "%s \"rtn\"",
+                   ff);
+    return 0;
+}
+
 // Checks of the method, scope and structure together.
 static int check_structure(const eng_spec *s, sh_diag *d)
 {
@@ -726,15 +782,14 @@ static int check_structure(const eng_spec *s, sh_diag *d)
                            "overrides with a pattern need scope \"layer\"");
     }
     const eng_structure *st = &s->structure;
-    int b = s->quant.bits;
-    if (s->format == ENG_FORMAT_COMPRESSED && b && b != 2 && b != 4 && b != 8)
-        return bad(d, "output.format",
-                   "compressed-tensors holds 2 and 4 bits (pack-quantized) "
-                   "and 8 bits (int-quantized); its packing of %d bits "
-                   "changed between library releases, so a reader could "
-                   "misread it: use 2, 4 or 8 bits, or output.format "
-                   "\"dense\"",
-                   b);
+    int rc = check_quant(s, &s->quant, "quantize", d);
+    for (size_t i = 0; rc == 0 && i < s->n_overrides; i++) {
+        char f[64];
+        snprintf(f, sizeof f, "overrides[%zu].quantize", i);
+        rc = check_quant(s, &s->overrides[i].quant, f, d);
+    }
+    if (rc != 0)
+        return rc;
     if (s->format != ENG_FORMAT_COMPRESSED &&
         s->sparse_format != ENG_SPARSE_AUTO)
         return bad(d, "output.sparse_format",
@@ -742,17 +797,6 @@ static int check_structure(const eng_spec *s, sh_diag *d)
                    "\"compressed-tensors\"");
     if (s->quant.bits && st->on)
         return bad(d, "quantize", "quantize with a structure is not built yet");
-    if (s->quant.bits && s->quant.rtn && mi->solve)
-        return bad(d, "quantize.method",
-                   "%s quantizes inside its own update (gptq); rtn is for "
-                   "the other methods",
-                   mi->name);
-    if (s->quant.bits && !s->quant.rtn && !s->calib_dataset &&
-        !mi->needs_calibration) // (that check names calibration)
-        return bad(d, "quantize.method",
-                   "gptq needs calibration data (its update goes through "
-                   "the layers' Hessians): give calibration.dataset, or "
-                   "quantize.method \"rtn\"");
     if (s->masks && st->on)
         return bad(d, "output.masks",
                    "a structured job removes whole units: there is no mask "
@@ -852,6 +896,15 @@ static json_t *regex_array(const eng_regex *rs, size_t n)
     return a;
 }
 
+static json_t *quant_json(const eng_quant *q)
+{
+    if (!q->bits)
+        return json_null();
+    return json_pack("{s:i, s:I, s:b, s:s}", "bits", q->bits, "group_size",
+                     (json_int_t)q->group_size, "symmetric", q->symmetric,
+                     "method", q->rtn ? "rtn" : "gptq");
+}
+
 json_t *eng_spec_to_json(const eng_spec *s)
 {
     char pat[16];
@@ -879,6 +932,8 @@ json_t *eng_spec_to_json(const eng_spec *s)
             eng_pattern_format(pat, sizeof pat, o->pattern);
             json_object_set_new(x, "pattern", json_string(pat));
         }
+        if (o->has_quant)
+            json_object_set_new(x, "quantize", quant_json(&o->quant));
         json_array_append_new(ov, x);
     }
     json_object_set_new(j, "overrides", ov);
@@ -905,12 +960,7 @@ json_t *eng_spec_to_json(const eng_spec *s)
         json_pack("{s:s, s:b, s:s}", "format", format_names[s->format], "masks",
                   s->masks, "sparse_format", sparse_names[s->sparse_format]));
     if (s->quant.bits)
-        json_object_set_new(j, "quantize",
-                            json_pack("{s:i, s:I, s:b, s:s}", "bits",
-                                      s->quant.bits, "group_size",
-                                      (json_int_t)s->quant.group_size,
-                                      "symmetric", s->quant.symmetric, "method",
-                                      s->quant.rtn ? "rtn" : "gptq"));
+        json_object_set_new(j, "quantize", quant_json(&s->quant));
     json_object_set_new(j, "preserve_zeros", json_boolean(s->preserve_zeros));
     const eng_structure *st = &s->structure;
     if (st->on)
@@ -981,6 +1031,7 @@ static int plan_tensor(const eng_spec *s, const eng_tensor_info *t,
     *out = (eng_share){.target = false,
                        .sparsity = s->sparsity,
                        .pattern = s->pattern,
+                       .quant = s->quant,
                        .override_index = -1};
     if (!eng_dtypes[t->dtype].prunable || t->numel == 0 || t->ndim == 0)
         return 0;
@@ -1014,6 +1065,8 @@ static int plan_tensor(const eng_spec *s, const eng_tensor_info *t,
         else if (o->has_pattern && o->pattern.kind != ENG_PATTERN_NM &&
                  s->pattern.kind == ENG_PATTERN_NM)
             out->sparsity = s->sparsity;
+        if (o->has_quant)
+            out->quant = o->quant;
         out->override_index = (int)i;
         break;
     }
@@ -1074,9 +1127,13 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
         }
         uint64_t rows, cols;
         eng_tensor_rows_cols(tensors[i], &rows, &cols);
-        int64_t g = s->quant.group_size;
-        if (s->quant.bits && g > 0 && cols % (uint64_t)g != 0)
-            return bad(d, "quantize.group_size",
+        int64_t g = p.quant.group_size;
+        if (p.quant.bits && g > 0 && cols % (uint64_t)g != 0)
+            return bad(d,
+                       p.override_index >= 0 &&
+                               s->overrides[p.override_index].has_quant
+                           ? "overrides"
+                           : "quantize.group_size",
                        "quantize.group_size %lld must divide the input "
                        "dimension of every target; tensor \"%s\" has %llu",
                        (long long)g, tensors[i]->name,
@@ -1090,7 +1147,7 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                        "has another",
                        tensors[i]->name);
         if (s->format == ENG_FORMAT_COMPRESSED && p.target &&
-            s->scope == ENG_SCOPE_GLOBAL && !s->quant.bits)
+            s->scope == ENG_SCOPE_GLOBAL && !p.quant.bits)
             return bad(d, "output.format",
                        "compressed-tensors stores each tensor's kept "
                        "weights in a size fixed before writing; scope "

@@ -8,7 +8,8 @@
 //    "norm": "l2",                      l1 | l2: how rows are scored
 //    "targets": ["regex"],              replaces the default set; [] = default
 //    "ignore": ["regex"],               removes from the set
-//    "overrides": [{"match": "regex", "sparsity": 0.3, "pattern": "2:4"}],
+//    "overrides": [{"match": "regex", "sparsity": 0.3, "pattern": "2:4",
+//                   "quantize": {...} | null}],
 //    "seed": 1234,                      drawn at random when absent
 //    "calibration": {"dataset": "...", "samples": null},  null: all rows
 //    "evaluation": {"dataset": "..."},
@@ -77,11 +78,27 @@ typedef enum eng_scope {
     ENG_SCOPE_COUNT
 } eng_scope;
 
+// Quantization of the targets (spec "quantize"; methods/quant.h): a grid
+// of 2^bits values per output row (group_size 0) or per group_size inputs
+// of a row, min-max, asymmetric unless symmetric. "gptq": the OBS update
+// through H (needs calibration; with sparsegpt joint with its pruning, as
+// the reference's --wbits; with another method the mask is chosen first
+// and kept). "rtn": the kept weights rounded to their grids once the mask
+// is chosen. The default: gptq with calibration, else rtn (sparsegpt: gptq
+// only). bits 0: none. With sparsity 0 a job only quantizes.
+typedef struct eng_quant {
+    int bits;
+    int64_t group_size;
+    bool symmetric;
+    bool rtn; // round to nearest after the mask, no update (else GPTQ)
+} eng_quant;
+
 typedef struct eng_override {
     eng_regex match;
-    bool has_sparsity, has_pattern;
+    bool has_sparsity, has_pattern, has_quant;
     double sparsity;
     eng_pattern pattern;
+    eng_quant quant; // has_quant: the tensor's grid (bits 0: none)
 } eng_override;
 
 // Which reconstruction errors a run measures (spec "report.recon_error"):
@@ -118,21 +135,6 @@ typedef struct eng_structure {
     eng_blocks_by blocks_by;
 } eng_structure;
 
-// Quantization of the targets (spec "quantize"; methods/quant.h): a grid
-// of 2^bits values per output row (group_size 0) or per group_size inputs
-// of a row, min-max, asymmetric unless symmetric. "gptq": the OBS update
-// through H (needs calibration; with sparsegpt joint with its pruning, as
-// the reference's --wbits; with another method the mask is chosen first
-// and kept). "rtn": the kept weights rounded to their grids once the mask
-// is chosen. The default: gptq with calibration, else rtn (sparsegpt: gptq
-// only). bits 0: none. With sparsity 0 a job only quantizes.
-typedef struct eng_quant {
-    int bits;
-    int64_t group_size;
-    bool symmetric;
-    bool rtn; // round to nearest after the mask, no update (else GPTQ)
-} eng_quant;
-
 typedef struct eng_spec {
     char *checkpoint; // may be NULL
     eng_method method;
@@ -166,6 +168,7 @@ typedef struct eng_share {
     bool target;
     double sparsity;
     eng_pattern pattern;
+    eng_quant quant;    // the spec's, or its override's
     int override_index; // -1 when none applied
 } eng_share;
 

@@ -295,7 +295,8 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     const float *h = c->hess[site];
     int64_t keep = h ? rows : sample_outputs(rows);
     float *orig = recon ? scratch(&c->orig, (size_t)(keep * cols)) : NULL;
-    bool obs = md->solve || (c->s->quant.bits && !c->s->quant.rtn);
+    const eng_quant *qt = &p->quant;
+    bool obs = md->solve || (qt->bits && !qt->rtn);
     size_t wn = obs && cn > n ? cn : n;
     size_t est = (size_t)(keep * (cols + c->sampled[site]));
     if (recon && !h && est > wn) // the estimate's rows and their products
@@ -315,7 +316,6 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     for (int64_t i = 0; recon && !h && i < keep; i++)
         memcpy(orig + i * cols, w + sample_row(i, keep, rows) * cols,
                (size_t)cols * sizeof *orig);
-    const eng_quant *qt = &c->s->quant;
     eng_grid g = {.bits = qt->bits,
                   .group = qt->group_size,
                   .symmetric = qt->symmetric,
@@ -592,8 +592,11 @@ int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
     // H over every row for the method's own use, or recon true; the
     // estimate (recon "sample") without a Hessian keeps the first rows.
     c.hess_all = eng_methods[s->method].stats & ENG_STAT_HESSIAN ||
-                 s->recon == ENG_RECON_FULL ||
-                 (s->quant.bits && !s->quant.rtn); // GPTQ's H
+                 s->recon == ENG_RECON_FULL;
+    for (size_t i = 0; i < c.nt; i++) { // GPTQ's H
+        const eng_share *sh = &plan->rows[i].share;
+        c.hess_all |= sh->target && sh->quant.bits && !sh->quant.rtn;
+    }
     c.sample_rows =
         !c.hess_all && s->recon == ENG_RECON_SAMPLE ? ENG_RECON_SAMPLE_ROWS : 0;
     r->calib_tokens =

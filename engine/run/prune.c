@@ -129,7 +129,7 @@ static bool pooled(const stream_ctx *c, size_t ti)
 static bool fast(const stream_ctx *c, size_t ti)
 {
     return score_kind(c->s->method) == ENG_SCORE_MAGNITUDE &&
-           !c->s->quant.bits && // rounding works on the whole tensor
+           !c->plan->rows[ti].share.quant.bits && // rounding: whole tensors
            eng_k_supports(eng_model_tensor(c->m, ti)->dtype);
 }
 
@@ -304,7 +304,7 @@ static int round_target(stream_ctx *c, size_t ti, const unsigned char *data,
                         sh_diag *d)
 {
     const eng_tensor_info *t = eng_model_tensor(c->m, ti);
-    const eng_quant *qt = &c->s->quant;
+    const eng_quant *qt = &c->plan->rows[ti].share.quant;
     uint64_t rows, cols;
     eng_tensor_rows_cols(t, &rows, &cols);
     eng_grid g = {.bits = qt->bits,
@@ -389,7 +389,7 @@ static int prune_target(stream_ctx *c, eng_loaded *ld, eng_layer_report *l,
     }
     if (rc == SH_ENUMERIC)
         rc = nonfinite(d, t->name);
-    if (rc == 0 && c->s->quant.bits)
+    if (rc == 0 && p->quant.bits)
         return round_target(c, ti, ld->data, mask, l, t0, d);
     t0 = eng_report_lap(c->r, l, ENG_PHASE_SOLVE, t0);
     if (rc == 0)
@@ -573,7 +573,7 @@ static void storage_report(const eng_plan *p, const eng_format *f,
         l->store_note = row->note;
         l->bytes_before = before;
         l->bytes_after = after;
-        l->quant = p->s->quant;
+        l->quant = row->share.quant;
     }
 }
 
@@ -607,7 +607,7 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     // reconstruction errors: when none are asked for, it is not read.
     bool calibrated = eng_methods[s->method].needs_calibration ||
                       (o->calibration_path && s->recon != ENG_RECON_OFF) ||
-                      (s->quant.bits && o->calibration_path);
+                      (o->calibration_path && eng_plan_quantizes(&plan));
     // The global selection, before output opens: the plan is then whole.
     double t1 = sh_time_mono();
     if (s->scope == ENG_SCOPE_GLOBAL &&

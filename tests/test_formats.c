@@ -338,35 +338,33 @@ START_TEST(test_levels_exact)
 }
 END_TEST
 
-// pack_to_int32's vectors from the compressed-tensors tests read back: a
-// folder of one 4-bit module (scale 1, symmetric) and one 8-bit one.
-START_TEST(test_library_vectors)
+// A folder of one pack-quantized module "a" (scale 1, symmetric, bits)
+// from its packed words, decompressed: its weights must be want (rows x
+// cols levels).
+static void read_back_levels(int bits, const int32_t *packed, int64_t rows,
+                             int64_t words, int64_t cols, const float *want)
 {
     char *dir = th_tmpdir();
-    char in[512], out[512], path[600];
+    char in[512], out[512], path[600], cfg[512];
     snprintf(in, sizeof in, "%s/in", dir);
     snprintf(out, sizeof out, "%s/out", dir);
     ck_assert_int_eq(sh_mkdir_p(in), 0);
-    // 4 bits: [[-8..-1, 1, 2, 3, 4, -8, -8, -8, -8], [1, 2, 3, 4, -8 x 4,
-    // -8..-1]] packs to [[1985229328, 52137], [52137, 1985229328]].
-    int32_t p4[4] = {1985229328, 52137, 52137, 1985229328};
-    // 8 bits: [[1, 2, 3, 4], [-128, -127, -126, -125]] packs to
-    // [[-2071756159], [50462976]].
-    int32_t p8[2] = {-2071756159, 50462976};
-    int64_t s4[2] = {2, 16}, s8[2] = {2, 4};
-    float one[2] = {1.0f, 1.0f};
+    int64_t shape[2] = {rows, cols};
+    float one[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     th_tensor ts[] = {
-        {"a.weight_packed", "I32", 2, {2, 2}, p4},
-        {"a.weight_scale", "F32", 2, {2, 1}, one},
-        {"a.weight_shape", "I64", 1, {2}, s4},
+        {"a.weight_packed", "I32", 2, {rows, words}, packed},
+        {"a.weight_scale", "F32", 2, {rows, 1}, one},
+        {"a.weight_shape", "I64", 1, {2}, shape},
     };
     snprintf(path, sizeof path, "%s/model.safetensors", in);
     th_write_st(path, ts, 3, NULL);
     snprintf(path, sizeof path, "%s/config.json", in);
-    const char *cfg =
-        "{\"quantization_config\":{\"quant_method\":\"compressed-tensors\","
-        "\"format\":\"pack-quantized\",\"config_groups\":{\"group_0\":{"
-        "\"weights\":{\"num_bits\":4,\"symmetric\":true}}}}}";
+    snprintf(cfg, sizeof cfg,
+             "{\"quantization_config\":{\"quant_method\":"
+             "\"compressed-tensors\",\"format\":\"pack-quantized\","
+             "\"config_groups\":{\"group_0\":{\"weights\":{\"num_bits\":%d,"
+             "\"symmetric\":true}}}}}",
+             bits);
     th_write_file(path, cfg, strlen(cfg));
     decompress(in, out);
     eng_st *st = NULL;
@@ -375,37 +373,29 @@ START_TEST(test_library_vectors)
     ck_assert_int_eq(eng_st_open(&st, path, &d), 0);
     eng_tensor_info t;
     const float *w = tensor(st, "a.weight", &t);
-    static const float want4[32] = {-8, -7, -6, -5, -4, -3, -2, -1, 1,  2,  3,
-                                    4,  -8, -8, -8, -8, 1,  2,  3,  4,  -8, -8,
-                                    -8, -8, -8, -7, -6, -5, -4, -3, -2, -1};
-    for (int i = 0; i < 32; i++)
-        ck_assert_msg(w[i] == want4[i], "4-bit [%d] = %g", i, (double)w[i]);
-    eng_st_close(st);
-    th_rmtree(out);
-
-    th_tensor t8[] = {
-        {"b.weight_packed", "I32", 2, {2, 1}, p8},
-        {"b.weight_scale", "F32", 2, {2, 1}, one},
-        {"b.weight_shape", "I64", 1, {2}, s8},
-    };
-    snprintf(path, sizeof path, "%s/model.safetensors", in);
-    th_write_st(path, t8, 3, NULL);
-    snprintf(path, sizeof path, "%s/config.json", in);
-    const char *cfg8 =
-        "{\"quantization_config\":{\"quant_method\":\"compressed-tensors\","
-        "\"format\":\"pack-quantized\",\"config_groups\":{\"group_0\":{"
-        "\"weights\":{\"num_bits\":8,\"symmetric\":true}}}}}";
-    th_write_file(path, cfg8, strlen(cfg8));
-    decompress(in, out);
-    snprintf(path, sizeof path, "%s/model.safetensors", out);
-    ck_assert_int_eq(eng_st_open(&st, path, &d), 0);
-    w = tensor(st, "b.weight", &t);
-    static const float want8[8] = {1, 2, 3, 4, -128, -127, -126, -125};
-    for (int i = 0; i < 8; i++)
-        ck_assert_msg(w[i] == want8[i], "8-bit [%d] = %g", i, (double)w[i]);
+    for (int64_t i = 0; i < rows * cols; i++)
+        ck_assert_msg(w[i] == want[i], "%d bits [%lld] = %g", bits,
+                      (long long)i, (double)w[i]);
     eng_st_close(st);
     th_rmtree(dir);
     free(dir);
+}
+
+// pack_to_int32's vectors from the compressed-tensors tests read back.
+START_TEST(test_library_vectors)
+{
+    // 4 bits: [[-8..-1, 1, 2, 3, 4, -8, -8, -8, -8], [1, 2, 3, 4, -8 x 4,
+    // -8..-1]] packs to [[1985229328, 52137], [52137, 1985229328]].
+    static const int32_t p4[4] = {1985229328, 52137, 52137, 1985229328};
+    static const float want4[32] = {-8, -7, -6, -5, -4, -3, -2, -1, 1,  2,  3,
+                                    4,  -8, -8, -8, -8, 1,  2,  3,  4,  -8, -8,
+                                    -8, -8, -8, -7, -6, -5, -4, -3, -2, -1};
+    read_back_levels(4, p4, 2, 2, 16, want4);
+    // 8 bits: [[1, 2, 3, 4], [-128, -127, -126, -125]] packs to
+    // [[-2071756159], [50462976]].
+    static const int32_t p8[2] = {-2071756159, 50462976};
+    static const float want8[8] = {1, 2, 3, 4, -128, -127, -126, -125};
+    read_back_levels(8, p8, 2, 1, 4, want8);
 }
 END_TEST
 

@@ -65,6 +65,10 @@ static const char usage_text[] =
     "quantized tensors\n"
     "                      stored compressed; `shears decompress` undoes "
     "it)\n"
+    "  --sparse-format S   compressed-tensors' sparse form: auto | "
+    "sparse-bitmask |\n"
+    "                      sparse-24-bitmask (default auto: 2:4 where the "
+    "pattern is)\n"
     "  --masks             also write masks.safetensors (a bit per weight, "
     "1 = kept)\n"
     "structures (remove whole units from every block; the output is "
@@ -238,6 +242,7 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         O_PRESERVE_ZEROS,
         O_FORMAT,
         O_MASKS,
+        O_SPARSE_FORMAT,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -274,6 +279,7 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         {"preserve-zeros", no_argument, 0, O_PRESERVE_ZEROS},
         {"format", required_argument, 0, O_FORMAT},
         {"masks", no_argument, 0, O_MASKS},
+        {"sparse-format", required_argument, 0, O_SPARSE_FORMAT},
         {0, 0, 0, 0},
     };
     json_t *flags = json_object();
@@ -406,6 +412,10 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
             break;
         case O_FORMAT:
             json_object_set_new(object_at(flags, "output"), "format",
+                                json_string(optarg));
+            break;
+        case O_SPARSE_FORMAT:
+            json_object_set_new(object_at(flags, "output"), "sparse_format",
                                 json_string(optarg));
             break;
         case O_MASKS:

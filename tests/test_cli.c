@@ -542,6 +542,67 @@ START_TEST(test_quantize_flags)
     ck_assert_int_eq(th_run(NULL, &e, bad), 2);
     one_error_line(e, "--quantize");
     free(e);
+    // The format flags: compressed-tensors with masks, RTN per group of 64
+    // without calibration, then decompress; the spec echoes every flag.
+    char *ct = th_path(dir, "ct"), *back = th_path(dir, "back");
+    const char *c[] = {"prune",
+                       "--model",
+                       model,
+                       "--out",
+                       ct,
+                       "--method",
+                       "magnitude",
+                       "--pattern",
+                       "2:4",
+                       "--quantize",
+                       "8:64",
+                       "--quantize-method",
+                       "rtn",
+                       "--symmetric",
+                       "--format",
+                       "compressed-tensors",
+                       "--sparse-format",
+                       "sparse-24-bitmask",
+                       "--masks",
+                       "--preserve-zeros",
+                       "--quiet",
+                       "--no-sync",
+                       NULL};
+    char *o = NULL;
+    ck_assert_msg(th_run(&o, &e, c) == 0, "%s", e);
+    ck_assert_ptr_nonnull(strstr(o, "stored:  compressed-tensors"));
+    free(o);
+    free(e);
+    char *man = th_path(ct, "shears.json");
+    r = json_load_file(man, 0, &err);
+    json_t *sp = json_object_get(r, "spec");
+    json_t *so = json_object_get(sp, "output");
+    ck_assert_str_eq(json_string_value(json_object_get(so, "format")),
+                     "compressed-tensors");
+    ck_assert_str_eq(json_string_value(json_object_get(so, "sparse_format")),
+                     "sparse-24-bitmask");
+    ck_assert(json_is_true(json_object_get(so, "masks")));
+    ck_assert(json_is_true(json_object_get(sp, "preserve_zeros")));
+    q = json_object_get(sp, "quantize");
+    ck_assert_str_eq(json_string_value(json_object_get(q, "method")), "rtn");
+    ck_assert_int_eq(json_integer_value(json_object_get(q, "group_size")), 64);
+    json_decref(r);
+    free(man);
+    char *mk = th_path(ct, "masks.safetensors");
+    ck_assert(sh_path_exists(mk));
+    free(mk);
+    const char *dc[] = {"decompress", "--model", ct, "--out", back, NULL};
+    ck_assert_msg(th_run(NULL, &e, dc) == 0, "%s", e);
+    free(e);
+    const char *dbad[] = {"decompress", "--model", ct, NULL};
+    ck_assert_int_eq(th_run(NULL, &e, dbad), 2);
+    one_error_line(e, "--out");
+    free(e);
+    const char *dense[] = {"decompress", "--model", model, "--out", back, NULL};
+    ck_assert_int_eq(th_run(NULL, &e, dense), 2); // back exists, not empty
+    free(e);
+    free(ct);
+    free(back);
     th_rmtree(dir);
     free(dir);
     free(out);

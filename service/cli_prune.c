@@ -65,6 +65,10 @@ static const char usage_text[] =
     "quantized tensors\n"
     "                      stored compressed; `shears decompress` undoes "
     "it)\n"
+    "  --allocation A      uniform | owl: per-block sparsities from the "
+    "blocks'\n"
+    "                      outlier ratios (OWL), the weighted mean the "
+    "target\n"
     "  --sparse-format S   compressed-tensors' sparse form: auto | "
     "sparse-bitmask |\n"
     "                      sparse-24-bitmask (default auto: 2:4 where the "
@@ -243,6 +247,7 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         O_FORMAT,
         O_MASKS,
         O_SPARSE_FORMAT,
+        O_ALLOCATION,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -280,6 +285,7 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         {"format", required_argument, 0, O_FORMAT},
         {"masks", no_argument, 0, O_MASKS},
         {"sparse-format", required_argument, 0, O_SPARSE_FORMAT},
+        {"allocation", required_argument, 0, O_ALLOCATION},
         {0, 0, 0, 0},
     };
     json_t *flags = json_object();
@@ -413,6 +419,9 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         case O_FORMAT:
             json_object_set_new(object_at(flags, "output"), "format",
                                 json_string(optarg));
+            break;
+        case O_ALLOCATION:
+            set_flag(flags, "allocation", json_string(optarg));
             break;
         case O_SPARSE_FORMAT:
             json_object_set_new(object_at(flags, "output"), "sparse_format",

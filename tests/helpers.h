@@ -34,6 +34,7 @@ Suite *suite_ops(void);
 Suite *suite_limits(void);
 Suite *suite_structure(void);
 Suite *suite_formats(void);
+Suite *suite_alloc(void);
 
 // A fresh directory under $TMPDIR; the caller frees the string and removes
 // the tree with th_rmtree.

@@ -43,6 +43,7 @@ static const suite_entry suites[] = {
     {"limits", suite_limits, true},
     {"structure", suite_structure, true},
     {"formats", suite_formats, true},
+    {"alloc", suite_alloc, true},
 };
 
 int main(int argc, char **argv)

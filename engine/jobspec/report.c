@@ -48,6 +48,7 @@ void eng_report_deinit(eng_report *r)
     free(r->layers);
     json_decref(r->structure);
     json_decref(r->size);
+    json_decref(r->allocation);
     memset(r, 0, sizeof *r);
 }
 
@@ -196,6 +197,8 @@ json_t *eng_report_to_json(const eng_report *r)
         json_object_set(j, "structure", r->structure);
     if (r->size)
         json_object_set(j, "size", r->size);
+    if (r->allocation)
+        json_object_set(j, "allocation", r->allocation);
     if (r->has_speed)
         json_object_set_new(
             j, "speed",

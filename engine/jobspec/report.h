@@ -22,6 +22,8 @@
 //    "size"?: {"params", "bytes", "flops_per_token": {"dense", "pruned"},
 //              "context"},
 //    "speed"?: {"dense", "pruned", "unit", "speedup"},
+//    "allocation"?: {"method", "m", "lambda", "blocks": [{"index",
+//                    "outlier_ratio", "params", "sparsity"}]},
 //    "quantize"?: {"bits", "group_size", "symmetric", "method"},
 //    "storage": {"format", "bytes_before", "bytes_after", "ratio",
 //                "targets": {"bytes_before", "bytes_after",
@@ -98,6 +100,10 @@ typedef struct eng_report {
     // block ("structure"); params, bytes and FLOPs per token before and
     // after ("size"). NULL otherwise; owned.
     json_t *structure, *size;
+    // An allocation other than uniform: how it chose ("allocation"):
+    // {"method", "m", "lambda", "blocks": [{"index", "outlier_ratio",
+    // "params", "sparsity"}]}. Owned.
+    json_t *allocation;
     eng_quant quant; // the targets' grid (bits 0: not quantized)
     // The output's bytes (weight files' tensors) against the input's, in
     // all and over the targets ("storage"); format NULL: not measured.

@@ -225,9 +225,9 @@ static int parse_overrides(eng_spec *s, const json_t *v, sh_diag *d)
     if (!json_is_array(v))
         return bad(d, "overrides", "overrides must be an array of objects");
     size_t n = json_array_size(v);
-    if (n > ENG_SPEC_MAX_REGEXES)
+    if (n > ENG_SPEC_MAX_OVERRIDES)
         return bad(d, "overrides", "overrides has %zu entries, at most %d", n,
-                   ENG_SPEC_MAX_REGEXES);
+                   ENG_SPEC_MAX_OVERRIDES);
     s->overrides = calloc(n ? n : 1, sizeof *s->overrides);
     if (!s->overrides)
         return sh_diag_set(d, SH_ENOMEM, "overrides", "out of memory");
@@ -565,6 +565,55 @@ static int parse_quantize(const eng_spec *s, const json_t *v, const char *f,
     return 0;
 }
 
+static const char *const alloc_names[ENG_ALLOC_COUNT] = {
+    [ENG_ALLOC_UNIFORM] = "uniform",
+    [ENG_ALLOC_OWL] = "owl",
+};
+
+const char *eng_alloc_name(eng_alloc_kind k) { return alloc_names[k]; }
+
+// "uniform", "owl", or {"method", "m", "lambda"}.
+static int parse_allocation(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    s->alloc = (eng_alloc){.m = ENG_OWL_M, .lambda = ENG_OWL_LAMBDA};
+    const json_t *obj = json_is_object(v) ? v : NULL;
+    if (obj) {
+        static const char *const known[] = {"method", "m", "lambda", NULL};
+        int rc = check_keys(obj, "allocation.", known, d);
+        if (rc)
+            return rc;
+        v = json_object_get(obj, "method");
+    }
+    const char *w = json_string_value(v);
+    for (int i = 0; w && i < ENG_ALLOC_COUNT; i++)
+        if (strcmp(w, alloc_names[i]) == 0) {
+            s->alloc.kind = (eng_alloc_kind)i;
+            w = NULL;
+            v = NULL;
+        }
+    if (v)
+        return bad(d, obj ? "allocation.method" : "allocation",
+                   "allocation must be \"uniform\", \"owl\" or {\"method\": "
+                   "\"owl\", \"m\": 5, \"lambda\": 0.08}");
+    json_t *m = obj ? json_object_get(obj, "m") : NULL;
+    if (m && (!json_is_number(m) || !(json_number_value(m) > 1) ||
+              json_number_value(m) > 1000))
+        return bad(d, "allocation.m",
+                   "allocation.m (outliers are scores above m times the "
+                   "mean) must be a number above 1, at most 1000");
+    if (m)
+        s->alloc.m = json_number_value(m);
+    json_t *l = obj ? json_object_get(obj, "lambda") : NULL;
+    if (l && (!json_is_number(l) || json_number_value(l) < 0 ||
+              json_number_value(l) > 0.5))
+        return bad(d, "allocation.lambda",
+                   "allocation.lambda (how far a block's sparsity may move "
+                   "from the target) must be a number from 0 to 0.5");
+    if (l)
+        s->alloc.lambda = json_number_value(l);
+    return 0;
+}
+
 static int parse_enum(const json_t *j, const char *key,
                       const char *const *names, int count, int *out, sh_diag *d)
 {
@@ -586,10 +635,10 @@ static int parse_enum(const json_t *j, const char *key,
 static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
 {
     static const char *const known[] = {
-        "checkpoint",  "method",     "sparsity",       "pattern",   "scope",
-        "norm",        "targets",    "ignore",         "overrides", "seed",
-        "calibration", "evaluation", "sparsegpt",      "output",    "report",
-        "structure",   "quantize",   "preserve_zeros", NULL};
+        "checkpoint",  "method",     "sparsity",       "pattern",    "scope",
+        "norm",        "targets",    "ignore",         "overrides",  "seed",
+        "calibration", "evaluation", "sparsegpt",      "output",     "report",
+        "structure",   "quantize",   "preserve_zeros", "allocation", NULL};
     int rc = check_keys(j, "", known, d);
     if (rc)
         return rc;
@@ -681,6 +730,10 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
             return rc;
         o->has_quant = q != NULL;
     }
+    s->alloc = (eng_alloc){.m = ENG_OWL_M, .lambda = ENG_OWL_LAMBDA};
+    if ((v = json_object_get(j, "allocation")) && !json_is_null(v) &&
+        (rc = parse_allocation(s, v, d)))
+        return rc;
     if ((v = json_object_get(j, "preserve_zeros")) && !json_is_null(v)) {
         if (!json_is_boolean(v))
             return bad(d, "preserve_zeros",
@@ -797,6 +850,21 @@ static int check_structure(const eng_spec *s, sh_diag *d)
                    "\"compressed-tensors\"");
     if (s->quant.bits && st->on)
         return bad(d, "quantize", "quantize with a structure is not built yet");
+    if (s->alloc.kind != ENG_ALLOC_UNIFORM) {
+        const char *why =
+            st->on ? "a structure removes the same count from every block"
+            : s->scope == ENG_SCOPE_GLOBAL ? "scope global pools the targets"
+            : s->pattern.kind != ENG_PATTERN_UNSTRUCTURED
+                ? "it chooses unstructured sparsities"
+            : s->n_overrides ? "it writes its own overrides, one a block"
+                             : NULL;
+        if (why)
+            return bad(d, "allocation",
+                       "allocation %s chooses each block's sparsity; %s: use "
+                       "pattern unstructured, scope layer, no overrides and "
+                       "no structure",
+                       alloc_names[s->alloc.kind], why);
+    }
     if (s->masks && st->on)
         return bad(d, "output.masks",
                    "a structured job removes whole units: there is no mask "
@@ -962,6 +1030,12 @@ json_t *eng_spec_to_json(const eng_spec *s)
     if (s->quant.bits)
         json_object_set_new(j, "quantize", quant_json(&s->quant));
     json_object_set_new(j, "preserve_zeros", json_boolean(s->preserve_zeros));
+    json_object_set_new(j, "allocation",
+                        s->alloc.kind == ENG_ALLOC_UNIFORM
+                            ? json_string("uniform")
+                            : json_pack("{s:s, s:f, s:f}", "method",
+                                        alloc_names[s->alloc.kind], "m",
+                                        s->alloc.m, "lambda", s->alloc.lambda));
     const eng_structure *st = &s->structure;
     if (st->on)
         json_object_set_new(
@@ -1189,6 +1263,11 @@ static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
                    "calibration data needs a model the engine can run; "
                    "\"%s\" is not one",
                    arch);
+    if (s->alloc.kind != ENG_ALLOC_UNIFORM && !runs)
+        return bad(d, "allocation",
+                   "allocation %s groups the targets by the blocks of a "
+                   "model the engine runs; \"%s\" is not one",
+                   alloc_names[s->alloc.kind], arch);
     if (s->eval_dataset && !runs)
         return bad(d, "evaluation",
                    "evaluation needs a model the engine can run; \"%s\" "

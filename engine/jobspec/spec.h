@@ -18,6 +18,8 @@
 //    "quantize": {"bits": 4, "group_size": 0, "symmetric": false,
 //                 "method": "gptq"},
 //    "preserve_zeros": false,
+//    "allocation": "uniform" | "owl" | {"method": "owl", "m": 5,
+//                  "lambda": 0.08},
 //    "structure": {"heads": 0.25, "kv_heads": 0, "channels": 0.3,
 //                  "blocks": 1, "neurons": 0, "multiple_of": 1,
 //                  "compensate": true, "blocks_by": "influence"}}
@@ -71,6 +73,9 @@ typedef enum eng_sparse_format {
 
 // Entries of each of targets, ignore and overrides.
 #define ENG_SPEC_MAX_REGEXES 64
+// Entries of overrides: an allocation writes one a block (80 for the
+// largest Llama models), each an anchored literal prefix.
+#define ENG_SPEC_MAX_OVERRIDES 256
 
 typedef enum eng_scope {
     ENG_SCOPE_LAYER,
@@ -135,6 +140,25 @@ typedef struct eng_structure {
     eng_blocks_by blocks_by;
 } eng_structure;
 
+// How target sparsities are chosen (spec "allocation"): the same for every
+// target (uniform), or OWL's (Yin et al. 2024): per block, from the share
+// of its Wanda scores above m times their mean (the layer outlier
+// distribution), spread over [target - lambda, target + lambda], more
+// outliers pruned less, the parameter-weighted mean the target.
+typedef enum eng_alloc_kind {
+    ENG_ALLOC_UNIFORM,
+    ENG_ALLOC_OWL,
+    ENG_ALLOC_COUNT
+} eng_alloc_kind;
+
+typedef struct eng_alloc {
+    eng_alloc_kind kind;
+    double m, lambda;
+} eng_alloc;
+
+#define ENG_OWL_M 5.0
+#define ENG_OWL_LAMBDA 0.08
+
 typedef struct eng_spec {
     char *checkpoint; // may be NULL
     eng_method method;
@@ -161,6 +185,7 @@ typedef struct eng_spec {
     eng_output_format format; // spec output.format
     eng_sparse_format sparse_format;
     bool masks; // output.masks: also masks.safetensors
+    eng_alloc alloc;
 } eng_spec;
 
 // A tensor's share of the spec.
@@ -208,6 +233,7 @@ int eng_pattern_parse(const char *word, eng_pattern *out, const char *field,
 const char *eng_scope_name(eng_scope s);
 const char *eng_norm_name(eng_norm n);
 const char *eng_blocks_by_name(eng_blocks_by b);
+const char *eng_alloc_name(eng_alloc_kind k);
 
 // A (rows, cols) view of a tensor: dim 0 by the product of the rest; a 1-D
 // tensor is one row.

@@ -65,6 +65,7 @@ typedef struct calib {
         size_t n;
     } orig, work;
     size_t block, nblocks; // for progress
+    eng_owl *owl;          // OWL's pass: outlier ratios, nothing pruned
 } calib;
 
 static eng_score_kind kind_of(eng_method m) { return eng_methods[m].score; }
@@ -134,7 +135,7 @@ static int stats_alloc(calib *c, size_t block, sh_diag *d)
         size_t cols = (size_t)lin[i].cols;
         // H: the solver's statistic, or the reconstruction errors' (on
         // every row); or the first rows themselves for the estimate.
-        bool colsq = eng_methods[c->s->method].stats & ENG_STAT_COLSQ;
+        bool colsq = eng_methods[c->s->method].stats & ENG_STAT_COLSQ || c->owl;
         bool hess = c->hess_all, sample = c->sample_rows > 0;
         if (hess)
             c->hess[s] = sh_calloc_bulk(cols * cols * sizeof(float));
@@ -498,6 +499,41 @@ static int check_targets(calib *c, sh_diag *d)
     return 0;
 }
 
+// OWL's layer outlier distribution for block b: the share of its targets'
+// Wanda scores |W_ij| ||x_j|| (|W_ij| without calibration) above m times
+// their mean, over all the block's targets together.
+static void owl_block(calib *c, size_t b, eng_net_block *blk)
+{
+    const eng_net_linear *lin;
+    size_t nl = eng_net_linears(c->net, b, &lin);
+    double sum = 0;
+    uint64_t n = 0, above = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        double bar = pass ? c->owl->m * sum / (double)(n ? n : 1) : 0;
+        for (size_t i = 0; i < nl; i++) {
+            if (!c->plan->rows[lin[i].tensor].share.target)
+                continue;
+            const float *w = eng_net_block_weight(blk, i);
+            const float *sq = c->colsq[lin[i].site];
+            int64_t rows = lin[i].rows, cols = lin[i].cols;
+            for (int64_t j = 0; j < cols; j++) {
+                double norm = sq ? sqrt((double)sq[j]) : 1.0;
+                for (int64_t r = 0; r < rows; r++) {
+                    double sc = fabs((double)w[r * cols + j]) * norm;
+                    if (pass)
+                        above += sc > bar;
+                    else
+                        sum += sc;
+                }
+            }
+            if (!pass)
+                n += (uint64_t)(rows * cols);
+        }
+    }
+    c->owl->ratio[b] = n ? (double)above / (double)n : 0.0;
+    c->owl->params[b] = n;
+}
+
 static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
 {
     size_t nb = c->nblocks = eng_net_blocks(c->net);
@@ -533,7 +569,9 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         c->r->timings[ENG_PHASE_STATISTICS] += c->stat_s - stat0;
         const eng_net_linear *lin;
         size_t nl = eng_net_linears(c->net, b, &lin);
-        for (size_t i = 0; rc == 0 && i < nl; i++) {
+        if (rc == 0 && c->owl)
+            owl_block(c, b, blk);
+        for (size_t i = 0; rc == 0 && !c->owl && i < nl; i++) {
             if (!c->plan->rows[lin[i].tensor].share.target)
                 continue;
             rc = prune_linear(c, lin[i].tensor, eng_net_block_weight(blk, i),
@@ -553,13 +591,16 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
     return rc;
 }
 
-int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
-                         const eng_hooks *h, eng_out *w, eng_report *r,
-                         sh_diag *d)
+// The sequential driver: prunes into w, or (owl set) only measures OWL's
+// outlier ratios on the dense model, w NULL.
+static int calibrated(const eng_plan *plan, const eng_options *o,
+                      const eng_hooks *h, eng_out *w, eng_report *r,
+                      eng_owl *owl, sh_diag *d)
 {
     const eng_model *m = plan->m;
     const eng_spec *s = plan->s;
-    calib c = {.m = m, .s = s, .plan = plan, .h = h, .w = w, .r = r};
+    calib c = {
+        .m = m, .s = s, .plan = plan, .h = h, .w = w, .r = r, .owl = owl};
     c.nt = eng_model_tensor_count(m);
     eng_dataset ds = {0};
     eng_acts acts = {0};
@@ -597,21 +638,24 @@ int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
         const eng_share *sh = &plan->rows[i].share;
         c.hess_all |= sh->target && sh->quant.bits && !sh->quant.rtn;
     }
-    c.sample_rows =
-        !c.hess_all && s->recon == ENG_RECON_SAMPLE ? ENG_RECON_SAMPLE_ROWS : 0;
+    c.hess_all &= !owl; // OWL reads column norms only
+    c.sample_rows = !c.hess_all && !owl && s->recon == ENG_RECON_SAMPLE
+                        ? ENG_RECON_SAMPLE_ROWS
+                        : 0;
     r->calib_tokens =
         ds.info.kind == ENG_DATASET_TOKENS ? ds.rows * ds.info.cols : ds.rows;
     r->recon_rows = s->recon == ENG_RECON_OFF ? 0
                     : c.hess_all || r->calib_tokens < c.sample_rows
                         ? r->calib_tokens
                         : c.sample_rows;
-    if (s->scope == ENG_SCOPE_GLOBAL && (rc = global_thresholds(&c, d)) != 0)
+    if (!owl && s->scope == ENG_SCOPE_GLOBAL &&
+        (rc = global_thresholds(&c, d)) != 0)
         goto out;
     t0 = eng_report_lap(r, NULL, ENG_PHASE_SOLVE, t0);
     if ((rc = eng_net_embed_polled(c.net, &ds, &acts, h, d)) != 0)
         goto out;
     eng_report_lap(r, NULL, ENG_PHASE_FORWARD, t0);
-    if ((rc = run_blocks(&c, &acts, d)) != 0)
+    if ((rc = run_blocks(&c, &acts, d)) != 0 || owl)
         goto out;
     t0 = sh_time_mono();
     // Everything not pruned is copied through, byte for byte.
@@ -636,5 +680,34 @@ out:
     free(c.thr);
     free(c.orig.p);
     free(c.work.p);
+    return rc;
+}
+
+int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
+                         const eng_hooks *h, eng_out *w, eng_report *r,
+                         sh_diag *d)
+{
+    return calibrated(plan, o, h, w, r, NULL, d);
+}
+
+int eng_owl_ratios(const eng_plan *plan, const eng_options *o,
+                   const eng_hooks *h, eng_report *r, eng_owl *owl, sh_diag *d)
+{
+    if (o->calibration_path)
+        return calibrated(plan, o, h, NULL, r, owl, d);
+    // Without calibration (magnitude, random): |W| block by block.
+    calib c = {.m = plan->m, .s = plan->s, .plan = plan, .h = h, .owl = owl};
+    int rc = eng_net_open(&c.net, plan->m, d);
+    size_t nb = rc == 0 ? eng_net_blocks(c.net) : 0;
+    for (size_t b = 0; rc == 0 && b < nb; b++) {
+        eng_net_block *blk = NULL;
+        if ((rc = eng_net_block_open(c.net, b, &blk, d)) != 0)
+            break;
+        owl_block(&c, b, blk);
+        eng_net_block_close(blk);
+        if (eng_hooks_cancelled(h))
+            rc = SH_ECANCELED;
+    }
+    eng_net_close(c.net);
     return rc;
 }

@@ -589,9 +589,22 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     eng_model *pruned = NULL;
     eng_metric dense, after;
     char evaldir[4096] = "";
+    eng_spec allocated = {0};
+    bool has_allocated = false;
     int rc = 0;
-    if ((rc = eng_check(s, m, 0, NULL, d)) != 0 ||
-        (rc = eng_plan_build(&plan, s, m, d)) != 0)
+    if ((rc = eng_check(s, m, 0, NULL, d)) != 0)
+        goto out;
+    // A chosen allocation: from here on the spec with its overrides.
+    // (Its pass over the calibration set times itself into r.)
+    if (s->alloc.kind != ENG_ALLOC_UNIFORM) {
+        if ((rc = eng_allocate(m, s, o, h, r, &allocated, d)) != 0)
+            goto out;
+        has_allocated = true;
+        s = &allocated;
+        if ((rc = eng_check(s, m, 0, NULL, d)) != 0)
+            goto out;
+    }
+    if ((rc = eng_plan_build(&plan, s, m, d)) != 0)
         goto out;
     if ((rc = eng_format_plan(fmt, &plan, d)) != 0)
         goto out;
@@ -677,5 +690,7 @@ out:
         sh_rm_rf(evaldir);
     eng_out_close(w);
     eng_plan_deinit(&plan);
+    if (has_allocated)
+        eng_spec_deinit(&allocated);
     return rc;
 }

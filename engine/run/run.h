@@ -29,6 +29,25 @@ int eng_select_pool(eng_plan *plan, const eng_options *o, const eng_hooks *h,
 
 // The sequential driver: the plan's targets pruned block by block from
 // statistics of their inputs over the calibration set.
+// OWL's layer outlier distribution per block of the dense model: ratio[b]
+// the share of block b's target scores (Wanda's |W_ij| ||x_j|| over the
+// calibration set, |W_ij| without one) above m times their mean; params[b]
+// the block's target weights. Both (eng_net_blocks,), the caller's.
+typedef struct eng_owl {
+    double m;
+    double *ratio;
+    uint64_t *params;
+} eng_owl;
+
+int eng_owl_ratios(const eng_plan *plan, const eng_options *o,
+                   const eng_hooks *h, eng_report *r, eng_owl *owl, sh_diag *d);
+
+// An allocation other than uniform (alloc.c): *out becomes s with the
+// chosen sparsities as overrides (allocation uniform), r->allocation says
+// how they were chosen. Free *out with eng_spec_deinit.
+int eng_allocate(const eng_model *m, const eng_spec *s, const eng_options *o,
+                 const eng_hooks *h, eng_report *r, eng_spec *out, sh_diag *d);
+
 int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
                          const eng_hooks *h, eng_out *w, eng_report *r,
                          sh_diag *d);

@@ -37,6 +37,9 @@ typedef struct eng_options {
     const char *calibration_sha; // or NULL
     const char *evaluation_sha;  // or NULL
     int threads;                 // BLAS threads for this run; 0 = leave
+    // With evaluation: measure the pruned model only (the dense metric is
+    // known), and no speed. For sweeps of many runs of one model.
+    bool pruned_metric_only;
 } eng_options;
 
 // What running a model takes, as its family says (nets/).
@@ -58,6 +61,26 @@ int eng_check(const eng_spec *s, const eng_model *m, double deadline,
 // synchronous and runs on the caller's thread; hooks are called from it.
 int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
               const eng_hooks *h, eng_report *r, sh_diag *d);
+
+// A sensitivity sweep (run/sensitivity.c): every group of base's targets
+// (a tensor, a block, or a type: the tensors of one name across blocks)
+// pruned alone at each level with base's method, the rest dense, and the
+// model measured on o->evaluation_path each time; the dense metric once.
+// *out: {"method", "granularity", "metric", "dense", "levels",
+// "groups": [{"group", "tensors", "params", "points": [{"level",
+// "metric", "delta"}]}], "evaluations", "seconds"}. o->out_dir is a scratch
+// folder the runs use one after another (left empty).
+typedef enum eng_granularity {
+    ENG_GRAN_TENSOR,
+    ENG_GRAN_BLOCK,
+    ENG_GRAN_TYPE,
+    ENG_GRAN_COUNT
+} eng_granularity;
+
+int eng_sensitivity(const eng_model *m, const eng_spec *base,
+                    const eng_options *o, eng_granularity g,
+                    const double *levels, size_t n_levels, const eng_hooks *h,
+                    json_t **out, sh_diag *d);
 
 // Writes the compressed-tensors folder m (output.format
 // "compressed-tensors") back as dense tensors into o->out_dir: the bytes

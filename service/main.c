@@ -16,6 +16,8 @@ static const char usage_text[] =
     "            --system: the CPU, the BLAS kernels and their speed\n"
     "  eval      measure a model on an evaluation dataset\n"
     "  decompress  a compressed-tensors folder back to dense safetensors\n"
+    "  sensitivity each group of targets pruned alone at each level, "
+    "measured\n"
     "  version   print the version\n"
     "\n"
     "shears <command> --help for a command's options.\n";
@@ -28,7 +30,7 @@ typedef struct command {
 static const command commands[] = {
     {"serve", svc_cmd_serve},           {"prune", svc_cmd_prune},
     {"inspect", svc_cmd_inspect},       {"eval", svc_cmd_eval},
-    {"decompress", svc_cmd_decompress},
+    {"decompress", svc_cmd_decompress}, {"sensitivity", svc_cmd_sensitivity},
 };
 
 int main(int argc, char **argv)

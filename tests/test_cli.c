@@ -612,6 +612,74 @@ START_TEST(test_quantize_flags)
 }
 END_TEST
 
+// `shears sensitivity`: one curve a group, each point the metric of a
+// run that prunes that group alone; the fc2 point at 0.9 is what `prune`
+// gives with fc2 the only target.
+START_TEST(test_sensitivity)
+{
+    char *model = th_fixture("mlp-fmnist");
+    char *ev = th_fixture("mlp-fmnist-data/evaluation.safetensors");
+    char *dir = th_tmpdir();
+    char *rep = th_path(dir, "s.json"), *out = th_path(dir, "o"),
+         *prep = th_path(dir, "p.json");
+    const char *a[] = {
+        "sensitivity", "--model",   model,      "--evaluation", ev,
+        "--method",    "magnitude", "--levels", "0.5,0.9",      "--granularity",
+        "tensor",      "--report",  rep,        "--quiet",      NULL};
+    char *o = NULL, *e = NULL;
+    ck_assert_msg(th_run(&o, &e, a) == 0, "%s", e);
+    ck_assert_ptr_nonnull(strstr(o, "fc2.weight"));
+    free(o);
+    free(e);
+    json_error_t err;
+    json_t *r = json_load_file(rep, 0, &err);
+    ck_assert_ptr_nonnull(r);
+    json_t *groups = json_object_get(r, "groups");
+    ck_assert_int_eq(json_array_size(groups), 3);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "evaluations")), 7);
+    double fc2 = NAN, dense = json_number_value(json_object_get(r, "dense"));
+    size_t i;
+    json_t *g;
+    json_array_foreach (groups, i, g) {
+        json_t *pts = json_object_get(g, "points");
+        ck_assert_int_eq(json_array_size(pts), 2);
+        json_t *p = json_array_get(pts, 1);
+        ck_assert_double_eq_tol(
+            json_number_value(json_object_get(p, "delta")),
+            json_number_value(json_object_get(p, "metric")) - dense, 1e-12);
+        if (strcmp(json_string_value(json_object_get(g, "group")),
+                   "fc2.weight") == 0)
+            fc2 = json_number_value(json_object_get(p, "metric"));
+    }
+    json_decref(r);
+    const char *pr[] = {
+        "prune",          "--model",      model,        "--out",    out,
+        "--method",       "magnitude",    "--sparsity", "0.9",      "--target",
+        "^fc2\\.weight$", "--evaluation", ev,           "--report", prep,
+        "--quiet",        "--no-sync",    NULL};
+    ck_assert_msg(th_run(NULL, &e, pr) == 0, "%s", e);
+    free(e);
+    r = json_load_file(prep, 0, &err);
+    ck_assert_double_eq(json_number_value(json_object_get(
+                            json_object_get(r, "metric"), "pruned")),
+                        fc2);
+    json_decref(r);
+    const char *bad[] = {
+        "sensitivity", "--model",   model,      "--evaluation", ev,
+        "--method",    "magnitude", "--levels", "0.5,1",        NULL};
+    ck_assert_int_eq(th_run(NULL, &e, bad), 2);
+    one_error_line(e, "levels");
+    free(e);
+    th_rmtree(dir);
+    free(dir);
+    free(rep);
+    free(out);
+    free(prep);
+    free(model);
+    free(ev);
+}
+END_TEST
+
 Suite *suite_cli(void)
 {
     Suite *s = suite_create("cli");
@@ -624,6 +692,7 @@ Suite *suite_cli(void)
     tcase_add_test(tc, test_failed_run_leaves_nothing);
     tcase_add_test(tc, test_eval_and_calibrated_prune);
     tcase_add_test(tc, test_quantize_flags);
+    tcase_add_test(tc, test_sensitivity);
     tcase_add_test(tc, test_model_not_a_file);
     tcase_add_test(tc, test_model_links);
     suite_add_tcase(s, tc);

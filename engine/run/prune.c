@@ -16,6 +16,7 @@
 #include "common/util.h"
 #include "common/version.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -608,7 +609,7 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
         goto out;
     if ((rc = eng_format_plan(fmt, &plan, d)) != 0)
         goto out;
-    if (o->evaluation_path) {
+    if (o->evaluation_path && !o->pruned_metric_only) {
         phase(h, "evaluating dense", 0.0);
         double t1 = sh_time_mono();
         if ((rc = measure(m, o->evaluation_path, h, &dense, &r->speed_dense,
@@ -660,9 +661,14 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
             rc = eng_model_open(&pruned, dir, d);
         if (rc == 0)
             rc = measure(pruned, o->evaluation_path, h, &after,
-                         &r->speed_pruned, d);
+                         o->pruned_metric_only ? NULL : &r->speed_pruned, d);
         t1 = eng_report_lap(r, NULL, ENG_PHASE_EVALUATE, t1);
-        if (rc == 0) {
+        if (rc == 0 && o->pruned_metric_only) {
+            r->has_metric = true;
+            r->metric_name = after.name;
+            r->metric_dense = NAN;
+            r->metric_pruned = after.value;
+        } else if (rc == 0) {
             r->has_metric = true;
             r->metric_name = dense.name;
             r->metric_dense = dense.value;

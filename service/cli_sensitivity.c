@@ -1,0 +1,225 @@
+// cli_sensitivity.c: `shears sensitivity`, each group of targets pruned
+// alone at each level and the model measured (engine.h: eng_sensitivity).
+#include "service/cli.h"
+
+#include "common/util.h"
+#include "engine/engine.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: shears sensitivity --model PATH --evaluation FILE --method M\n"
+    "                          --levels 0.3,0.5,0.7 [options]\n"
+    "\n"
+    "  --model PATH        a .safetensors file or a model folder\n"
+    "  --evaluation FILE   the dataset every run is measured on\n"
+    "  --calibration FILE  calibration data (wanda, sparsegpt)\n"
+    "  --method M          magnitude | random | wanda | sparsegpt\n"
+    "  --levels L,L,...    sparsities, each strictly between 0 and 1\n"
+    "  --granularity G     tensor | block | type (default block)\n"
+    "  --spec FILE.json    a base job spec (targets, ignore, seed, ...)\n"
+    "  --report FILE.json  write the table there as JSON\n"
+    "  --threads N         threads to use (default: all)\n"
+    "  --quiet             no progress output\n"
+    "\n"
+    "Every group (a tensor, a decoder block, or one tensor name across "
+    "blocks) is\n"
+    "pruned alone at every level, the rest dense, and the model measured: "
+    "(groups x\n"
+    "levels) runs, the dense metric once.\n";
+
+static int parse_levels(const char *arg, double *out, size_t cap, size_t *n)
+{
+    char *copy = strdup(arg), *save = NULL;
+    *n = 0;
+    int rc = copy ? 0 : -1;
+    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t && rc == 0;
+         t = strtok_r(NULL, ",", &save)) {
+        if (*n == cap || !svc_parse_double(t, &out[*n]))
+            rc = -1;
+        else
+            (*n)++;
+    }
+    free(copy);
+    return rc == 0 && *n > 0 ? 0 : -1;
+}
+
+int svc_cmd_sensitivity(int argc, char **argv)
+{
+    enum {
+        O_MODEL = 1,
+        O_EVAL,
+        O_CALIB,
+        O_METHOD,
+        O_LEVELS,
+        O_GRAN,
+        O_SPEC,
+        O_REPORT,
+        O_THREADS,
+        O_QUIET,
+        O_HELP
+    };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL},
+        {"evaluation", required_argument, 0, O_EVAL},
+        {"calibration", required_argument, 0, O_CALIB},
+        {"method", required_argument, 0, O_METHOD},
+        {"levels", required_argument, 0, O_LEVELS},
+        {"granularity", required_argument, 0, O_GRAN},
+        {"spec", required_argument, 0, O_SPEC},
+        {"report", required_argument, 0, O_REPORT},
+        {"threads", required_argument, 0, O_THREADS},
+        {"quiet", no_argument, 0, O_QUIET},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
+    };
+    const char *model = NULL, *eval = NULL, *calib = NULL, *method = NULL,
+               *spec_file = NULL, *report = NULL;
+    double levels[32];
+    size_t n_levels = 0;
+    eng_granularity gran = ENG_GRAN_BLOCK;
+    bool quiet = false;
+    uint64_t threads = 0;
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL: model = optarg; break;
+        case O_EVAL: eval = optarg; break;
+        case O_CALIB: calib = optarg; break;
+        case O_METHOD: method = optarg; break;
+        case O_SPEC: spec_file = optarg; break;
+        case O_REPORT: report = optarg; break;
+        case O_QUIET: quiet = true; break;
+        case O_LEVELS:
+            if (parse_levels(optarg, levels, 32, &n_levels) != 0)
+                return svc_fail(SVC_EXIT_USAGE,
+                                "--levels: \"%s\" is not a list of up to 32 "
+                                "numbers (0.3,0.5,0.7)",
+                                optarg);
+            break;
+        case O_GRAN:
+            if (strcmp(optarg, "tensor") == 0)
+                gran = ENG_GRAN_TENSOR;
+            else if (strcmp(optarg, "block") == 0)
+                gran = ENG_GRAN_BLOCK;
+            else if (strcmp(optarg, "type") == 0)
+                gran = ENG_GRAN_TYPE;
+            else
+                return svc_fail(SVC_EXIT_USAGE,
+                                "--granularity: \"%s\" is not one of tensor, "
+                                "block, type",
+                                optarg);
+            break;
+        case O_THREADS:
+            if (!svc_parse_u64(optarg, &threads) || threads < 1 ||
+                threads > 1024)
+                return svc_fail(SVC_EXIT_USAGE,
+                                "--threads: \"%s\" is not a count from 1 to "
+                                "1024",
+                                optarg);
+            break;
+        case O_HELP: fputs(usage_text, stdout); return SVC_EXIT_OK;
+        default:
+            return svc_fail(SVC_EXIT_USAGE, "unknown option %s (try --help)",
+                            argv[optind - 1]);
+        }
+    }
+    if (!model || !eval || !n_levels || (!method && !spec_file))
+        return svc_fail(SVC_EXIT_USAGE,
+                        "--model, --evaluation, --levels and --method (or "
+                        "--spec) are required");
+    json_error_t jerr;
+    json_t *sj =
+        spec_file ? json_load_file(spec_file, 0, &jerr) : json_object();
+    if (!sj)
+        return svc_fail(SVC_EXIT_USAGE, "--spec %s: %s", spec_file, jerr.text);
+    if (method)
+        json_object_set_new(sj, "method", json_string(method));
+    if (calib)
+        json_object_set_new(sj, "calibration",
+                            json_pack("{s:s}", "dataset", calib));
+    eng_spec spec;
+    sh_diag d = {0};
+    int rc = eng_spec_parse(&spec, sj, &d);
+    json_decref(sj);
+    if (rc != 0)
+        return svc_fail_diag(SVC_EXIT_USAGE, "spec", &d);
+    eng_model *m = NULL;
+    int code = SVC_EXIT_FAIL;
+    char tmp[4096] = "";
+    json_t *res = NULL;
+    if ((rc = eng_model_open(&m, model, &d)) != 0) {
+        svc_fail_diag(SVC_EXIT_FAIL, model, &d);
+        goto out;
+    }
+    snprintf(tmp, sizeof tmp, "%s/shears-sensitivity-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(tmp)) {
+        tmp[0] = '\0';
+        svc_fail(SVC_EXIT_FAIL, "cannot create a scratch folder");
+        goto out;
+    }
+    eng_set_threads(threads ? (int)threads : sh_cpu_count());
+    svc_catch_interrupts();
+    svc_progress prog;
+    svc_progress_init(&prog, quiet);
+    eng_hooks hooks = {.ctx = &prog,
+                       .progress = svc_progress_cb,
+                       .cancelled = svc_interrupted};
+    eng_options o = {.out_dir = tmp,
+                     .calibration_path = spec.calib_dataset,
+                     .evaluation_path = eval};
+    rc =
+        eng_sensitivity(m, &spec, &o, gran, levels, n_levels, &hooks, &res, &d);
+    svc_progress_done(&prog);
+    if (rc != 0) {
+        svc_fail_diag(rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL,
+                      rc == SH_ECANCELED ? "interrupted" : "", &d);
+        code = rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL;
+        goto out;
+    }
+    printf("%s, %s, dense %s %.4f\n",
+           spec.method < ENG_METHOD_COUNT ? eng_methods[spec.method].name : "?",
+           json_string_value(json_object_get(res, "granularity")),
+           json_string_value(json_object_get(res, "metric")),
+           json_number_value(json_object_get(res, "dense")));
+    printf("%-40s %10s", "group", "params");
+    for (size_t l = 0; l < n_levels; l++)
+        printf(" %9.3g", levels[l]);
+    printf("\n");
+    size_t i;
+    json_t *g;
+    json_array_foreach (json_object_get(res, "groups"), i, g) {
+        printf("%-40s %10lld", json_string_value(json_object_get(g, "group")),
+               (long long)json_integer_value(json_object_get(g, "params")));
+        size_t k;
+        json_t *p;
+        json_array_foreach (json_object_get(g, "points"), k, p)
+            printf(" %9.4f", json_number_value(json_object_get(p, "metric")));
+        printf("\n");
+    }
+    if (report) {
+        char *text = json_dumps(res, JSON_INDENT(2));
+        rc =
+            text ? sh_file_write_atomic(report, text, strlen(text)) : SH_ENOMEM;
+        free(text);
+        if (rc != 0) {
+            svc_fail(SVC_EXIT_FAIL, "--report %s: cannot write (%s)", report,
+                     sh_strerror(rc));
+            goto out;
+        }
+    }
+    code = SVC_EXIT_OK;
+out:
+    if (tmp[0])
+        sh_rm_rf(tmp);
+    json_decref(res);
+    eng_model_close(m);
+    eng_spec_deinit(&spec);
+    return code;
+}

@@ -69,6 +69,10 @@ static const char usage_text[] =
     "blocks'\n"
     "                      outlier ratios (OWL), the weighted mean the "
     "target\n"
+    "  --sensitivity FILE  allocation from a `shears sensitivity` report: "
+    "each\n"
+    "                      group's level from its curve, the predicted loss "
+    "least\n"
     "  --sparse-format S   compressed-tensors' sparse form: auto | "
     "sparse-bitmask |\n"
     "                      sparse-24-bitmask (default auto: 2:4 where the "
@@ -248,6 +252,7 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         O_MASKS,
         O_SPARSE_FORMAT,
         O_ALLOCATION,
+        O_SENSITIVITY,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -286,6 +291,7 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         {"masks", no_argument, 0, O_MASKS},
         {"sparse-format", required_argument, 0, O_SPARSE_FORMAT},
         {"allocation", required_argument, 0, O_ALLOCATION},
+        {"sensitivity", required_argument, 0, O_SENSITIVITY},
         {0, 0, 0, 0},
     };
     json_t *flags = json_object();
@@ -422,6 +428,11 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
             break;
         case O_ALLOCATION:
             set_flag(flags, "allocation", json_string(optarg));
+            break;
+        case O_SENSITIVITY:
+            set_flag(flags, "allocation",
+                     json_pack("{s:s, s:s}", "method", "sensitivity", "from",
+                               optarg));
             break;
         case O_SPARSE_FORMAT:
             json_object_set_new(object_at(flags, "output"), "sparse_format",

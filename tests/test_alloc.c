@@ -195,12 +195,113 @@ START_TEST(test_owl)
 }
 END_TEST
 
+// Allocation from measured curves: a sensitivity report of the fixture
+// MLP (SparseGPT, levels around 90%) chooses each layer's level; at 90%
+// it is ahead of OWL and of uniform. Bounds that make the target
+// impossible, a missing report and a report of another model are errors
+// naming the field.
+START_TEST(test_sensitivity_allocation)
+{
+    char *model = th_fixture("mlp-fmnist");
+    char *cal = th_fixture("mlp-fmnist-data/calibration.safetensors");
+    char *ev = th_fixture("mlp-fmnist-data/evaluation.safetensors");
+    char *dir = th_tmpdir();
+    char scratch[512], rep[512], out[512], spec[1024];
+    snprintf(scratch, sizeof scratch, "%s/scratch", dir);
+    snprintf(rep, sizeof rep, "%s/sens.json", dir);
+    ck_assert_int_eq(sh_mkdir_p(scratch), 0);
+    json_t *bj = json_pack("{s:s, s:{s:s}}", "method", "sparsegpt",
+                           "calibration", "dataset", cal);
+    eng_spec base;
+    sh_diag d = {0};
+    ck_assert_int_eq(eng_spec_parse(&base, bj, &d), 0);
+    json_decref(bj);
+    eng_model *m = NULL;
+    ck_assert_int_eq(eng_model_open(&m, model, &d), 0);
+    eng_options o = {
+        .out_dir = scratch, .calibration_path = cal, .evaluation_path = ev};
+    static const double levels[] = {0.8, 0.85, 0.9, 0.95, 0.98};
+    json_t *res = NULL;
+    ck_assert_msg(eng_sensitivity(m, &base, &o, ENG_GRAN_BLOCK, levels, 5, NULL,
+                                  &res, &d) == 0,
+                  "%s", d.msg);
+    ck_assert_int_eq(json_dump_file(res, rep, 0), 0);
+    json_decref(res);
+    eng_model_close(m);
+    eng_spec_deinit(&base);
+
+    snprintf(out, sizeof out, "%s/u", dir);
+    run u =
+        prune("mlp-fmnist", "{\"method\":\"sparsegpt\",\"sparsity\":0.9}", out);
+    snprintf(out, sizeof out, "%s/o", dir);
+    run w = prune("mlp-fmnist",
+                  "{\"method\":\"sparsegpt\",\"sparsity\":0.9,"
+                  "\"allocation\":\"owl\"}",
+                  out);
+    snprintf(out, sizeof out, "%s/s", dir);
+    snprintf(spec, sizeof spec,
+             "{\"method\":\"sparsegpt\",\"sparsity\":0.9,\"allocation\":{"
+             "\"method\":\"sensitivity\",\"from\":\"%s\"}}",
+             rep);
+    run x = prune("mlp-fmnist", spec, out);
+    ck_assert_msg(u.rc == 0 && w.rc == 0 && x.rc == 0, "%s / %s / %s", u.msg,
+                  w.msg, x.msg);
+    check_counts(&x, 0.9, false);
+    ck_assert_msg(metric(&x) >= metric(&w) && metric(&x) > metric(&u),
+                  "mlp 90%% sparsegpt: sensitivity %.4f, owl %.4f, uniform "
+                  "%.4f",
+                  metric(&x), metric(&w), metric(&u));
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(x.report, "allocation"), "method")),
+                     "sensitivity");
+    fprintf(stderr,
+            "mlp 90%% sparsegpt: uniform %.4f owl %.4f sensitivity "
+            "%.4f\n",
+            metric(&u), metric(&w), metric(&x));
+    run *all[] = {&u, &w, &x};
+    for (int i = 0; i < 3; i++) {
+        json_decref(all[i]->report);
+        json_decref(all[i]->manifest);
+    }
+    // Bad: bounds the target cannot meet, no report, another model's.
+    snprintf(spec, sizeof spec,
+             "{\"method\":\"sparsegpt\",\"sparsity\":0.9,\"allocation\":{"
+             "\"method\":\"sensitivity\",\"from\":\"%s\",\"max\":0.85}}",
+             rep);
+    snprintf(out, sizeof out, "%s/b1", dir);
+    x = prune("mlp-fmnist", spec, out);
+    ck_assert_msg(x.rc == SH_ESPEC && strstr(x.msg, "impossible"), "%s", x.msg);
+    snprintf(spec, sizeof spec,
+             "{\"method\":\"sparsegpt\",\"sparsity\":0.9,\"allocation\":{"
+             "\"method\":\"sensitivity\",\"from\":\"%s/none.json\"}}",
+             dir);
+    snprintf(out, sizeof out, "%s/b2", dir);
+    x = prune("mlp-fmnist", spec, out);
+    ck_assert_msg(x.rc == SH_ESPEC && strstr(x.msg, "allocation.from"), "%s",
+                  x.msg);
+    snprintf(spec, sizeof spec,
+             "{\"method\":\"wanda\",\"sparsity\":0.7,\"allocation\":{"
+             "\"method\":\"sensitivity\",\"from\":\"%s\"}}",
+             rep);
+    snprintf(out, sizeof out, "%s/b3", dir);
+    x = prune("llama-kjv", spec, out);
+    ck_assert_msg(x.rc == SH_ESPEC && strstr(x.msg, "in no group"), "%s",
+                  x.msg);
+    th_rmtree(dir);
+    free(dir);
+    free(model);
+    free(cal);
+    free(ev);
+}
+END_TEST
+
 Suite *suite_alloc(void)
 {
     Suite *s = suite_create("alloc");
     TCase *tc = tcase_create("owl");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_owl);
+    tcase_add_test(tc, test_sensitivity_allocation);
     suite_add_tcase(s, tc);
     return s;
 }

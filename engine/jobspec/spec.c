@@ -568,17 +568,21 @@ static int parse_quantize(const eng_spec *s, const json_t *v, const char *f,
 static const char *const alloc_names[ENG_ALLOC_COUNT] = {
     [ENG_ALLOC_UNIFORM] = "uniform",
     [ENG_ALLOC_OWL] = "owl",
+    [ENG_ALLOC_SENSITIVITY] = "sensitivity",
 };
 
 const char *eng_alloc_name(eng_alloc_kind k) { return alloc_names[k]; }
 
-// "uniform", "owl", or {"method", "m", "lambda"}.
+// "uniform", "owl", or {"method", "m", "lambda"} (owl), {"method",
+// "from", "min", "max"} (sensitivity).
 static int parse_allocation(eng_spec *s, const json_t *v, sh_diag *d)
 {
-    s->alloc = (eng_alloc){.m = ENG_OWL_M, .lambda = ENG_OWL_LAMBDA};
+    s->alloc = (eng_alloc){
+        .m = ENG_OWL_M, .lambda = ENG_OWL_LAMBDA, .min = 0, .max = 1};
     const json_t *obj = json_is_object(v) ? v : NULL;
     if (obj) {
-        static const char *const known[] = {"method", "m", "lambda", NULL};
+        static const char *const known[] = {"method", "m",   "lambda", "from",
+                                            "min",    "max", NULL};
         int rc = check_keys(obj, "allocation.", known, d);
         if (rc)
             return rc;
@@ -611,6 +615,30 @@ static int parse_allocation(eng_spec *s, const json_t *v, sh_diag *d)
                    "from the target) must be a number from 0 to 0.5");
     if (l)
         s->alloc.lambda = json_number_value(l);
+    const char *from = NULL;
+    int rc = obj ? get_string(obj, "from", "allocation.from", &from, d) : 0;
+    if (rc)
+        return rc;
+    if ((s->alloc.kind == ENG_ALLOC_SENSITIVITY) != (from != NULL))
+        return bad(d, "allocation.from",
+                   from ? "allocation.from belongs to method \"sensitivity\""
+                        : "allocation sensitivity needs \"from\": the "
+                          "sensitivity report whose curves it reads");
+    if (from && !(s->alloc.from = strdup(from)))
+        return sh_diag_set(d, SH_ENOMEM, "allocation.from", "out of memory");
+    static const char *const bounds[] = {"min", "max"};
+    for (int k = 0; k < 2; k++) {
+        json_t *b = obj ? json_object_get(obj, bounds[k]) : NULL;
+        char f[32];
+        snprintf(f, sizeof f, "allocation.%s", bounds[k]);
+        if (b && (!json_is_number(b) || json_number_value(b) < 0 ||
+                  json_number_value(b) > 1))
+            return bad(d, f, "%s must be a fraction from 0 to 1", f);
+        if (b)
+            *(k ? &s->alloc.max : &s->alloc.min) = json_number_value(b);
+    }
+    if (s->alloc.min > s->alloc.max)
+        return bad(d, "allocation.min", "allocation.min is above max");
     return 0;
 }
 
@@ -730,7 +758,8 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
             return rc;
         o->has_quant = q != NULL;
     }
-    s->alloc = (eng_alloc){.m = ENG_OWL_M, .lambda = ENG_OWL_LAMBDA};
+    s->alloc = (eng_alloc){
+        .m = ENG_OWL_M, .lambda = ENG_OWL_LAMBDA, .min = 0, .max = 1};
     if ((v = json_object_get(j, "allocation")) && !json_is_null(v) &&
         (rc = parse_allocation(s, v, d)))
         return rc;
@@ -953,6 +982,7 @@ void eng_spec_deinit(eng_spec *s)
     free(s->overrides);
     free(s->calib_dataset);
     free(s->eval_dataset);
+    free(s->alloc.from);
     memset(s, 0, sizeof *s);
 }
 
@@ -1030,12 +1060,14 @@ json_t *eng_spec_to_json(const eng_spec *s)
     if (s->quant.bits)
         json_object_set_new(j, "quantize", quant_json(&s->quant));
     json_object_set_new(j, "preserve_zeros", json_boolean(s->preserve_zeros));
-    json_object_set_new(j, "allocation",
-                        s->alloc.kind == ENG_ALLOC_UNIFORM
-                            ? json_string("uniform")
-                            : json_pack("{s:s, s:f, s:f}", "method",
-                                        alloc_names[s->alloc.kind], "m",
-                                        s->alloc.m, "lambda", s->alloc.lambda));
+    json_t *al = json_string("uniform");
+    if (s->alloc.kind == ENG_ALLOC_OWL)
+        al = json_pack("{s:s, s:f, s:f}", "method", "owl", "m", s->alloc.m,
+                       "lambda", s->alloc.lambda);
+    else if (s->alloc.kind == ENG_ALLOC_SENSITIVITY)
+        al = json_pack("{s:s, s:s, s:f, s:f}", "method", "sensitivity", "from",
+                       s->alloc.from, "min", s->alloc.min, "max", s->alloc.max);
+    json_object_set_new(j, "allocation", al);
     const eng_structure *st = &s->structure;
     if (st->on)
         json_object_set_new(

@@ -145,15 +145,21 @@ typedef struct eng_structure {
 // of its Wanda scores above m times their mean (the layer outlier
 // distribution), spread over [target - lambda, target + lambda], more
 // outliers pruned less, the parameter-weighted mean the target.
+// "sensitivity": each group's level from the measured curves of a
+// sensitivity report (`from`, a file the caller resolved), bounded by
+// [min, max], the predicted loss least (run/alloc.c).
 typedef enum eng_alloc_kind {
     ENG_ALLOC_UNIFORM,
     ENG_ALLOC_OWL,
+    ENG_ALLOC_SENSITIVITY,
     ENG_ALLOC_COUNT
 } eng_alloc_kind;
 
 typedef struct eng_alloc {
     eng_alloc_kind kind;
-    double m, lambda;
+    double m, lambda; // owl
+    char *from;       // sensitivity: the report's path
+    double min, max;  // sensitivity: bounds on every group's level
 } eng_alloc;
 
 #define ENG_OWL_M 5.0

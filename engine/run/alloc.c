@@ -67,28 +67,26 @@ static void owl_levels(const eng_owl *w, size_t nb, double target,
     }
 }
 
-int eng_allocate(const eng_model *m, const eng_spec *s, const eng_options *o,
-                 const eng_hooks *h, eng_report *r, eng_spec *out, sh_diag *d)
+// OWL's overrides into ovs, and how they were chosen into *how.
+static int owl_overrides(const eng_plan *plan, eng_net *net, const eng_spec *s,
+                         const eng_options *o, const eng_hooks *h,
+                         eng_report *r, json_t *ovs, json_t **how, sh_diag *d)
 {
-    eng_plan plan = {0};
-    eng_net *net = NULL;
+    const eng_model *m = plan->m;
     eng_owl w = {.m = s->alloc.m};
     double *level = NULL;
-    json_t *j = NULL, *blocks = json_array(), *ovs = json_array();
-    int rc = eng_plan_build(&plan, s, m, d);
-    if (rc == 0)
-        rc = eng_net_open(&net, m, d);
-    size_t nb = rc == 0 ? eng_net_blocks(net) : 0;
-    if (rc == 0 &&
-        (!(w.ratio = calloc(nb + 1, sizeof *w.ratio)) ||
-         !(w.params = calloc(nb + 1, sizeof *w.params)) ||
-         !(level = calloc(nb + 1, sizeof *level)) || !blocks || !ovs))
+    json_t *blocks = json_array();
+    size_t nb = eng_net_blocks(net);
+    int rc = 0;
+    if (!(w.ratio = calloc(nb + 1, sizeof *w.ratio)) ||
+        !(w.params = calloc(nb + 1, sizeof *w.params)) ||
+        !(level = calloc(nb + 1, sizeof *level)) || !blocks)
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     if (rc == 0) {
         eng_hooks_progress(h, &(eng_progress){.phase = "allocating",
                                               .stage = "statistics",
                                               .steps = 1});
-        rc = eng_owl_ratios(&plan, o, h, r, &w, d);
+        rc = eng_owl_ratios(plan, o, h, r, &w, d);
     }
     if (rc == 0)
         owl_levels(&w, nb, s->sparsity, s->alloc.lambda, level);
@@ -111,7 +109,7 @@ int eng_allocate(const eng_model *m, const eng_spec *s, const eng_options *o,
             continue;
         }
         for (size_t i = 0; i < nl; i++)
-            if (plan.rows[lin[i].tensor].share.target)
+            if (plan->rows[lin[i].tensor].share.target)
                 json_array_append_new(
                     ovs,
                     json_pack("{s:o, s:f}", "match",
@@ -119,11 +117,206 @@ int eng_allocate(const eng_model *m, const eng_spec *s, const eng_options *o,
                                        true),
                               "sparsity", level[b]));
     }
+    if (rc == 0)
+        *how =
+            json_pack("{s:s, s:f, s:f, s:O}", "method", "owl", "m", s->alloc.m,
+                      "lambda", s->alloc.lambda, "blocks", blocks);
+    json_decref(blocks);
+    free(w.ratio);
+    free(w.params);
+    free(level);
+    return rc;
+}
+
+// A sensitivity curve: the loss (worse than dense, in the metric's sense)
+// at each measured level, with (0, 0) first; linear between them.
+typedef struct curve {
+    const char *name;
+    json_t *match; // its override's regex (a JSON string)
+    double params;
+    size_t n;
+    double level[34], loss[34];
+    double lo, hi, at; // the bounds and the level chosen
+} curve;
+
+static double loss_at(const curve *c, double x)
+{
+    size_t i = 1;
+    while (i + 1 < c->n && c->level[i] < x)
+        i++;
+    double x0 = c->level[i - 1], x1 = c->level[i];
+    double t = x1 > x0 ? (x - x0) / (x1 - x0) : 0;
+    return c->loss[i - 1] + t * (c->loss[i] - c->loss[i - 1]);
+}
+
+#define SENS_STEP 0.005
+
+// The report's curves, each group's level chosen greedily: from every
+// group at its lower bound, the next step of SENS_STEP goes to the group
+// whose predicted loss grows least per weight pruned, until the
+// parameter-weighted mean reaches the target (the last step cut to hit
+// it). On convex curves (each step costs at least the one before) this is
+// the knapsack's optimum; measured curves are close to convex, and a
+// greedy over them costs groups x target / step evaluations of a line.
+static int sensitivity_overrides(const eng_plan *plan, const eng_spec *s,
+                                 json_t *ovs, json_t **how, sh_diag *d)
+{
+    json_error_t err;
+    json_t *rep = json_load_file(s->alloc.from, 0, &err);
+    if (!rep)
+        return sh_diag_set(d, SH_ESPEC, "allocation.from",
+                           "allocation.from: %s is not a sensitivity report "
+                           "(%s)",
+                           s->alloc.from, err.text);
+    const char *gran = json_string_value(json_object_get(rep, "granularity"));
+    const char *metric = json_string_value(json_object_get(rep, "metric"));
+    json_t *groups = json_object_get(rep, "groups");
+    double dense = json_number_value(json_object_get(rep, "dense"));
+    size_t ng = json_array_size(groups);
+    curve *cs = calloc(ng ? ng : 1, sizeof *cs);
+    json_t *chosen = json_array();
+    int rc = 0;
+    if (!gran || !metric || !ng || !cs || !chosen)
+        rc = sh_diag_set(d, SH_ESPEC, "allocation.from",
+                         "allocation.from: %s has no granularity, metric or "
+                         "groups: not a sensitivity report",
+                         s->alloc.from);
+    // Perplexity: higher is worse; accuracy: lower is.
+    double sign = metric && strcmp(metric, "accuracy") == 0 ? -1 : 1;
+    double total = 0, goal = 0;
+    for (size_t k = 0; rc == 0 && k < ng; k++) {
+        json_t *g = json_array_get(groups, k),
+               *pts = json_object_get(g, "points");
+        curve *c = &cs[k];
+        c->name = json_string_value(json_object_get(g, "group"));
+        c->params = (double)json_integer_value(json_object_get(g, "params"));
+        c->n = 1; // (0, 0)
+        size_t i;
+        json_t *p;
+        json_array_foreach (pts, i, p) {
+            double lv = json_number_value(json_object_get(p, "level"));
+            if (c->n == 34 || !(lv > c->level[c->n - 1]))
+                break;
+            c->level[c->n] = lv;
+            c->loss[c->n++] =
+                sign *
+                (json_number_value(json_object_get(p, "metric")) - dense);
+        }
+        if (!c->name || c->params <= 0 || c->n < 2 ||
+            c->n != json_array_size(pts) + 1) {
+            rc = sh_diag_set(d, SH_ESPEC, "allocation.from",
+                             "allocation.from: group %zu of %s is not a "
+                             "curve of rising levels",
+                             k, s->alloc.from);
+            break;
+        }
+        bool block = strcmp(gran, "block") == 0;
+        // A type is matched at the end of names ("^" dropped below).
+        c->match = anchored(c->name, !block);
+        c->lo = s->alloc.min;
+        c->hi = s->alloc.max < c->level[c->n - 1] ? s->alloc.max
+                                                  : c->level[c->n - 1];
+        c->at = c->lo;
+        total += c->params;
+        goal += c->lo * c->params;
+    }
+    double target = s->sparsity * total, room = 0;
+    for (size_t k = 0; rc == 0 && k < ng; k++)
+        room += cs[k].hi * cs[k].params;
+    if (rc == 0 && (goal > target + 0.5 || room < target - 0.5))
+        rc = sh_diag_set(d, SH_ESPEC, "allocation",
+                         "the bounds make the target impossible: the groups "
+                         "reach %.4f to %.4f of their weights (allocation.min, "
+                         "allocation.max and the report's highest levels), "
+                         "the target is %.4f",
+                         goal / total, room / total, s->sparsity);
+    while (rc == 0 && goal < target - 1e-9) {
+        size_t best = ng;
+        double best_cost = 0;
+        for (size_t k = 0; k < ng; k++) {
+            curve *c = &cs[k];
+            if (c->at >= c->hi - 1e-12)
+                continue;
+            double nx = c->at + SENS_STEP < c->hi ? c->at + SENS_STEP : c->hi;
+            double cost = (loss_at(c, nx) - loss_at(c, c->at)) /
+                          ((nx - c->at) * c->params);
+            if (best == ng || cost < best_cost) {
+                best = k;
+                best_cost = cost;
+            }
+        }
+        curve *c = &cs[best];
+        double nx = c->at + SENS_STEP < c->hi ? c->at + SENS_STEP : c->hi;
+        if (goal + (nx - c->at) * c->params > target)
+            nx = c->at + (target - goal) / c->params;
+        goal += (nx - c->at) * c->params;
+        c->at = nx;
+    }
+    // Every target must fall in a group.
+    for (size_t i = 0; rc == 0 && i < plan->n; i++) {
+        if (!plan->rows[i].share.target)
+            continue;
+        const char *name = eng_model_tensor(plan->m, i)->name;
+        bool found = false;
+        for (size_t k = 0; k < ng && !found; k++) {
+            size_t gl = strlen(cs[k].name), nl = strlen(name);
+            found = strcmp(gran, "block") == 0
+                        ? strncmp(name, cs[k].name, gl) == 0
+                    : strcmp(gran, "type") == 0
+                        ? nl >= gl && strcmp(name + nl - gl, cs[k].name) == 0
+                        : strcmp(name, cs[k].name) == 0;
+        }
+        if (!found)
+            rc = sh_diag_set(d, SH_ESPEC, "allocation.from",
+                             "allocation.from: target \"%s\" is in no group "
+                             "of %s (a report of another checkpoint or "
+                             "targets?)",
+                             name, s->alloc.from);
+    }
+    for (size_t k = 0; rc == 0 && k < ng; k++) {
+        curve *c = &cs[k];
+        const char *re = json_string_value(c->match);
+        json_array_append_new(ovs,
+                              json_pack("{s:s, s:f}", "match",
+                                        strcmp(gran, "type") == 0 ? re + 1 : re,
+                                        "sparsity", c->at));
+        json_array_append_new(
+            chosen, json_pack("{s:s, s:f, s:f, s:f}", "group", c->name,
+                              "params", c->params, "sparsity", c->at,
+                              "predicted_loss", loss_at(c, c->at)));
+    }
+    if (rc == 0)
+        *how =
+            json_pack("{s:s, s:s, s:s, s:f, s:f, s:O}", "method", "sensitivity",
+                      "from", s->alloc.from, "granularity", gran, "min",
+                      s->alloc.min, "max", s->alloc.max, "groups", chosen);
+    for (size_t k = 0; cs && k < ng; k++)
+        json_decref(cs[k].match);
+    free(cs);
+    json_decref(chosen);
+    json_decref(rep);
+    return rc;
+}
+
+int eng_allocate(const eng_model *m, const eng_spec *s, const eng_options *o,
+                 const eng_hooks *h, eng_report *r, eng_spec *out, sh_diag *d)
+{
+    eng_plan plan = {0};
+    eng_net *net = NULL;
+    json_t *j = NULL, *how = NULL, *ovs = json_array();
+    int rc = ovs ? eng_plan_build(&plan, s, m, d)
+                 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    if (rc == 0 && s->alloc.kind == ENG_ALLOC_OWL &&
+        (rc = eng_net_open(&net, m, d)) == 0)
+        rc = owl_overrides(&plan, net, s, o, h, r, ovs, &how, d);
+    else if (rc == 0)
+        rc = sensitivity_overrides(&plan, s, ovs, &how, d);
     if (rc == 0 && json_array_size(ovs) > ENG_SPEC_MAX_OVERRIDES)
         rc = sh_diag_set(d, SH_ESPEC, "allocation",
-                         "allocation owl would write %zu overrides, more "
+                         "allocation %s would write %zu overrides, more "
                          "than the %d a spec holds",
-                         json_array_size(ovs), ENG_SPEC_MAX_OVERRIDES);
+                         eng_alloc_name(s->alloc.kind), json_array_size(ovs),
+                         ENG_SPEC_MAX_OVERRIDES);
     if (rc == 0) {
         j = eng_spec_to_json(s);
         json_object_set(j, "overrides", ovs);
@@ -134,16 +327,12 @@ int eng_allocate(const eng_model *m, const eng_spec *s, const eng_options *o,
     }
     if (rc == 0) {
         json_decref(r->allocation);
-        r->allocation = json_pack(
-            "{s:s, s:f, s:f, s:O}", "method", eng_alloc_name(s->alloc.kind),
-            "m", s->alloc.m, "lambda", s->alloc.lambda, "blocks", blocks);
+        r->allocation = how;
+        how = NULL;
     }
+    json_decref(how);
     json_decref(j);
-    json_decref(blocks);
     json_decref(ovs);
-    free(w.ratio);
-    free(w.params);
-    free(level);
     eng_net_close(net);
     eng_plan_deinit(&plan);
     return rc;

@@ -329,6 +329,13 @@ START_TEST(test_calibrated_job)
          "{\"bits\":3},\"output\":{\"format\":\"compressed-tensors\"},"
          "\"seed\":%s1}",
          ck, "", "output.format", "2 and 4 bits"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"allocation\":"
+         "{\"method\":\"sensitivity\",\"from\":\"/etc/passwd\"},\"seed\":"
+         "%s1}",
+         ck, "", "allocation.from", "shears prune --sensitivity FILE"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"allocation\":"
+         "\"owl\",\"pattern\":\"2:4\",\"seed\":%s1}",
+         ck, "", "allocation", "unstructured"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(body, sizeof body, bad[i].fmt, bad[i].a, bad[i].b);

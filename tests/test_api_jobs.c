@@ -294,6 +294,33 @@ START_TEST(test_calibrated_job)
     free(ctdir);
     free(backdir);
 
+    // OWL through the service: the result says each block's level, and
+    // the artifact's shears.json holds them as overrides.
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"wanda\","
+             "\"sparsity\":0.7,\"allocation\":\"owl\","
+             "\"calibration\":{\"dataset\":\"%s\"}}",
+             ck, cal);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    job = th_job_wait(&s, id, 120);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
+                  json_dumps(json_object_get(job, "error"), 0));
+    json_t *al = json_object_get(json_object_get(job, "result"), "allocation");
+    ck_assert_str_eq(jstr(al, "method"), "owl");
+    ck_assert_int_eq(json_array_size(json_object_get(al, "blocks")), 4);
+    json_decref(job);
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifact/files/shears.json", id);
+    ck_assert_int_eq(th_get(&s, url, &r), 200);
+    json_t *man = json_loadb(r.body, r.len, 0, NULL);
+    json_t *msp = json_object_get(man, "spec");
+    ck_assert_int_eq(json_array_size(json_object_get(msp, "overrides")), 4);
+    ck_assert_str_eq(json_string_value(json_object_get(msp, "allocation")),
+                     "uniform");
+    json_decref(man);
+    th_resp_free(&r);
+
     struct {
         const char *fmt;
         const char *a, *b;

@@ -1060,8 +1060,10 @@ json_t *eng_spec_to_json(const eng_spec *s)
     if (s->quant.bits)
         json_object_set_new(j, "quantize", quant_json(&s->quant));
     json_object_set_new(j, "preserve_zeros", json_boolean(s->preserve_zeros));
-    json_t *al = json_string("uniform");
-    if (s->alloc.kind == ENG_ALLOC_OWL)
+    json_t *al = NULL;
+    if (s->alloc.kind == ENG_ALLOC_UNIFORM)
+        al = json_string("uniform");
+    else if (s->alloc.kind == ENG_ALLOC_OWL)
         al = json_pack("{s:s, s:f, s:f}", "method", "owl", "m", s->alloc.m,
                        "lambda", s->alloc.lambda);
     else if (s->alloc.kind == ENG_ALLOC_SENSITIVITY)

@@ -77,10 +77,16 @@ typedef enum eng_granularity {
     ENG_GRAN_COUNT
 } eng_granularity;
 
+// shards > 1: only the runs whose number (group x levels + level) is shard
+// modulo shards, and "shard": {"index", "count"} in *out;
+// eng_sensitivity_merge joins the shards' results (all of them, once each)
+// into what one run gives (timings summed).
 int eng_sensitivity(const eng_model *m, const eng_spec *base,
                     const eng_options *o, eng_granularity g,
-                    const double *levels, size_t n_levels, const eng_hooks *h,
-                    json_t **out, sh_diag *d);
+                    const double *levels, size_t n_levels, int shard,
+                    int shards, const eng_hooks *h, json_t **out, sh_diag *d);
+int eng_sensitivity_merge(json_t *const *parts, size_t n, json_t **out,
+                          sh_diag *d);
 
 // Writes the compressed-tensors folder m (output.format
 // "compressed-tensors") back as dense tensors into o->out_dir: the bytes

@@ -22,6 +22,11 @@ static const char usage_text[] =
     "  --granularity G     tensor | block | type (default block)\n"
     "  --spec FILE.json    a base job spec (targets, ignore, seed, ...)\n"
     "  --report FILE.json  write the table there as JSON\n"
+    "  --shard I/N         only runs I, I+N, I+2N, ... (I from 0; \"auto\": "
+    "the\n"
+    "                      JOB_COMPLETION_INDEX of a Kubernetes Indexed Job); "
+    "join\n"
+    "                      the N reports with `shears merge`\n"
     "  --threads N         threads to use (default: all)\n"
     "  --quiet             no progress output\n"
     "\n"
@@ -47,6 +52,42 @@ static int parse_levels(const char *arg, double *out, size_t cap, size_t *n)
     return rc == 0 && *n > 0 ? 0 : -1;
 }
 
+// The result as a table: a row a group, a column a level.
+static void print_table(const json_t *res)
+{
+    printf("%s, %s, dense %s %.4f\n",
+           json_string_value(json_object_get(res, "method")),
+           json_string_value(json_object_get(res, "granularity")),
+           json_string_value(json_object_get(res, "metric")),
+           json_number_value(json_object_get(res, "dense")));
+    printf("%-40s %10s", "group", "params");
+    size_t i;
+    json_t *g;
+    json_array_foreach (json_object_get(res, "levels"), i, g)
+        printf(" %9.3g", json_number_value(g));
+    printf("\n");
+    json_array_foreach (json_object_get(res, "groups"), i, g) {
+        printf("%-40s %10lld", json_string_value(json_object_get(g, "group")),
+               (long long)json_integer_value(json_object_get(g, "params")));
+        size_t k;
+        json_t *p;
+        json_array_foreach (json_object_get(g, "points"), k, p)
+            printf(" %9.4f", json_number_value(json_object_get(p, "metric")));
+        printf("\n");
+    }
+}
+
+static int write_report(const json_t *res, const char *path)
+{
+    char *text = json_dumps(res, JSON_INDENT(2));
+    int rc = text ? sh_file_write_atomic(path, text, strlen(text)) : SH_ENOMEM;
+    free(text);
+    if (rc != 0)
+        return svc_fail(SVC_EXIT_FAIL, "%s: cannot write (%s)", path,
+                        sh_strerror(rc));
+    return SVC_EXIT_OK;
+}
+
 int svc_cmd_sensitivity(int argc, char **argv)
 {
     enum {
@@ -60,6 +101,7 @@ int svc_cmd_sensitivity(int argc, char **argv)
         O_REPORT,
         O_THREADS,
         O_QUIET,
+        O_SHARD,
         O_HELP
     };
     static const struct option opts[] = {
@@ -73,6 +115,7 @@ int svc_cmd_sensitivity(int argc, char **argv)
         {"report", required_argument, 0, O_REPORT},
         {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET},
+        {"shard", required_argument, 0, O_SHARD},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -83,6 +126,7 @@ int svc_cmd_sensitivity(int argc, char **argv)
     eng_granularity gran = ENG_GRAN_BLOCK;
     bool quiet = false;
     uint64_t threads = 0;
+    int shard = 0, shards = 1;
     int c;
     opterr = 0;
     optind = 1;
@@ -95,6 +139,30 @@ int svc_cmd_sensitivity(int argc, char **argv)
         case O_SPEC: spec_file = optarg; break;
         case O_REPORT: report = optarg; break;
         case O_QUIET: quiet = true; break;
+        case O_SHARD: {
+            const char *slash = strchr(optarg, '/');
+            const char *idx = optarg;
+            char num[32];
+            uint64_t i = 0, n = 0;
+            if (slash && strncmp(optarg, "auto/", 5) == 0)
+                idx = getenv("JOB_COMPLETION_INDEX");
+            else if (slash && (size_t)(slash - optarg) < sizeof num) {
+                memcpy(num, optarg, (size_t)(slash - optarg));
+                num[slash - optarg] = '\0';
+                idx = num;
+            }
+            if (!slash || !idx || !svc_parse_u64(idx, &i) ||
+                !svc_parse_u64(slash + 1, &n) || n < 1 || n > 4096 || i >= n)
+                return svc_fail(
+                    SVC_EXIT_USAGE,
+                    "--shard: \"%s\" is not I/N with I from 0 to "
+                    "N - 1 (auto/N: I from JOB_COMPLETION_INDEX, "
+                    "%s)",
+                    optarg, getenv("JOB_COMPLETION_INDEX") ? "set" : "not set");
+            shard = (int)i;
+            shards = (int)n;
+            break;
+        }
         case O_LEVELS:
             if (parse_levels(optarg, levels, 32, &n_levels) != 0)
                 return svc_fail(SVC_EXIT_USAGE,
@@ -174,8 +242,8 @@ int svc_cmd_sensitivity(int argc, char **argv)
     eng_options o = {.out_dir = tmp,
                      .calibration_path = spec.calib_dataset,
                      .evaluation_path = eval};
-    rc =
-        eng_sensitivity(m, &spec, &o, gran, levels, n_levels, &hooks, &res, &d);
+    rc = eng_sensitivity(m, &spec, &o, gran, levels, n_levels, shard, shards,
+                         &hooks, &res, &d);
     svc_progress_done(&prog);
     if (rc != 0) {
         svc_fail_diag(rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL,
@@ -183,43 +251,68 @@ int svc_cmd_sensitivity(int argc, char **argv)
         code = rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL;
         goto out;
     }
-    printf("%s, %s, dense %s %.4f\n",
-           spec.method < ENG_METHOD_COUNT ? eng_methods[spec.method].name : "?",
-           json_string_value(json_object_get(res, "granularity")),
-           json_string_value(json_object_get(res, "metric")),
-           json_number_value(json_object_get(res, "dense")));
-    printf("%-40s %10s", "group", "params");
-    for (size_t l = 0; l < n_levels; l++)
-        printf(" %9.3g", levels[l]);
-    printf("\n");
-    size_t i;
-    json_t *g;
-    json_array_foreach (json_object_get(res, "groups"), i, g) {
-        printf("%-40s %10lld", json_string_value(json_object_get(g, "group")),
-               (long long)json_integer_value(json_object_get(g, "params")));
-        size_t k;
-        json_t *p;
-        json_array_foreach (json_object_get(g, "points"), k, p)
-            printf(" %9.4f", json_number_value(json_object_get(p, "metric")));
-        printf("\n");
-    }
-    if (report) {
-        char *text = json_dumps(res, JSON_INDENT(2));
-        rc =
-            text ? sh_file_write_atomic(report, text, strlen(text)) : SH_ENOMEM;
-        free(text);
-        if (rc != 0) {
-            svc_fail(SVC_EXIT_FAIL, "--report %s: cannot write (%s)", report,
-                     sh_strerror(rc));
-            goto out;
-        }
-    }
-    code = SVC_EXIT_OK;
+    print_table(res);
+    code = report ? write_report(res, report) : SVC_EXIT_OK;
 out:
     if (tmp[0])
         sh_rm_rf(tmp);
     json_decref(res);
     eng_model_close(m);
     eng_spec_deinit(&spec);
+    return code;
+}
+
+static const char merge_usage[] =
+    "usage: shears merge PART.json... --out REPORT.json\n"
+    "\n"
+    "Joins the reports of `shears sensitivity --shard I/N`, all N of them, "
+    "into the\n"
+    "report one run gives (its timings the shards' summed).\n";
+
+int svc_cmd_merge(int argc, char **argv)
+{
+    enum { O_OUT = 1, O_HELP };
+    static const struct option opts[] = {
+        {"out", required_argument, 0, O_OUT},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
+    };
+    const char *out = NULL;
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == O_OUT)
+            out = optarg;
+        else if (c == O_HELP) {
+            fputs(merge_usage, stdout);
+            return SVC_EXIT_OK;
+        } else
+            return svc_fail(SVC_EXIT_USAGE, "unknown option %s (try --help)",
+                            argv[optind - 1]);
+    }
+    size_t n = (size_t)(argc - optind);
+    if (!out || n == 0)
+        return svc_fail(SVC_EXIT_USAGE, "give the parts and --out");
+    json_t **parts = calloc(n, sizeof *parts);
+    int code = parts ? SVC_EXIT_OK : SVC_EXIT_FAIL;
+    for (size_t i = 0; code == SVC_EXIT_OK && i < n; i++) {
+        json_error_t err;
+        if (!(parts[i] = json_load_file(argv[optind + (int)i], 0, &err)))
+            code = svc_fail(SVC_EXIT_FAIL, "%s: %s", argv[optind + (int)i],
+                            err.text);
+    }
+    json_t *res = NULL;
+    sh_diag d = {0};
+    if (code == SVC_EXIT_OK && eng_sensitivity_merge(parts, n, &res, &d) != 0)
+        code = svc_fail_diag(SVC_EXIT_FAIL, "merge", &d);
+    if (code == SVC_EXIT_OK) {
+        print_table(res);
+        code = write_report(res, out);
+    }
+    for (size_t i = 0; parts && i < n; i++)
+        json_decref(parts[i]);
+    free(parts);
+    json_decref(res);
     return code;
 }

@@ -18,6 +18,7 @@ static const char usage_text[] =
     "  decompress  a compressed-tensors folder back to dense safetensors\n"
     "  sensitivity each group of targets pruned alone at each level, "
     "measured\n"
+    "  merge     join the shards of a sensitivity sweep\n"
     "  version   print the version\n"
     "\n"
     "shears <command> --help for a command's options.\n";
@@ -31,6 +32,7 @@ static const command commands[] = {
     {"serve", svc_cmd_serve},           {"prune", svc_cmd_prune},
     {"inspect", svc_cmd_inspect},       {"eval", svc_cmd_eval},
     {"decompress", svc_cmd_decompress}, {"sensitivity", svc_cmd_sensitivity},
+    {"merge", svc_cmd_merge},
 };
 
 int main(int argc, char **argv)

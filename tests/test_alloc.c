@@ -222,8 +222,8 @@ START_TEST(test_sensitivity_allocation)
         .out_dir = scratch, .calibration_path = cal, .evaluation_path = ev};
     static const double levels[] = {0.8, 0.85, 0.9, 0.95, 0.98};
     json_t *res = NULL;
-    ck_assert_msg(eng_sensitivity(m, &base, &o, ENG_GRAN_BLOCK, levels, 5, NULL,
-                                  &res, &d) == 0,
+    ck_assert_msg(eng_sensitivity(m, &base, &o, ENG_GRAN_BLOCK, levels, 5, 0, 1,
+                                  NULL, &res, &d) == 0,
                   "%s", d.msg);
     ck_assert_int_eq(json_dump_file(res, rep, 0), 0);
     json_decref(res);

@@ -664,6 +664,49 @@ START_TEST(test_sensitivity)
                             json_object_get(r, "metric"), "pruned")),
                         fc2);
     json_decref(r);
+    // Three shards (as an Indexed Job runs them: JOB_COMPLETION_INDEX and
+    // --shard auto/3) merged give the single run's report, timings aside.
+    char *parts[3];
+    for (int k = 0; k < 3; k++) {
+        char name[32], idx[8];
+        snprintf(name, sizeof name, "part-%d.json", k);
+        snprintf(idx, sizeof idx, "%d", k);
+        parts[k] = th_path(dir, name);
+        setenv("JOB_COMPLETION_INDEX", idx, 1);
+        const char *sa[] = {"sensitivity",   "--model",  model,
+                            "--evaluation",  ev,         "--method",
+                            "magnitude",     "--levels", "0.5,0.9",
+                            "--granularity", "tensor",   "--shard",
+                            "auto/3",        "--report", parts[k],
+                            "--quiet",       NULL};
+        ck_assert_msg(th_run(NULL, &e, sa) == 0, "%s", e);
+        free(e);
+    }
+    unsetenv("JOB_COMPLETION_INDEX");
+    char *merged = th_path(dir, "merged.json");
+    const char *ma[] = {"merge", parts[0], parts[1], parts[2],
+                        "--out", merged,   NULL};
+    ck_assert_msg(th_run(NULL, &e, ma) == 0, "%s", e);
+    free(e);
+    json_t *one = json_load_file(rep, 0, &err),
+           *all = json_load_file(merged, 0, &err);
+    ck_assert(one && all);
+    static const char *const timing[] = {"seconds", "first_run_seconds"};
+    for (int k = 0; k < 2; k++) {
+        json_object_del(one, timing[k]);
+        json_object_del(all, timing[k]);
+    }
+    ck_assert_msg(json_equal(one, all), "merged shards differ from one run");
+    json_decref(one);
+    json_decref(all);
+    // Two parts of three: an error.
+    const char *mb[] = {"merge", parts[0], parts[1], "--out", merged, NULL};
+    ck_assert_int_eq(th_run(NULL, &e, mb), 1);
+    one_error_line(e, "3");
+    free(e);
+    for (int k = 0; k < 3; k++)
+        free(parts[k]);
+    free(merged);
     const char *bad[] = {
         "sensitivity", "--model",   model,      "--evaluation", ev,
         "--method",    "magnitude", "--levels", "0.5,1",        NULL};

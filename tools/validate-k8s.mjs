@@ -10,8 +10,8 @@
 //    against the model's type declarations: a misspelt field
 //    (`readinesProbe`) is an error.
 // 2. The kustomization: every file in `resources` exists and validates;
-//    every manifest is listed there except the examples (job-prune.yaml),
-//    which must not be; the image and label settings are well formed.
+//    every manifest is listed there except the examples (job-prune.yaml,
+//    job-sensitivity.yaml), which must not be; the image and label settings are well formed.
 // 3. The deployment policy: one replica, Recreate, probes on /healthz and
 //    /readyz, non-root with a read-only root filesystem, the data PVC at
 //    /data, an emptyDir at /tmp, terminationGracePeriodSeconds above
@@ -33,7 +33,7 @@ const YAML = require("yaml");
 // import its files from the same node_modules by path.
 const K8S = path.join(NM, "kubernetes-models");
 const DIR = "deploy/k8s";
-const EXAMPLES = new Set(["job-prune.yaml"]);
+const EXAMPLES = new Set(["job-prune.yaml", "job-sensitivity.yaml"]);
 
 // Every "SHEARS_NAME" string literal in the program's C sources.
 function shearsVariables() {
@@ -477,6 +477,40 @@ for (const job of jobs) {
     const cache = env.SHEARS_CACHE_DIR;
     ok(cache === "off" || cache === "" || (cache && sec.writable(cache)),
       `${what}: SHEARS_CACHE_DIR ${JSON.stringify(cache)} (off, or writable: the root filesystem is read-only)`);
+  }
+}
+
+// --- the sensitivity example: an Indexed Job of N shards, then a merge of
+// the N parts it writes.
+const sens = byKind("Job", (o) => o.rel === "job-sensitivity.yaml");
+ok(sens.length === 2, "job-sensitivity.yaml holds the Indexed Job and the merge Job");
+const argsOf = (job) => {
+  const c = (get(job, "spec.template.spec.containers") || [])[0] || {};
+  return [...(c.command || []), ...(c.args || [])];
+};
+const sweep = sens.find((j) => argsOf(j)[0] === "sensitivity");
+const merge = sens.find((j) => argsOf(j)[0] === "merge");
+if (ok(sweep && merge, "job-sensitivity.yaml: a sensitivity Job and a merge Job")) {
+  const a = argsOf(sweep);
+  const flag = (n) => { const i = a.indexOf(n); return i >= 0 ? a[i + 1] : undefined; };
+  const shard = /^auto\/(\d+)$/.exec(flag("--shard") || "");
+  const n = shard ? Number(shard[1]) : 0;
+  ok(sweep.spec.completionMode === "Indexed" && sweep.spec.completions === n && sweep.spec.parallelism === n,
+    `Job/${sweep.metadata.name}: Indexed, ${n} completions for --shard auto/${n}`);
+  const report = flag("--report") || "";
+  ok(report.includes("$(JOB_COMPLETION_INDEX)"), `Job/${sweep.metadata.name}: one report a shard (${report})`);
+  const c = get(sweep, "spec.template.spec.containers.0");
+  ok((c.env || []).some((e) => e.name === "JOB_COMPLETION_INDEX"),
+    `Job/${sweep.metadata.name}: JOB_COMPLETION_INDEX in env, so $(...) expands`);
+  const parts = Array.from({ length: n }, (_, i) => report.replace("$(JOB_COMPLETION_INDEX)", String(i)));
+  const m = argsOf(merge);
+  ok(parts.every((p) => m.includes(p)) && m.includes("--out"),
+    `Job/${merge.metadata.name}: merges the ${n} parts ${parts.join(" ")}`);
+  for (const job of sens) {
+    const pod = get(job, "spec.template.spec") || {};
+    const sec = checkPodSecurity(`Job/${job.metadata.name}`, pod, pod.containers[0]);
+    for (const p of [report, ...m.filter((x) => x.startsWith("/"))])
+      ok(sec.writable(path.posix.dirname(p)), `Job/${job.metadata.name}: ${path.posix.dirname(p)} is writable`);
   }
 }
 

@@ -129,9 +129,14 @@ static int one_run(const eng_model *m, json_t *spec, const group *gr,
 
 int eng_sensitivity(const eng_model *m, const eng_spec *base,
                     const eng_options *o, eng_granularity g,
-                    const double *levels, size_t n_levels, const eng_hooks *h,
-                    json_t **out, sh_diag *d)
+                    const double *levels, size_t n_levels, int shard,
+                    int shards, const eng_hooks *h, json_t **out, sh_diag *d)
 {
+    if (shards < 1 || shard < 0 || shard >= shards)
+        return sh_diag_set(d, SH_ESPEC, "shard",
+                           "shard %d of %d: the index must be from 0 to the "
+                           "count less one",
+                           shard, shards);
     double t0 = sh_time_mono();
     if (!o->evaluation_path)
         return sh_diag_set(d, SH_ESPEC, "evaluation",
@@ -174,11 +179,15 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
         spec = eng_spec_to_json(base);
         json_object_del(spec, "allocation");
     }
-    size_t runs = 0, total = ng * n_levels;
+    size_t runs = 0, total = 0, seq = 0;
+    for (size_t r = 0; r < ng * n_levels; r++)
+        total += r % (size_t)shards == (size_t)shard;
     double first = 0;
     for (size_t k = 0; rc == 0 && k < ng; k++) {
         json_t *pts = json_array();
         for (size_t l = 0; rc == 0 && l < n_levels; l++) {
+            if (seq++ % (size_t)shards != (size_t)shard)
+                continue; // another shard's
             eng_hooks_progress(h, &(eng_progress){.phase = "sensitivity",
                                                   .stage = gs[k].name,
                                                   .step = runs,
@@ -207,6 +216,10 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
             "metric", dense.name, "dense", dense.value, "levels", lv, "groups",
             groups, "evaluations", (json_int_t)(runs + 1), "first_run_seconds",
             first, "seconds", sh_time_mono() - t0);
+        if (shards > 1)
+            json_object_set_new(
+                res, "shard",
+                json_pack("{s:i, s:i}", "index", shard, "count", shards));
         *out = res;
     }
     for (size_t k = 0; k < ng; k++)
@@ -216,5 +229,103 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
     json_decref(groups);
     eng_net_close(net);
     eng_plan_deinit(&p);
+    return rc;
+}
+
+// The fields every shard must agree on.
+static const char *const same[] = {"method", "granularity", "metric",
+                                   "dense",  "levels",      NULL};
+
+int eng_sensitivity_merge(json_t *const *parts, size_t n, json_t **out,
+                          sh_diag *d)
+{
+    if (n == 0)
+        return sh_diag_set(d, SH_EINVAL, "", "no shards to merge");
+    const json_t *p0 = parts[0];
+    json_t *shard0 = json_object_get(p0, "shard");
+    size_t count = (size_t)json_integer_value(json_object_get(shard0, "count"));
+    if (count != n)
+        return sh_diag_set(d, SH_EINVAL, "",
+                           "%zu parts given, the shards say %zu", n, count);
+    bool *seen = calloc(n, sizeof *seen);
+    if (!seen)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    int rc = 0;
+    double seconds = 0;
+    json_int_t evals = 1;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *sh = json_object_get(parts[i], "shard");
+        json_int_t idx = json_integer_value(json_object_get(sh, "index"));
+        if ((size_t)json_integer_value(json_object_get(sh, "count")) != n ||
+            idx < 0 || (size_t)idx >= n || seen[idx])
+            rc =
+                sh_diag_set(d, SH_EINVAL, "",
+                            "part %zu is not one of %zu distinct shards", i, n);
+        else
+            seen[idx] = true;
+        for (int k = 0; rc == 0 && same[k]; k++)
+            if (!json_equal(json_object_get(parts[i], same[k]),
+                            json_object_get(p0, same[k])))
+                rc = sh_diag_set(d, SH_EINVAL, same[k],
+                                 "part %zu differs from the first in \"%s\": "
+                                 "shards of another sweep",
+                                 i, same[k]);
+        seconds += json_number_value(json_object_get(parts[i], "seconds"));
+        evals +=
+            json_integer_value(json_object_get(parts[i], "evaluations")) - 1;
+    }
+    free(seen);
+    json_t *levels = json_object_get(p0, "levels");
+    json_t *groups = json_array();
+    json_t *g0 = json_object_get(p0, "groups");
+    for (size_t k = 0; rc == 0 && k < json_array_size(g0); k++) {
+        json_t *g = json_array_get(g0, k), *pts = json_array();
+        for (size_t l = 0; rc == 0 && l < json_array_size(levels); l++) {
+            double lv = json_number_value(json_array_get(levels, l));
+            json_t *found = NULL;
+            for (size_t i = 0; rc == 0 && i < n; i++) {
+                json_t *gi =
+                    json_array_get(json_object_get(parts[i], "groups"), k);
+                if (!json_equal(json_object_get(gi, "group"),
+                                json_object_get(g, "group"))) {
+                    rc = sh_diag_set(d, SH_EINVAL, "groups",
+                                     "part %zu lists other groups", i);
+                    break;
+                }
+                size_t q;
+                json_t *p;
+                json_array_foreach (json_object_get(gi, "points"), q, p)
+                    if (json_number_value(json_object_get(p, "level")) == lv) {
+                        if (found)
+                            rc = sh_diag_set(d, SH_EINVAL, "groups",
+                                             "two shards measured one point");
+                        found = p;
+                    }
+            }
+            if (rc == 0 && !found)
+                rc = sh_diag_set(
+                    d, SH_EINVAL, "groups", "group \"%s\" at %g is in no part",
+                    json_string_value(json_object_get(g, "group")), lv);
+            if (rc == 0)
+                json_array_append(pts, found);
+        }
+        if (rc != 0) {
+            json_decref(pts);
+            break;
+        }
+        json_t *m = json_deep_copy(g);
+        json_object_set_new(m, "points", pts);
+        json_array_append_new(groups, m);
+    }
+    if (rc == 0) {
+        json_t *res = json_deep_copy(p0);
+        json_object_del(res, "shard");
+        json_object_set_new(res, "groups", groups);
+        json_object_set_new(res, "evaluations", json_integer(evals));
+        json_object_set_new(res, "seconds", json_real(seconds));
+        *out = res;
+    } else {
+        json_decref(groups);
+    }
     return rc;
 }

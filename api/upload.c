@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 // --- the ring buffer between the HTTP thread and the tar reader
 
@@ -225,10 +226,27 @@ static void begin(api_request *r, bool dataset)
     uint64_t limit = r->srv->cfg.max_upload;
     unsigned long long declared = len ? strtoull(len, NULL, 10) : 0;
     if (declared > limit) {
-        api_respond_problem(r, 413, "too-large", "Upload too large", NULL,
-                            "the body is %llu bytes; this service takes at "
-                            "most %" PRIu64 " (--max-upload)",
-                            declared, limit);
+        // A client waiting on 100-continue sends nothing more: answer now.
+        // One already sending gets its answer after the body is read and
+        // dropped (up to DRAIN_MAX): closing with a body in flight resets
+        // the connection, and the client may never read the answer.
+        const char *expect = api_header(r, "Expect");
+        bool waits = expect && strcasecmp(expect, "100-continue") == 0;
+        upload *u =
+            waits || declared > DRAIN_MAX ? NULL : upload_new(r, dataset);
+        if (!u) {
+            api_respond_problem(r, 413, "too-large", "Upload too large", NULL,
+                                "the body is %llu bytes; this service takes "
+                                "at most %" PRIu64 " (--max-upload)",
+                                declared, limit);
+            return;
+        }
+        r->upload = u;
+        sh_diag_set(&u->d, SH_ETOOBIG, "",
+                    "the body is %llu bytes; this service takes at most "
+                    "%" PRIu64 " (--max-upload)",
+                    declared, limit);
+        fail(u, 413, SH_ETOOBIG, &u->d);
         return;
     }
     if (!room_for(r, declared))

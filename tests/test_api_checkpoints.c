@@ -218,8 +218,10 @@ START_TEST(test_bad_tars)
 }
 END_TEST
 
-// Oversize bodies: refused before reading with Content-Length, as soon as
-// exceeded without; nothing is left behind.
+// Oversize bodies: refused from the Content-Length (the body, already on
+// its way from a client that does not wait on 100-continue, is read and
+// dropped first, so the answer is not lost to a reset connection), as soon
+// as exceeded without one; nothing is left behind.
 START_TEST(test_oversize_uploads)
 {
     th_server s;

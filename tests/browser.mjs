@@ -377,6 +377,9 @@ async function run() {
     `the stored bytes do not show the compression: ${stored}`);
   check((await page.locator("#job-size").innerText()).includes("perplexity"),
     "the size card does not show the metric beside the size");
+  const firstRow = await page.locator("#layer-0").innerText();
+  check(firstRow.includes("int-quantized+sparse-bitmask (8-bit)"),
+    `the tensor table does not say how the tensor is stored: ${firstRow}`);
   await page.screenshot({ path: path.join(shotDir, "quantized-job.png"), fullPage: true });
   await page.click("#back");
   await page.locator("#main-view").waitFor({ state: "visible" });

@@ -343,14 +343,12 @@ static int decode(const dec *x, const module *mo, unsigned char *out, float *f,
 static int plan_rows(dec *x, eng_plan *p, sh_diag *d)
 {
     for (size_t i = 0; i < p->n; i++) {
-        const eng_tensor_info *t = eng_model_tensor(x->m, i);
         eng_plan_row *row = &p->rows[i];
         long k = x->owner[i];
         if (k < 0) { // as it is
-            row->n_out = 1;
-            row->out[0] = (eng_plan_out){
-                .name = t->name, .dtype = t->dtype, .ndim = t->ndim};
-            memcpy(row->out[0].shape, t->shape, sizeof t->shape);
+            int rc = eng_format_dense.outputs(p, i, d);
+            if (rc != 0)
+                return rc;
             continue;
         }
         module *mo = &x->mods[k];

@@ -335,3 +335,24 @@ int eng_regex_match(const eng_regex *r, const char *s)
         return 1;
     return rc == PCRE2_ERROR_NOMATCH ? 0 : SH_ETOOBIG;
 }
+
+char *eng_regex_literal(const char *text, bool head, bool tail)
+{
+    size_t n = strlen(text);
+    char *re = malloc(2 * n + 3), *p = re;
+    if (!re)
+        return NULL;
+    if (head)
+        *p++ = '^';
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_'))
+            *p++ = '\\';
+        *p++ = c;
+    }
+    if (tail)
+        *p++ = '$';
+    *p = '\0';
+    return re;
+}

@@ -47,6 +47,11 @@ int eng_regex_compile(eng_regex *r, const char *text, const char *field,
 // Frees what compile made; an empty r is fine.
 void eng_regex_free(eng_regex *r);
 
+// A regex that matches text literally (every character but letters,
+// digits and '_' escaped), "^" before it and "$" after it when asked; the
+// caller frees it. NULL when out of memory.
+char *eng_regex_literal(const char *text, bool head, bool tail);
+
 // Searches s (anywhere; anchor with ^ and $). Returns 1 on a match, 0 on
 // none, SH_ETOOBIG when the match limits cut the search off. Thread-safe
 // on the same r.

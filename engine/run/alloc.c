@@ -19,27 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-// "^name" with every character but letters, digits and '_' escaped; the
-// whole name when exact ("$" at the end).
-static json_t *anchored(const char *name, bool exact)
+// A literal regex as a JSON string (eng_regex_literal), NULL when out of
+// memory.
+static json_t *literal(const char *text, bool head, bool tail)
 {
-    size_t n = strlen(name);
-    char *re = malloc(2 * n + 3), *p = re;
-    if (!re)
-        return NULL;
-    *p++ = '^';
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                     (c >= '0' && c <= '9') || c == '_';
-        if (!plain)
-            *p++ = '\\';
-        *p++ = c;
-    }
-    if (exact)
-        *p++ = '$';
-    *p = '\0';
-    json_t *j = json_string(re);
+    char *re = eng_regex_literal(text, head, tail);
+    json_t *j = re ? json_string(re) : NULL;
     free(re);
     return j;
 }
@@ -104,7 +89,7 @@ static int owl_overrides(const eng_plan *plan, eng_net *net, const eng_spec *s,
         size_t nl = eng_net_linears(net, b, &lin);
         if (eng_net_block_prefix(net, b, prefix, sizeof prefix)) {
             json_array_append_new(ovs, json_pack("{s:o, s:f}", "match",
-                                                 anchored(prefix, false),
+                                                 literal(prefix, true, false),
                                                  "sparsity", level[b]));
             continue;
         }
@@ -113,8 +98,8 @@ static int owl_overrides(const eng_plan *plan, eng_net *net, const eng_spec *s,
                 json_array_append_new(
                     ovs,
                     json_pack("{s:o, s:f}", "match",
-                              anchored(eng_model_tensor(m, lin[i].tensor)->name,
-                                       true),
+                              literal(eng_model_tensor(m, lin[i].tensor)->name,
+                                      true, true),
                               "sparsity", level[b]));
     }
     if (rc == 0)
@@ -132,7 +117,8 @@ static int owl_overrides(const eng_plan *plan, eng_net *net, const eng_spec *s,
 // at each measured level, with (0, 0) first; linear between them.
 typedef struct curve {
     const char *name;
-    json_t *match; // its override's regex (a JSON string)
+    char *match;  // its override's regex: the group's name, literally
+    eng_regex re; // the same, compiled
     double params;
     size_t n;
     double level[34], loss[34];
@@ -210,9 +196,15 @@ static int sensitivity_overrides(const eng_plan *plan, const eng_spec *s,
                              k, s->alloc.from);
             break;
         }
-        bool block = strcmp(gran, "block") == 0;
-        // A type is matched at the end of names ("^" dropped below).
-        c->match = anchored(c->name, !block);
+        // A block is a name prefix, a type a suffix, a tensor a name.
+        bool block = strcmp(gran, "block") == 0,
+             type = strcmp(gran, "type") == 0;
+        if (!(c->match = eng_regex_literal(c->name, !type, !block))) {
+            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+            break;
+        }
+        if ((rc = eng_regex_compile(&c->re, c->match, "allocation.from", d)))
+            break;
         c->lo = s->alloc.min;
         c->hi = s->alloc.max < c->level[c->n - 1] ? s->alloc.max
                                                   : c->level[c->n - 1];
@@ -258,14 +250,8 @@ static int sensitivity_overrides(const eng_plan *plan, const eng_spec *s,
             continue;
         const char *name = eng_model_tensor(plan->m, i)->name;
         bool found = false;
-        for (size_t k = 0; k < ng && !found; k++) {
-            size_t gl = strlen(cs[k].name), nl = strlen(name);
-            found = strcmp(gran, "block") == 0
-                        ? strncmp(name, cs[k].name, gl) == 0
-                    : strcmp(gran, "type") == 0
-                        ? nl >= gl && strcmp(name + nl - gl, cs[k].name) == 0
-                        : strcmp(name, cs[k].name) == 0;
-        }
+        for (size_t k = 0; k < ng && !found; k++)
+            found = eng_regex_match(&cs[k].re, name) == 1;
         if (!found)
             rc = sh_diag_set(d, SH_ESPEC, "allocation.from",
                              "allocation.from: target \"%s\" is in no group "
@@ -275,11 +261,8 @@ static int sensitivity_overrides(const eng_plan *plan, const eng_spec *s,
     }
     for (size_t k = 0; rc == 0 && k < ng; k++) {
         curve *c = &cs[k];
-        const char *re = json_string_value(c->match);
-        json_array_append_new(ovs,
-                              json_pack("{s:s, s:f}", "match",
-                                        strcmp(gran, "type") == 0 ? re + 1 : re,
-                                        "sparsity", c->at));
+        json_array_append_new(
+            ovs, json_pack("{s:s, s:f}", "match", c->match, "sparsity", c->at));
         json_array_append_new(
             chosen, json_pack("{s:s, s:f, s:f, s:f}", "group", c->name,
                               "params", c->params, "sparsity", c->at,
@@ -290,8 +273,10 @@ static int sensitivity_overrides(const eng_plan *plan, const eng_spec *s,
             json_pack("{s:s, s:s, s:s, s:f, s:f, s:O}", "method", "sensitivity",
                       "from", s->alloc.from, "granularity", gran, "min",
                       s->alloc.min, "max", s->alloc.max, "groups", chosen);
-    for (size_t k = 0; cs && k < ng; k++)
-        json_decref(cs[k].match);
+    for (size_t k = 0; cs && k < ng; k++) {
+        free(cs[k].match);
+        eng_regex_free(&cs[k].re);
+    }
     free(cs);
     json_decref(chosen);
     json_decref(rep);

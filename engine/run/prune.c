@@ -501,8 +501,8 @@ static int prune_streaming(const eng_model *m, const eng_spec *s,
 // pruned: the written folder, so what is measured is what is shipped).
 // The metric of m over the dataset at path, and the speed of its forward
 // pass (eng_net_speed) when speed is not NULL.
-static int measure(const eng_model *m, const char *path, const eng_hooks *h,
-                   eng_metric *out, double *speed, sh_diag *d)
+int eng_measure(const eng_model *m, const char *path, const eng_hooks *h,
+                eng_metric *out, double *speed, sh_diag *d)
 {
     eng_net *net = NULL;
     eng_dataset ds = {0};
@@ -612,8 +612,8 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     if (o->evaluation_path && !o->pruned_metric_only) {
         phase(h, "evaluating dense", 0.0);
         double t1 = sh_time_mono();
-        if ((rc = measure(m, o->evaluation_path, h, &dense, &r->speed_dense,
-                          d)) != 0)
+        if ((rc = eng_measure(m, o->evaluation_path, h, &dense, &r->speed_dense,
+                              d)) != 0)
             goto out;
         eng_report_lap(r, NULL, ENG_PHASE_EVALUATE, t1);
     }
@@ -660,8 +660,9 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
         if (rc == 0)
             rc = eng_model_open(&pruned, dir, d);
         if (rc == 0)
-            rc = measure(pruned, o->evaluation_path, h, &after,
-                         o->pruned_metric_only ? NULL : &r->speed_pruned, d);
+            rc =
+                eng_measure(pruned, o->evaluation_path, h, &after,
+                            o->pruned_metric_only ? NULL : &r->speed_pruned, d);
         t1 = eng_report_lap(r, NULL, ENG_PHASE_EVALUATE, t1);
         if (rc == 0 && o->pruned_metric_only) {
             r->has_metric = true;

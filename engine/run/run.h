@@ -5,6 +5,7 @@
 #include "engine/engine.h"
 #include "engine/formats/output.h"
 #include "engine/jobspec/plan.h"
+#include "engine/nets/net.h"
 
 // --- calibrated methods (calib.c)
 
@@ -41,6 +42,11 @@ typedef struct eng_owl {
 
 int eng_owl_ratios(const eng_plan *plan, const eng_options *o,
                    const eng_hooks *h, eng_report *r, eng_owl *owl, sh_diag *d);
+
+// The metric of m on the dataset at path and, when speed is not NULL, the
+// forward pass's speed (prune.c).
+int eng_measure(const eng_model *m, const char *path, const eng_hooks *h,
+                eng_metric *out, double *speed, sh_diag *d);
 
 // An allocation other than uniform (alloc.c): *out becomes s with the
 // chosen sparsities as overrides (allocation uniform), r->allocation says

@@ -22,28 +22,6 @@ static const char *const gran_names[ENG_GRAN_COUNT] = {
     [ENG_GRAN_TYPE] = "type",
 };
 
-// A regex matching text literally ("^" before, "$" after when asked).
-static char *literal(const char *text, bool head, bool tail)
-{
-    size_t n = strlen(text);
-    char *re = malloc(2 * n + 3), *p = re;
-    if (!re)
-        return NULL;
-    if (head)
-        *p++ = '^';
-    for (size_t i = 0; i < n; i++) {
-        char c = text[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '_'))
-            *p++ = '\\';
-        *p++ = c;
-    }
-    if (tail)
-        *p++ = '$';
-    *p = '\0';
-    return re;
-}
-
 typedef struct group {
     char name[256];
     char *match; // its overrides' regex
@@ -82,7 +60,7 @@ static int make_groups(const eng_plan *p, eng_net *net, eng_granularity g,
             j++;
         if (j == k) {
             snprintf(gs[k].name, sizeof gs[k].name, "%s", name);
-            if (!(gs[k].match = literal(name, head, tail))) {
+            if (!(gs[k].match = eng_regex_literal(name, head, tail))) {
                 *out = gs;
                 *n = k;
                 return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
@@ -167,14 +145,8 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
         rc = eng_net_open(&net, m, d);
     if (rc == 0)
         rc = make_groups(&p, net, g, &gs, &ng, d);
-    if (rc == 0) {
-        eng_dataset ds = {0};
-        rc = eng_dataset_load(&ds, o->evaluation_path, 0, eng_net_vocab(net),
-                              eng_net_classes(net), h, d);
-        if (rc == 0)
-            rc = eng_net_evaluate(net, &ds, h, &dense, d);
-        eng_dataset_deinit(&ds);
-    }
+    if (rc == 0)
+        rc = eng_measure(m, o->evaluation_path, h, &dense, NULL, d);
     if (rc == 0) {
         spec = eng_spec_to_json(base);
         json_object_del(spec, "allocation");

@@ -246,6 +246,7 @@ void api_h_job_get(api_request *r);
 void api_h_job_cancel(api_request *r);
 void api_h_job_delete(api_request *r);
 void api_h_job_layers(api_request *r);
+void api_h_job_sensitivity(api_request *r);
 void api_h_artifact_tar(api_request *r);
 void api_h_artifact_file(api_request *r);
 

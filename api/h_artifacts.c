@@ -31,6 +31,14 @@ static json_t *artifact_files(api_request *r)
                             r->param[0]);
     } else if (rc != 0) {
         api_respond_error(r, rc, NULL);
+    } else if (!files && strcmp(json_string_value(json_object_get(job, "kind")),
+                                "prune") != 0) {
+        api_respond_problem(r, 409, "no-artifact", "No artifact", NULL,
+                            "job %s is a %s job: it measures and writes no "
+                            "model; its table is at /v1/jobs/%s/sensitivity",
+                            r->param[0],
+                            json_string_value(json_object_get(job, "kind")),
+                            r->param[0]);
     } else if (!files) {
         api_respond_problem(
             r, 409, "no-artifact", "No artifact", NULL,

@@ -228,9 +228,16 @@ void api_h_job_list(api_request *r)
         }
         status = (int)s;
     }
+    const char *kind = api_query(r, "kind");
+    if (kind && strcmp(kind, "prune") != 0 &&
+        strcmp(kind, "sensitivity") != 0) {
+        api_respond_problem(r, 422, "invalid-query", "Invalid query", "kind",
+                            "kind must be prune or sensitivity");
+        return;
+    }
     store_conn *c = store_conn_acquire(r->srv->s);
     json_t *items = NULL;
-    int rc = store_job_list(c, status, api_query(r, "checkpoint"), cursor,
+    int rc = store_job_list(c, status, api_query(r, "checkpoint"), kind, cursor,
                             limit, &items, &next);
     store_conn_release(r->srv->s, c);
     if (rc != 0) {
@@ -300,4 +307,27 @@ void api_h_job_layers(api_request *r)
     json_incref(layers);
     json_decref(job);
     api_respond_slice(r, layers);
+}
+
+// A sensitivity job's table: its result, once it has succeeded.
+void api_h_job_sensitivity(api_request *r)
+{
+    json_t *job = NULL;
+    if (get_job(r, &job) != 0)
+        return;
+    const char *kind = json_string_value(json_object_get(job, "kind"));
+    const char *status = json_string_value(json_object_get(job, "status"));
+    json_t *res = json_object_get(job, "result");
+    if (!kind || strcmp(kind, "sensitivity") != 0)
+        api_respond_problem(r, 404, "not-found", "Not found", NULL,
+                            "job %s is a %s job; only a sensitivity job has "
+                            "a sensitivity table",
+                            r->param[0], kind ? kind : "prune");
+    else if (!json_is_object(res))
+        api_respond_problem(r, 409, "no-result", "No result yet", NULL,
+                            "job %s is %s; the table comes when it succeeds",
+                            r->param[0], status);
+    else
+        api_respond_json(r, 200, json_incref(res));
+    json_decref(job);
 }

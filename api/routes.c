@@ -38,6 +38,8 @@ const api_route api_routes[] = {
      false},
     {"GET", "/v1/jobs/{id}/layers", API_BODY_NONE, api_h_job_layers, NULL,
      false},
+    {"GET", "/v1/jobs/{id}/sensitivity", API_BODY_NONE, api_h_job_sensitivity,
+     NULL, false},
     {"GET", "/v1/jobs/{id}/artifact", API_BODY_NONE, api_h_artifact_tar, NULL,
      false},
     {"GET", "/v1/jobs/{id}/artifact/files/{*}", API_BODY_NONE,

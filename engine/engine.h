@@ -40,6 +40,20 @@ typedef struct eng_options {
     // With evaluation: measure the pruned model only (the dense metric is
     // known), and no speed. For sweeps of many runs of one model.
     bool pruned_metric_only;
+    // A sensitivity sweep measures every run's whole model, reusing no
+    // dense prefix (for comparison: the numbers are the same).
+    bool sweep_full_runs;
+    // A sensitivity sweep's run: targets at sparsity 0 with no grid are
+    // left as they are (copied through, no statistics, no report row),
+    // and the calibration pass stops after the last block with work.
+    bool sweep_run;
+    // With sweep_run: the sweep's dense calibration activations at some
+    // block's input (run/run.h), or NULL. Engine-internal.
+    const struct eng_calib_prefix *calib_prefix;
+    // Allocation sensitivity: the report spec allocation.from names, as
+    // the caller resolved it (the service: a sensitivity job's result);
+    // NULL: from is a file to read.
+    const json_t *sensitivity_report;
 } eng_options;
 
 // What running a model takes, as its family says (nets/).
@@ -62,29 +76,23 @@ int eng_check(const eng_spec *s, const eng_model *m, double deadline,
 int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
               const eng_hooks *h, eng_report *r, sh_diag *d);
 
-// A sensitivity sweep (run/sensitivity.c): every group of base's targets
-// (a tensor, a block, or a type: the tensors of one name across blocks)
-// pruned alone at each level with base's method, the rest dense, and the
-// model measured on o->evaluation_path each time; the dense metric once.
+// A sensitivity sweep (run/sensitivity.c): base is a spec of kind
+// sensitivity; every group of its targets (base->sens.granularity: a
+// tensor, a block, or a type: the tensors of one name across blocks)
+// pruned alone at each of base->sens.levels with base's method, the rest
+// dense, and the model measured on o->evaluation_path each time; the
+// dense metric once.
 // *out: {"method", "granularity", "metric", "dense", "levels",
 // "groups": [{"group", "tensors", "params", "points": [{"level",
 // "metric", "delta"}]}], "evaluations", "seconds"}. o->out_dir is a scratch
 // folder the runs use one after another (left empty).
-typedef enum eng_granularity {
-    ENG_GRAN_TENSOR,
-    ENG_GRAN_BLOCK,
-    ENG_GRAN_TYPE,
-    ENG_GRAN_COUNT
-} eng_granularity;
-
 // shards > 1: only the runs whose number (group x levels + level) is shard
 // modulo shards, and "shard": {"index", "count"} in *out;
 // eng_sensitivity_merge joins the shards' results (all of them, once each)
 // into what one run gives (timings summed).
 int eng_sensitivity(const eng_model *m, const eng_spec *base,
-                    const eng_options *o, eng_granularity g,
-                    const double *levels, size_t n_levels, int shard,
-                    int shards, const eng_hooks *h, json_t **out, sh_diag *d);
+                    const eng_options *o, int shard, int shards,
+                    const eng_hooks *h, json_t **out, sh_diag *d);
 int eng_sensitivity_merge(json_t *const *parts, size_t n, json_t **out,
                           sh_diag *d);
 

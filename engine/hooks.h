@@ -18,6 +18,7 @@ typedef struct eng_progress {
     const char *tensor; // the tensor at hand, or NULL
     uint64_t bytes_done, bytes_total;
     double fraction; // 0..1 of the whole job
+    double estimate; // seconds the whole job should take, 0 = not known
 } eng_progress;
 
 typedef struct eng_hooks {

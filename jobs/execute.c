@@ -50,6 +50,7 @@ static void on_progress(void *ctx, const eng_progress *p)
     q->bytes_done = p->bytes_done;
     q->bytes_total = p->bytes_total;
     q->fraction = p->fraction;
+    q->estimate = p->estimate;
     run->progress_dirty = true;
     pthread_mutex_unlock(&run->mu);
 }
@@ -140,6 +141,11 @@ static int execute(job_run *run, eng_spec *spec, job_inputs *in)
         run->out_dir[0] = '\0';
         goto out;
     }
+    json_t *sens = NULL; // allocation sensitivity's table, from its job
+    if (spec->alloc.kind == ENG_ALLOC_SENSITIVITY &&
+        (rc = job_sensitivity_source(s, spec->alloc.from, spec->checkpoint,
+                                     &sens, &run->d)) != 0)
+        goto out;
     eng_report r;
     eng_report_init(&r, spec);
     eng_hooks hooks = {
@@ -153,14 +159,23 @@ static int execute(job_run *run, eng_spec *spec, job_inputs *in)
                      .input_sha_ctx = in,
                      .calibration_sha = cal->path[0] ? cal->sha256 : NULL,
                      .evaluation_sha = ev->path[0] ? ev->sha256 : NULL,
-                     .threads = run->r->cfg.job_threads};
-    rc = eng_prune(in->model, spec, &o, &hooks, &r, &run->d);
-    if (rc == 0) {
-        run->result = eng_report_to_json(&r);
-        on_progress(run, &(eng_progress){.phase = "storing", .fraction = 1.0});
-        rc = hash_outputs(run, in->model);
+                     .threads = run->r->cfg.job_threads,
+                     .sensitivity_report = sens};
+    if (spec->kind == ENG_KIND_SENSITIVITY) {
+        // A table, no model: the runs use the temp dir one after another.
+        rc = eng_sensitivity(in->model, spec, &o, 0, 1, &hooks, &run->result,
+                             &run->d);
+    } else {
+        rc = eng_prune(in->model, spec, &o, &hooks, &r, &run->d);
+        if (rc == 0) {
+            run->result = eng_report_to_json(&r);
+            on_progress(run,
+                        &(eng_progress){.phase = "storing", .fraction = 1.0});
+            rc = hash_outputs(run, in->model);
+        }
     }
     eng_report_deinit(&r);
+    json_decref(sens);
 out:
     json_decref(job);
     return rc;

@@ -117,3 +117,44 @@ void job_inputs_close(job_inputs *in)
     json_decref(in->files);
     memset(in, 0, sizeof *in);
 }
+
+int job_sensitivity_source(store *s, const char *from, const char *checkpoint,
+                           json_t **report, sh_diag *d)
+{
+    json_t *job = NULL;
+    store_conn *c = store_conn_acquire(s);
+    int rc = strncmp(from, "job_", 4) == 0 ? store_job_get(c, from, &job)
+                                           : SH_ENOTFOUND;
+    store_conn_release(s, c);
+    if (rc == SH_ENOTFOUND)
+        return sh_diag_set(d, SH_ESPEC, "allocation.from",
+                           "allocation.from: there is no job %s; give the id "
+                           "of a succeeded sensitivity job (job_...)",
+                           from);
+    if (rc != 0)
+        return store_failed(d, rc, "allocation.from", from);
+    const char *kind = json_string_value(json_object_get(job, "kind"));
+    const char *status = json_string_value(json_object_get(job, "status"));
+    const char *ck = json_string_value(json_object_get(job, "checkpoint"));
+    json_t *res = json_object_get(job, "result");
+    if (!kind || strcmp(kind, "sensitivity") != 0)
+        rc = sh_diag_set(d, SH_ESPEC, "allocation.from",
+                         "allocation.from: job %s is a %s job, not a "
+                         "sensitivity job",
+                         from, kind ? kind : "prune");
+    else if (!status || strcmp(status, "succeeded") != 0 ||
+             !json_is_object(res))
+        rc = sh_diag_set(d, SH_ESPEC, "allocation.from",
+                         "allocation.from: sensitivity job %s is %s; it "
+                         "must have succeeded",
+                         from, status ? status : "unknown");
+    else if (!ck || !checkpoint || strcmp(ck, checkpoint) != 0)
+        rc = sh_diag_set(d, SH_ESPEC, "allocation.from",
+                         "allocation.from: sensitivity job %s measured "
+                         "checkpoint %s, not %s",
+                         from, ck ? ck : "?", checkpoint ? checkpoint : "?");
+    if (rc == 0 && report)
+        *report = json_incref(res);
+    json_decref(job);
+    return rc;
+}

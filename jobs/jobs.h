@@ -69,6 +69,13 @@ int job_inputs_open(job_inputs *in, store *s, const char *checkpoint,
                     sh_diag *d);
 void job_inputs_close(job_inputs *in);
 
+// Allocation sensitivity's "from": the id of a succeeded sensitivity job
+// of the same checkpoint (never a path of the service's machine). *report
+// (when not NULL) gets its table (new reference). SH_ESPEC naming
+// allocation.from otherwise; the store's codes.
+int job_sensitivity_source(store *s, const char *from, const char *checkpoint,
+                           json_t **report, sh_diag *d);
+
 // --- submission (submit.c)
 
 typedef struct job_request {

@@ -19,6 +19,7 @@ typedef struct job_progress {
     char tensor[160];
     uint64_t step, steps, bytes_done, bytes_total;
     double fraction;
+    double estimate; // seconds, 0 = none
 } job_progress;
 
 typedef struct job_run {

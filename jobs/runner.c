@@ -28,6 +28,8 @@ static json_t *progress_json(const job_run *run)
                         p->tensor[0] ? json_string(p->tensor) : json_null());
     json_object_set_new(j, "stage",
                         p->stage[0] ? json_string(p->stage) : json_null());
+    if (p->estimate > 0)
+        json_object_set_new(j, "estimate_seconds", json_real(p->estimate));
     return j;
 }
 

@@ -53,14 +53,13 @@ int job_submit(store *s, job_runner *r, const job_request *req, json_t **job,
     if (rc == 0 && !spec.checkpoint)
         rc = sh_diag_set(d, SH_ESPEC, "checkpoint",
                          "checkpoint is required (a ck_... id)");
-    // A report is a file of the command line; the service will take a
-    // sensitivity job's id, and never a path of its own machine.
+    if (rc == 0 && spec.kind == ENG_KIND_SENSITIVITY && !spec.eval_dataset)
+        rc = sh_diag_set(d, SH_ESPEC, "evaluation.dataset",
+                         "a sensitivity job measures every run: give "
+                         "evaluation.dataset");
     if (rc == 0 && spec.alloc.kind == ENG_ALLOC_SENSITIVITY)
-        rc = sh_diag_set(d, SH_ESPEC, "allocation.from",
-                         "allocation sensitivity reads a sensitivity "
-                         "report; the service's sensitivity jobs are not "
-                         "built yet, so it is for `shears prune "
-                         "--sensitivity FILE` only");
+        rc = job_sensitivity_source(s, spec.alloc.from, spec.checkpoint, NULL,
+                                    d);
     if (rc == 0)
         rc = job_inputs_open(&in, s, spec.checkpoint, spec.calib_dataset,
                              spec.eval_dataset, d);

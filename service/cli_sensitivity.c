@@ -27,6 +27,8 @@ static const char usage_text[] =
     "                      JOB_COMPLETION_INDEX of a Kubernetes Indexed Job); "
     "join\n"
     "                      the N reports with `shears merge`\n"
+    "  --no-reuse          measure every run's whole model (the same numbers,\n"
+    "                      slower; for comparison)\n"
     "  --threads N         threads to use (default: all)\n"
     "  --quiet             no progress output\n"
     "\n"
@@ -102,6 +104,7 @@ int svc_cmd_sensitivity(int argc, char **argv)
         O_THREADS,
         O_QUIET,
         O_SHARD,
+        O_NO_REUSE,
         O_HELP
     };
     static const struct option opts[] = {
@@ -116,15 +119,16 @@ int svc_cmd_sensitivity(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET},
         {"shard", required_argument, 0, O_SHARD},
+        {"no-reuse", no_argument, 0, O_NO_REUSE},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
     const char *model = NULL, *eval = NULL, *calib = NULL, *method = NULL,
                *spec_file = NULL, *report = NULL;
-    double levels[32];
+    double levels[ENG_SENS_MAX_LEVELS];
     size_t n_levels = 0;
-    eng_granularity gran = ENG_GRAN_BLOCK;
-    bool quiet = false;
+    const char *gran = NULL;
+    bool quiet = false, no_reuse = false;
     uint64_t threads = 0;
     int shard = 0, shards = 1;
     int c;
@@ -139,6 +143,7 @@ int svc_cmd_sensitivity(int argc, char **argv)
         case O_SPEC: spec_file = optarg; break;
         case O_REPORT: report = optarg; break;
         case O_QUIET: quiet = true; break;
+        case O_NO_REUSE: no_reuse = true; break;
         case O_SHARD: {
             const char *slash = strchr(optarg, '/');
             const char *idx = optarg;
@@ -164,25 +169,14 @@ int svc_cmd_sensitivity(int argc, char **argv)
             break;
         }
         case O_LEVELS:
-            if (parse_levels(optarg, levels, 32, &n_levels) != 0)
+            if (parse_levels(optarg, levels, ENG_SENS_MAX_LEVELS, &n_levels) !=
+                0)
                 return svc_fail(SVC_EXIT_USAGE,
                                 "--levels: \"%s\" is not a list of up to 32 "
                                 "numbers (0.3,0.5,0.7)",
                                 optarg);
             break;
-        case O_GRAN:
-            if (strcmp(optarg, "tensor") == 0)
-                gran = ENG_GRAN_TENSOR;
-            else if (strcmp(optarg, "block") == 0)
-                gran = ENG_GRAN_BLOCK;
-            else if (strcmp(optarg, "type") == 0)
-                gran = ENG_GRAN_TYPE;
-            else
-                return svc_fail(SVC_EXIT_USAGE,
-                                "--granularity: \"%s\" is not one of tensor, "
-                                "block, type",
-                                optarg);
-            break;
+        case O_GRAN: gran = optarg; break;
         case O_THREADS:
             if (!svc_parse_u64(optarg, &threads) || threads < 1 ||
                 threads > 1024)
@@ -197,7 +191,7 @@ int svc_cmd_sensitivity(int argc, char **argv)
                             argv[optind - 1]);
         }
     }
-    if (!model || !eval || !n_levels || (!method && !spec_file))
+    if (!model || !eval || (!method && !spec_file))
         return svc_fail(SVC_EXIT_USAGE,
                         "--model, --evaluation, --levels and --method (or "
                         "--spec) are required");
@@ -211,6 +205,19 @@ int svc_cmd_sensitivity(int argc, char **argv)
     if (calib)
         json_object_set_new(sj, "calibration",
                             json_pack("{s:s}", "dataset", calib));
+    // The flags make the spec a sensitivity job's, as the service's.
+    json_object_set_new(sj, "kind", json_string("sensitivity"));
+    json_t *sens = json_object_get(sj, "sensitivity");
+    if (!json_is_object(sens))
+        json_object_set_new(sj, "sensitivity", sens = json_object());
+    if (n_levels) {
+        json_t *lv = json_array();
+        for (size_t i = 0; i < n_levels; i++)
+            json_array_append_new(lv, json_real(levels[i]));
+        json_object_set_new(sens, "levels", lv);
+    }
+    if (gran)
+        json_object_set_new(sens, "granularity", json_string(gran));
     eng_spec spec;
     sh_diag d = {0};
     int rc = eng_spec_parse(&spec, sj, &d);
@@ -241,9 +248,9 @@ int svc_cmd_sensitivity(int argc, char **argv)
                        .cancelled = svc_interrupted};
     eng_options o = {.out_dir = tmp,
                      .calibration_path = spec.calib_dataset,
-                     .evaluation_path = eval};
-    rc = eng_sensitivity(m, &spec, &o, gran, levels, n_levels, shard, shards,
-                         &hooks, &res, &d);
+                     .evaluation_path = eval,
+                     .sweep_full_runs = no_reuse};
+    rc = eng_sensitivity(m, &spec, &o, shard, shards, &hooks, &res, &d);
     svc_progress_done(&prog);
     if (rc != 0) {
         svc_fail_diag(rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL,

@@ -59,7 +59,10 @@ static json_t *job_json(store_conn *c, sqlite3_stmt *st)
     json_object_set_new(j, "checkpoint", json_string(store_col_text(st, 2)));
     json_object_set_new(j, "calibration", text_or_null(st, 3));
     json_object_set_new(j, "evaluation", text_or_null(st, 4));
-    json_object_set_new(j, "spec", json_or_null(store_col_json(st, 5)));
+    json_t *spec = json_or_null(store_col_json(st, 5));
+    const char *kind = json_string_value(json_object_get(spec, "kind"));
+    json_object_set_new(j, "kind", json_string(kind ? kind : "prune"));
+    json_object_set_new(j, "spec", spec);
     json_object_set_new(j, "attempts", json_integer(sqlite3_column_int(st, 6)));
     json_object_set_new(j, "cancel_requested",
                         json_boolean(sqlite3_column_int(st, 7)));
@@ -79,7 +82,8 @@ static json_t *job_json(store_conn *c, sqlite3_stmt *st)
                                         store_col_text(st, 15), "message",
                                         store_col_text(st, 16)));
     json_t *files = NULL;
-    if (strcmp(status, "succeeded") == 0 && store_files_of(c, id, &files) == 0)
+    if (strcmp(status, "succeeded") == 0 && (!kind || !strcmp(kind, "prune")) &&
+        store_files_of(c, id, &files) == 0)
         json_object_set_new(j, "artifact", json_pack("{s:o}", "files", files));
     else
         json_object_set_new(j, "artifact", json_null());
@@ -103,12 +107,15 @@ int store_job_get(store_conn *c, const char *id, json_t **out)
 }
 
 int store_job_list(store_conn *c, int status, const char *checkpoint,
-                   int64_t cursor, int limit, json_t **items, int64_t *next)
+                   const char *kind, int64_t cursor, int limit, json_t **items,
+                   int64_t *next)
 {
     sqlite3_stmt *st = store_prepare(
         c, "SELECT " JOB_COLUMNS " FROM jobs WHERE (?1 = 0 OR seq < ?1) "
            "AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR "
-           "checkpoint_id = ?3) ORDER BY seq DESC LIMIT ?4");
+           "checkpoint_id = ?3) AND (?5 IS NULL OR "
+           "coalesce(json_extract(spec, '$.kind'), 'prune') = ?5) "
+           "ORDER BY seq DESC LIMIT ?4");
     if (!st)
         return SH_EDB;
     sqlite3_bind_int64(st, 1, cursor);
@@ -117,6 +124,8 @@ int store_job_list(store_conn *c, int status, const char *checkpoint,
     if (checkpoint)
         sqlite3_bind_text(st, 3, checkpoint, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 4, limit + 1);
+    if (kind)
+        sqlite3_bind_text(st, 5, kind, -1, SQLITE_STATIC);
     json_t *list = json_array();
     int r, n = 0;
     *next = 0;

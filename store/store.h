@@ -150,12 +150,16 @@ typedef struct store_job_new {
 int store_job_add(store_conn *c, const store_job_new *j, json_t **out,
                   bool *created, sh_diag *d);
 
-// The job resource (new reference) or SH_ENOTFOUND.
+// The job resource (new reference) or SH_ENOTFOUND. "kind" is the spec's
+// ("prune" where it names none); a job of kind sensitivity has no
+// artifact (null): its table is its result.
 int store_job_get(store_conn *c, const char *id, json_t **out);
 
-// Newest first; status < 0 and checkpoint NULL mean any.
+// Newest first; status < 0, checkpoint NULL and kind NULL mean any (kind:
+// the spec's "kind", "prune" where it names none).
 int store_job_list(store_conn *c, int status, const char *checkpoint,
-                   int64_t cursor, int limit, json_t **items, int64_t *next);
+                   const char *kind, int64_t cursor, int limit, json_t **items,
+                   int64_t *next);
 
 // Claims the oldest queued job: running, attempts + 1, started now. Sets
 // *id (size >= 48) and returns 0, or SH_ENOTFOUND when none is queued.

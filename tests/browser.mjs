@@ -7,7 +7,9 @@
 // data through the page's forms, submits a 2:4 magnitude job from the job
 // form, watches it succeed in the live job list, opens its page and checks
 // the per-layer chart (one bar per pruned tensor), the dense and pruned
-// perplexity and the download links, checks that API errors are shown in
+// perplexity and the download links, runs a sensitivity job from the
+// form and checks its curves (one line per group) and a prune job
+// allocated from them, checks that API errors are shown in
 // plain words next to the form that caused them, then deletes what it made
 // through the page's buttons. Every request must stay on BASE_URL and the
 // page must raise no script error or CSP violation. With SHEARS_TOKEN set
@@ -76,7 +78,7 @@ let browser, page;
 const pageErrors = [];
 const offsite = [];
 // The whole run has a hard ceiling, whatever hangs.
-const watchdog = setTimeout(() => finish(new Failure("the run took over 90 s")), 90_000);
+const watchdog = setTimeout(() => finish(new Failure("the run took over 150 s")), 150_000);
 
 async function finish(err) {
   clearTimeout(watchdog);
@@ -388,6 +390,73 @@ async function run() {
   await page.selectOption("#job-format", "");
   await page.fill("#job-sparsity", "");
   await apiCall("DELETE", "/v1/jobs/" + qId);
+
+  step("a sensitivity job from the form: magnitude, block by block, two levels; its curves");
+  await page.selectOption("#job-method", "magnitude");
+  await page.selectOption("#job-kind", "sensitivity");
+  await page.locator("#job-sens").waitFor({ state: "visible" });
+  await page.fill("#job-levels", "0.5,0.9");
+  const [vRes] = await Promise.all([
+    page.waitForResponse((r) => r.url() === base + "/v1/jobs" && r.request().method() === "POST"),
+    page.click("#job-submit"),
+  ]);
+  const vSent = JSON.parse(vRes.request().postData());
+  const vWant = { checkpoint: ck.id, method: "magnitude", evaluation: { dataset: ds.id }, kind: "sensitivity",
+    sensitivity: { levels: [0.5, 0.9] } };
+  check(vRes.status() === 202 && JSON.stringify(vSent) === JSON.stringify(vWant),
+    `the sensitivity form sent ${JSON.stringify(vSent)} (${vRes.status()}), expected ${JSON.stringify(vWant)}`);
+  const vId = (await vRes.json()).id;
+  let vJob = null;
+  for (const until = Date.now() + 40_000; Date.now() < until; await page.waitForTimeout(200)) {
+    vJob = (await apiCall("GET", "/v1/jobs/" + vId)).data;
+    if (vJob.status !== "queued" && vJob.status !== "running") break;
+  }
+  check(vJob.status === "succeeded", `the sensitivity job ended ${vJob.status}`);
+  const table = (await apiCall("GET", `/v1/jobs/${vId}/sensitivity`)).data;
+  check(table && table.groups.length === 4, "the API's sensitivity table does not have the 4 blocks");
+  await page.goto(`${base}/#/jobs/${vId}`);
+  const sc = page.locator("#sens-chart");
+  await sc.waitFor();
+  const lines = await sc.locator("polyline.sens-line").evaluateAll((ls) =>
+    ls.map((l) => [l.getAttribute("data-group"), l.getAttribute("points").trim().split(/\s+/).length]));
+  check(lines.length === table.groups.length, `the chart has ${lines.length} lines for ${table.groups.length} groups`);
+  check(lines.every(([g, n], i) => g === table.groups[i].group && n === table.levels.length + 1),
+    `the chart's lines are not one per group with a point per level: ${JSON.stringify(lines)}`);
+  check(await sc.locator("line.dense").count() === 1, "the chart has no dense line");
+  const trows = await page.locator("#sens-table tbody tr").count();
+  check(trows === table.groups.length, `the sensitivity table has ${trows} rows`);
+  await page.screenshot({ path: path.join(shotDir, "sensitivity-job.png"), fullPage: true });
+
+  step("a prune job allocated from those curves, chosen in the form");
+  await page.click("#back");
+  await page.locator("#main-view").waitFor({ state: "visible" });
+  await page.selectOption("#job-kind", "");
+  await page.fill("#job-sparsity", "0.6");
+  await page.selectOption("#job-allocation", "sensitivity");
+  await page.locator(`#job-alloc-from option[value="${vId}"]`).waitFor({ state: "attached" });
+  await page.selectOption("#job-alloc-from", vId);
+  const [aRes] = await Promise.all([
+    page.waitForResponse((r) => r.url() === base + "/v1/jobs" && r.request().method() === "POST"),
+    page.click("#job-submit"),
+  ]);
+  const aSent = JSON.parse(aRes.request().postData());
+  const aWant = { checkpoint: ck.id, method: "magnitude", sparsity: 0.6, evaluation: { dataset: ds.id },
+    allocation: { method: "sensitivity", from: vId } };
+  check(aRes.status() === 202 && JSON.stringify(aSent) === JSON.stringify(aWant),
+    `the allocation form sent ${JSON.stringify(aSent)} (${aRes.status()}), expected ${JSON.stringify(aWant)}`);
+  const aId = (await aRes.json()).id;
+  let aJob = null;
+  for (const until = Date.now() + 30_000; Date.now() < until; await page.waitForTimeout(200)) {
+    aJob = (await apiCall("GET", "/v1/jobs/" + aId)).data;
+    if (aJob.status !== "queued" && aJob.status !== "running") break;
+  }
+  check(aJob.status === "succeeded" && aJob.result.allocation.method === "sensitivity",
+    `the allocated job ended ${aJob.status}`);
+  await page.selectOption("#job-allocation", "");
+  await page.fill("#job-sparsity", "");
+  await apiCall("DELETE", "/v1/jobs/" + aId);
+  await apiCall("DELETE", "/v1/jobs/" + vId);
+  assertClean("sensitivity");
 
   const notData = path.join(MODEL_DIR, "config.json");
   want = await apiCall("POST", "/v1/datasets?name=x", fs.readFileSync(notData), "application/octet-stream");

@@ -118,6 +118,25 @@ const created = await check("POST", "/v1/jobs", "/v1/jobs", {
   headers: json,
   body: JSON.stringify({ checkpoint: ck, method: "magnitude", pattern: "2:4" }),
 });
+// A sensitivity job (magnitude, one level): the job, its table, the
+// problems of its artifact and of a prune job's table.
+const sens = await check("POST", "/v1/jobs", "/v1/jobs", {
+  headers: json,
+  body: JSON.stringify({ checkpoint: ck, method: "magnitude", kind: "sensitivity",
+    evaluation: { dataset: ds }, sensitivity: { levels: [0.5] } }),
+});
+let sj = sens;
+for (const until = Date.now() + 60_000; sj && (sj.status === "queued" || sj.status === "running") && Date.now() < until;) {
+  await new Promise((r) => setTimeout(r, 200));
+  sj = await (await fetch(`${base}/v1/jobs/${sens.id}`)).json();
+}
+if (!sj || sj.status !== "succeeded") fail(`sensitivity job ${sens && sens.id} is ${sj && sj.status}`);
+await check("GET", "/v1/jobs/{id}", `/v1/jobs/${sens.id}`);
+await check("GET", "/v1/jobs/{id}/sensitivity", `/v1/jobs/${sens.id}/sensitivity`);
+await check("GET", "/v1/jobs/{id}/sensitivity", `/v1/jobs/${job}/sensitivity`);
+await check("GET", "/v1/jobs/{id}/artifact", `/v1/jobs/${sens.id}/artifact`);
+await check("GET", "/v1/jobs", "/v1/jobs?kind=sensitivity");
+await check("GET", "/v1/jobs", "/v1/jobs?kind=nope");
 await check("DELETE", "/v1/checkpoints/{id}", "/v1/checkpoints/ck_missing");
 await check("GET", "/v1/nope", "/v1/nope");
 if (j && j.status !== "succeeded") fail(`job ${job} is ${j.status}, expected succeeded`);

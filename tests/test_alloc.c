@@ -210,8 +210,10 @@ START_TEST(test_sensitivity_allocation)
     snprintf(scratch, sizeof scratch, "%s/scratch", dir);
     snprintf(rep, sizeof rep, "%s/sens.json", dir);
     ck_assert_int_eq(sh_mkdir_p(scratch), 0);
-    json_t *bj = json_pack("{s:s, s:{s:s}}", "method", "sparsegpt",
-                           "calibration", "dataset", cal);
+    json_t *bj = json_pack("{s:s, s:{s:s}, s:s, s:{s:[f,f,f,f,f]}}", "method",
+                           "sparsegpt", "calibration", "dataset", cal, "kind",
+                           "sensitivity", "sensitivity", "levels", 0.8, 0.85,
+                           0.9, 0.95, 0.98);
     eng_spec base;
     sh_diag d = {0};
     ck_assert_int_eq(eng_spec_parse(&base, bj, &d), 0);
@@ -220,10 +222,8 @@ START_TEST(test_sensitivity_allocation)
     ck_assert_int_eq(eng_model_open(&m, model, &d), 0);
     eng_options o = {
         .out_dir = scratch, .calibration_path = cal, .evaluation_path = ev};
-    static const double levels[] = {0.8, 0.85, 0.9, 0.95, 0.98};
     json_t *res = NULL;
-    ck_assert_msg(eng_sensitivity(m, &base, &o, ENG_GRAN_BLOCK, levels, 5, 0, 1,
-                                  NULL, &res, &d) == 0,
+    ck_assert_msg(eng_sensitivity(m, &base, &o, 0, 1, NULL, &res, &d) == 0,
                   "%s", d.msg);
     ck_assert_int_eq(json_dump_file(res, rep, 0), 0);
     json_decref(res);

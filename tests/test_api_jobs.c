@@ -11,6 +11,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,7 +360,7 @@ START_TEST(test_calibrated_job)
         {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"allocation\":"
          "{\"method\":\"sensitivity\",\"from\":\"/etc/passwd\"},\"seed\":"
          "%s1}",
-         ck, "", "allocation.from", "shears prune --sensitivity FILE"},
+         ck, "", "allocation.from", "no job /etc/passwd"},
         {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"allocation\":"
          "\"owl\",\"pattern\":\"2:4\",\"seed\":%s1}",
          ck, "", "allocation", "unstructured"},
@@ -380,6 +381,214 @@ START_TEST(test_calibrated_job)
     free(calf);
     free(evf);
     free(mlpf);
+    ck_assert_int_eq(th_server_stop(&s), 0);
+    th_server_free(&s);
+}
+END_TEST
+
+// A sensitivity job through the service: the fixture Llama at block
+// granularity, four levels. Its table is its result (no artifact), served
+// at /sensitivity, the same numbers `shears sensitivity` gives; a prune
+// job allocates from it. Allocations from what is not a succeeded
+// sensitivity job of the same checkpoint, levels outside (0, 1), bounds
+// that make the target impossible: 422 naming the field.
+START_TEST(test_sensitivity_job)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *folder = fixture_file("llama-kjv");
+    char *file = fixture_file("llama-kjv/model.safetensors");
+    char *calf = fixture_file("llama-kjv-data/calibration.safetensors");
+    char *evf = fixture_file("llama-kjv-data/evaluation.safetensors");
+    char *ck = th_upload_checkpoint(&s, folder);
+    char *bare = th_upload_checkpoint(&s, file);
+    char *cal = th_upload_dataset(&s, calf);
+    char *ev = th_upload_dataset(&s, evf);
+    char body[1024], id[64], url[256];
+    snprintf(body, sizeof body,
+             "{\"kind\":\"sensitivity\",\"checkpoint\":\"%s\","
+             "\"method\":\"wanda\",\"calibration\":{\"dataset\":\"%s\"},"
+             "\"evaluation\":{\"dataset\":\"%s\"},\"sensitivity\":{"
+             "\"levels\":[0.3,0.5,0.7,0.9],\"granularity\":\"block\"}}",
+             ck, cal, ev);
+    th_resp r;
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    ck_assert_str_eq(jstr(r.json, "kind"), "sensitivity");
+    snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    // Not done yet (or done): the table is there only once it succeeded.
+    snprintf(url, sizeof url, "/v1/jobs/%s/sensitivity", id);
+    int early = th_get(&s, url, &r);
+    ck_assert(early == 409 || early == 200);
+    th_resp_free(&r);
+    json_t *job = th_job_wait(&s, id, 180);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
+                  json_dumps(json_object_get(job, "error"), 0));
+    ck_assert(json_is_null(json_object_get(job, "artifact")));
+    json_decref(job);
+    ck_assert_int_eq(th_get(&s, url, &r), 200);
+    json_t *tab = json_incref(r.json);
+    th_resp_free(&r);
+    json_t *groups = json_object_get(tab, "groups");
+    ck_assert_int_eq(json_array_size(groups), 4);
+    size_t i;
+    json_t *g;
+    json_array_foreach (groups, i, g) {
+        json_t *pts = json_object_get(g, "points");
+        ck_assert_int_eq(json_array_size(pts), 4);
+        // More pruning, worse perplexity.
+        ck_assert(json_number_value(
+                      json_object_get(json_array_get(pts, 3), "metric")) >
+                  json_number_value(
+                      json_object_get(json_array_get(pts, 0), "metric")));
+    }
+    ck_assert_int_eq(json_integer_value(json_object_get(tab, "evaluations")),
+                     17);
+    ck_assert(json_number_value(json_object_get(tab, "estimate_seconds")) > 0);
+    // The command line's table is the same.
+    char *dir = th_tmpdir(), *rep = th_path(dir, "sens.json"), *e = NULL;
+    const char *sa[] = {
+        "sensitivity",     "--model",  folder,     "--evaluation", evf,
+        "--calibration",   calf,       "--method", "wanda",        "--levels",
+        "0.3,0.5,0.7,0.9", "--report", rep,        "--quiet",      NULL};
+    ck_assert_msg(th_run(NULL, &e, sa) == 0, "%s", e);
+    free(e);
+    json_error_t jerr;
+    json_t *cli = json_load_file(rep, 0, &jerr);
+    ck_assert(cli);
+    ck_assert_msg(json_equal(json_object_get(cli, "groups"), groups) &&
+                      json_equal(json_object_get(cli, "dense"),
+                                 json_object_get(tab, "dense")),
+                  "the service's table differs from the CLI's");
+    json_decref(cli);
+    // No artifact; a prune job has no table; the list filters by kind.
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifact", id);
+    th_get(&s, url, &r);
+    th_expect_problem(&r, 409, NULL, "sensitivity job");
+    th_resp_free(&r);
+    snprintf(url, sizeof url, "/v1/jobs?kind=sensitivity&checkpoint=%s", ck);
+    ck_assert_int_eq(th_get(&s, url, &r), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(r.json, "items")), 1);
+    th_resp_free(&r);
+    th_get(&s, "/v1/jobs?kind=sweep", &r);
+    th_expect_problem(&r, 422, "kind", "prune or sensitivity");
+    th_resp_free(&r);
+
+    // Allocation from the job: each block's level from its curve, the
+    // target met, the levels in the artifact's effective spec.
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"wanda\",\"sparsity\":0.6,"
+             "\"calibration\":{\"dataset\":\"%s\"},\"allocation\":{"
+             "\"method\":\"sensitivity\",\"from\":\"%s\"}}",
+             ck, cal, id);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    char pid[64];
+    snprintf(pid, sizeof pid, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    job = th_job_wait(&s, pid, 120);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
+                  json_dumps(json_object_get(job, "error"), 0));
+    json_t *res = json_object_get(job, "result");
+    json_t *al = json_object_get(res, "allocation");
+    ck_assert_str_eq(jstr(al, "method"), "sensitivity");
+    ck_assert_str_eq(jstr(al, "from"), id);
+    ck_assert_int_eq(json_array_size(json_object_get(al, "groups")), 4);
+    // Within a weight per comparison group (Wanda's: a row).
+    double zeros = 0, params = 0, rows = 0;
+    json_array_foreach (json_object_get(res, "layers"), i, g) {
+        zeros += json_number_value(json_object_get(g, "zeros"));
+        params += json_number_value(json_object_get(g, "params"));
+        rows +=
+            json_number_value(json_array_get(json_object_get(g, "shape"), 0));
+    }
+    ck_assert_msg(fabs(zeros - 0.6 * params) <= rows, "%g of %g", zeros,
+                  params);
+    json_decref(job);
+    snprintf(url, sizeof url, "/v1/jobs/%s/sensitivity", pid);
+    th_get(&s, url, &r);
+    th_expect_problem(&r, 404, NULL, "only a sensitivity job");
+    th_resp_free(&r);
+
+    // A second sweep, queued or running when it is named.
+    snprintf(body, sizeof body,
+             "{\"kind\":\"sensitivity\",\"checkpoint\":\"%s\","
+             "\"method\":\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"},"
+             "\"sensitivity\":{\"levels\":[0.5,0.9]}}",
+             ck, ev);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    char busy[64];
+    snprintf(busy, sizeof busy, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    struct {
+        const char *fmt;
+        const char *a, *b;
+        const char *field, *words;
+    } bad[] = {
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"allocation\":{"
+         "\"method\":\"sensitivity\",\"from\":\"%s\"}}",
+         ck, pid, "allocation.from", "not a sensitivity job"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"allocation\":{"
+         "\"method\":\"sensitivity\",\"from\":\"%s\"}}",
+         ck, busy, "allocation.from", "must have succeeded"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"allocation\":{"
+         "\"method\":\"sensitivity\",\"from\":\"%s\"}}",
+         bare, id, "allocation.from", "not " /* another checkpoint */},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"allocation\":{"
+         "\"method\":\"sensitivity\",\"from\":\"%s\"}}",
+         ck, "job_nothere", "allocation.from", "no job job_nothere"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"sparsity\":0.5,"
+         "\"allocation\":{\"method\":\"sensitivity\",\"from\":\"%s\","
+         "\"min\":0.6}}",
+         ck, id, "allocation.min", "target impossible"},
+        {"{\"checkpoint\":\"%s\",\"method\":\"wanda\",\"sparsity\":0.5,"
+         "\"allocation\":\"owl\",\"seed\":%s1}",
+         ck, "", "calibration", "needs calibration"},
+        {"{\"kind\":\"sensitivity\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"},"
+         "\"sensitivity\":{\"levels\":[0.5,1.5]}}",
+         ck, ev, "sensitivity.levels[1]", "strictly between 0 and 1"},
+        {"{\"kind\":\"sensitivity\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"},"
+         "\"sensitivity\":{\"levels\":[0,0.5]}}",
+         ck, ev, "sensitivity.levels[0]", "strictly between 0 and 1"},
+        {"{\"kind\":\"sensitivity\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"sensitivity\":{\"levels\":[0.5]},\"seed\":%s1}",
+         ck, "", "evaluation.dataset", "measures every run"},
+        {"{\"kind\":\"sensitivity\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"},"
+         "\"sensitivity\":{\"levels\":[0.5]},\"overrides\":[{\"match\":"
+         "\"q_proj\",\"sparsity\":0.1}]}",
+         ck, ev, "overrides", "sets each group's sparsity"},
+        {"{\"kind\":\"sensitivity\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"}}",
+         ck, ev, "sensitivity", "needs \"sensitivity\""},
+        {"{\"checkpoint\":\"%s\",\"method\":\"magnitude\",\"evaluation\":"
+         "{\"dataset\":\"%s\"},\"sensitivity\":{\"levels\":[0.5]}}",
+         ck, ev, "sensitivity", "belongs to"},
+        {"{\"kind\":\"sweep\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"}}",
+         ck, ev, "kind", "not one of"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        snprintf(body, sizeof body, bad[k].fmt, bad[k].a, bad[k].b);
+        th_post_json(&s, "/v1/jobs", body, &r);
+        th_expect_problem(&r, 422, bad[k].field, bad[k].words);
+        th_resp_free(&r);
+    }
+    job = th_job_wait(&s, busy, 120);
+    ck_assert_str_eq(jstr(job, "status"), "succeeded");
+    json_decref(job);
+    json_decref(tab);
+    free(rep);
+    free(dir);
+    free(ck);
+    free(bare);
+    free(cal);
+    free(ev);
+    free(folder);
+    free(file);
+    free(calf);
+    free(evf);
     ck_assert_int_eq(th_server_stop(&s), 0);
     th_server_free(&s);
 }
@@ -531,6 +740,10 @@ Suite *suite_api_jobs(void)
     tcase_add_test(ok, test_calibrated_job);
     tcase_add_loop_test(ok, test_cancel_inside_sparsegpt, 0, 2);
     suite_add_tcase(s, ok);
+    TCase *sens = tcase_create("sensitivity");
+    tcase_set_timeout(sens, 240);
+    tcase_add_test(sens, test_sensitivity_job);
+    suite_add_tcase(s, sens);
     TCase *bad = tcase_create("bad-input");
     tcase_set_timeout(bad, 120);
     tcase_add_test(bad, test_bad_jobs);

@@ -612,6 +612,71 @@ START_TEST(test_quantize_flags)
 }
 END_TEST
 
+// The sweep's reuse (each group measured from its block on, the blocks
+// before it run once; the calibration pass only as far as the group)
+// gives the numbers of whole runs exactly: SparseGPT on the fixture
+// Llama, block by block and tensor by tensor.
+START_TEST(test_sensitivity_reuse)
+{
+    char *model = th_fixture("llama-kjv");
+    char *ev = th_fixture("llama-kjv-data/evaluation.safetensors");
+    char *cal = th_fixture("llama-kjv-data/calibration.safetensors");
+    char *dir = th_tmpdir();
+    static const char *const grans[] = {"block", "tensor"};
+    static const char *const levels[] = {"0.6", "0.8"};
+    for (int k = 0; k < 2; k++) {
+        char *rep[2];
+        for (int full = 0; full < 2; full++) {
+            char name[32];
+            snprintf(name, sizeof name, "%s-%d.json", grans[k], full);
+            rep[full] = th_path(dir, name);
+            const char *a[] = {"sensitivity",
+                               "--model",
+                               model,
+                               "--evaluation",
+                               ev,
+                               "--calibration",
+                               cal,
+                               "--method",
+                               "sparsegpt",
+                               "--levels",
+                               levels[k],
+                               "--granularity",
+                               grans[k],
+                               "--report",
+                               rep[full],
+                               "--quiet",
+                               full ? "--no-reuse" : NULL,
+                               NULL};
+            char *e = NULL;
+            ck_assert_msg(th_run(NULL, &e, a) == 0, "%s", e);
+            free(e);
+        }
+        json_error_t err;
+        json_t *x = json_load_file(rep[0], 0, &err),
+               *y = json_load_file(rep[1], 0, &err);
+        ck_assert(x && y);
+        ck_assert_int_eq(json_array_size(json_object_get(x, "groups")),
+                         k ? 28 : 4);
+        ck_assert_msg(json_equal(json_object_get(x, "groups"),
+                                 json_object_get(y, "groups")) &&
+                          json_equal(json_object_get(x, "dense"),
+                                     json_object_get(y, "dense")),
+                      "%s: the reusing sweep differs from whole runs",
+                      grans[k]);
+        json_decref(x);
+        json_decref(y);
+        free(rep[0]);
+        free(rep[1]);
+    }
+    th_rmtree(dir);
+    free(dir);
+    free(model);
+    free(ev);
+    free(cal);
+}
+END_TEST
+
 // `shears sensitivity`: one curve a group, each point the metric of a
 // run that prunes that group alone; the fc2 point at 0.9 is what `prune`
 // gives with fc2 the only target.
@@ -691,8 +756,9 @@ START_TEST(test_sensitivity)
     json_t *one = json_load_file(rep, 0, &err),
            *all = json_load_file(merged, 0, &err);
     ck_assert(one && all);
-    static const char *const timing[] = {"seconds", "first_run_seconds"};
-    for (int k = 0; k < 2; k++) {
+    static const char *const timing[] = {"seconds", "first_run_seconds",
+                                         "estimate_seconds"};
+    for (int k = 0; k < 3; k++) {
         json_object_del(one, timing[k]);
         json_object_del(all, timing[k]);
     }
@@ -736,6 +802,7 @@ Suite *suite_cli(void)
     tcase_add_test(tc, test_eval_and_calibrated_prune);
     tcase_add_test(tc, test_quantize_flags);
     tcase_add_test(tc, test_sensitivity);
+    tcase_add_test(tc, test_sensitivity_reuse);
     tcase_add_test(tc, test_model_not_a_file);
     tcase_add_test(tc, test_model_links);
     suite_add_tcase(s, tc);

@@ -573,6 +573,74 @@ static const char *const alloc_names[ENG_ALLOC_COUNT] = {
 
 const char *eng_alloc_name(eng_alloc_kind k) { return alloc_names[k]; }
 
+static const char *const kind_names[ENG_KIND_COUNT] = {
+    [ENG_KIND_PRUNE] = "prune",
+    [ENG_KIND_SENSITIVITY] = "sensitivity",
+};
+
+const char *eng_kind_name(eng_kind k) { return kind_names[k]; }
+
+static const char *const gran_names[ENG_GRAN_COUNT] = {
+    [ENG_GRAN_TENSOR] = "tensor",
+    [ENG_GRAN_BLOCK] = "block",
+    [ENG_GRAN_TYPE] = "type",
+};
+
+const char *eng_granularity_name(eng_granularity g) { return gran_names[g]; }
+
+// "sensitivity": {"levels": [...], "granularity": "block"}, for kind
+// sensitivity.
+static int parse_sensitivity(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    static const char *const known[] = {"levels", "granularity", NULL};
+    if (!json_is_object(v))
+        return bad(d, "sensitivity",
+                   "sensitivity must be an object: {\"levels\": [0.3, 0.5, "
+                   "0.7], \"granularity\": \"block\"}");
+    int rc = check_keys(v, "sensitivity.", known, d);
+    if (rc)
+        return rc;
+    s->sens.granularity = ENG_GRAN_BLOCK;
+    const char *g = NULL;
+    if ((rc = get_string(v, "granularity", "sensitivity.granularity", &g, d)))
+        return rc;
+    for (int i = 0; g && i < ENG_GRAN_COUNT; i++)
+        if (strcmp(g, gran_names[i]) == 0) {
+            s->sens.granularity = (eng_granularity)i;
+            g = NULL;
+        }
+    if (g)
+        return bad(d, "sensitivity.granularity",
+                   "sensitivity.granularity \"%s\" is not one of tensor, "
+                   "block, type",
+                   g);
+    json_t *lv = json_object_get(v, "levels");
+    size_t n = json_array_size(lv);
+    if (!json_is_array(lv) || n == 0 || n > ENG_SENS_MAX_LEVELS)
+        return bad(d, "sensitivity.levels",
+                   "sensitivity.levels must be a list of 1 to %d sparsities "
+                   "([0.3, 0.5, 0.7])",
+                   ENG_SENS_MAX_LEVELS);
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(lv, i);
+        double f = json_number_value(x);
+        char field[48];
+        snprintf(field, sizeof field, "sensitivity.levels[%zu]", i);
+        if (!json_is_number(x) || !(f > 0 && f < 1))
+            return bad(d, field,
+                       "%s must be a sparsity strictly between 0 and 1 (0 is "
+                       "the dense model, measured anyway; 1 removes the "
+                       "group)",
+                       field);
+        if (i && !(f > s->sens.levels[i - 1]))
+            return bad(d, field, "sensitivity.levels must rise: %g after %g", f,
+                       s->sens.levels[i - 1]);
+        s->sens.levels[i] = f;
+    }
+    s->sens.n_levels = n;
+    return 0;
+}
+
 // "uniform", "owl", or {"method", "m", "lambda"} (owl), {"method",
 // "from", "min", "max"} (sensitivity).
 static int parse_allocation(eng_spec *s, const json_t *v, sh_diag *d)
@@ -666,7 +734,8 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
         "checkpoint",  "method",     "sparsity",       "pattern",    "scope",
         "norm",        "targets",    "ignore",         "overrides",  "seed",
         "calibration", "evaluation", "sparsegpt",      "output",     "report",
-        "structure",   "quantize",   "preserve_zeros", "allocation", NULL};
+        "structure",   "quantize",   "preserve_zeros", "allocation", "kind",
+        "sensitivity", NULL};
     int rc = check_keys(j, "", known, d);
     if (rc)
         return rc;
@@ -791,6 +860,20 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
                    : ENG_RECON_SAMPLE;
     if ((v = json_object_get(j, "report")) && !json_is_null(v) &&
         (rc = parse_report(s, v, d)))
+        return rc;
+    int k = (int)s->kind;
+    if ((rc = parse_enum(j, "kind", kind_names, ENG_KIND_COUNT, &k, d)))
+        return rc;
+    s->kind = (eng_kind)k;
+    v = json_object_get(j, "sensitivity");
+    if (v && !json_is_null(v) && s->kind != ENG_KIND_SENSITIVITY)
+        return bad(d, "sensitivity",
+                   "sensitivity belongs to \"kind\": \"sensitivity\"");
+    if (s->kind == ENG_KIND_SENSITIVITY && (!v || json_is_null(v)))
+        return bad(d, "sensitivity",
+                   "a sensitivity job needs \"sensitivity\": {\"levels\": "
+                   "[0.3, 0.5, 0.7], \"granularity\": \"block\"}");
+    if (s->kind == ENG_KIND_SENSITIVITY && (rc = parse_sensitivity(s, v, d)))
         return rc;
     return 0;
 }
@@ -935,9 +1018,39 @@ static int check_structure(const eng_spec *s, sh_diag *d)
 }
 
 // Checks that need several fields at once.
+// What a sensitivity sweep sets itself, its base may not.
+static int check_sensitivity(const eng_spec *s, sh_diag *d)
+{
+    if (s->kind != ENG_KIND_SENSITIVITY)
+        return 0;
+    const char *field = s->n_overrides                       ? "overrides"
+                        : s->structure.on                    ? "structure"
+                        : s->alloc.kind != ENG_ALLOC_UNIFORM ? "allocation"
+                        : s->scope != ENG_SCOPE_LAYER        ? "scope"
+                                                             : NULL;
+    if (field)
+        return bad(d, field,
+                   "a sensitivity job sets each group's sparsity itself: "
+                   "%s cannot be part of it (no overrides, structure, "
+                   "allocation or global scope)",
+                   field);
+    return 0;
+}
+
 static int check_combination(const eng_spec *s, sh_diag *d)
 {
     int rc = check_structure(s, d);
+    if (rc == 0)
+        rc = check_sensitivity(s, d);
+    // Every group within [min, max]: their weighted mean is too.
+    if (rc == 0 && s->alloc.kind == ENG_ALLOC_SENSITIVITY &&
+        (s->alloc.min > s->sparsity || s->alloc.max < s->sparsity))
+        return bad(
+            d, s->alloc.min > s->sparsity ? "allocation.min" : "allocation.max",
+            "the bounds make the target impossible: every group's "
+            "level is from allocation.min %g to allocation.max %g, "
+            "the target sparsity is %g",
+            s->alloc.min, s->alloc.max, s->sparsity);
     const eng_method_def *mi = &eng_methods[s->method];
     if (rc == 0 && mi->needs_calibration && !s->calib_dataset)
         return bad(d, "calibration",
@@ -1086,6 +1199,16 @@ json_t *eng_spec_to_json(const eng_spec *s)
                   s->recon == ENG_RECON_SAMPLE
                       ? json_string("sample")
                       : json_boolean(s->recon == ENG_RECON_FULL)));
+    // A prune says nothing of its kind: its manifests stay as they were.
+    if (s->kind != ENG_KIND_PRUNE) {
+        json_t *lv = json_array();
+        for (size_t i = 0; i < s->sens.n_levels; i++)
+            json_array_append_new(lv, json_real(s->sens.levels[i]));
+        json_object_set_new(j, "kind", json_string(kind_names[s->kind]));
+        json_object_set_new(j, "sensitivity",
+                            json_pack("{s:o, s:s}", "levels", lv, "granularity",
+                                      gran_names[s->sens.granularity]));
+    }
     return j;
 }
 

@@ -22,7 +22,16 @@
 //                  "lambda": 0.08},
 //    "structure": {"heads": 0.25, "kv_heads": 0, "channels": 0.3,
 //                  "blocks": 1, "neurons": 0, "multiple_of": 1,
-//                  "compensate": true, "blocks_by": "influence"}}
+//                  "compensate": true, "blocks_by": "influence"},
+//    "kind": "prune" | "sensitivity",
+//    "sensitivity": {"levels": [0.3, 0.5, 0.7, 0.9],
+//                    "granularity": "block"}}
+//
+// "kind": "sensitivity" makes the spec the base of a sensitivity sweep
+// (engine.h: eng_sensitivity): every group of its targets pruned alone at
+// each level, the model measured each time. It takes no overrides,
+// structure, allocation or global scope: the sweep sets each group's
+// sparsity itself.
 //
 // With "structure" the job shrinks instead of zeroing (run/shrink.c): whole
 // units go from every block, the same count from each (fractions of query
@@ -165,7 +174,34 @@ typedef struct eng_alloc {
 #define ENG_OWL_M 5.0
 #define ENG_OWL_LAMBDA 0.08
 
+// What a job does (spec "kind"): prune once, or measure each group's
+// sensitivity (spec "sensitivity").
+typedef enum eng_kind {
+    ENG_KIND_PRUNE,
+    ENG_KIND_SENSITIVITY,
+    ENG_KIND_COUNT
+} eng_kind;
+
+// A sensitivity sweep's groups: a tensor, a decoder block, or a type (the
+// tensors of one name across blocks).
+typedef enum eng_granularity {
+    ENG_GRAN_TENSOR,
+    ENG_GRAN_BLOCK,
+    ENG_GRAN_TYPE,
+    ENG_GRAN_COUNT
+} eng_granularity;
+
+#define ENG_SENS_MAX_LEVELS 32
+
+typedef struct eng_sens {
+    double levels[ENG_SENS_MAX_LEVELS]; // each in (0, 1), rising
+    size_t n_levels;
+    eng_granularity granularity;
+} eng_sens;
+
 typedef struct eng_spec {
+    eng_kind kind;
+    eng_sens sens;    // kind sensitivity
     char *checkpoint; // may be NULL
     eng_method method;
     double sparsity;
@@ -240,6 +276,8 @@ const char *eng_scope_name(eng_scope s);
 const char *eng_norm_name(eng_norm n);
 const char *eng_blocks_by_name(eng_blocks_by b);
 const char *eng_alloc_name(eng_alloc_kind k);
+const char *eng_kind_name(eng_kind k);
+const char *eng_granularity_name(eng_granularity g);
 
 // A (rows, cols) view of a tensor: dim 0 by the product of the rest; a 1-D
 // tensor is one row.

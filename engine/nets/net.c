@@ -301,11 +301,12 @@ int eng_net_block_stats_polled(eng_net *n, eng_net_block *b, const eng_acts *a,
 }
 
 // The dataset's rows through every block: a holds the last block's output.
-static int run_blocks(eng_net *n, const eng_dataset *ds, eng_acts *a,
-                      const eng_hooks *h, sh_diag *d)
+// Blocks from..to-1 over a, in place.
+static int blocks_over(eng_net *n, size_t from, size_t to, eng_acts *a,
+                       const eng_hooks *h, sh_diag *d)
 {
-    int rc = eng_net_embed_polled(n, ds, a, h, d);
-    for (size_t b = 0; rc == 0 && b < n->nblocks; b++) {
+    int rc = 0;
+    for (size_t b = from; rc == 0 && b < to && b < n->nblocks; b++) {
         if (eng_hooks_cancelled(h)) {
             rc = SH_ECANCELED;
             break;
@@ -321,7 +322,28 @@ static int run_blocks(eng_net *n, const eng_dataset *ds, eng_acts *a,
     return rc;
 }
 
+static int run_blocks(eng_net *n, const eng_dataset *ds, eng_acts *a,
+                      const eng_hooks *h, sh_diag *d)
+{
+    int rc = eng_net_embed_polled(n, ds, a, h, d);
+    return rc == 0 ? blocks_over(n, 0, n->nblocks, a, h, d) : rc;
+}
+
+int eng_net_run_blocks(eng_net *n, size_t from, size_t to, eng_acts *a,
+                       const eng_hooks *h, sh_diag *d)
+{
+    return blocks_over(n, from, to, a, h, d);
+}
+
 // --- evaluation
+
+int eng_net_evaluate_from(eng_net *n, const eng_dataset *ds, size_t from,
+                          eng_acts *a, const eng_hooks *h, eng_metric *out,
+                          sh_diag *d)
+{
+    int rc = blocks_over(n, from, n->nblocks, a, h, d);
+    return rc == 0 ? n->fam->metric(n, ds, a, h, out, d) : rc;
+}
 
 int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
                      eng_metric *out, sh_diag *d)

@@ -129,6 +129,18 @@ int eng_net_block_forward(eng_net *n, eng_net_block *b, eng_acts *a,
 int eng_net_evaluate(eng_net *n, const eng_dataset *ds, const eng_hooks *h,
                      eng_metric *out, sh_diag *d);
 
+// Blocks from..to-1 over a (in place), and the metric of ds from block
+// `from` on, a holding that block's input for ds's rows (a is run over,
+// in place). With a from eng_net_embed and blocks before `from` run by
+// eng_net_run_blocks, eng_net_evaluate_from is eng_net_evaluate's number
+// exactly: a sweep that changes only later blocks runs the earlier ones
+// once.
+int eng_net_run_blocks(eng_net *n, size_t from, size_t to, eng_acts *a,
+                       const eng_hooks *h, sh_diag *d);
+int eng_net_evaluate_from(eng_net *n, const eng_dataset *ds, size_t from,
+                          eng_acts *a, const eng_hooks *h, eng_metric *out,
+                          sh_diag *d);
+
 // The speed of the forward pass: the first rows of ds (at most 8 token
 // rows, 4096 input rows) through the embedding, every block and the head
 // (logits), `passes` times after one warm-up, with every block's weights

@@ -145,10 +145,13 @@ static double loss_at(const curve *c, double x)
 // the knapsack's optimum; measured curves are close to convex, and a
 // greedy over them costs groups x target / step evaluations of a line.
 static int sensitivity_overrides(const eng_plan *plan, const eng_spec *s,
-                                 json_t *ovs, json_t **how, sh_diag *d)
+                                 const eng_options *o, json_t *ovs,
+                                 json_t **how, sh_diag *d)
 {
-    json_error_t err;
-    json_t *rep = json_load_file(s->alloc.from, 0, &err);
+    json_error_t err = {.text = ""};
+    json_t *rep = o->sensitivity_report
+                      ? json_deep_copy(o->sensitivity_report)
+                      : json_load_file(s->alloc.from, 0, &err);
     if (!rep)
         return sh_diag_set(d, SH_ESPEC, "allocation.from",
                            "allocation.from: %s is not a sensitivity report "
@@ -295,7 +298,7 @@ int eng_allocate(const eng_model *m, const eng_spec *s, const eng_options *o,
         (rc = eng_net_open(&net, m, d)) == 0)
         rc = owl_overrides(&plan, net, s, o, h, r, ovs, &how, d);
     else if (rc == 0)
-        rc = sensitivity_overrides(&plan, s, ovs, &how, d);
+        rc = sensitivity_overrides(&plan, s, o, ovs, &how, d);
     if (rc == 0 && json_array_size(ovs) > ENG_SPEC_MAX_OVERRIDES)
         rc = sh_diag_set(d, SH_ESPEC, "allocation",
                          "allocation %s would write %zu overrides, more "

@@ -66,7 +66,28 @@ typedef struct calib {
     } orig, work;
     size_t block, nblocks; // for progress
     eng_owl *owl;          // OWL's pass: outlier ratios, nothing pruned
+    bool skip_idle;        // a sweep's run: idle targets left alone
+    size_t work_begin;     // blocks before it have no work
+    size_t work_end;       // blocks from here on have no work
+    size_t first;          // the block the pass starts at
 } calib;
+
+// A target with nothing to do (sparsity 0, no grid, no zeros kept): in a
+// sensitivity sweep's runs (eng_options.sweep_run) it is left as it is,
+// copied through, with no statistics and no report row; a block with only
+// such targets is run forward for the next ones' inputs, and none after
+// the last block with work.
+static bool idle(const calib *c, size_t ti)
+{
+    const eng_share *sh = &c->plan->rows[ti].share;
+    return c->skip_idle && sh->target && sh->sparsity == 0 && !sh->quant.bits &&
+           !c->s->preserve_zeros && c->s->scope == ENG_SCOPE_LAYER;
+}
+
+static bool works(const calib *c, size_t ti)
+{
+    return c->plan->rows[ti].share.target && !idle(c, ti);
+}
 
 static eng_score_kind kind_of(eng_method m) { return eng_methods[m].score; }
 
@@ -128,7 +149,7 @@ static int stats_alloc(calib *c, size_t block, sh_diag *d)
     c->last_site = -1;
     for (size_t i = 0; i < n; i++) {
         int s = lin[i].site;
-        if (!c->plan->rows[lin[i].tensor].share.target || c->used[s])
+        if (!works(c, lin[i].tensor) || c->used[s])
             continue;
         c->used[s] = true;
         c->last_site = s > c->last_site ? s : c->last_site;
@@ -538,7 +559,8 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
 {
     size_t nb = c->nblocks = eng_net_blocks(c->net);
     int rc = 0;
-    for (size_t b = 0; rc == 0 && b < nb; b++) {
+    // Past the last block with work there is nothing to read or run.
+    for (size_t b = c->first; rc == 0 && b < nb && b < c->work_end; b++) {
         if (eng_hooks_cancelled(c->h)) {
             rc = SH_ECANCELED;
             break;
@@ -572,14 +594,15 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         if (rc == 0 && c->owl)
             owl_block(c, b, blk);
         for (size_t i = 0; rc == 0 && !c->owl && i < nl; i++) {
-            if (!c->plan->rows[lin[i].tensor].share.target)
+            if (!works(c, lin[i].tensor))
                 continue;
             rc = prune_linear(c, lin[i].tensor, eng_net_block_weight(blk, i),
                               lin[i].rows, lin[i].cols, lin[i].site, d);
         }
         // The pruned block makes the next block's inputs; after the last
-        // one nobody reads them (evaluation reads the written model).
-        if (rc == 0 && b + 1 < nb) {
+        // one with work nobody reads them (evaluation reads the written
+        // model).
+        if (rc == 0 && b + 1 < c->work_end) {
             progress(c, ENG_PHASE_FORWARD, NULL);
             t0 = sh_time_mono();
             rc = eng_net_block_forward_polled(c->net, blk, acts, c->h, d);
@@ -599,8 +622,14 @@ static int calibrated(const eng_plan *plan, const eng_options *o,
 {
     const eng_model *m = plan->m;
     const eng_spec *s = plan->s;
-    calib c = {
-        .m = m, .s = s, .plan = plan, .h = h, .w = w, .r = r, .owl = owl};
+    calib c = {.m = m,
+               .s = s,
+               .plan = plan,
+               .h = h,
+               .w = w,
+               .r = r,
+               .owl = owl,
+               .skip_idle = o->sweep_run && !owl};
     c.nt = eng_model_tensor_count(m);
     eng_dataset ds = {0};
     eng_acts acts = {0};
@@ -617,6 +646,19 @@ static int calibrated(const eng_plan *plan, const eng_options *o,
     if ((rc = eng_net_open(&c.net, m, d)) != 0 ||
         (rc = check_targets(&c, d)) != 0)
         goto out;
+    c.work_begin = eng_net_blocks(c.net);
+    for (size_t b = 0; b < eng_net_blocks(c.net); b++) {
+        const eng_net_linear *lin;
+        size_t nl = eng_net_linears(c.net, b, &lin);
+        for (size_t i = 0; i < nl; i++) {
+            if (!works(&c, lin[i].tensor))
+                continue;
+            c.work_end = b + 1;
+            c.work_begin = b < c.work_begin ? b : c.work_begin;
+        }
+    }
+    if (owl)
+        c.work_end = eng_net_blocks(c.net);
     eng_hooks_progress(
         h,
         &(eng_progress){.phase = "calibrating", .stage = "read", .steps = 1});
@@ -652,7 +694,13 @@ static int calibrated(const eng_plan *plan, const eng_options *o,
         (rc = global_thresholds(&c, d)) != 0)
         goto out;
     t0 = eng_report_lap(r, NULL, ENG_PHASE_SOLVE, t0);
-    if ((rc = eng_net_embed_polled(c.net, &ds, &acts, h, d)) != 0)
+    // A sweep's run whose earlier blocks have no work starts where the
+    // sweep's dense pass is (the same activations the blocks would make).
+    const struct eng_calib_prefix *cp = o->calib_prefix;
+    if (c.skip_idle && cp && cp->rows == ds.rows && cp->block <= c.work_begin)
+        c.first = cp->block;
+    if ((rc = c.first ? eng_acts_copy_polled(&acts, &cp->at, h, d)
+                      : eng_net_embed_polled(c.net, &ds, &acts, h, d)) != 0)
         goto out;
     eng_report_lap(r, NULL, ENG_PHASE_FORWARD, t0);
     if ((rc = run_blocks(&c, &acts, d)) != 0 || owl)

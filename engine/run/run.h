@@ -54,6 +54,17 @@ int eng_measure(const eng_model *m, const char *path, const eng_hooks *h,
 int eng_allocate(const eng_model *m, const eng_spec *s, const eng_options *o,
                  const eng_hooks *h, eng_report *r, eng_spec *out, sh_diag *d);
 
+// A sensitivity sweep's dense calibration activations at the input of
+// `block` (run/sensitivity.c keeps them, eng_options.calib_prefix lends
+// them to a run): a run whose targets before `block` are all idle (see
+// calib.c) starts its calibration pass there instead of at the embedding.
+// rows: the calibration rows they were made from.
+struct eng_calib_prefix {
+    eng_acts at;
+    size_t block;
+    int64_t rows;
+};
+
 int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
                          const eng_hooks *h, eng_out *w, eng_report *r,
                          sh_diag *d);

@@ -211,5 +211,51 @@ int main(int argc, char **argv)
         printf("%-28s %10.3f s\n", methods[m], bench_median(t, runs));
     }
     sh_rm_rf(out);
+
+    // A sensitivity sweep of the fixture (4 blocks x 4 levels, 16 runs and
+    // the dense metric): as it runs (each group measured from its block
+    // on, the calibration pass only as far as the group) against whole
+    // runs (--no-reuse: a whole calibrated prune and evaluation each), and
+    // against one `shears eval` of the dense model as the unit.
+    char eval[4096];
+    snprintf(eval, sizeof eval, "%s/llama-kjv-data/evaluation.safetensors", fx);
+    printf("\nsensitivity sweep of llama-kjv: 4 blocks x 4 levels "
+           "(0.3,0.5,0.7,0.9), 17 evaluations (%d runs, medians)\n",
+           runs);
+    printf("%-28s %10s %10s %14s %12s\n", "", "reusing", "whole runs",
+           "reuse saves", "one eval");
+    char *ev_args[] = {(char *)bin,    "eval", "--model",    model,
+                       "--evaluation", eval,   "--no-speed", NULL};
+    double te[16];
+    for (int r = 0; r < runs; r++)
+        te[r] = run_cli(ev_args);
+    double one = bench_median(te, runs);
+    for (int m = 0; m < 3; m++) {
+        double t[2][16];
+        for (int r = 0; r < runs; r++)
+            for (int full = 0; full < 2; full++) {
+                char *args[] = {(char *)bin,
+                                "sensitivity",
+                                "--model",
+                                model,
+                                "--evaluation",
+                                eval,
+                                "--calibration",
+                                calib,
+                                "--method",
+                                (char *)methods[m],
+                                "--levels",
+                                "0.3,0.5,0.7,0.9",
+                                "--quiet",
+                                full ? "--no-reuse" : NULL,
+                                NULL};
+                t[full][r] = run_cli(args);
+            }
+        double a = bench_median(t[0], runs), b = bench_median(t[1], runs);
+        char name[64];
+        snprintf(name, sizeof name, "%s (s; x one eval)", methods[m]);
+        printf("%-28s %5.2f %4.1fx %5.2f %4.1fx %13.0f%% %10.3f s\n", name, a,
+               a / one, b, b / one, 100 * (1 - a / b), one);
+    }
     return 0;
 }

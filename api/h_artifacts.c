@@ -34,11 +34,10 @@ static json_t *artifact_files(api_request *r)
     } else if (!files && strcmp(json_string_value(json_object_get(job, "kind")),
                                 "prune") != 0) {
         api_respond_problem(r, 409, "no-artifact", "No artifact", NULL,
-                            "job %s is a %s job: it measures and writes no "
-                            "model; its table is at /v1/jobs/%s/sensitivity",
+                            "job %s is a %s job: it measures and keeps no "
+                            "model; its table is its result",
                             r->param[0],
-                            json_string_value(json_object_get(job, "kind")),
-                            r->param[0]);
+                            json_string_value(json_object_get(job, "kind")));
     } else if (!files) {
         api_respond_problem(
             r, 409, "no-artifact", "No artifact", NULL,

@@ -230,9 +230,9 @@ void api_h_job_list(api_request *r)
     }
     const char *kind = api_query(r, "kind");
     if (kind && strcmp(kind, "prune") != 0 &&
-        strcmp(kind, "sensitivity") != 0) {
+        strcmp(kind, "sensitivity") != 0 && strcmp(kind, "sweep") != 0) {
         api_respond_problem(r, 422, "invalid-query", "Invalid query", "kind",
-                            "kind must be prune or sensitivity");
+                            "kind must be prune, sensitivity or sweep");
         return;
     }
     store_conn *c = store_conn_acquire(r->srv->s);

@@ -50,6 +50,10 @@ typedef struct eng_options {
     // With sweep_run: the sweep's dense calibration activations at some
     // block's input (run/run.h), or NULL. Engine-internal.
     const struct eng_calib_prefix *calib_prefix;
+    // A trade-off sweep keeps each point's output in its own folder under
+    // this one (point-00, point-01, ...); NULL: none kept, out_dir is the
+    // scratch folder.
+    const char *sweep_keep;
     // Allocation sensitivity: the report spec allocation.from names, as
     // the caller resolved it (the service: a sensitivity job's result);
     // NULL: from is a file to read.
@@ -95,6 +99,17 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
                     const eng_hooks *h, json_t **out, sh_diag *d);
 int eng_sensitivity_merge(json_t *const *parts, size_t n, json_t **out,
                           sh_diag *d);
+
+// A trade-off sweep (run/sweep.c): base is a spec of kind sweep; each of
+// its points (eng_sweep_point: methods x levels) pruned and measured on
+// o->evaluation_path, the dense metric once. *out: {"kind": "sweep",
+// "metric", "dense", "points": [{"method", "sparsity", "pattern",
+// "achieved", "metric", "delta", "bytes_before", "bytes_after", "ratio",
+// "seconds", ("size", "speedup" for a shrink), ("folder" when kept)}],
+// "evaluations", "seconds"}. o->out_dir is a scratch folder (left empty)
+// unless o->sweep_keep.
+int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
+              const eng_hooks *h, json_t **out, sh_diag *d);
 
 // Writes the compressed-tensors folder m (output.format
 // "compressed-tensors") back as dense tensors into o->out_dir: the bytes

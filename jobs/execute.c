@@ -165,6 +165,9 @@ static int execute(job_run *run, eng_spec *spec, job_inputs *in)
         // A table, no model: the runs use the temp dir one after another.
         rc = eng_sensitivity(in->model, spec, &o, 0, 1, &hooks, &run->result,
                              &run->d);
+    } else if (spec->kind == ENG_KIND_SWEEP) {
+        // Likewise: the points' models are not kept.
+        rc = eng_sweep(in->model, spec, &o, &hooks, &run->result, &run->d);
     } else {
         rc = eng_prune(in->model, spec, &o, &hooks, &r, &run->d);
         if (rc == 0) {

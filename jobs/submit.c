@@ -27,6 +27,26 @@ static int check_kind(const job_dataset *ds, const char *id, const char *field,
                        field, id, ds->kind, arch, want);
 }
 
+// A sweep's point i against the model, its field named as the point's.
+static int check_point(const eng_spec *s, size_t i, const eng_model *m,
+                       double deadline, sh_diag *d)
+{
+    json_t *pj = eng_sweep_point(s, i);
+    eng_spec p;
+    int rc = pj ? eng_spec_parse(&p, pj, d)
+                : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    if (rc == 0) {
+        rc = eng_check(&p, m, deadline, NULL, d);
+        eng_spec_deinit(&p);
+    }
+    if (rc == SH_ESPEC)
+        sh_diag_prefix(d, "sweep point %zu (%s at %g)", i,
+                       json_string_value(json_object_get(pj, "method")),
+                       json_number_value(json_object_get(pj, "sparsity")));
+    json_decref(pj);
+    return rc;
+}
+
 // The digest of a request body, for Idempotency-Key: its canonical JSON.
 static void body_digest(const json_t *body, char out[SH_SHA256_HEX])
 {
@@ -53,10 +73,11 @@ int job_submit(store *s, job_runner *r, const job_request *req, json_t **job,
     if (rc == 0 && !spec.checkpoint)
         rc = sh_diag_set(d, SH_ESPEC, "checkpoint",
                          "checkpoint is required (a ck_... id)");
-    if (rc == 0 && spec.kind == ENG_KIND_SENSITIVITY && !spec.eval_dataset)
+    if (rc == 0 && spec.kind != ENG_KIND_PRUNE && !spec.eval_dataset)
         rc = sh_diag_set(d, SH_ESPEC, "evaluation.dataset",
-                         "a sensitivity job measures every run: give "
-                         "evaluation.dataset");
+                         "a %s job measures every run: give "
+                         "evaluation.dataset",
+                         eng_kind_name(spec.kind));
     if (rc == 0 && spec.alloc.kind == ENG_ALLOC_SENSITIVITY)
         rc = job_sensitivity_source(s, spec.alloc.from, spec.checkpoint, NULL,
                                     d);
@@ -68,6 +89,10 @@ int job_submit(store *s, job_runner *r, const job_request *req, json_t **job,
     eng_model_needs needs = {0};
     if (rc == 0)
         rc = eng_check(&spec, in.model, req->check_deadline, &needs, d);
+    // Each point of a sweep against the checkpoint too (its method may
+    // need what the base's does not).
+    for (size_t i = 0; rc == 0 && i < eng_sweep_points(&spec); i++)
+        rc = check_point(&spec, i, in.model, req->check_deadline, d);
     if (rc == 0 && spec.calib_dataset)
         rc = check_kind(&in.calibration, spec.calib_dataset,
                         "calibration.dataset", eng_model_arch(in.model), &needs,

@@ -20,6 +20,7 @@ int svc_cmd_serve(int argc, char **argv);
 int svc_cmd_decompress(int argc, char **argv);
 int svc_cmd_sensitivity(int argc, char **argv);
 int svc_cmd_merge(int argc, char **argv);
+int svc_cmd_sweep(int argc, char **argv);
 
 // An output folder that appears whole or not at all. svc_out_check: --out
 // may be used (absent, or an empty folder; else prints why, returns -1).

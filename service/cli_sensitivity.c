@@ -1,5 +1,7 @@
 // cli_sensitivity.c: `shears sensitivity`, each group of targets pruned
-// alone at each level and the model measured (engine.h: eng_sensitivity).
+// alone at each level and the model measured (engine.h: eng_sensitivity);
+// `shears merge`, its shards joined; `shears sweep`, the trade-off of
+// methods x levels (eng_sweep).
 #include "service/cli.h"
 
 #include "common/util.h"
@@ -321,5 +323,217 @@ int svc_cmd_merge(int argc, char **argv)
         json_decref(parts[i]);
     free(parts);
     json_decref(res);
+    return code;
+}
+
+static const char sweep_usage[] =
+    "usage: shears sweep --model PATH --evaluation FILE\n"
+    "                    (--methods M,M,... | --levels L,L,...) [options]\n"
+    "\n"
+    "  --model PATH        a .safetensors file or a model folder\n"
+    "  --evaluation FILE   the dataset every point is measured on\n"
+    "  --calibration FILE  calibration data (wanda, sparsegpt)\n"
+    "  --methods M,M,...   methods to cross with the levels (default: the\n"
+    "                      spec's, or --method)\n"
+    "  --method M          the base method\n"
+    "  --levels L,L,...    sparsities, rising, from 0 to 1 (default: the "
+    "spec's)\n"
+    "  --spec FILE.json    a base job spec (pattern, targets, quantize, ...)\n"
+    "  --report FILE.json  write the table there as JSON\n"
+    "  --keep DIR          keep each point's pruned model in DIR/point-NN\n"
+    "                      (DIR must not exist, or be empty)\n"
+    "  --threads N         threads to use (default: all)\n"
+    "  --quiet             no progress output\n"
+    "\n"
+    "Each point (a method at a level) is pruned and measured, the dense "
+    "metric\n"
+    "once: the accuracy-vs-sparsity curve of the model, one line per "
+    "method.\n";
+
+static void print_sweep(const json_t *res)
+{
+    printf("sweep, dense %s %.4f\n",
+           json_string_value(json_object_get(res, "metric")),
+           json_number_value(json_object_get(res, "dense")));
+    printf("%-12s %9s %-13s %10s %10s %8s\n", "method", "sparsity", "pattern",
+           "metric", "delta", "size");
+    size_t i;
+    json_t *p;
+    json_array_foreach (json_object_get(res, "points"), i, p)
+        printf("%-12s %9.4g %-13s %10.4f %+10.4f %8.3f\n",
+               json_string_value(json_object_get(p, "method")),
+               json_number_value(json_object_get(p, "sparsity")),
+               json_string_value(json_object_get(p, "pattern")),
+               json_number_value(json_object_get(p, "metric")),
+               json_number_value(json_object_get(p, "delta")),
+               json_number_value(json_object_get(p, "ratio")));
+}
+
+int svc_cmd_sweep(int argc, char **argv)
+{
+    enum {
+        O_MODEL = 1,
+        O_EVAL,
+        O_CALIB,
+        O_METHODS,
+        O_METHOD,
+        O_LEVELS,
+        O_SPEC,
+        O_REPORT,
+        O_KEEP,
+        O_THREADS,
+        O_QUIET,
+        O_HELP
+    };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL},
+        {"evaluation", required_argument, 0, O_EVAL},
+        {"calibration", required_argument, 0, O_CALIB},
+        {"methods", required_argument, 0, O_METHODS},
+        {"method", required_argument, 0, O_METHOD},
+        {"levels", required_argument, 0, O_LEVELS},
+        {"spec", required_argument, 0, O_SPEC},
+        {"report", required_argument, 0, O_REPORT},
+        {"keep", required_argument, 0, O_KEEP},
+        {"threads", required_argument, 0, O_THREADS},
+        {"quiet", no_argument, 0, O_QUIET},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
+    };
+    const char *model = NULL, *eval = NULL, *calib = NULL, *methods = NULL,
+               *method = NULL, *spec_file = NULL, *report = NULL, *keep = NULL;
+    double levels[ENG_SENS_MAX_LEVELS];
+    size_t n_levels = 0;
+    bool quiet = false;
+    uint64_t threads = 0;
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL: model = optarg; break;
+        case O_EVAL: eval = optarg; break;
+        case O_CALIB: calib = optarg; break;
+        case O_METHODS: methods = optarg; break;
+        case O_METHOD: method = optarg; break;
+        case O_SPEC: spec_file = optarg; break;
+        case O_REPORT: report = optarg; break;
+        case O_KEEP: keep = optarg; break;
+        case O_QUIET: quiet = true; break;
+        case O_LEVELS:
+            if (parse_levels(optarg, levels, ENG_SENS_MAX_LEVELS, &n_levels) !=
+                0)
+                return svc_fail(SVC_EXIT_USAGE,
+                                "--levels: \"%s\" is not a list of up to 32 "
+                                "numbers (0.5,0.6,0.7)",
+                                optarg);
+            break;
+        case O_THREADS:
+            if (!svc_parse_u64(optarg, &threads) || threads < 1 ||
+                threads > 1024)
+                return svc_fail(SVC_EXIT_USAGE,
+                                "--threads: \"%s\" is not a count from 1 to "
+                                "1024",
+                                optarg);
+            break;
+        case O_HELP: fputs(sweep_usage, stdout); return SVC_EXIT_OK;
+        default:
+            return svc_fail(SVC_EXIT_USAGE, "unknown option %s (try --help)",
+                            argv[optind - 1]);
+        }
+    }
+    if (!model || !eval || (!method && !methods && !spec_file))
+        return svc_fail(SVC_EXIT_USAGE,
+                        "--model, --evaluation and --methods (or --method, or "
+                        "--spec) are required");
+    json_error_t jerr;
+    json_t *sj =
+        spec_file ? json_load_file(spec_file, 0, &jerr) : json_object();
+    if (!sj)
+        return svc_fail(SVC_EXIT_USAGE, "--spec %s: %s", spec_file, jerr.text);
+    json_t *sw = json_object_get(sj, "sweep");
+    if (!json_is_object(sw))
+        json_object_set_new(sj, "sweep", sw = json_object());
+    if (methods) {
+        json_t *ms = json_array();
+        char *copy = strdup(methods), *save = NULL;
+        for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
+             t = strtok_r(NULL, ",", &save))
+            json_array_append_new(ms, json_string(t));
+        free(copy);
+        json_object_set_new(sw, "methods", ms);
+        if (!method && !json_object_get(sj, "method"))
+            json_object_set(sj, "method", json_array_get(ms, 0));
+    }
+    if (method)
+        json_object_set_new(sj, "method", json_string(method));
+    if (n_levels) {
+        json_t *lv = json_array();
+        for (size_t i = 0; i < n_levels; i++)
+            json_array_append_new(lv, json_real(levels[i]));
+        json_object_set_new(sw, "levels", lv);
+    }
+    if (calib)
+        json_object_set_new(sj, "calibration",
+                            json_pack("{s:s}", "dataset", calib));
+    json_object_set_new(sj, "kind", json_string("sweep"));
+    eng_spec spec;
+    sh_diag d = {0};
+    int rc = eng_spec_parse(&spec, sj, &d);
+    json_decref(sj);
+    if (rc != 0)
+        return svc_fail_diag(SVC_EXIT_USAGE, "spec", &d);
+    eng_model *m = NULL;
+    int code = SVC_EXIT_FAIL;
+    char tmp[4096] = "", kept[4096] = "";
+    json_t *res = NULL;
+    if (keep && svc_out_check(keep) != 0) {
+        code = SVC_EXIT_USAGE;
+        goto out;
+    }
+    if ((rc = eng_model_open(&m, model, &d)) != 0) {
+        svc_fail_diag(SVC_EXIT_FAIL, model, &d);
+        goto out;
+    }
+    snprintf(tmp, sizeof tmp, "%s/shears-sweep-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(tmp)) {
+        tmp[0] = '\0';
+        svc_fail(SVC_EXIT_FAIL, "cannot create a scratch folder");
+        goto out;
+    }
+    // Kept points appear whole or not at all, as prune's --out.
+    if (keep && svc_out_begin(keep, kept, sizeof kept) != 0)
+        goto out;
+    eng_set_threads(threads ? (int)threads : sh_cpu_count());
+    svc_catch_interrupts();
+    svc_progress prog;
+    svc_progress_init(&prog, quiet);
+    eng_hooks hooks = {.ctx = &prog,
+                       .progress = svc_progress_cb,
+                       .cancelled = svc_interrupted};
+    eng_options o = {.out_dir = tmp,
+                     .calibration_path = spec.calib_dataset,
+                     .evaluation_path = eval,
+                     .sweep_keep = keep ? kept : NULL};
+    rc = eng_sweep(m, &spec, &o, &hooks, &res, &d);
+    svc_progress_done(&prog);
+    if (rc != 0) {
+        code = rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL;
+        svc_fail_diag(code, rc == SH_ECANCELED ? "interrupted" : "", &d);
+        goto out;
+    }
+    if (keep && svc_out_commit(kept, keep, false) != 0)
+        goto out;
+    print_sweep(res);
+    code = report ? write_report(res, report) : SVC_EXIT_OK;
+out:
+    if (tmp[0])
+        sh_rm_rf(tmp);
+    if (kept[0])
+        sh_rm_rf(kept);
+    json_decref(res);
+    eng_model_close(m);
+    eng_spec_deinit(&spec);
     return code;
 }

@@ -19,6 +19,8 @@ static const char usage_text[] =
     "  sensitivity each group of targets pruned alone at each level, "
     "measured\n"
     "  merge     join the shards of a sensitivity sweep\n"
+    "  sweep     the accuracy-vs-sparsity trade-off: methods x levels, each\n"
+    "            pruned and measured\n"
     "  version   print the version\n"
     "\n"
     "shears <command> --help for a command's options.\n";
@@ -32,7 +34,7 @@ static const command commands[] = {
     {"serve", svc_cmd_serve},           {"prune", svc_cmd_prune},
     {"inspect", svc_cmd_inspect},       {"eval", svc_cmd_eval},
     {"decompress", svc_cmd_decompress}, {"sensitivity", svc_cmd_sensitivity},
-    {"merge", svc_cmd_merge},
+    {"merge", svc_cmd_merge},           {"sweep", svc_cmd_sweep},
 };
 
 int main(int argc, char **argv)

@@ -8,8 +8,9 @@
 // form, watches it succeed in the live job list, opens its page and checks
 // the per-layer chart (one bar per pruned tensor), the dense and pruned
 // perplexity and the download links, runs a sensitivity job from the
-// form and checks its curves (one line per group) and a prune job
-// allocated from them, checks that API errors are shown in
+// form and checks its curves (one line per group), a sweep (one line per
+// method) and a prune job allocated from the sensitivity curves, checks
+// that API errors are shown in
 // plain words next to the form that caused them, then deletes what it made
 // through the page's buttons. Every request must stay on BASE_URL and the
 // page must raise no script error or CSP violation. With SHEARS_TOKEN set
@@ -426,6 +427,46 @@ async function run() {
   const trows = await page.locator("#sens-table tbody tr").count();
   check(trows === table.groups.length, `the sensitivity table has ${trows} rows`);
   await page.screenshot({ path: path.join(shotDir, "sensitivity-job.png"), fullPage: true });
+
+  step("a sweep from the form: magnitude and random at 50% and 90%; one line per method");
+  await page.click("#back");
+  await page.locator("#main-view").waitFor({ state: "visible" });
+  await page.selectOption("#job-kind", "sweep");
+  await page.locator("#job-sweep").waitFor({ state: "visible" });
+  await page.fill("#job-sweep-methods", "magnitude,random");
+  await page.fill("#job-sweep-levels", "0.5,0.9");
+  const [wRes] = await Promise.all([
+    page.waitForResponse((r) => r.url() === base + "/v1/jobs" && r.request().method() === "POST"),
+    page.click("#job-submit"),
+  ]);
+  const wSent = JSON.parse(wRes.request().postData());
+  const wWant = { checkpoint: ck.id, method: "magnitude", evaluation: { dataset: ds.id }, kind: "sweep",
+    sweep: { methods: ["magnitude", "random"], levels: [0.5, 0.9] } };
+  check(wRes.status() === 202 && JSON.stringify(wSent) === JSON.stringify(wWant),
+    `the sweep form sent ${JSON.stringify(wSent)} (${wRes.status()}), expected ${JSON.stringify(wWant)}`);
+  const wId = (await wRes.json()).id;
+  let wJob = null;
+  for (const until = Date.now() + 40_000; Date.now() < until; await page.waitForTimeout(200)) {
+    wJob = (await apiCall("GET", "/v1/jobs/" + wId)).data;
+    if (wJob.status !== "queued" && wJob.status !== "running") break;
+  }
+  check(wJob.status === "succeeded" && wJob.result.points.length === 4, `the sweep ended ${wJob.status}`);
+  await page.goto(`${base}/#/jobs/${wId}`);
+  const wc = page.locator("#sweep-chart");
+  await wc.waitFor();
+  const wLines = await wc.locator("polyline.sens-line").evaluateAll((ls) =>
+    ls.map((l) => [l.getAttribute("data-group"), l.getAttribute("points").trim().split(/\s+/).length]));
+  check(JSON.stringify(wLines) === JSON.stringify([["magnitude", 3], ["random", 3]]),
+    `the sweep chart is not one line per method through its points: ${JSON.stringify(wLines)}`);
+  const wRows = await page.locator("#sweep-table tbody tr").count();
+  check(wRows === 4, `the sweep table has ${wRows} rows, expected 4`);
+  await page.screenshot({ path: path.join(shotDir, "sweep-job.png"), fullPage: true });
+  await apiCall("DELETE", "/v1/jobs/" + wId);
+  await page.click("#back");
+  await page.locator("#main-view").waitFor({ state: "visible" });
+  await page.selectOption("#job-kind", "");
+  await page.goto(`${base}/#/jobs/${vId}`);
+  await page.locator("#sens-chart").waitFor();
 
   step("a prune job allocated from those curves, chosen in the form");
   await page.click("#back");

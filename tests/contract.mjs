@@ -137,6 +137,19 @@ await check("GET", "/v1/jobs/{id}/sensitivity", `/v1/jobs/${job}/sensitivity`);
 await check("GET", "/v1/jobs/{id}/artifact", `/v1/jobs/${sens.id}/artifact`);
 await check("GET", "/v1/jobs", "/v1/jobs?kind=sensitivity");
 await check("GET", "/v1/jobs", "/v1/jobs?kind=nope");
+// A sweep job (magnitude at two levels): the job and its result.
+const swp = await check("POST", "/v1/jobs", "/v1/jobs", {
+  headers: json,
+  body: JSON.stringify({ checkpoint: ck, method: "magnitude", kind: "sweep",
+    evaluation: { dataset: ds }, sweep: { levels: [0.3, 0.6] } }),
+});
+let wj = swp;
+for (const until = Date.now() + 60_000; wj && (wj.status === "queued" || wj.status === "running") && Date.now() < until;) {
+  await new Promise((r) => setTimeout(r, 200));
+  wj = await (await fetch(`${base}/v1/jobs/${swp.id}`)).json();
+}
+if (!wj || wj.status !== "succeeded") fail(`sweep job ${swp && swp.id} is ${wj && wj.status}`);
+await check("GET", "/v1/jobs/{id}", `/v1/jobs/${swp.id}`);
 await check("DELETE", "/v1/checkpoints/{id}", "/v1/checkpoints/ck_missing");
 await check("GET", "/v1/nope", "/v1/nope");
 if (j && j.status !== "succeeded") fail(`job ${job} is ${j.status}, expected succeeded`);

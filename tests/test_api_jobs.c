@@ -470,8 +470,8 @@ START_TEST(test_sensitivity_job)
     ck_assert_int_eq(th_get(&s, url, &r), 200);
     ck_assert_int_eq(json_array_size(json_object_get(r.json, "items")), 1);
     th_resp_free(&r);
-    th_get(&s, "/v1/jobs?kind=sweep", &r);
-    th_expect_problem(&r, 422, "kind", "prune or sensitivity");
+    th_get(&s, "/v1/jobs?kind=bogus", &r);
+    th_expect_problem(&r, 422, "kind", "prune, sensitivity or sweep");
     th_resp_free(&r);
 
     // Allocation from the job: each block's level from its curve, the
@@ -508,6 +508,48 @@ START_TEST(test_sensitivity_job)
     th_get(&s, url, &r);
     th_expect_problem(&r, 404, NULL, "only a sensitivity job");
     th_resp_free(&r);
+
+    // A trade-off sweep: magnitude and SparseGPT at 0.5 and 0.7, one
+    // point per pair, each the metric a prune job of that spec gets; no
+    // artifact.
+    snprintf(body, sizeof body,
+             "{\"kind\":\"sweep\",\"checkpoint\":\"%s\","
+             "\"method\":\"magnitude\",\"calibration\":{\"dataset\":\"%s\"},"
+             "\"evaluation\":{\"dataset\":\"%s\"},\"sweep\":{\"methods\":"
+             "[\"magnitude\",\"sparsegpt\"],\"levels\":[0.5,0.7]}}",
+             ck, cal, ev);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    ck_assert_str_eq(jstr(r.json, "kind"), "sweep");
+    char sw[64];
+    snprintf(sw, sizeof sw, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"sparsegpt\",\"sparsity\":0.7,"
+             "\"calibration\":{\"dataset\":\"%s\"},\"evaluation\":{"
+             "\"dataset\":\"%s\"}}",
+             ck, cal, ev);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
+    char one[64];
+    snprintf(one, sizeof one, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    job = th_job_wait(&s, sw, 180);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
+                  json_dumps(json_object_get(job, "error"), 0));
+    ck_assert(json_is_null(json_object_get(job, "artifact")));
+    json_t *pts = json_object_get(json_object_get(job, "result"), "points");
+    ck_assert_int_eq(json_array_size(pts), 4);
+    json_t *last = json_array_get(pts, 3);
+    ck_assert_str_eq(jstr(last, "method"), "sparsegpt");
+    ck_assert_double_eq(json_number_value(json_object_get(last, "sparsity")),
+                        0.7);
+    json_t *oj = th_job_wait(&s, one, 120);
+    ck_assert_double_eq(
+        json_number_value(json_object_get(last, "metric")),
+        json_number_value(json_object_get(
+            json_object_get(json_object_get(oj, "result"), "metric"),
+            "pruned")));
+    json_decref(oj);
+    json_decref(job);
 
     // A second sweep, queued or running when it is named.
     snprintf(body, sizeof body,
@@ -567,7 +609,25 @@ START_TEST(test_sensitivity_job)
          ck, ev, "sensitivity", "belongs to"},
         {"{\"kind\":\"sweep\",\"checkpoint\":\"%s\",\"method\":"
          "\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"}}",
+         ck, ev, "sweep", "a sweep job needs"},
+        {"{\"kind\":\"survey\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"}}",
          ck, ev, "kind", "not one of"},
+        {"{\"kind\":\"sweep\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"sweep\":{\"levels\":[0.5]},\"seed\":%s1}",
+         ck, "", "evaluation.dataset", "a sweep job measures"},
+        {"{\"kind\":\"sweep\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"},"
+         "\"sweep\":{\"methods\":[\"magnitude\",\"wanda\"]}}",
+         ck, ev, "calibration", "sweep point 1 (wanda"},
+        {"{\"kind\":\"sweep\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"},"
+         "\"sweep\":{\"levels\":[0.7,0.5]}}",
+         ck, ev, "sweep.levels[1]", "must rise"},
+        {"{\"kind\":\"sweep\",\"checkpoint\":\"%s\",\"method\":"
+         "\"magnitude\",\"pattern\":\"2:4\",\"evaluation\":{"
+         "\"dataset\":\"%s\"},\"sweep\":{\"levels\":[0.5]}}",
+         ck, ev, "sweep.levels", "fixes the sparsity"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         snprintf(body, sizeof body, bad[k].fmt, bad[k].a, bad[k].b);

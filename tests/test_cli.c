@@ -677,6 +677,97 @@ START_TEST(test_sensitivity_reuse)
 }
 END_TEST
 
+// `shears sweep`: methods x levels, each point the metric `prune` gets
+// for that spec, and with --keep the same weights; a bad level or a
+// --keep folder in use are usage errors.
+START_TEST(test_sweep)
+{
+    char *model = th_fixture("mlp-fmnist");
+    char *ev = th_fixture("mlp-fmnist-data/evaluation.safetensors");
+    char *cal = th_fixture("mlp-fmnist-data/calibration.safetensors");
+    char *dir = th_tmpdir();
+    char *rep = th_path(dir, "sweep.json"), *keep = th_path(dir, "kept"),
+         *out = th_path(dir, "o"), *prep = th_path(dir, "p.json");
+    const char *a[] = {"sweep",
+                       "--model",
+                       model,
+                       "--evaluation",
+                       ev,
+                       "--calibration",
+                       cal,
+                       "--methods",
+                       "magnitude,sparsegpt",
+                       "--levels",
+                       "0.5,0.9",
+                       "--report",
+                       rep,
+                       "--keep",
+                       keep,
+                       "--quiet",
+                       NULL};
+    char *o = NULL, *e = NULL;
+    ck_assert_msg(th_run(&o, &e, a) == 0, "%s", e);
+    ck_assert_ptr_nonnull(strstr(o, "sparsegpt"));
+    free(o);
+    free(e);
+    json_error_t err;
+    json_t *r = json_load_file(rep, 0, &err);
+    ck_assert_ptr_nonnull(r);
+    json_t *pts = json_object_get(r, "points");
+    ck_assert_int_eq(json_array_size(pts), 4);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "evaluations")), 5);
+    json_t *last = json_array_get(pts, 3);
+    ck_assert_str_eq(json_string_value(json_object_get(last, "method")),
+                     "sparsegpt");
+    ck_assert_str_eq(json_string_value(json_object_get(last, "folder")),
+                     "point-03");
+    const char *pr[] = {
+        "prune",    "--model",      model,        "--out",    out,
+        "--method", "sparsegpt",    "--sparsity", "0.9",      "--calibration",
+        cal,        "--evaluation", ev,           "--report", prep,
+        "--quiet",  "--no-sync",    NULL};
+    ck_assert_msg(th_run(NULL, &e, pr) == 0, "%s", e);
+    free(e);
+    json_t *p = json_load_file(prep, 0, &err);
+    ck_assert_double_eq(json_number_value(json_object_get(last, "metric")),
+                        json_number_value(json_object_get(
+                            json_object_get(p, "metric"), "pruned")));
+    json_decref(p);
+    json_decref(r);
+    char *kw = th_path(keep, "point-03/model.safetensors"),
+         *pw = th_path(out, "model.safetensors");
+    size_t kn = 0, pn = 0;
+    unsigned char *kb = th_read_file(kw, &kn), *pb = th_read_file(pw, &pn);
+    ck_assert_msg(kb && pb && kn == pn && memcmp(kb, pb, kn) == 0,
+                  "the kept point differs from prune's output");
+    free(kb);
+    free(pb);
+    free(kw);
+    free(pw);
+    // Levels that fall; a --keep folder that holds something.
+    const char *bad[] = {"sweep",   "--model",   model,       "--evaluation",
+                         ev,        "--methods", "magnitude", "--levels",
+                         "0.7,0.5", "--quiet",   NULL};
+    ck_assert_int_eq(th_run(NULL, &e, bad), 2);
+    one_error_line(e, "must rise");
+    free(e);
+    const char *busy[] = {"sweep", "--model",   model,       "--evaluation",
+                          ev,      "--methods", "magnitude", "--keep",
+                          keep,    "--quiet",   NULL};
+    ck_assert_int_eq(th_run(NULL, &e, busy), 2);
+    free(e);
+    th_rmtree(dir);
+    free(dir);
+    free(rep);
+    free(keep);
+    free(out);
+    free(prep);
+    free(model);
+    free(ev);
+    free(cal);
+}
+END_TEST
+
 // `shears sensitivity`: one curve a group, each point the metric of a
 // run that prunes that group alone; the fc2 point at 0.9 is what `prune`
 // gives with fc2 the only target.
@@ -803,6 +894,7 @@ Suite *suite_cli(void)
     tcase_add_test(tc, test_quantize_flags);
     tcase_add_test(tc, test_sensitivity);
     tcase_add_test(tc, test_sensitivity_reuse);
+    tcase_add_test(tc, test_sweep);
     tcase_add_test(tc, test_model_not_a_file);
     tcase_add_test(tc, test_model_links);
     suite_add_tcase(s, tc);

@@ -576,6 +576,7 @@ const char *eng_alloc_name(eng_alloc_kind k) { return alloc_names[k]; }
 static const char *const kind_names[ENG_KIND_COUNT] = {
     [ENG_KIND_PRUNE] = "prune",
     [ENG_KIND_SENSITIVITY] = "sensitivity",
+    [ENG_KIND_SWEEP] = "sweep",
 };
 
 const char *eng_kind_name(eng_kind k) { return kind_names[k]; }
@@ -728,14 +729,77 @@ static int parse_enum(const json_t *j, const char *key,
     return bad(d, key, "%s \"%s\" is not one of %s", key, w, list);
 }
 
+// "sweep": {"methods": [...], "levels": [...]}, for kind sweep.
+static int parse_sweep(eng_spec *s, const json_t *v, sh_diag *d)
+{
+    static const char *const known[] = {"methods", "levels", NULL};
+    if (!json_is_object(v))
+        return bad(d, "sweep",
+                   "a sweep job needs \"sweep\": {\"methods\": "
+                   "[\"magnitude\", \"wanda\"], \"levels\": [0.5, 0.7]}");
+    int rc = check_keys(v, "sweep.", known, d);
+    if (rc)
+        return rc;
+    json_t *ms = json_object_get(v, "methods"),
+           *lv = json_object_get(v, "levels");
+    if ((ms && !json_is_array(ms)) || json_array_size(ms) > ENG_METHOD_COUNT)
+        return bad(d, "sweep.methods",
+                   "sweep.methods must be a list of method names, each once");
+    for (size_t i = 0; i < json_array_size(ms); i++) {
+        const char *w = json_string_value(json_array_get(ms, i));
+        char field[48];
+        snprintf(field, sizeof field, "sweep.methods[%zu]", i);
+        int mi = -1;
+        for (int k = 0; w && k < ENG_METHOD_COUNT; k++)
+            mi = strcmp(w, eng_methods[k].name) == 0 ? k : mi;
+        for (size_t k = 0; mi >= 0 && k < i; k++)
+            if (s->sweep.methods[k] == (eng_method)mi)
+                return bad(d, field, "%s: method %s is listed twice", field, w);
+        if (mi < 0)
+            return bad(d, field, "%s is not a method name", field);
+        s->sweep.methods[s->sweep.n_methods++] = (eng_method)mi;
+    }
+    if ((lv && !json_is_array(lv)) || json_array_size(lv) > ENG_SENS_MAX_LEVELS)
+        return bad(d, "sweep.levels",
+                   "sweep.levels must be a list of up to %d sparsities",
+                   ENG_SENS_MAX_LEVELS);
+    for (size_t i = 0; i < json_array_size(lv); i++) {
+        json_t *x = json_array_get(lv, i);
+        char field[48];
+        snprintf(field, sizeof field, "sweep.levels[%zu]", i);
+        double f = json_number_value(x);
+        if (!json_is_number(x) || f < 0 || f > 1)
+            return bad(d, field, "%s must be a sparsity from 0 to 1", field);
+        if (i && !(f > s->sweep.levels[i - 1]))
+            return bad(d, field, "sweep.levels must rise: %g after %g", f,
+                       s->sweep.levels[i - 1]);
+        s->sweep.levels[s->sweep.n_levels++] = f;
+    }
+    if (s->sweep.n_levels && s->structure.on)
+        return bad(d, "sweep.levels",
+                   "a structured sweep takes no sparsity levels: sweep its "
+                   "methods");
+    if (s->sweep.n_levels && s->pattern.kind == ENG_PATTERN_NM)
+        return bad(d, "sweep.levels",
+                   "pattern %d:%d fixes the sparsity: sweep levels with an "
+                   "unstructured or rows pattern",
+                   s->pattern.n, s->pattern.m);
+    if (!s->sweep.n_methods && !s->sweep.n_levels)
+        return bad(d, "sweep",
+                   "a sweep needs sweep.methods, sweep.levels or both: it "
+                   "crosses them");
+    return 0;
+}
+
 static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
 {
     static const char *const known[] = {
-        "checkpoint",  "method",     "sparsity",       "pattern",    "scope",
-        "norm",        "targets",    "ignore",         "overrides",  "seed",
-        "calibration", "evaluation", "sparsegpt",      "output",     "report",
-        "structure",   "quantize",   "preserve_zeros", "allocation", "kind",
-        "sensitivity", NULL};
+        "checkpoint",  "method",         "sparsity",    "pattern",
+        "scope",       "norm",           "targets",     "ignore",
+        "overrides",   "seed",           "calibration", "evaluation",
+        "sparsegpt",   "output",         "report",      "structure",
+        "quantize",    "preserve_zeros", "allocation",  "kind",
+        "sensitivity", "sweep",          NULL};
     int rc = check_keys(j, "", known, d);
     if (rc)
         return rc;
@@ -874,6 +938,11 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
                    "a sensitivity job needs \"sensitivity\": {\"levels\": "
                    "[0.3, 0.5, 0.7], \"granularity\": \"block\"}");
     if (s->kind == ENG_KIND_SENSITIVITY && (rc = parse_sensitivity(s, v, d)))
+        return rc;
+    v = json_object_get(j, "sweep");
+    if (v && !json_is_null(v) && s->kind != ENG_KIND_SWEEP)
+        return bad(d, "sweep", "sweep belongs to \"kind\": \"sweep\"");
+    if (s->kind == ENG_KIND_SWEEP && (rc = parse_sweep(s, v, d)))
         return rc;
     return 0;
 }
@@ -1037,9 +1106,38 @@ static int check_sensitivity(const eng_spec *s, sh_diag *d)
     return 0;
 }
 
+// Every point of a sweep must be a spec of its own.
+static int check_sweep(const eng_spec *s, sh_diag *d)
+{
+    size_t n = s->kind == ENG_KIND_SWEEP ? eng_sweep_points(s) : 0;
+    if (n > ENG_SWEEP_MAX_POINTS)
+        return bad(d, "sweep",
+                   "the sweep has %zu points (methods x levels), more than "
+                   "%d",
+                   n, ENG_SWEEP_MAX_POINTS);
+    for (size_t i = 0; i < n; i++) {
+        json_t *pj = eng_sweep_point(s, i);
+        eng_spec p;
+        int rc = pj ? eng_spec_parse(&p, pj, d)
+                    : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        if (rc == 0)
+            eng_spec_deinit(&p);
+        else if (rc == SH_ESPEC)
+            sh_diag_prefix(d, "sweep point %zu (%s at %g)", i,
+                           json_string_value(json_object_get(pj, "method")),
+                           json_number_value(json_object_get(pj, "sparsity")));
+        json_decref(pj);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int check_combination(const eng_spec *s, sh_diag *d)
 {
     int rc = check_structure(s, d);
+    if (rc == 0)
+        rc = check_sweep(s, d);
     if (rc == 0)
         rc = check_sensitivity(s, d);
     // Every group within [min, max]: their weighted mean is too.
@@ -1199,8 +1297,19 @@ json_t *eng_spec_to_json(const eng_spec *s)
                   s->recon == ENG_RECON_SAMPLE
                       ? json_string("sample")
                       : json_boolean(s->recon == ENG_RECON_FULL)));
+    if (s->kind == ENG_KIND_SWEEP) {
+        json_t *ms = json_array(), *lv = json_array();
+        for (size_t i = 0; i < s->sweep.n_methods; i++)
+            json_array_append_new(
+                ms, json_string(eng_methods[s->sweep.methods[i]].name));
+        for (size_t i = 0; i < s->sweep.n_levels; i++)
+            json_array_append_new(lv, json_real(s->sweep.levels[i]));
+        json_object_set_new(j, "kind", json_string("sweep"));
+        json_object_set_new(
+            j, "sweep", json_pack("{s:o, s:o}", "methods", ms, "levels", lv));
+    }
     // A prune says nothing of its kind: its manifests stay as they were.
-    if (s->kind != ENG_KIND_PRUNE) {
+    if (s->kind == ENG_KIND_SENSITIVITY) {
         json_t *lv = json_array();
         for (size_t i = 0; i < s->sens.n_levels; i++)
             json_array_append_new(lv, json_real(s->sens.levels[i]));
@@ -1438,4 +1547,28 @@ int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
                    sh_diag *d)
 {
     return check(s, tensors, n, arch, runs, deadline, d);
+}
+
+size_t eng_sweep_points(const eng_spec *s)
+{
+    size_t nm = s->sweep.n_methods ? s->sweep.n_methods : 1,
+           nl = s->sweep.n_levels ? s->sweep.n_levels : 1;
+    return s->kind == ENG_KIND_SWEEP ? nm * nl : 0;
+}
+
+json_t *eng_sweep_point(const eng_spec *s, size_t i)
+{
+    size_t nl = s->sweep.n_levels ? s->sweep.n_levels : 1;
+    eng_spec base = *s;
+    base.kind = ENG_KIND_PRUNE;
+    if (s->sweep.n_methods)
+        base.method = s->sweep.methods[i / nl];
+    if (s->sweep.n_levels)
+        base.sparsity = s->sweep.levels[i % nl];
+    json_t *j = eng_spec_to_json(&base);
+    // The point's method's solver options are its defaults unless it is
+    // the base's.
+    if (j && base.method != s->method && eng_methods[s->method].options)
+        json_object_del(j, eng_methods[s->method].options);
+    return j;
 }

@@ -23,15 +23,21 @@
 //    "structure": {"heads": 0.25, "kv_heads": 0, "channels": 0.3,
 //                  "blocks": 1, "neurons": 0, "multiple_of": 1,
 //                  "compensate": true, "blocks_by": "influence"},
-//    "kind": "prune" | "sensitivity",
+//    "kind": "prune" | "sensitivity" | "sweep",
 //    "sensitivity": {"levels": [0.3, 0.5, 0.7, 0.9],
-//                    "granularity": "block"}}
+//                    "granularity": "block"},
+//    "sweep": {"methods": ["magnitude", "wanda"], "levels": [0.5, 0.7]}}
 //
 // "kind": "sensitivity" makes the spec the base of a sensitivity sweep
 // (engine.h: eng_sensitivity): every group of its targets pruned alone at
 // each level, the model measured each time. It takes no overrides,
 // structure, allocation or global scope: the sweep sets each group's
 // sparsity itself.
+//
+// "kind": "sweep" makes it the base of a trade-off sweep (engine.h:
+// eng_sweep): the spec run once for each method of sweep.methods (the
+// base's alone when absent) at each sparsity of sweep.levels (the base's
+// when absent), each point measured; every point must be a valid spec.
 //
 // With "structure" the job shrinks instead of zeroing (run/shrink.c): whole
 // units go from every block, the same count from each (fractions of query
@@ -179,6 +185,7 @@ typedef struct eng_alloc {
 typedef enum eng_kind {
     ENG_KIND_PRUNE,
     ENG_KIND_SENSITIVITY,
+    ENG_KIND_SWEEP,
     ENG_KIND_COUNT
 } eng_kind;
 
@@ -199,10 +206,22 @@ typedef struct eng_sens {
     eng_granularity granularity;
 } eng_sens;
 
+#define ENG_SWEEP_MAX_POINTS 64
+
+// A trade-off sweep's points: methods x levels (either may be empty: the
+// base's method, or its sparsity).
+typedef struct eng_sweep_spec {
+    eng_method methods[ENG_METHOD_COUNT];
+    size_t n_methods;
+    double levels[ENG_SENS_MAX_LEVELS];
+    size_t n_levels;
+} eng_sweep_spec;
+
 typedef struct eng_spec {
     eng_kind kind;
-    eng_sens sens;    // kind sensitivity
-    char *checkpoint; // may be NULL
+    eng_sens sens;        // kind sensitivity
+    eng_sweep_spec sweep; // kind sweep
+    char *checkpoint;     // may be NULL
     eng_method method;
     double sparsity;
     eng_pattern pattern;
@@ -277,6 +296,11 @@ const char *eng_norm_name(eng_norm n);
 const char *eng_blocks_by_name(eng_blocks_by b);
 const char *eng_alloc_name(eng_alloc_kind k);
 const char *eng_kind_name(eng_kind k);
+
+// A sweep's point i (of eng_sweep_points) as a spec of kind prune (a new
+// reference): the base's with the point's method and sparsity.
+size_t eng_sweep_points(const eng_spec *s);
+json_t *eng_sweep_point(const eng_spec *s, size_t i);
 const char *eng_granularity_name(eng_granularity g);
 
 // A (rows, cols) view of a tensor: dim 0 by the product of the rest; a 1-D

@@ -92,59 +92,176 @@ static int write_report(const json_t *res, const char *path)
     return SVC_EXIT_OK;
 }
 
+// What the table commands (sensitivity, sweep) share: their common
+// options, the base spec from --spec, --method and --calibration, the
+// model, a scratch folder, the threads and the progress.
+enum {
+    T_MODEL = 1,
+    T_EVAL,
+    T_CALIB,
+    T_METHOD,
+    T_LEVELS,
+    T_SPEC,
+    T_REPORT,
+    T_THREADS,
+    T_QUIET,
+    T_HELP,
+    T_MORE // a command's own options from here
+};
+
+#define TABLE_OPTIONS                                                          \
+    {"model", required_argument, 0, T_MODEL},                                  \
+        {"evaluation", required_argument, 0, T_EVAL},                          \
+        {"calibration", required_argument, 0, T_CALIB},                        \
+        {"method", required_argument, 0, T_METHOD},                            \
+        {"levels", required_argument, 0, T_LEVELS},                            \
+        {"spec", required_argument, 0, T_SPEC},                                \
+        {"report", required_argument, 0, T_REPORT},                            \
+        {"threads", required_argument, 0, T_THREADS},                          \
+        {"quiet", no_argument, 0, T_QUIET},                                    \
+    {                                                                          \
+        "help", no_argument, 0, T_HELP                                         \
+    }
+
+typedef struct table_cmd {
+    const char *usage;
+    const char *model, *eval, *calib, *method, *spec_file, *report;
+    double levels[ENG_SENS_MAX_LEVELS];
+    size_t n_levels;
+    uint64_t threads;
+    bool quiet;
+    eng_model *m;
+    char tmp[4096];
+    svc_progress prog;
+    eng_hooks hooks;
+} table_cmd;
+
+// What table_option did with an option: took it, left it to the
+// command, printed the help (exit 0); or a usage error's exit code (> 0),
+// said.
+enum { TABLE_TAKEN = 0, TABLE_NOT_MINE = -1, TABLE_HELPED = -2 };
+
+static int table_option(table_cmd *t, int c, const char *arg)
+{
+    switch (c) {
+    case T_MODEL: t->model = arg; return TABLE_TAKEN;
+    case T_EVAL: t->eval = arg; return TABLE_TAKEN;
+    case T_CALIB: t->calib = arg; return TABLE_TAKEN;
+    case T_METHOD: t->method = arg; return TABLE_TAKEN;
+    case T_SPEC: t->spec_file = arg; return TABLE_TAKEN;
+    case T_REPORT: t->report = arg; return TABLE_TAKEN;
+    case T_QUIET: t->quiet = true; return TABLE_TAKEN;
+    case T_LEVELS:
+        if (parse_levels(arg, t->levels, ENG_SENS_MAX_LEVELS, &t->n_levels) ==
+            0)
+            return TABLE_TAKEN;
+        return svc_fail(SVC_EXIT_USAGE,
+                        "--levels: \"%s\" is not a list of up to 32 numbers "
+                        "(0.3,0.5,0.7)",
+                        arg);
+    case T_THREADS:
+        if (svc_parse_u64(arg, &t->threads) && t->threads >= 1 &&
+            t->threads <= 1024)
+            return TABLE_TAKEN;
+        return svc_fail(SVC_EXIT_USAGE,
+                        "--threads: \"%s\" is not a count from 1 to 1024", arg);
+    case T_HELP: fputs(t->usage, stdout); return TABLE_HELPED;
+    default: return TABLE_NOT_MINE;
+    }
+}
+
+// The base spec of kind `kind` (a new reference), or NULL having said why.
+static json_t *table_spec(const table_cmd *t, const char *kind)
+{
+    json_error_t jerr;
+    json_t *sj =
+        t->spec_file ? json_load_file(t->spec_file, 0, &jerr) : json_object();
+    if (!sj) {
+        svc_fail(SVC_EXIT_USAGE, "--spec %s: %s", t->spec_file, jerr.text);
+        return NULL;
+    }
+    if (t->method)
+        json_object_set_new(sj, "method", json_string(t->method));
+    if (t->calib)
+        json_object_set_new(sj, "calibration",
+                            json_pack("{s:s}", "dataset", t->calib));
+    json_object_set_new(sj, "kind", json_string(kind));
+    // The kind's own object, with --levels in it.
+    json_t *own = json_object_get(sj, kind);
+    if (!json_is_object(own))
+        json_object_set_new(sj, kind, own = json_object());
+    if (t->n_levels) {
+        json_t *lv = json_array();
+        for (size_t i = 0; i < t->n_levels; i++)
+            json_array_append_new(lv, json_real(t->levels[i]));
+        json_object_set_new(own, "levels", lv);
+    }
+    return sj;
+}
+
+// The model, the scratch folder, threads and progress; an exit code.
+static int table_open(table_cmd *t, const char *what)
+{
+    sh_diag d = {0};
+    if (eng_model_open(&t->m, t->model, &d) != 0)
+        return svc_fail_diag(SVC_EXIT_FAIL, t->model, &d);
+    snprintf(t->tmp, sizeof t->tmp, "%s/shears-%s-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", what);
+    if (!mkdtemp(t->tmp)) {
+        t->tmp[0] = '\0';
+        return svc_fail(SVC_EXIT_FAIL, "cannot create a scratch folder");
+    }
+    eng_set_threads(t->threads ? (int)t->threads : sh_cpu_count());
+    svc_catch_interrupts();
+    svc_progress_init(&t->prog, t->quiet);
+    t->hooks = (eng_hooks){.ctx = &t->prog,
+                           .progress = svc_progress_cb,
+                           .cancelled = svc_interrupted};
+    return SVC_EXIT_OK;
+}
+
+static void table_close(table_cmd *t)
+{
+    if (t->tmp[0])
+        sh_rm_rf(t->tmp);
+    eng_model_close(t->m);
+}
+
+// An engine failure as an exit code, said.
+static int table_failed(int rc, sh_diag *d)
+{
+    int code = rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL;
+    svc_fail_diag(code, rc == SH_ECANCELED ? "interrupted" : "", d);
+    return code;
+}
+
 int svc_cmd_sensitivity(int argc, char **argv)
 {
-    enum {
-        O_MODEL = 1,
-        O_EVAL,
-        O_CALIB,
-        O_METHOD,
-        O_LEVELS,
-        O_GRAN,
-        O_SPEC,
-        O_REPORT,
-        O_THREADS,
-        O_QUIET,
-        O_SHARD,
-        O_NO_REUSE,
-        O_HELP
-    };
+    enum { O_GRAN = T_MORE, O_SHARD, O_NO_REUSE };
     static const struct option opts[] = {
-        {"model", required_argument, 0, O_MODEL},
-        {"evaluation", required_argument, 0, O_EVAL},
-        {"calibration", required_argument, 0, O_CALIB},
-        {"method", required_argument, 0, O_METHOD},
-        {"levels", required_argument, 0, O_LEVELS},
+        TABLE_OPTIONS,
         {"granularity", required_argument, 0, O_GRAN},
-        {"spec", required_argument, 0, O_SPEC},
-        {"report", required_argument, 0, O_REPORT},
-        {"threads", required_argument, 0, O_THREADS},
-        {"quiet", no_argument, 0, O_QUIET},
         {"shard", required_argument, 0, O_SHARD},
         {"no-reuse", no_argument, 0, O_NO_REUSE},
-        {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
-    const char *model = NULL, *eval = NULL, *calib = NULL, *method = NULL,
-               *spec_file = NULL, *report = NULL;
-    double levels[ENG_SENS_MAX_LEVELS];
-    size_t n_levels = 0;
+    table_cmd t = {.usage = usage_text};
     const char *gran = NULL;
-    bool quiet = false, no_reuse = false;
-    uint64_t threads = 0;
+    bool no_reuse = false;
     int shard = 0, shards = 1;
     int c;
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int taken = table_option(&t, c, optarg);
+        if (taken == TABLE_HELPED)
+            return SVC_EXIT_OK;
+        if (taken != TABLE_NOT_MINE && taken != TABLE_TAKEN)
+            return taken;
+        if (taken == TABLE_TAKEN)
+            continue;
         switch (c) {
-        case O_MODEL: model = optarg; break;
-        case O_EVAL: eval = optarg; break;
-        case O_CALIB: calib = optarg; break;
-        case O_METHOD: method = optarg; break;
-        case O_SPEC: spec_file = optarg; break;
-        case O_REPORT: report = optarg; break;
-        case O_QUIET: quiet = true; break;
+        case O_GRAN: gran = optarg; break;
         case O_NO_REUSE: no_reuse = true; break;
         case O_SHARD: {
             const char *slash = strchr(optarg, '/');
@@ -170,103 +287,46 @@ int svc_cmd_sensitivity(int argc, char **argv)
             shards = (int)n;
             break;
         }
-        case O_LEVELS:
-            if (parse_levels(optarg, levels, ENG_SENS_MAX_LEVELS, &n_levels) !=
-                0)
-                return svc_fail(SVC_EXIT_USAGE,
-                                "--levels: \"%s\" is not a list of up to 32 "
-                                "numbers (0.3,0.5,0.7)",
-                                optarg);
-            break;
-        case O_GRAN: gran = optarg; break;
-        case O_THREADS:
-            if (!svc_parse_u64(optarg, &threads) || threads < 1 ||
-                threads > 1024)
-                return svc_fail(SVC_EXIT_USAGE,
-                                "--threads: \"%s\" is not a count from 1 to "
-                                "1024",
-                                optarg);
-            break;
-        case O_HELP: fputs(usage_text, stdout); return SVC_EXIT_OK;
         default:
             return svc_fail(SVC_EXIT_USAGE, "unknown option %s (try --help)",
                             argv[optind - 1]);
         }
     }
-    if (!model || !eval || (!method && !spec_file))
+    if (!t.model || !t.eval || (!t.method && !t.spec_file))
         return svc_fail(SVC_EXIT_USAGE,
                         "--model, --evaluation, --levels and --method (or "
                         "--spec) are required");
-    json_error_t jerr;
-    json_t *sj =
-        spec_file ? json_load_file(spec_file, 0, &jerr) : json_object();
-    if (!sj)
-        return svc_fail(SVC_EXIT_USAGE, "--spec %s: %s", spec_file, jerr.text);
-    if (method)
-        json_object_set_new(sj, "method", json_string(method));
-    if (calib)
-        json_object_set_new(sj, "calibration",
-                            json_pack("{s:s}", "dataset", calib));
     // The flags make the spec a sensitivity job's, as the service's.
-    json_object_set_new(sj, "kind", json_string("sensitivity"));
-    json_t *sens = json_object_get(sj, "sensitivity");
-    if (!json_is_object(sens))
-        json_object_set_new(sj, "sensitivity", sens = json_object());
-    if (n_levels) {
-        json_t *lv = json_array();
-        for (size_t i = 0; i < n_levels; i++)
-            json_array_append_new(lv, json_real(levels[i]));
-        json_object_set_new(sens, "levels", lv);
-    }
+    json_t *sj = table_spec(&t, "sensitivity");
+    if (!sj)
+        return SVC_EXIT_USAGE;
     if (gran)
-        json_object_set_new(sens, "granularity", json_string(gran));
+        json_object_set_new(json_object_get(sj, "sensitivity"), "granularity",
+                            json_string(gran));
     eng_spec spec;
     sh_diag d = {0};
     int rc = eng_spec_parse(&spec, sj, &d);
     json_decref(sj);
     if (rc != 0)
         return svc_fail_diag(SVC_EXIT_USAGE, "spec", &d);
-    eng_model *m = NULL;
-    int code = SVC_EXIT_FAIL;
-    char tmp[4096] = "";
     json_t *res = NULL;
-    if ((rc = eng_model_open(&m, model, &d)) != 0) {
-        svc_fail_diag(SVC_EXIT_FAIL, model, &d);
-        goto out;
+    int code = table_open(&t, "sensitivity");
+    if (code == SVC_EXIT_OK) {
+        eng_options o = {.out_dir = t.tmp,
+                         .calibration_path = spec.calib_dataset,
+                         .evaluation_path = t.eval,
+                         .sweep_full_runs = no_reuse};
+        rc = eng_sensitivity(t.m, &spec, &o, shard, shards, &t.hooks, &res, &d);
+        svc_progress_done(&t.prog);
+        if (rc != 0)
+            code = table_failed(rc, &d);
     }
-    snprintf(tmp, sizeof tmp, "%s/shears-sensitivity-XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmp)) {
-        tmp[0] = '\0';
-        svc_fail(SVC_EXIT_FAIL, "cannot create a scratch folder");
-        goto out;
+    if (code == SVC_EXIT_OK) {
+        print_table(res);
+        code = t.report ? write_report(res, t.report) : SVC_EXIT_OK;
     }
-    eng_set_threads(threads ? (int)threads : sh_cpu_count());
-    svc_catch_interrupts();
-    svc_progress prog;
-    svc_progress_init(&prog, quiet);
-    eng_hooks hooks = {.ctx = &prog,
-                       .progress = svc_progress_cb,
-                       .cancelled = svc_interrupted};
-    eng_options o = {.out_dir = tmp,
-                     .calibration_path = spec.calib_dataset,
-                     .evaluation_path = eval,
-                     .sweep_full_runs = no_reuse};
-    rc = eng_sensitivity(m, &spec, &o, shard, shards, &hooks, &res, &d);
-    svc_progress_done(&prog);
-    if (rc != 0) {
-        svc_fail_diag(rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL,
-                      rc == SH_ECANCELED ? "interrupted" : "", &d);
-        code = rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL;
-        goto out;
-    }
-    print_table(res);
-    code = report ? write_report(res, report) : SVC_EXIT_OK;
-out:
-    if (tmp[0])
-        sh_rm_rf(tmp);
+    table_close(&t);
     json_decref(res);
-    eng_model_close(m);
     eng_spec_deinit(&spec);
     return code;
 }
@@ -371,169 +431,86 @@ static void print_sweep(const json_t *res)
 
 int svc_cmd_sweep(int argc, char **argv)
 {
-    enum {
-        O_MODEL = 1,
-        O_EVAL,
-        O_CALIB,
-        O_METHODS,
-        O_METHOD,
-        O_LEVELS,
-        O_SPEC,
-        O_REPORT,
-        O_KEEP,
-        O_THREADS,
-        O_QUIET,
-        O_HELP
-    };
+    enum { O_METHODS = T_MORE, O_KEEP };
     static const struct option opts[] = {
-        {"model", required_argument, 0, O_MODEL},
-        {"evaluation", required_argument, 0, O_EVAL},
-        {"calibration", required_argument, 0, O_CALIB},
+        TABLE_OPTIONS,
         {"methods", required_argument, 0, O_METHODS},
-        {"method", required_argument, 0, O_METHOD},
-        {"levels", required_argument, 0, O_LEVELS},
-        {"spec", required_argument, 0, O_SPEC},
-        {"report", required_argument, 0, O_REPORT},
         {"keep", required_argument, 0, O_KEEP},
-        {"threads", required_argument, 0, O_THREADS},
-        {"quiet", no_argument, 0, O_QUIET},
-        {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
-    const char *model = NULL, *eval = NULL, *calib = NULL, *methods = NULL,
-               *method = NULL, *spec_file = NULL, *report = NULL, *keep = NULL;
-    double levels[ENG_SENS_MAX_LEVELS];
-    size_t n_levels = 0;
-    bool quiet = false;
-    uint64_t threads = 0;
+    table_cmd t = {.usage = sweep_usage};
+    const char *methods = NULL, *keep = NULL;
     int c;
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case O_MODEL: model = optarg; break;
-        case O_EVAL: eval = optarg; break;
-        case O_CALIB: calib = optarg; break;
-        case O_METHODS: methods = optarg; break;
-        case O_METHOD: method = optarg; break;
-        case O_SPEC: spec_file = optarg; break;
-        case O_REPORT: report = optarg; break;
-        case O_KEEP: keep = optarg; break;
-        case O_QUIET: quiet = true; break;
-        case O_LEVELS:
-            if (parse_levels(optarg, levels, ENG_SENS_MAX_LEVELS, &n_levels) !=
-                0)
-                return svc_fail(SVC_EXIT_USAGE,
-                                "--levels: \"%s\" is not a list of up to 32 "
-                                "numbers (0.5,0.6,0.7)",
-                                optarg);
-            break;
-        case O_THREADS:
-            if (!svc_parse_u64(optarg, &threads) || threads < 1 ||
-                threads > 1024)
-                return svc_fail(SVC_EXIT_USAGE,
-                                "--threads: \"%s\" is not a count from 1 to "
-                                "1024",
-                                optarg);
-            break;
-        case O_HELP: fputs(sweep_usage, stdout); return SVC_EXIT_OK;
-        default:
+        int taken = table_option(&t, c, optarg);
+        if (taken == TABLE_HELPED)
+            return SVC_EXIT_OK;
+        if (taken != TABLE_NOT_MINE && taken != TABLE_TAKEN)
+            return taken;
+        if (taken == TABLE_TAKEN)
+            continue;
+        if (c == O_METHODS)
+            methods = optarg;
+        else if (c == O_KEEP)
+            keep = optarg;
+        else
             return svc_fail(SVC_EXIT_USAGE, "unknown option %s (try --help)",
                             argv[optind - 1]);
-        }
     }
-    if (!model || !eval || (!method && !methods && !spec_file))
+    if (!t.model || !t.eval || (!t.method && !methods && !t.spec_file))
         return svc_fail(SVC_EXIT_USAGE,
                         "--model, --evaluation and --methods (or --method, or "
                         "--spec) are required");
-    json_error_t jerr;
-    json_t *sj =
-        spec_file ? json_load_file(spec_file, 0, &jerr) : json_object();
+    json_t *sj = table_spec(&t, "sweep");
     if (!sj)
-        return svc_fail(SVC_EXIT_USAGE, "--spec %s: %s", spec_file, jerr.text);
-    json_t *sw = json_object_get(sj, "sweep");
-    if (!json_is_object(sw))
-        json_object_set_new(sj, "sweep", sw = json_object());
+        return SVC_EXIT_USAGE;
     if (methods) {
         json_t *ms = json_array();
         char *copy = strdup(methods), *save = NULL;
-        for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
-             t = strtok_r(NULL, ",", &save))
-            json_array_append_new(ms, json_string(t));
+        for (char *w = copy ? strtok_r(copy, ",", &save) : NULL; w;
+             w = strtok_r(NULL, ",", &save))
+            json_array_append_new(ms, json_string(w));
         free(copy);
-        json_object_set_new(sw, "methods", ms);
-        if (!method && !json_object_get(sj, "method"))
+        json_object_set_new(json_object_get(sj, "sweep"), "methods", ms);
+        if (!json_object_get(sj, "method"))
             json_object_set(sj, "method", json_array_get(ms, 0));
     }
-    if (method)
-        json_object_set_new(sj, "method", json_string(method));
-    if (n_levels) {
-        json_t *lv = json_array();
-        for (size_t i = 0; i < n_levels; i++)
-            json_array_append_new(lv, json_real(levels[i]));
-        json_object_set_new(sw, "levels", lv);
-    }
-    if (calib)
-        json_object_set_new(sj, "calibration",
-                            json_pack("{s:s}", "dataset", calib));
-    json_object_set_new(sj, "kind", json_string("sweep"));
     eng_spec spec;
     sh_diag d = {0};
     int rc = eng_spec_parse(&spec, sj, &d);
     json_decref(sj);
     if (rc != 0)
         return svc_fail_diag(SVC_EXIT_USAGE, "spec", &d);
-    eng_model *m = NULL;
-    int code = SVC_EXIT_FAIL;
-    char tmp[4096] = "", kept[4096] = "";
+    char kept[4096] = "";
     json_t *res = NULL;
-    if (keep && svc_out_check(keep) != 0) {
-        code = SVC_EXIT_USAGE;
-        goto out;
-    }
-    if ((rc = eng_model_open(&m, model, &d)) != 0) {
-        svc_fail_diag(SVC_EXIT_FAIL, model, &d);
-        goto out;
-    }
-    snprintf(tmp, sizeof tmp, "%s/shears-sweep-XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmp)) {
-        tmp[0] = '\0';
-        svc_fail(SVC_EXIT_FAIL, "cannot create a scratch folder");
-        goto out;
-    }
+    int code = keep && svc_out_check(keep) != 0 ? SVC_EXIT_USAGE
+                                                : table_open(&t, "sweep");
     // Kept points appear whole or not at all, as prune's --out.
-    if (keep && svc_out_begin(keep, kept, sizeof kept) != 0)
-        goto out;
-    eng_set_threads(threads ? (int)threads : sh_cpu_count());
-    svc_catch_interrupts();
-    svc_progress prog;
-    svc_progress_init(&prog, quiet);
-    eng_hooks hooks = {.ctx = &prog,
-                       .progress = svc_progress_cb,
-                       .cancelled = svc_interrupted};
-    eng_options o = {.out_dir = tmp,
-                     .calibration_path = spec.calib_dataset,
-                     .evaluation_path = eval,
-                     .sweep_keep = keep ? kept : NULL};
-    rc = eng_sweep(m, &spec, &o, &hooks, &res, &d);
-    svc_progress_done(&prog);
-    if (rc != 0) {
-        code = rc == SH_ESPEC ? SVC_EXIT_USAGE : SVC_EXIT_FAIL;
-        svc_fail_diag(code, rc == SH_ECANCELED ? "interrupted" : "", &d);
-        goto out;
+    if (code == SVC_EXIT_OK && keep &&
+        svc_out_begin(keep, kept, sizeof kept) != 0)
+        code = SVC_EXIT_FAIL;
+    if (code == SVC_EXIT_OK) {
+        eng_options o = {.out_dir = t.tmp,
+                         .calibration_path = spec.calib_dataset,
+                         .evaluation_path = t.eval,
+                         .sweep_keep = keep ? kept : NULL};
+        rc = eng_sweep(t.m, &spec, &o, &t.hooks, &res, &d);
+        svc_progress_done(&t.prog);
+        if (rc != 0)
+            code = table_failed(rc, &d);
     }
-    if (keep && svc_out_commit(kept, keep, false) != 0)
-        goto out;
-    print_sweep(res);
-    code = report ? write_report(res, report) : SVC_EXIT_OK;
-out:
-    if (tmp[0])
-        sh_rm_rf(tmp);
+    if (code == SVC_EXIT_OK && keep && svc_out_commit(kept, keep, false) != 0)
+        code = SVC_EXIT_FAIL;
+    if (code == SVC_EXIT_OK) {
+        print_sweep(res);
+        code = t.report ? write_report(res, t.report) : SVC_EXIT_OK;
+    }
     if (kept[0])
         sh_rm_rf(kept);
+    table_close(&t);
     json_decref(res);
-    eng_model_close(m);
     eng_spec_deinit(&spec);
     return code;
 }

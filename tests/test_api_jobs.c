@@ -23,6 +23,25 @@ static const char *jstr(json_t *j, const char *key)
     return json_string_value(json_object_get(j, key));
 }
 
+// Submits body (202 expected) and copies the new job's id into id.
+static void submit(th_server *s, const char *body, char id[64])
+{
+    th_resp r;
+    ck_assert_int_eq(th_post_json(s, "/v1/jobs", body, &r), 202);
+    snprintf(id, 64, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+}
+
+// Waits for job id; it must succeed (the test fails with its error).
+// Returns the job (a new reference).
+static json_t *succeeded(th_server *s, const char *id, double timeout)
+{
+    json_t *job = th_job_wait(s, id, timeout);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s: %s", id,
+                  json_dumps(json_object_get(job, "error"), 0));
+    return job;
+}
+
 // Idempotency-Key: the same key returns the same job; with another body it
 // is a conflict. Job lists filter by status and checkpoint.
 START_TEST(test_idempotency_and_filters)
@@ -178,9 +197,7 @@ START_TEST(test_calibrated_job)
     char id[64];
     snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
     th_resp_free(&r);
-    json_t *job = th_job_wait(&s, id, 120);
-    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
-                  json_dumps(json_object_get(job, "error"), 0));
+    json_t *job = succeeded(&s, id, 120);
     json_t *res = json_object_get(job, "result");
     json_t *metric = json_object_get(res, "metric");
     ck_assert_str_eq(jstr(metric, "name"), "perplexity");
@@ -224,9 +241,7 @@ START_TEST(test_calibrated_job)
     ck_assert_int_eq(json_integer_value(json_object_get(q, "group_size")), 0);
     snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
     th_resp_free(&r);
-    job = th_job_wait(&s, id, 120);
-    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
-                  json_dumps(json_object_get(job, "error"), 0));
+    job = succeeded(&s, id, 120);
     res = json_object_get(job, "result");
     ck_assert_int_eq(json_integer_value(json_object_get(
                          json_object_get(res, "quantize"), "bits")),
@@ -254,9 +269,7 @@ START_TEST(test_calibrated_job)
         "compressed-tensors");
     snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
     th_resp_free(&r);
-    job = th_job_wait(&s, id, 120);
-    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
-                  json_dumps(json_object_get(job, "error"), 0));
+    job = succeeded(&s, id, 120);
     json_t *stg = json_object_get(json_object_get(job, "result"), "storage");
     ck_assert_str_eq(jstr(stg, "format"), "compressed-tensors");
     ck_assert(json_number_value(json_object_get(stg, "ratio")) < 0.5);
@@ -305,9 +318,7 @@ START_TEST(test_calibrated_job)
     ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
     snprintf(id, sizeof id, "%s", jstr(r.json, "id"));
     th_resp_free(&r);
-    job = th_job_wait(&s, id, 120);
-    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
-                  json_dumps(json_object_get(job, "error"), 0));
+    job = succeeded(&s, id, 120);
     json_t *al = json_object_get(json_object_get(job, "result"), "allocation");
     ck_assert_str_eq(jstr(al, "method"), "owl");
     ck_assert_int_eq(json_array_size(json_object_get(al, "blocks")), 4);
@@ -421,9 +432,7 @@ START_TEST(test_sensitivity_job)
     int early = th_get(&s, url, &r);
     ck_assert(early == 409 || early == 200);
     th_resp_free(&r);
-    json_t *job = th_job_wait(&s, id, 180);
-    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
-                  json_dumps(json_object_get(job, "error"), 0));
+    json_t *job = succeeded(&s, id, 180);
     ck_assert(json_is_null(json_object_get(job, "artifact")));
     json_decref(job);
     ck_assert_int_eq(th_get(&s, url, &r), 200);
@@ -481,13 +490,9 @@ START_TEST(test_sensitivity_job)
              "\"calibration\":{\"dataset\":\"%s\"},\"allocation\":{"
              "\"method\":\"sensitivity\",\"from\":\"%s\"}}",
              ck, cal, id);
-    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
     char pid[64];
-    snprintf(pid, sizeof pid, "%s", jstr(r.json, "id"));
-    th_resp_free(&r);
-    job = th_job_wait(&s, pid, 120);
-    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
-                  json_dumps(json_object_get(job, "error"), 0));
+    submit(&s, body, pid);
+    job = succeeded(&s, pid, 120);
     json_t *res = json_object_get(job, "result");
     json_t *al = json_object_get(res, "allocation");
     ck_assert_str_eq(jstr(al, "method"), "sensitivity");
@@ -528,13 +533,9 @@ START_TEST(test_sensitivity_job)
              "\"calibration\":{\"dataset\":\"%s\"},\"evaluation\":{"
              "\"dataset\":\"%s\"}}",
              ck, cal, ev);
-    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
     char one[64];
-    snprintf(one, sizeof one, "%s", jstr(r.json, "id"));
-    th_resp_free(&r);
-    job = th_job_wait(&s, sw, 180);
-    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
-                  json_dumps(json_object_get(job, "error"), 0));
+    submit(&s, body, one);
+    job = succeeded(&s, sw, 180);
     ck_assert(json_is_null(json_object_get(job, "artifact")));
     json_t *pts = json_object_get(json_object_get(job, "result"), "points");
     ck_assert_int_eq(json_array_size(pts), 4);
@@ -542,7 +543,7 @@ START_TEST(test_sensitivity_job)
     ck_assert_str_eq(jstr(last, "method"), "sparsegpt");
     ck_assert_double_eq(json_number_value(json_object_get(last, "sparsity")),
                         0.7);
-    json_t *oj = th_job_wait(&s, one, 120);
+    json_t *oj = succeeded(&s, one, 120);
     ck_assert_double_eq(
         json_number_value(json_object_get(last, "metric")),
         json_number_value(json_object_get(
@@ -557,10 +558,8 @@ START_TEST(test_sensitivity_job)
              "\"method\":\"magnitude\",\"evaluation\":{\"dataset\":\"%s\"},"
              "\"sensitivity\":{\"levels\":[0.5,0.9]}}",
              ck, ev);
-    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 202);
     char busy[64];
-    snprintf(busy, sizeof busy, "%s", jstr(r.json, "id"));
-    th_resp_free(&r);
+    submit(&s, body, busy);
     struct {
         const char *fmt;
         const char *a, *b;
@@ -635,8 +634,7 @@ START_TEST(test_sensitivity_job)
         th_expect_problem(&r, 422, bad[k].field, bad[k].words);
         th_resp_free(&r);
     }
-    job = th_job_wait(&s, busy, 120);
-    ck_assert_str_eq(jstr(job, "status"), "succeeded");
+    job = succeeded(&s, busy, 120);
     json_decref(job);
     json_decref(tab);
     free(rep);

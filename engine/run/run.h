@@ -65,6 +65,23 @@ struct eng_calib_prefix {
     int64_t rows;
 };
 
+// A run inside a sweep (a sensitivity run, a sweep's point): its hooks'
+// cancellation is the outer run's, its progress a piece of the outer's:
+// phase `phase`, the inner phase as stage, `label` as the tensor, step
+// `step` of `steps` (and one more for the dense metric), the estimate
+// when known. eng_subrun_init sets hooks; the fields after may change
+// between runs.
+typedef struct eng_subrun {
+    eng_hooks hooks;
+    const eng_hooks *outer;
+    const char *phase, *label;
+    size_t step, steps;
+    double estimate;
+} eng_subrun;
+
+void eng_subrun_init(eng_subrun *r, const eng_hooks *outer, const char *phase,
+                     size_t steps);
+
 int eng_prune_calibrated(const eng_plan *plan, const eng_options *o,
                          const eng_hooks *h, eng_out *w, eng_report *r,
                          sh_diag *d);

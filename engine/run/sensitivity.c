@@ -146,32 +146,35 @@ static int measure_from(prefix *px, size_t b, const char *dir,
     return rc;
 }
 
-// A run's hooks: its cancellation is the sweep's, its progress a piece of
-// the sweep's.
-typedef struct sweep {
-    const eng_hooks *h;
-    const char *group;
-    size_t run, runs;
-    double estimate;
-} sweep;
-
-static void sweep_progress(void *ctx, const eng_progress *p)
+static void subrun_progress(void *ctx, const eng_progress *p)
 {
-    const sweep *w = ctx;
+    const eng_subrun *w = ctx;
     double f = p->fraction > 0 && p->fraction <= 1 ? p->fraction : 0;
     eng_hooks_progress(
-        w->h, &(eng_progress){.phase = "sensitivity",
-                              .stage = p->phase,
-                              .tensor = w->group,
-                              .step = w->run,
-                              .steps = w->runs,
-                              .fraction = (w->run + f) / (double)(w->runs + 1),
-                              .estimate = w->estimate});
+        w->outer,
+        &(eng_progress){.phase = w->phase,
+                        .stage = p->phase,
+                        .tensor = w->label,
+                        .step = w->step,
+                        .steps = w->steps,
+                        .fraction = (w->step + f) / (double)(w->steps + 1),
+                        .estimate = w->estimate});
 }
 
-static bool sweep_cancelled(void *ctx)
+static bool subrun_cancelled(void *ctx)
 {
-    return eng_hooks_cancelled(((const sweep *)ctx)->h);
+    return eng_hooks_cancelled(((const eng_subrun *)ctx)->outer);
+}
+
+void eng_subrun_init(eng_subrun *r, const eng_hooks *outer, const char *phase,
+                     size_t steps)
+{
+    *r = (eng_subrun){.hooks = {.ctx = r,
+                                .progress = subrun_progress,
+                                .cancelled = subrun_cancelled},
+                      .outer = outer,
+                      .phase = phase,
+                      .steps = steps};
 }
 
 // One run: the group at level, the rest at 0; *metric from the output.
@@ -319,19 +322,18 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
     for (size_t r = 0; r < ng * n_levels; r++)
         total += r % (size_t)shards == (size_t)shard;
     double first = 0;
-    sweep w = {.h = h, .runs = total};
-    eng_hooks rh = {
-        .ctx = &w, .progress = sweep_progress, .cancelled = sweep_cancelled};
+    eng_subrun w;
+    eng_subrun_init(&w, h, "sensitivity", total);
     for (size_t q = 0; rc == 0 && q < ng; q++) {
         size_t k = ord[q];
         for (size_t l = 0; rc == 0 && l < n_levels; l++) {
             if ((k * n_levels + l) % (size_t)shards != (size_t)shard)
                 continue; // another shard's
-            w.group = gs[k].name;
-            w.run = runs;
+            w.label = gs[k].name;
+            w.step = runs;
             double t1 = sh_time_mono(), v = NAN;
-            rc = one_run(m, spec, &gs[k], levels[l], o, &rh, reuse ? &ev : NULL,
-                         cal_reuse ? &cal : NULL, &v, d);
+            rc = one_run(m, spec, &gs[k], levels[l], o, &w.hooks,
+                         reuse ? &ev : NULL, cal_reuse ? &cal : NULL, &v, d);
             // The first run measures the whole model (its group is the
             // earliest): the estimate is at most what the sweep takes.
             if (runs++ == 0) {

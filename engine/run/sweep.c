@@ -10,32 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-// A point's hooks: its cancellation is the sweep's, its progress a piece
-// of the sweep's.
-typedef struct point_hooks {
-    const eng_hooks *h;
-    const char *label;
-    size_t point, points;
-} point_hooks;
-
-static void point_progress(void *ctx, const eng_progress *p)
-{
-    const point_hooks *w = ctx;
-    double f = p->fraction > 0 && p->fraction <= 1 ? p->fraction : 0;
-    eng_hooks_progress(
-        w->h, &(eng_progress){.phase = "sweep",
-                              .stage = p->phase,
-                              .tensor = w->label,
-                              .step = w->point,
-                              .steps = w->points,
-                              .fraction = (w->point + f) / (double)w->points});
-}
-
-static bool point_cancelled(void *ctx)
-{
-    return eng_hooks_cancelled(((const point_hooks *)ctx)->h);
-}
-
 // One point into dir: its row of the table in *row.
 static int one_point(const eng_model *m, const eng_spec *base, size_t i,
                      const eng_options *o, const char *dir, const eng_hooks *h,
@@ -107,9 +81,9 @@ int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
     if (rc == 0)
         rc = eng_measure(m, o->evaluation_path, h, &dense, NULL, d);
     char label[96];
-    point_hooks w = {.h = h, .label = label, .points = n};
-    eng_hooks ph = {
-        .ctx = &w, .progress = point_progress, .cancelled = point_cancelled};
+    eng_subrun w;
+    eng_subrun_init(&w, h, "sweep", n);
+    w.label = label;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         // Kept points go to their own folder; the others use the scratch
         // folder, emptied after each.
@@ -119,7 +93,7 @@ int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
                  json_string_value(json_object_get(pj, "method")),
                  json_number_value(json_object_get(pj, "sparsity")));
         json_decref(pj);
-        w.point = i;
+        w.step = i;
         if (o->sweep_keep && snprintf(dir, sizeof dir, "%s/point-%02zu",
                                       o->sweep_keep, i) >= (int)sizeof dir)
             rc = sh_diag_set(d, SH_ETOOBIG, "", "output path too long");
@@ -127,8 +101,8 @@ int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
             rc = sh_diag_set(d, SH_EIO, "", "cannot create %s", dir);
         json_t *row = NULL;
         if (rc == 0)
-            rc = one_point(m, base, i, o, o->sweep_keep ? dir : o->out_dir, &ph,
-                           dense.value, &row, d);
+            rc = one_point(m, base, i, o, o->sweep_keep ? dir : o->out_dir,
+                           &w.hooks, dense.value, &row, d);
         if (rc == 0 && o->sweep_keep)
             json_object_set_new(row, "folder",
                                 json_string(strrchr(dir, '/') + 1));

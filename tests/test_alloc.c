@@ -195,6 +195,83 @@ START_TEST(test_owl)
 }
 END_TEST
 
+// OWL with N:M: each block takes one of the listed patterns, every
+// tensor meets its block's pattern in the bytes written, the weighted mean
+// is the target where the patterns reach it (0.5 here: 3:8, 2:4, 2:4,
+// 5:8 over four equal blocks), and the block with the most outliers gets
+// the least sparse pattern. The effective spec carries the patterns.
+START_TEST(test_owl_patterns)
+{
+    char *dir = th_tmpdir();
+    char out[512];
+    snprintf(out, sizeof out, "%s/p", dir);
+    run w = prune("llama-kjv",
+                  "{\"method\":\"wanda\",\"sparsity\":0.5,\"allocation\":{"
+                  "\"method\":\"owl\",\"patterns\":[\"1:4\",\"2:4\",\"3:4\","
+                  "\"4:8\",\"3:8\",\"5:8\"]}}",
+                  out);
+    ck_assert_msg(w.rc == 0, "%s", w.msg);
+    json_t *layers = json_object_get(w.report, "layers"), *l;
+    size_t i;
+    json_array_foreach (layers, i, l)
+        ck_assert_msg(json_is_true(json_object_get(l, "pattern_ok")),
+                      "%s misses its pattern",
+                      json_string_value(json_object_get(l, "name")));
+    json_t *tg = json_object_get(w.report, "targets");
+    ck_assert_int_eq(2 * json_integer_value(json_object_get(tg, "zeros")),
+                     json_integer_value(json_object_get(tg, "params")));
+    json_t *blocks =
+        json_object_get(json_object_get(w.report, "allocation"), "blocks");
+    ck_assert_int_eq(json_array_size(blocks), 4);
+    size_t most = 0;
+    json_t *b;
+    json_array_foreach (blocks, i, b)
+        if (json_number_value(json_object_get(b, "outlier_ratio")) >
+            json_number_value(
+                json_object_get(json_array_get(blocks, most), "outlier_ratio")))
+            most = i;
+    const char *least = json_string_value(
+        json_object_get(json_array_get(blocks, most), "pattern"));
+    json_array_foreach (blocks, i, b) {
+        const char *pt = json_string_value(json_object_get(b, "pattern"));
+        int n = 0, m = 1, n0 = 0, m0 = 1;
+        ck_assert(pt && sscanf(pt, "%d:%d", &n, &m) == 2 &&
+                  sscanf(least, "%d:%d", &n0, &m0) == 2);
+        ck_assert_msg((double)n / m <= (double)n0 / m0, "%s keeps more than %s",
+                      pt, least);
+    }
+    json_t *ovs =
+        json_object_get(json_object_get(w.manifest, "spec"), "overrides");
+    ck_assert_int_eq(json_array_size(ovs), 4);
+    ck_assert_str_eq(json_string_value(
+                         json_object_get(json_array_get(ovs, most), "pattern")),
+                     least);
+    json_decref(w.report);
+    json_decref(w.manifest);
+    static const struct {
+        const char *spec, *words;
+    } bad[] = {
+        {"{\"method\":\"wanda\",\"allocation\":{\"method\":\"owl\","
+         "\"patterns\":[\"rows\"]}}",
+         "N:M pattern"},
+        {"{\"method\":\"wanda\",\"allocation\":{\"method\":\"owl\","
+         "\"patterns\":[]}}",
+         "1 to 8"},
+        {"{\"method\":\"wanda\",\"allocation\":{\"method\":\"sensitivity\","
+         "\"from\":\"x.json\",\"patterns\":[\"2:4\"]}}",
+         "belongs to method"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        snprintf(out, sizeof out, "%s/bad%zu", dir, k);
+        run x = prune("llama-kjv", bad[k].spec, out);
+        ck_assert_msg(x.rc == SH_ESPEC && strstr(x.msg, bad[k].words), "%s",
+                      x.msg);
+    }
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 // Allocation from measured curves: a sensitivity report of the fixture
 // MLP (SparseGPT, levels around 90%) chooses each layer's level; at 90%
 // it is ahead of OWL and of uniform. Bounds that make the target
@@ -301,6 +378,7 @@ Suite *suite_alloc(void)
     TCase *tc = tcase_create("owl");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_owl);
+    tcase_add_test(tc, test_owl_patterns);
     tcase_add_test(tc, test_sensitivity_allocation);
     suite_add_tcase(s, tc);
     return s;

@@ -824,7 +824,7 @@ START_TEST(test_sensitivity)
     // --shard auto/3) merged give the single run's report, timings aside.
     char *parts[3];
     for (int k = 0; k < 3; k++) {
-        char name[32], idx[8];
+        char name[32], idx[16];
         snprintf(name, sizeof name, "part-%d.json", k);
         snprintf(idx, sizeof idx, "%d", k);
         parts[k] = th_path(dir, name);

@@ -231,7 +231,74 @@ static const bad_spec bad_specs[] = {
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
      "a\"]}",
      "targets[0]", "at most 256"},
+    {"{\"method\":\"magnitude\",\"kind\":\"sensitivity\"}", "sensitivity",
+     "needs \"sensitivity\""},
+    {"{\"method\":\"magnitude\",\"kind\":\"sensitivity\",\"sensitivity\":"
+     "{\"levels\":[]}}",
+     "sensitivity.levels", "1 to 32"},
+    {"{\"method\":\"magnitude\",\"kind\":\"sensitivity\",\"sensitivity\":"
+     "{\"levels\":[0.5,0.5]}}",
+     "sensitivity.levels[1]", "must rise"},
+    {"{\"method\":\"magnitude\",\"kind\":\"sensitivity\",\"sensitivity\":"
+     "{\"levels\":[0.5],\"granularity\":\"layer\"}}",
+     "sensitivity.granularity", "not one of tensor, block, type"},
+    {"{\"method\":\"magnitude\",\"kind\":\"sensitivity\",\"sensitivity\":"
+     "{\"levels\":[0.5]},\"scope\":\"global\"}",
+     "scope", "sets each group's sparsity"},
+    {"{\"method\":\"magnitude\",\"sweep\":{\"levels\":[0.5]}}", "sweep",
+     "belongs to"},
+    {"{\"method\":\"magnitude\",\"kind\":\"sweep\",\"sweep\":{}}", "sweep",
+     "crosses them"},
+    {"{\"method\":\"magnitude\",\"kind\":\"sweep\",\"sweep\":{"
+     "\"methods\":[\"magnitude\",\"magnitude\"]}}",
+     "sweep.methods[1]", "listed twice"},
+    {"{\"method\":\"magnitude\",\"kind\":\"sweep\",\"sweep\":{"
+     "\"levels\":[1.5]}}",
+     "sweep.levels[0]", "from 0 to 1"},
+    {"{\"method\":\"magnitude\",\"kind\":\"sweep\",\"sweep\":{"
+     "\"methods\":[\"sparsegpt\"]}}",
+     "calibration", "sweep point 0 (sparsegpt"},
+    {"{\"method\":\"magnitude\",\"sparsity\":0.5,\"allocation\":{"
+     "\"method\":\"sensitivity\",\"from\":\"r.json\",\"max\":0.4}}",
+     "allocation.max", "target impossible"},
 };
+
+// A sensitivity and a sweep spec echo their kind and their own object,
+// and the echo parses to the same; a prune's echo names no kind.
+START_TEST(test_kinds_echo)
+{
+    static const char *const specs[] = {
+        "{\"method\":\"magnitude\",\"kind\":\"sensitivity\","
+        "\"sensitivity\":{\"levels\":[0.3,0.6],\"granularity\":\"type\"}}",
+        "{\"method\":\"magnitude\",\"kind\":\"sweep\",\"sweep\":{"
+        "\"methods\":[\"random\",\"magnitude\"],\"levels\":[0,0.5,0.9]}}",
+        "{\"method\":\"magnitude\"}"};
+    for (int k = 0; k < 3; k++) {
+        eng_spec s, t;
+        sh_diag d;
+        ck_assert_int_eq(parse(specs[k], &s, &d), 0);
+        json_t *j = eng_spec_to_json(&s);
+        ck_assert_int_eq(eng_spec_parse(&t, j, &d), 0);
+        json_t *j2 = eng_spec_to_json(&t);
+        ck_assert(json_equal(j, j2));
+        ck_assert_int_eq(json_object_get(j, "kind") != NULL, k < 2);
+        json_decref(j);
+        json_decref(j2);
+        if (k == 1) { // methods x levels, in that order
+            ck_assert_uint_eq(eng_sweep_points(&s), 6);
+            json_t *p = eng_sweep_point(&s, 4);
+            ck_assert_str_eq(json_string_value(json_object_get(p, "method")),
+                             "magnitude");
+            ck_assert_double_eq(
+                json_number_value(json_object_get(p, "sparsity")), 0.5);
+            ck_assert_ptr_null(json_object_get(p, "kind"));
+            json_decref(p);
+        }
+        eng_spec_deinit(&s);
+        eng_spec_deinit(&t);
+    }
+}
+END_TEST
 
 // Every bad spec is refused, naming the field and saying why.
 START_TEST(test_bad_spec_named)
@@ -441,6 +508,7 @@ Suite *suite_spec(void)
     Suite *s = suite_create("spec");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_defaults_and_echo);
+    tcase_add_test(tc, test_kinds_echo);
     tcase_add_test(tc, test_nm_sparsity);
     tcase_add_loop_test(tc, test_bad_spec_named, 0,
                         (int)(sizeof bad_specs / sizeof bad_specs[0]));

@@ -650,8 +650,8 @@ static int parse_allocation(eng_spec *s, const json_t *v, sh_diag *d)
         .m = ENG_OWL_M, .lambda = ENG_OWL_LAMBDA, .min = 0, .max = 1};
     const json_t *obj = json_is_object(v) ? v : NULL;
     if (obj) {
-        static const char *const known[] = {"method", "m",   "lambda", "from",
-                                            "min",    "max", NULL};
+        static const char *const known[] = {"method", "m",   "lambda",   "from",
+                                            "min",    "max", "patterns", NULL};
         int rc = check_keys(obj, "allocation.", known, d);
         if (rc)
             return rc;
@@ -708,6 +708,29 @@ static int parse_allocation(eng_spec *s, const json_t *v, sh_diag *d)
     }
     if (s->alloc.min > s->alloc.max)
         return bad(d, "allocation.min", "allocation.min is above max");
+    json_t *pl = obj ? json_object_get(obj, "patterns") : NULL;
+    if (pl && s->alloc.kind != ENG_ALLOC_OWL)
+        return bad(d, "allocation.patterns",
+                   "allocation.patterns belongs to method \"owl\"");
+    if (pl && (!json_is_array(pl) || json_array_size(pl) < 1 ||
+               json_array_size(pl) > ENG_ALLOC_MAX_PATTERNS))
+        return bad(d, "allocation.patterns",
+                   "allocation.patterns must list 1 to %d N:M patterns "
+                   "([\"1:4\", \"2:4\", \"3:4\"])",
+                   ENG_ALLOC_MAX_PATTERNS);
+    for (size_t i = 0; i < json_array_size(pl); i++) {
+        char f[48];
+        snprintf(f, sizeof f, "allocation.patterns[%zu]", i);
+        eng_pattern *pt = &s->alloc.patterns[i];
+        const char *word = json_string_value(json_array_get(pl, i));
+        if (!word)
+            return bad(d, f, "%s must be an N:M pattern such as \"2:4\"", f);
+        if ((rc = eng_pattern_parse(word, pt, f, d)))
+            return rc;
+        if (pt->kind != ENG_PATTERN_NM)
+            return bad(d, f, "%s must be an N:M pattern such as \"2:4\"", f);
+        s->alloc.n_patterns++;
+    }
     return 0;
 }
 
@@ -1036,7 +1059,9 @@ static int check_structure(const eng_spec *s, sh_diag *d)
             st->on ? "a structure removes the same count from every block"
             : s->scope == ENG_SCOPE_GLOBAL ? "scope global pools the targets"
             : s->pattern.kind != ENG_PATTERN_UNSTRUCTURED
-                ? "it chooses unstructured sparsities"
+                ? "it chooses each block's level (for N:M, list the "
+                  "patterns a block may take in allocation.patterns and give "
+                  "the target as sparsity)"
             : s->n_overrides ? "it writes its own overrides, one a block"
                              : NULL;
         if (why)
@@ -1280,6 +1305,14 @@ json_t *eng_spec_to_json(const eng_spec *s)
     else if (s->alloc.kind == ENG_ALLOC_SENSITIVITY)
         al = json_pack("{s:s, s:s, s:f, s:f}", "method", "sensitivity", "from",
                        s->alloc.from, "min", s->alloc.min, "max", s->alloc.max);
+    if (json_is_object(al) && s->alloc.n_patterns) {
+        json_t *pl = json_array();
+        for (size_t i = 0; i < s->alloc.n_patterns; i++) {
+            eng_pattern_format(pat, sizeof pat, s->alloc.patterns[i]);
+            json_array_append_new(pl, json_string(pat));
+        }
+        json_object_set_new(al, "patterns", pl);
+    }
     json_object_set_new(j, "allocation", al);
     const eng_structure *st = &s->structure;
     if (st->on)

@@ -19,7 +19,7 @@
 //                 "method": "gptq"},
 //    "preserve_zeros": false,
 //    "allocation": "uniform" | "owl" | {"method": "owl", "m": 5,
-//                  "lambda": 0.08},
+//                  "lambda": 0.08, "patterns": ["1:4", "2:4", "3:4"]},
 //    "structure": {"heads": 0.25, "kv_heads": 0, "channels": 0.3,
 //                  "blocks": 1, "neurons": 0, "multiple_of": 1,
 //                  "compensate": true, "blocks_by": "influence"},
@@ -170,11 +170,18 @@ typedef enum eng_alloc_kind {
     ENG_ALLOC_COUNT
 } eng_alloc_kind;
 
+#define ENG_ALLOC_MAX_PATTERNS 8
+
 typedef struct eng_alloc {
     eng_alloc_kind kind;
     double m, lambda; // owl
-    char *from;       // sensitivity: the report's path
-    double min, max;  // sensitivity: bounds on every group's level
+    // owl with N:M: each block takes one of these (its level the nearest,
+    // the weighted mean as near the target as they allow); none: any
+    // unstructured level.
+    eng_pattern patterns[ENG_ALLOC_MAX_PATTERNS];
+    size_t n_patterns;
+    char *from;      // sensitivity: the report's path
+    double min, max; // sensitivity: bounds on every group's level
 } eng_alloc;
 
 #define ENG_OWL_M 5.0

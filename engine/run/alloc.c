@@ -15,6 +15,7 @@
 
 #include "engine/nets/net.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,78 @@ static void owl_levels(const eng_owl *w, size_t nb, double target,
     }
 }
 
+// OWL with N:M (spec allocation.patterns): each block takes the allowed
+// pattern nearest its level; then, while it brings the weighted mean
+// nearer the target, one block moves to the next pattern down (or up):
+// the one whose level is farthest below (above) its pattern's sparsity.
+// pat[b] is an index into the allowed patterns by rising sparsity (ord).
+static double pattern_sparsity(const eng_pattern *p)
+{
+    return 1.0 - (double)p->n / (double)p->m;
+}
+
+static void owl_patterns(const eng_spec *s, const eng_owl *w, size_t nb,
+                         const double *level, size_t *ord, size_t *pat)
+{
+    const eng_pattern *ps = s->alloc.patterns;
+    size_t np = s->alloc.n_patterns;
+    for (size_t i = 0; i < np; i++) { // by rising sparsity
+        size_t j = i;
+        for (; j > 0 &&
+               pattern_sparsity(&ps[ord[j - 1]]) > pattern_sparsity(&ps[i]);
+             j--)
+            ord[j] = ord[j - 1];
+        ord[j] = i;
+    }
+    // Patterns of one sparsity (2:4, 4:8): the first listed stands for all.
+    size_t kept = 0;
+    for (size_t i = 0; i < np; i++)
+        if (kept == 0 || pattern_sparsity(&ps[ord[i]]) !=
+                             pattern_sparsity(&ps[ord[kept - 1]]))
+            ord[kept++] = ord[i];
+    np = kept;
+    double total = 0, mean = 0;
+    for (size_t b = 0; b < nb; b++) {
+        size_t best = 0;
+        for (size_t k = 1; k < np; k++)
+            if (fabs(pattern_sparsity(&ps[ord[k]]) - level[b]) <
+                fabs(pattern_sparsity(&ps[ord[best]]) - level[b]))
+                best = k;
+        pat[b] = best;
+        total += (double)w->params[b];
+    }
+    for (size_t b = 0; total > 0 && b < nb; b++)
+        mean +=
+            (double)w->params[b] * pattern_sparsity(&ps[ord[pat[b]]]) / total;
+    for (;;) {
+        int dir = mean > s->sparsity ? -1 : 1;
+        size_t pick = nb;
+        double want = 0;
+        for (size_t b = 0; b < nb; b++) {
+            if (!w->params[b] || (dir < 0 && pat[b] == 0) ||
+                (dir > 0 && pat[b] + 1 == np))
+                continue;
+            double gap = (pattern_sparsity(&ps[ord[pat[b]]]) - level[b]) *
+                         -dir; // how far it is from where it would go
+            if (pick == nb || gap > want) {
+                pick = b;
+                want = gap;
+            }
+        }
+        if (pick == nb)
+            break;
+        size_t nxt = (size_t)((long)pat[pick] + dir);
+        double moved = mean + (double)w->params[pick] *
+                                  (pattern_sparsity(&ps[ord[nxt]]) -
+                                   pattern_sparsity(&ps[ord[pat[pick]]])) /
+                                  total;
+        if (!(fabs(moved - s->sparsity) < fabs(mean - s->sparsity)))
+            break;
+        pat[pick] = nxt;
+        mean = moved;
+    }
+}
+
 // OWL's overrides into ovs, and how they were chosen into *how.
 static int owl_overrides(const eng_plan *plan, eng_net *net, const eng_spec *s,
                          const eng_options *o, const eng_hooks *h,
@@ -61,11 +134,13 @@ static int owl_overrides(const eng_plan *plan, eng_net *net, const eng_spec *s,
     eng_owl w = {.m = s->alloc.m};
     double *level = NULL;
     json_t *blocks = json_array();
-    size_t nb = eng_net_blocks(net);
+    size_t nb = eng_net_blocks(net), *pat = NULL,
+           ord[ENG_ALLOC_MAX_PATTERNS] = {0};
     int rc = 0;
     if (!(w.ratio = calloc(nb + 1, sizeof *w.ratio)) ||
         !(w.params = calloc(nb + 1, sizeof *w.params)) ||
-        !(level = calloc(nb + 1, sizeof *level)) || !blocks)
+        !(level = calloc(nb + 1, sizeof *level)) ||
+        !(pat = calloc(nb + 1, sizeof *pat)) || !blocks)
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     if (rc == 0) {
         eng_hooks_progress(h, &(eng_progress){.phase = "allocating",
@@ -75,32 +150,49 @@ static int owl_overrides(const eng_plan *plan, eng_net *net, const eng_spec *s,
     }
     if (rc == 0)
         owl_levels(&w, nb, s->sparsity, s->alloc.lambda, level);
+    if (rc == 0 && s->alloc.n_patterns)
+        owl_patterns(s, &w, nb, level, ord, pat);
     // One override a block: its prefix where the family names one, else
     // its targets by name.
     for (size_t b = 0; rc == 0 && b < nb; b++) {
         if (!w.params[b])
             continue;
-        json_array_append_new(
-            blocks, json_pack("{s:I, s:f, s:I, s:f}", "index", (json_int_t)b,
-                              "outlier_ratio", w.ratio[b], "params",
-                              (json_int_t)w.params[b], "sparsity", level[b]));
+        // The block's level, or its pattern (which sets its sparsity).
+        json_t *at = json_real(level[b]);
+        const char *key = "sparsity";
+        char pname[16] = "";
+        if (s->alloc.n_patterns) {
+            const eng_pattern *pt = &s->alloc.patterns[ord[pat[b]]];
+            eng_pattern_format(pname, sizeof pname, *pt);
+            json_decref(at);
+            at = json_string(pname);
+            key = "pattern";
+        }
+        json_t *row = json_pack("{s:I, s:f, s:I, s:f}", "index", (json_int_t)b,
+                                "outlier_ratio", w.ratio[b], "params",
+                                (json_int_t)w.params[b], "sparsity", level[b]);
+        if (pname[0])
+            json_object_set_new(row, "pattern", json_string(pname));
+        json_array_append_new(blocks, row);
         char prefix[256];
         const eng_net_linear *lin;
         size_t nl = eng_net_linears(net, b, &lin);
         if (eng_net_block_prefix(net, b, prefix, sizeof prefix)) {
-            json_array_append_new(ovs, json_pack("{s:o, s:f}", "match",
+            json_array_append_new(ovs, json_pack("{s:o, s:O}", "match",
                                                  literal(prefix, true, false),
-                                                 "sparsity", level[b]));
+                                                 key, at));
+            json_decref(at);
             continue;
         }
         for (size_t i = 0; i < nl; i++)
             if (plan->rows[lin[i].tensor].share.target)
                 json_array_append_new(
                     ovs,
-                    json_pack("{s:o, s:f}", "match",
+                    json_pack("{s:o, s:O}", "match",
                               literal(eng_model_tensor(m, lin[i].tensor)->name,
                                       true, true),
-                              "sparsity", level[b]));
+                              key, at));
+        json_decref(at);
     }
     if (rc == 0)
         *how =
@@ -110,6 +202,7 @@ static int owl_overrides(const eng_plan *plan, eng_net *net, const eng_spec *s,
     free(w.ratio);
     free(w.params);
     free(level);
+    free(pat);
     return rc;
 }
 

@@ -68,7 +68,9 @@ static const char usage_text[] =
     "  --allocation A      uniform | owl: per-block sparsities from the "
     "blocks'\n"
     "                      outlier ratios (OWL), the weighted mean the "
-    "target\n"
+    "target;\n"
+    "                      owl:1:4,2:4,3:4: each block one of these N:M "
+    "patterns\n"
     "  --sensitivity FILE  allocation from a `shears sensitivity` report: "
     "each\n"
     "                      group's level from its curve, the predicted loss "
@@ -427,7 +429,19 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
                                 json_string(optarg));
             break;
         case O_ALLOCATION:
-            set_flag(flags, "allocation", json_string(optarg));
+            if (strncmp(optarg, "owl:", 4) == 0) { // owl:1:4,2:4,3:4
+                json_t *pl = json_array();
+                char *copy = strdup(optarg + 4), *save = NULL;
+                for (char *w = copy ? strtok_r(copy, ",", &save) : NULL; w;
+                     w = strtok_r(NULL, ",", &save))
+                    json_array_append_new(pl, json_string(w));
+                free(copy);
+                set_flag(
+                    flags, "allocation",
+                    json_pack("{s:s, s:o}", "method", "owl", "patterns", pl));
+            } else {
+                set_flag(flags, "allocation", json_string(optarg));
+            }
             break;
         case O_SENSITIVITY:
             set_flag(flags, "allocation",

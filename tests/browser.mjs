@@ -428,19 +428,23 @@ async function run() {
   check(trows === table.groups.length, `the sensitivity table has ${trows} rows`);
   await page.screenshot({ path: path.join(shotDir, "sensitivity-job.png"), fullPage: true });
 
-  step("a sweep from the form: magnitude and random at 50% and 90%; one line per method");
+  step("a sweep from the form: magnitude and random at 50% and 90%, 8-bit compressed; one line per method");
   await page.click("#back");
   await page.locator("#main-view").waitFor({ state: "visible" });
   await page.selectOption("#job-kind", "sweep");
   await page.locator("#job-sweep").waitFor({ state: "visible" });
   await page.fill("#job-sweep-methods", "magnitude,random");
   await page.fill("#job-sweep-levels", "0.5,0.9");
+  await page.selectOption("#job-qbits", "8");
+  await page.check("#job-qsym");
+  await page.selectOption("#job-format", "compressed-tensors");
   const [wRes] = await Promise.all([
     page.waitForResponse((r) => r.url() === base + "/v1/jobs" && r.request().method() === "POST"),
     page.click("#job-submit"),
   ]);
   const wSent = JSON.parse(wRes.request().postData());
-  const wWant = { checkpoint: ck.id, method: "magnitude", evaluation: { dataset: ds.id }, kind: "sweep",
+  const wWant = { checkpoint: ck.id, method: "magnitude", evaluation: { dataset: ds.id },
+    quantize: { bits: 8, symmetric: true }, output: { format: "compressed-tensors" }, kind: "sweep",
     sweep: { methods: ["magnitude", "random"], levels: [0.5, 0.9] } };
   check(wRes.status() === 202 && JSON.stringify(wSent) === JSON.stringify(wWant),
     `the sweep form sent ${JSON.stringify(wSent)} (${wRes.status()}), expected ${JSON.stringify(wWant)}`);
@@ -460,11 +464,20 @@ async function run() {
     `the sweep chart is not one line per method through its points: ${JSON.stringify(wLines)}`);
   const wRows = await page.locator("#sweep-table tbody tr").count();
   check(wRows === 4, `the sweep table has ${wRows} rows, expected 4`);
+  // Quantized and compressed: the metric against the stored size too.
+  const sizeLines = await page.locator("#sweep-size-chart polyline.sens-line").count();
+  check(sizeLines === 2, `the size chart has ${sizeLines} lines, expected one per method`);
+  const ratios = wJob.result.points.map((p) => p.ratio);
+  check(ratios.every((x) => x < 0.5) && ratios[1] < ratios[0],
+    `the compressed points are not smaller, the sparser smaller still: ${JSON.stringify(ratios)}`);
   await page.screenshot({ path: path.join(shotDir, "sweep-job.png"), fullPage: true });
   await apiCall("DELETE", "/v1/jobs/" + wId);
   await page.click("#back");
   await page.locator("#main-view").waitFor({ state: "visible" });
   await page.selectOption("#job-kind", "");
+  await page.selectOption("#job-qbits", "");
+  await page.uncheck("#job-qsym");
+  await page.selectOption("#job-format", "");
   await page.goto(`${base}/#/jobs/${vId}`);
   await page.locator("#sens-chart").waitFor();
 

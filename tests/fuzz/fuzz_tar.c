@@ -13,6 +13,21 @@
 #include <unistd.h>
 
 static char dir[64];
+
+// No path component of name is "." or ".." (inside a component, as in
+// "a..b", two dots are a plain name).
+static int plain_components(const char *name)
+{
+    for (const char *p = name; *p;) {
+        size_t n = strcspn(p, "/");
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return 0;
+        p += n;
+        if (*p == '/')
+            p++;
+    }
+    return 1;
+}
 static up_budget budget;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -49,7 +64,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t n)
         if (rc == 0) {
             for (size_t i = 0; i < s.nfiles; i++) {
                 assert(s.files[i].name[0] && s.files[i].name[0] != '/');
-                assert(!strstr(s.files[i].name, ".."));
+                assert(plain_components(s.files[i].name));
                 assert(strlen(s.files[i].name) <= ENG_MODEL_NAME_MAX);
             }
         } else {

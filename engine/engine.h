@@ -42,12 +42,12 @@ typedef struct eng_options {
     bool pruned_metric_only;
     // A sensitivity sweep measures every run's whole model, reusing no
     // dense prefix (for comparison: the numbers are the same).
-    bool sweep_full_runs;
+    bool sensitivity_whole_runs;
     // A sensitivity sweep's run: targets at sparsity 0 with no grid are
     // left as they are (copied through, no statistics, no report row),
     // and the calibration pass stops after the last block with work.
-    bool sweep_run;
-    // With sweep_run: the sweep's dense calibration activations at some
+    bool sensitivity_run;
+    // With sensitivity_run: the sweep's dense calibration activations at some
     // block's input (run/run.h), or NULL. Engine-internal.
     const struct eng_calib_prefix *calib_prefix;
     // A trade-off sweep keeps each point's output in its own folder under

@@ -315,7 +315,7 @@ int svc_cmd_sensitivity(int argc, char **argv)
         eng_options o = {.out_dir = t.tmp,
                          .calibration_path = spec.calib_dataset,
                          .evaluation_path = t.eval,
-                         .sweep_full_runs = no_reuse};
+                         .sensitivity_whole_runs = no_reuse};
         rc = eng_sensitivity(t.m, &spec, &o, shard, shards, &t.hooks, &res, &d);
         svc_progress_done(&t.prog);
         if (rc != 0)

@@ -73,7 +73,7 @@ typedef struct calib {
 } calib;
 
 // A target with nothing to do (sparsity 0, no grid, no zeros kept): in a
-// sensitivity sweep's runs (eng_options.sweep_run) it is left as it is,
+// sensitivity sweep's runs (eng_options.sensitivity_run) it is left as it is,
 // copied through, with no statistics and no report row; a block with only
 // such targets is run forward for the next ones' inputs, and none after
 // the last block with work.
@@ -629,7 +629,7 @@ static int calibrated(const eng_plan *plan, const eng_options *o,
                .w = w,
                .r = r,
                .owl = owl,
-               .skip_idle = o->sweep_run && !owl};
+               .skip_idle = o->sensitivity_run && !owl};
     c.nt = eng_model_tensor_count(m);
     eng_dataset ds = {0};
     eng_acts acts = {0};

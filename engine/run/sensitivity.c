@@ -205,7 +205,7 @@ static int one_run(const eng_model *m, json_t *spec, const group *gr,
     eng_report_init(&r, &s);
     eng_options ro = *o;
     ro.pruned_metric_only = true;
-    ro.sweep_run = !o->sweep_full_runs;
+    ro.sensitivity_run = !o->sensitivity_whole_runs;
     ro.sync = false;
     ro.input_sha = NULL;
     if (reuse)
@@ -270,8 +270,8 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
     eng_metric dense = {0};
     prefix ev = {0}, cal = {0};
     // Reuse needs the other targets untouched: no grid, no zeros kept.
-    bool reuse =
-             !o->sweep_full_runs && !base->quant.bits && !base->preserve_zeros,
+    bool reuse = !o->sensitivity_whole_runs && !base->quant.bits &&
+                 !base->preserve_zeros,
          cal_reuse = false;
     int rc = eng_check(base, m, 0, NULL, d);
     if (rc == 0)

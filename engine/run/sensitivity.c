@@ -10,8 +10,13 @@
 // forward block by block and the runs go in block order, so the blocks
 // before a group run once for the whole sweep, not once a run (the
 // output's earlier blocks are the dense model's bytes; the number is
-// eng_net_evaluate's exactly). Groups that span blocks (types) measure
-// the whole model.
+// eng_net_evaluate's exactly). The calibration set's dense activations
+// are carried forward the same way and lent to each run
+// (eng_options.calib_prefix), whose calibrated pass then starts at the
+// group's block, leaves the idle targets alone and stops after the
+// group's block (calib.c). Groups that span blocks (types) measure the
+// whole model; a base with a grid or preserve_zeros touches every target,
+// so it reuses nothing.
 #include "engine/run/run.h"
 
 #include "common/util.h"

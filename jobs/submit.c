@@ -27,24 +27,22 @@ static int check_kind(const job_dataset *ds, const char *id, const char *field,
                        field, id, ds->kind, arch, want);
 }
 
-// A sweep's point i against the model, its field named as the point's.
-static int check_point(const eng_spec *s, size_t i, const eng_model *m,
-                       double deadline, sh_diag *d)
+// A sweep's points against the model: one a method (a level changes
+// nothing eng_check looks at), its field named as the point's.
+static int check_points(const eng_spec *s, const eng_model *m, double deadline,
+                        sh_diag *d)
 {
-    json_t *pj = eng_sweep_point(s, i);
-    eng_spec p;
-    int rc = pj ? eng_spec_parse(&p, pj, d)
-                : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    if (rc == 0) {
-        rc = eng_check(&p, m, deadline, NULL, d);
-        eng_spec_deinit(&p);
+    size_t step = s->sweep.n_levels ? s->sweep.n_levels : 1;
+    for (size_t i = 0; i < eng_sweep_points(s); i += step) {
+        eng_spec p = eng_sweep_point(s, i);
+        int rc = eng_check(&p, m, deadline, NULL, d);
+        if (rc == SH_ESPEC)
+            sh_diag_prefix(d, "sweep point %zu (%s)", i,
+                           eng_methods[p.method].name);
+        if (rc)
+            return rc;
     }
-    if (rc == SH_ESPEC)
-        sh_diag_prefix(d, "sweep point %zu (%s at %g)", i,
-                       json_string_value(json_object_get(pj, "method")),
-                       json_number_value(json_object_get(pj, "sparsity")));
-    json_decref(pj);
-    return rc;
+    return 0;
 }
 
 // The digest of a request body, for Idempotency-Key: its canonical JSON.
@@ -91,8 +89,8 @@ int job_submit(store *s, job_runner *r, const job_request *req, json_t **job,
         rc = eng_check(&spec, in.model, req->check_deadline, &needs, d);
     // Each point of a sweep against the checkpoint too (its method may
     // need what the base's does not).
-    for (size_t i = 0; rc == 0 && i < eng_sweep_points(&spec); i++)
-        rc = check_point(&spec, i, in.model, req->check_deadline, d);
+    if (rc == 0)
+        rc = check_points(&spec, in.model, req->check_deadline, d);
     if (rc == 0 && spec.calib_dataset)
         rc = check_kind(&in.calibration, spec.calib_dataset,
                         "calibration.dataset", eng_model_arch(in.model), &needs,

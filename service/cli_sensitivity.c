@@ -254,12 +254,10 @@ int svc_cmd_sensitivity(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int taken = table_option(&t, c, optarg);
-        if (taken == TABLE_HELPED)
-            return SVC_EXIT_OK;
-        if (taken != TABLE_NOT_MINE && taken != TABLE_TAKEN)
-            return taken;
         if (taken == TABLE_TAKEN)
             continue;
+        if (taken != TABLE_NOT_MINE)
+            return taken == TABLE_HELPED ? SVC_EXIT_OK : taken;
         switch (c) {
         case O_GRAN: gran = optarg; break;
         case O_NO_REUSE: no_reuse = true; break;
@@ -445,12 +443,10 @@ int svc_cmd_sweep(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int taken = table_option(&t, c, optarg);
-        if (taken == TABLE_HELPED)
-            return SVC_EXIT_OK;
-        if (taken != TABLE_NOT_MINE && taken != TABLE_TAKEN)
-            return taken;
         if (taken == TABLE_TAKEN)
             continue;
+        if (taken != TABLE_NOT_MINE)
+            return taken == TABLE_HELPED ? SVC_EXIT_OK : taken;
         if (c == O_METHODS)
             methods = optarg;
         else if (c == O_KEEP)

@@ -286,13 +286,11 @@ START_TEST(test_kinds_echo)
         json_decref(j2);
         if (k == 1) { // methods x levels, in that order
             ck_assert_uint_eq(eng_sweep_points(&s), 6);
-            json_t *p = eng_sweep_point(&s, 4);
-            ck_assert_str_eq(json_string_value(json_object_get(p, "method")),
-                             "magnitude");
-            ck_assert_double_eq(
-                json_number_value(json_object_get(p, "sparsity")), 0.5);
-            ck_assert_ptr_null(json_object_get(p, "kind"));
-            json_decref(p);
+            eng_spec p = eng_sweep_point(&s, 4);
+            ck_assert_int_eq(p.method, ENG_METHOD_MAGNITUDE);
+            ck_assert_double_eq(p.sparsity, 0.5);
+            ck_assert_int_eq(p.kind, ENG_KIND_PRUNE);
+            ck_assert_int_eq(p.recon, ENG_RECON_OFF);
         }
         eng_spec_deinit(&s);
         eng_spec_deinit(&t);

@@ -6,7 +6,6 @@
 
 #include <assert.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +34,6 @@ const char *eng_blocks_by_name(eng_blocks_by b) { return blocks_by_names[b]; }
 
 #define DEFAULT_SAMPLES 0 // all rows of the calibration set
 #define MAX_SAMPLES 1000000
-
-// Names, norms and embeddings are not pruned by default.
-static const char default_exclude[] =
-    "(^|\\.)(lm_head|wte|wpe)\\.|embed|norm|(^|\\.)ln_[^.]*\\.";
 
 static int bad(sh_diag *d, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -589,6 +584,35 @@ static const char *const gran_names[ENG_GRAN_COUNT] = {
 
 const char *eng_granularity_name(eng_granularity g) { return gran_names[g]; }
 
+// A rising list of at most ENG_SENS_MAX_LEVELS sparsities (field f):
+// strictly between 0 and 1 when open (a sensitivity sweep: 0 is the dense
+// model, 1 removes the group), from 0 to 1 otherwise.
+static int parse_levels(const json_t *lv, const char *f, bool open, double *out,
+                        size_t *n, sh_diag *d)
+{
+    if ((lv && !json_is_array(lv)) || json_array_size(lv) > ENG_SENS_MAX_LEVELS)
+        return bad(d, f, "%s must be a list of up to %d sparsities", f,
+                   ENG_SENS_MAX_LEVELS);
+    for (size_t i = 0; i < json_array_size(lv); i++) {
+        json_t *x = json_array_get(lv, i);
+        double v = json_number_value(x);
+        char field[48];
+        snprintf(field, sizeof field, "%s[%zu]", f, i);
+        if (!json_is_number(x) || (open ? !(v > 0 && v < 1) : v < 0 || v > 1))
+            return bad(d, field,
+                       open ? "%s must be a sparsity strictly between 0 and 1 "
+                              "(0 is the dense model, measured anyway; 1 "
+                              "removes the group)"
+                            : "%s must be a sparsity from 0 to 1",
+                       field);
+        if (i && !(v > out[i - 1]))
+            return bad(d, field, "%s must rise: %g after %g", f, v, out[i - 1]);
+        out[i] = v;
+    }
+    *n = json_array_size(lv);
+    return 0;
+}
+
 // "sensitivity": {"levels": [...], "granularity": "block"}, for kind
 // sensitivity.
 static int parse_sensitivity(eng_spec *s, const json_t *v, sh_diag *d)
@@ -616,30 +640,13 @@ static int parse_sensitivity(eng_spec *s, const json_t *v, sh_diag *d)
                    "block, type",
                    g);
     json_t *lv = json_object_get(v, "levels");
-    size_t n = json_array_size(lv);
-    if (!json_is_array(lv) || n == 0 || n > ENG_SENS_MAX_LEVELS)
+    if (!json_array_size(lv))
         return bad(d, "sensitivity.levels",
                    "sensitivity.levels must be a list of 1 to %d sparsities "
                    "([0.3, 0.5, 0.7])",
                    ENG_SENS_MAX_LEVELS);
-    for (size_t i = 0; i < n; i++) {
-        json_t *x = json_array_get(lv, i);
-        double f = json_number_value(x);
-        char field[48];
-        snprintf(field, sizeof field, "sensitivity.levels[%zu]", i);
-        if (!json_is_number(x) || !(f > 0 && f < 1))
-            return bad(d, field,
-                       "%s must be a sparsity strictly between 0 and 1 (0 is "
-                       "the dense model, measured anyway; 1 removes the "
-                       "group)",
-                       field);
-        if (i && !(f > s->sens.levels[i - 1]))
-            return bad(d, field, "sensitivity.levels must rise: %g after %g", f,
-                       s->sens.levels[i - 1]);
-        s->sens.levels[i] = f;
-    }
-    s->sens.n_levels = n;
-    return 0;
+    return parse_levels(lv, "sensitivity.levels", true, s->sens.levels,
+                        &s->sens.n_levels, d);
 }
 
 // "uniform", "owl", or {"method", "m", "lambda"} (owl), {"method",
@@ -782,22 +789,9 @@ static int parse_sweep(eng_spec *s, const json_t *v, sh_diag *d)
             return bad(d, field, "%s is not a method name", field);
         s->sweep.methods[s->sweep.n_methods++] = (eng_method)mi;
     }
-    if ((lv && !json_is_array(lv)) || json_array_size(lv) > ENG_SENS_MAX_LEVELS)
-        return bad(d, "sweep.levels",
-                   "sweep.levels must be a list of up to %d sparsities",
-                   ENG_SENS_MAX_LEVELS);
-    for (size_t i = 0; i < json_array_size(lv); i++) {
-        json_t *x = json_array_get(lv, i);
-        char field[48];
-        snprintf(field, sizeof field, "sweep.levels[%zu]", i);
-        double f = json_number_value(x);
-        if (!json_is_number(x) || f < 0 || f > 1)
-            return bad(d, field, "%s must be a sparsity from 0 to 1", field);
-        if (i && !(f > s->sweep.levels[i - 1]))
-            return bad(d, field, "sweep.levels must rise: %g after %g", f,
-                       s->sweep.levels[i - 1]);
-        s->sweep.levels[s->sweep.n_levels++] = f;
-    }
+    if ((rc = parse_levels(lv, "sweep.levels", false, s->sweep.levels,
+                           &s->sweep.n_levels, d)))
+        return rc;
     if (s->sweep.n_levels && s->structure.on)
         return bad(d, "sweep.levels",
                    "a structured sweep takes no sparsity levels: sweep its "
@@ -970,22 +964,6 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
     return 0;
 }
 
-// The kinds of a pattern set, in words ("unstructured, N:M").
-static void pattern_kinds(char *buf, size_t size, unsigned bits)
-{
-    static const char *const kinds[ENG_PATTERN_KIND_COUNT] = {
-        [ENG_PATTERN_UNSTRUCTURED] = "unstructured",
-        [ENG_PATTERN_NM] = "N:M",
-        [ENG_PATTERN_ROWS] = "rows",
-    };
-    const char *which[ENG_PATTERN_KIND_COUNT];
-    size_t n = 0;
-    for (int k = 0; k < ENG_PATTERN_KIND_COUNT; k++)
-        if (bits & ENG_PATTERN_BIT(k))
-            which[n++] = kinds[k];
-    sh_join(buf, size, which, n, ", ");
-}
-
 // One grid of the spec (field f: "quantize", "overrides[1].quantize")
 // against the method, the calibration and the output format.
 static int check_quant(const eng_spec *s, const eng_quant *q, const char *f,
@@ -1131,7 +1109,9 @@ static int check_sensitivity(const eng_spec *s, sh_diag *d)
     return 0;
 }
 
-// Every point of a sweep must be a spec of its own.
+static int check_combination(const eng_spec *s, sh_diag *d);
+
+// Every point of a sweep must hold as a spec of its own.
 static int check_sweep(const eng_spec *s, sh_diag *d)
 {
     size_t n = s->kind == ENG_KIND_SWEEP ? eng_sweep_points(s) : 0;
@@ -1141,17 +1121,11 @@ static int check_sweep(const eng_spec *s, sh_diag *d)
                    "%d",
                    n, ENG_SWEEP_MAX_POINTS);
     for (size_t i = 0; i < n; i++) {
-        json_t *pj = eng_sweep_point(s, i);
-        eng_spec p;
-        int rc = pj ? eng_spec_parse(&p, pj, d)
-                    : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-        if (rc == 0)
-            eng_spec_deinit(&p);
-        else if (rc == SH_ESPEC)
+        eng_spec p = eng_sweep_point(s, i);
+        int rc = check_combination(&p, d);
+        if (rc == SH_ESPEC)
             sh_diag_prefix(d, "sweep point %zu (%s at %g)", i,
-                           json_string_value(json_object_get(pj, "method")),
-                           json_number_value(json_object_get(pj, "sparsity")));
-        json_decref(pj);
+                           eng_methods[p.method].name, p.sparsity);
         if (rc)
             return rc;
     }
@@ -1354,234 +1328,6 @@ json_t *eng_spec_to_json(const eng_spec *s)
     return j;
 }
 
-// --- planning
-
-static eng_regex default_exclude_re;
-static int default_exclude_rc = SH_ENOMEM;
-static pthread_once_t default_exclude_once = PTHREAD_ONCE_INIT;
-
-static void default_exclude_compile(void)
-{
-    default_exclude_rc = eng_regex_compile(&default_exclude_re, default_exclude,
-                                           "default targets", NULL);
-}
-
-// Compiled once per process (matching a compiled pattern is thread-safe).
-static int default_target(const eng_tensor_info *t)
-{
-    pthread_once(&default_exclude_once, default_exclude_compile);
-    if (default_exclude_rc != 0)
-        return default_exclude_rc;
-    if (t->ndim < 2 || !sh_str_ends_with(t->name, ".weight"))
-        return 0;
-    int m = eng_regex_match(&default_exclude_re, t->name);
-    return m < 0 ? m : !m;
-}
-
-// Matches one of a spec's regexes; a search the limits cut off is an error
-// naming the field and the tensor.
-static int match(const eng_regex *r, const char *field, size_t i,
-                 const char *name, sh_diag *d)
-{
-    int m = eng_regex_match(r, name);
-    if (m >= 0)
-        return m;
-    char f[64];
-    snprintf(f, sizeof f, "%s[%zu]%s", field, i,
-             strcmp(field, "overrides") == 0 ? ".match" : "");
-    if (m == SH_ETOOBIG)
-        return sh_diag_set(d, SH_ESPEC, f,
-                           "%s: \"%s\" needs too many steps to match tensor "
-                           "\"%.128s\"; simplify the pattern",
-                           f, r->text, name);
-    return sh_diag_set(d, m, f, "out of memory");
-}
-
-// The plan of one tensor, or an error when a regex cannot be matched.
-static int plan_tensor(const eng_spec *s, const eng_tensor_info *t,
-                       eng_share *out, sh_diag *d)
-{
-    *out = (eng_share){.target = false,
-                       .sparsity = s->sparsity,
-                       .pattern = s->pattern,
-                       .quant = s->quant,
-                       .override_index = -1};
-    if (!eng_dtypes[t->dtype].prunable || t->numel == 0 || t->ndim == 0)
-        return 0;
-    int target = 0;
-    if (s->n_targets == 0) {
-        target = default_target(t);
-        if (target < 0)
-            return sh_diag_set(d, target, "targets",
-                               "the default targets cannot be matched");
-    } else {
-        for (size_t i = 0; i < s->n_targets && target == 0; i++)
-            target = match(&s->targets[i], "targets", i, t->name, d);
-    }
-    for (size_t i = 0; i < s->n_ignore && target == 1; i++) {
-        int m = match(&s->ignore[i], "ignore", i, t->name, d);
-        target = m < 0 ? m : !m;
-    }
-    if (target <= 0)
-        return target;
-    for (size_t i = 0; i < s->n_overrides; i++) {
-        const eng_override *o = &s->overrides[i];
-        int m = match(&o->match, "overrides", i, t->name, d);
-        if (m < 0)
-            return m;
-        if (m == 0)
-            continue;
-        if (o->has_pattern)
-            out->pattern = o->pattern;
-        if (o->has_sparsity)
-            out->sparsity = o->sparsity;
-        else if (o->has_pattern && o->pattern.kind != ENG_PATTERN_NM &&
-                 s->pattern.kind == ENG_PATTERN_NM)
-            out->sparsity = s->sparsity;
-        if (o->has_quant)
-            out->quant = o->quant;
-        out->override_index = (int)i;
-        break;
-    }
-    out->target = true;
-    return 0;
-}
-
-void eng_spec_share(const eng_spec *s, const eng_tensor_info *t, eng_share *out)
-{
-    // eng_spec_check ran the same matches on the same names: the limits
-    // are counts of steps, so none can fail here that passed there.
-    if (plan_tensor(s, t, out, NULL) != 0)
-        out->target = false;
-}
-
-void eng_tensor_rows_cols(const eng_tensor_info *t, uint64_t *rows,
-                          uint64_t *cols)
-{
-    if (t->ndim <= 1) {
-        *rows = 1;
-        *cols = t->numel;
-        return;
-    }
-    *rows = (uint64_t)t->shape[0];
-    *cols = t->shape[0] ? t->numel / (uint64_t)t->shape[0] : 0;
-}
-
-static int check(const eng_spec *s, const eng_tensor_info *const *tensors,
-                 size_t n, const char *arch, bool runs, double deadline,
-                 sh_diag *d)
-{
-    const eng_method_def *md = &eng_methods[s->method];
-    size_t targets = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (deadline > 0 && i % 1024 == 1023 && sh_time_mono() > deadline)
-            return bad(d, "targets",
-                       "matching targets, ignore and overrides against the "
-                       "%zu tensors of the checkpoint takes too long; use "
-                       "fewer or simpler patterns",
-                       n);
-        eng_share p;
-        int rc = plan_tensor(s, tensors[i], &p, d);
-        if (rc != 0)
-            return rc;
-        if (!p.target)
-            continue;
-        targets++;
-        unsigned bit = ENG_PATTERN_BIT(p.pattern.kind);
-        if (!s->structure.on && !(md->patterns & bit)) {
-            char pat[32], can[128], others[128];
-            eng_pattern_format(pat, sizeof pat, p.pattern);
-            pattern_kinds(can, sizeof can, md->patterns);
-            eng_methods_making(others, sizeof others, bit);
-            return bad(d, "pattern",
-                       "%s prunes %s, not \"%s\" (tensor \"%s\"); for it "
-                       "use %s",
-                       md->name, can, pat, tensors[i]->name, others);
-        }
-        uint64_t rows, cols;
-        eng_tensor_rows_cols(tensors[i], &rows, &cols);
-        int64_t g = p.quant.group_size;
-        if (p.quant.bits && g > 0 && cols % (uint64_t)g != 0)
-            return bad(d,
-                       p.override_index >= 0 &&
-                               s->overrides[p.override_index].has_quant
-                           ? "overrides"
-                           : "quantize.group_size",
-                       "quantize.group_size %lld must divide the input "
-                       "dimension of every target; tensor \"%s\" has %llu",
-                       (long long)g, tensors[i]->name,
-                       (unsigned long long)cols);
-        if (s->sparse_format == ENG_SPARSE_24 &&
-            !(p.pattern.kind == ENG_PATTERN_NM && p.pattern.n == 2 &&
-              p.pattern.m == 4))
-            return bad(d, "output.sparse_format",
-                       "sparse-24-bitmask stores two weights of every four: "
-                       "it needs pattern 2:4 on every target; tensor \"%s\" "
-                       "has another",
-                       tensors[i]->name);
-        if (s->format == ENG_FORMAT_COMPRESSED && p.target &&
-            s->scope == ENG_SCOPE_GLOBAL && !p.quant.bits)
-            return bad(d, "output.format",
-                       "compressed-tensors stores each tensor's kept "
-                       "weights in a size fixed before writing; scope "
-                       "\"global\" decides the sizes only while pruning: "
-                       "use scope \"layer\" or output.format \"dense\"");
-        if (p.pattern.kind != ENG_PATTERN_NM)
-            continue;
-        if (cols % (uint64_t)p.pattern.m != 0) {
-            const char *field = p.override_index >= 0 ? "overrides" : "pattern";
-            return bad(d, field,
-                       "pattern %d:%d needs the input dimension of every "
-                       "target to be a multiple of %d; tensor \"%s\" has "
-                       "%llu",
-                       p.pattern.n, p.pattern.m, p.pattern.m, tensors[i]->name,
-                       (unsigned long long)cols);
-        }
-    }
-    if (targets == 0)
-        return bad(d, s->n_targets ? "targets" : "ignore",
-                   "no tensor of the model is a target: check targets and "
-                   "ignore (the default targets are float .weight tensors "
-                   "of 2+ dimensions, not embeddings, norms or lm_head)");
-    if (s->structure.on && !runs)
-        return bad(d, "structure",
-                   "structures are defined by a model family the engine "
-                   "runs (mlp and the Llama family: llama, mistral, qwen2, "
-                   "with their config.json); \"%s\" is not one",
-                   arch);
-    // Calibration and evaluation run the model forward.
-    if (eng_methods[s->method].needs_calibration && !runs)
-        return bad(d, "method",
-                   "method %s runs the model on calibration data; the "
-                   "engine cannot run this model (architecture \"%s\"; it "
-                   "runs mlp and the Llama family: llama, mistral, qwen2, "
-                   "with their config.json)",
-                   eng_methods[s->method].name, arch);
-    if (s->calib_dataset && !runs)
-        return bad(d, "calibration",
-                   "calibration data needs a model the engine can run; "
-                   "\"%s\" is not one",
-                   arch);
-    if (s->alloc.kind != ENG_ALLOC_UNIFORM && !runs)
-        return bad(d, "allocation",
-                   "allocation %s groups the targets by the blocks of a "
-                   "model the engine runs; \"%s\" is not one",
-                   alloc_names[s->alloc.kind], arch);
-    if (s->eval_dataset && !runs)
-        return bad(d, "evaluation",
-                   "evaluation needs a model the engine can run; \"%s\" "
-                   "is not one",
-                   arch);
-    return 0;
-}
-
-int eng_spec_check(const eng_spec *s, const eng_tensor_info *const *tensors,
-                   size_t n, const char *arch, bool runs, double deadline,
-                   sh_diag *d)
-{
-    return check(s, tensors, n, arch, runs, deadline, d);
-}
-
 size_t eng_sweep_points(const eng_spec *s)
 {
     size_t nm = s->sweep.n_methods ? s->sweep.n_methods : 1,
@@ -1589,19 +1335,16 @@ size_t eng_sweep_points(const eng_spec *s)
     return s->kind == ENG_KIND_SWEEP ? nm * nl : 0;
 }
 
-json_t *eng_sweep_point(const eng_spec *s, size_t i)
+eng_spec eng_sweep_point(const eng_spec *s, size_t i)
 {
     size_t nl = s->sweep.n_levels ? s->sweep.n_levels : 1;
-    eng_spec base = *s;
-    base.kind = ENG_KIND_PRUNE;
+    eng_spec p = *s;
+    p.kind = ENG_KIND_PRUNE;
+    p.sweep = (eng_sweep_spec){0};
     if (s->sweep.n_methods)
-        base.method = s->sweep.methods[i / nl];
+        p.method = s->sweep.methods[i / nl];
     if (s->sweep.n_levels)
-        base.sparsity = s->sweep.levels[i % nl];
-    json_t *j = eng_spec_to_json(&base);
-    // The point's method's solver options are its defaults unless it is
-    // the base's.
-    if (j && base.method != s->method && eng_methods[s->method].options)
-        json_object_del(j, eng_methods[s->method].options);
-    return j;
+        p.sparsity = s->sweep.levels[i % nl];
+    p.recon = ENG_RECON_OFF; // a point's figure is its metric
+    return p;
 }

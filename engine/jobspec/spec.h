@@ -304,10 +304,12 @@ const char *eng_blocks_by_name(eng_blocks_by b);
 const char *eng_alloc_name(eng_alloc_kind k);
 const char *eng_kind_name(eng_kind k);
 
-// A sweep's point i (of eng_sweep_points) as a spec of kind prune (a new
-// reference): the base's with the point's method and sparsity.
+// A sweep's points (methods x levels), and point i as a spec of kind
+// prune: s with the point's method and sparsity and no reconstruction
+// errors. The point borrows s's memory (regexes, names): it lives while s
+// does and is never given to eng_spec_deinit.
 size_t eng_sweep_points(const eng_spec *s);
-json_t *eng_sweep_point(const eng_spec *s, size_t i);
+eng_spec eng_sweep_point(const eng_spec *s, size_t i);
 const char *eng_granularity_name(eng_granularity g);
 
 // A (rows, cols) view of a tensor: dim 0 by the product of the rest; a 1-D

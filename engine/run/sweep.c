@@ -10,36 +10,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-// One point into dir: its row of the table in *row.
-static int one_point(const eng_model *m, const eng_spec *base, size_t i,
+// One point (a spec borrowing the base's memory) into dir: its row of
+// the table in *row.
+static int one_point(const eng_model *m, const eng_spec *s,
                      const eng_options *o, const char *dir, const eng_hooks *h,
                      double dense, json_t **row, sh_diag *d)
 {
-    json_t *pj = eng_sweep_point(base, i);
-    if (!pj)
-        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    // Only the metric and the sizes are read: no reconstruction errors.
-    json_object_set_new(pj, "report", json_pack("{s:b}", "recon_error", 0));
-    eng_spec s;
-    int rc = eng_spec_parse(&s, pj, d);
-    json_decref(pj);
-    if (rc != 0)
-        return rc;
     eng_report r;
-    eng_report_init(&r, &s);
+    eng_report_init(&r, s);
     eng_options ro = *o;
     ro.out_dir = dir;
     // A shrink's point measures its speed too (the dense metric again).
-    ro.pruned_metric_only = !s.structure.on;
+    ro.pruned_metric_only = !s->structure.on;
     double t0 = sh_time_mono();
-    rc = eng_prune(m, &s, &ro, h, &r, d);
+    int rc = eng_prune(m, s, &ro, h, &r, d);
     if (rc == 0) {
         char pat[16];
-        eng_pattern_format(pat, sizeof pat, s.pattern);
+        eng_pattern_format(pat, sizeof pat, s->pattern);
         json_t *x = json_pack(
             "{s:s, s:f, s:s, s:f, s:f, s:f, s:I, s:I, s:f, s:f}", "method",
-            eng_methods[s.method].name, "sparsity", s.sparsity, "pattern", pat,
-            "achieved",
+            eng_methods[s->method].name, "sparsity", s->sparsity, "pattern",
+            pat, "achieved",
             r.target_params ? (double)r.target_zeros / (double)r.target_params
                             : 0.0,
             "metric", r.metric_pruned, "delta", r.metric_pruned - dense,
@@ -48,7 +39,7 @@ static int one_point(const eng_model *m, const eng_spec *base, size_t i,
             r.bytes_before ? (double)r.bytes_after / (double)r.bytes_before
                            : 1.0,
             "seconds", sh_time_mono() - t0);
-        if (s.structure.on && r.size)
+        if (s->structure.on && r.size)
             json_object_set(x, "size", r.size);
         if (r.has_speed)
             json_object_set_new(x, "speedup",
@@ -56,7 +47,6 @@ static int one_point(const eng_model *m, const eng_spec *base, size_t i,
         *row = x;
     }
     eng_report_deinit(&r);
-    eng_spec_deinit(&s);
     return rc;
 }
 
@@ -88,11 +78,9 @@ int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
         // Kept points go to their own folder; the others use the scratch
         // folder, emptied after each.
         char dir[4096];
-        json_t *pj = eng_sweep_point(base, i);
-        snprintf(label, sizeof label, "%s at %g",
-                 json_string_value(json_object_get(pj, "method")),
-                 json_number_value(json_object_get(pj, "sparsity")));
-        json_decref(pj);
+        eng_spec pt = eng_sweep_point(base, i);
+        snprintf(label, sizeof label, "%s at %g", eng_methods[pt.method].name,
+                 pt.sparsity);
         w.step = i;
         if (o->sweep_keep && snprintf(dir, sizeof dir, "%s/point-%02zu",
                                       o->sweep_keep, i) >= (int)sizeof dir)
@@ -101,7 +89,7 @@ int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
             rc = sh_diag_set(d, SH_EIO, "", "cannot create %s", dir);
         json_t *row = NULL;
         if (rc == 0)
-            rc = one_point(m, base, i, o, o->sweep_keep ? dir : o->out_dir,
+            rc = one_point(m, &pt, o, o->sweep_keep ? dir : o->out_dir,
                            &w.hooks, dense.value, &row, d);
         if (rc == 0 && o->sweep_keep)
             json_object_set_new(row, "folder",

@@ -111,6 +111,34 @@ int eng_sensitivity_merge(json_t *const *parts, size_t n, json_t **out,
 int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
               const eng_hooks *h, json_t **out, sh_diag *d);
 
+// Gradients of the model's loss (the metric's: mean next-token NLL over
+// positions 1..T-1 of a row, a classifier's cross-entropy) over the first
+// max_rows rows (0: all) of the calibration dataset at path (run/grad.c):
+// g, the gradient of the mean of the rows' losses; with fisher, F, the sum
+// over rows of each row's gradient squared (a Fisher diagonal). want
+// (eng_model_tensor_count bools; NULL: every tensor the model reads) says
+// which tensors' gradients to keep. A value that is not finite is
+// SH_ENUMERIC naming the tensor and the row. Free with eng_grads_deinit.
+typedef struct eng_grads {
+    size_t count;   // the model's tensors
+    float **g;      // (count,) numel F32 each, NULL where not kept
+    float **fisher; // (count,) likewise, NULL without fisher
+    int64_t rows;   // calibration rows
+    double loss;    // the mean loss
+    double seconds;
+} eng_grads;
+
+int eng_gradients(const eng_model *m, const char *path, int64_t max_rows,
+                  const bool *want, bool fisher, const eng_hooks *h,
+                  eng_grads *out, sh_diag *d);
+void eng_grads_deinit(eng_grads *g);
+
+// Writes g as an F32 safetensors file at path (replaced whole, never half
+// written): each gradient under its tensor's name, each Fisher sum under
+// "fisher." and the name, metadata {"loss", "rows"}.
+int eng_grads_write(const eng_model *m, const eng_grads *g, const char *path,
+                    bool sync, sh_diag *d);
+
 // Writes the compressed-tensors folder m (output.format
 // "compressed-tensors") back as dense tensors into o->out_dir: the bytes
 // the same job's dense output holds. SH_EFORMAT naming the module when a

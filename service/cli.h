@@ -16,6 +16,7 @@ enum { SVC_EXIT_OK = 0, SVC_EXIT_FAIL = 1, SVC_EXIT_USAGE = 2 };
 int svc_cmd_prune(int argc, char **argv);
 int svc_cmd_inspect(int argc, char **argv);
 int svc_cmd_eval(int argc, char **argv);
+int svc_cmd_grad(int argc, char **argv);
 int svc_cmd_serve(int argc, char **argv);
 int svc_cmd_decompress(int argc, char **argv);
 int svc_cmd_sensitivity(int argc, char **argv);

@@ -15,6 +15,8 @@ static const char usage_text[] =
     "  inspect   list a checkpoint's tensors, shapes, dtypes and sparsity;\n"
     "            --system: the CPU, the BLAS kernels and their speed\n"
     "  eval      measure a model on an evaluation dataset\n"
+    "  grad      the loss's gradients (and Fisher sums) over calibration "
+    "data\n"
     "  decompress  a compressed-tensors folder back to dense safetensors\n"
     "  sensitivity each group of targets pruned alone at each level, "
     "measured\n"
@@ -31,10 +33,15 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"serve", svc_cmd_serve},           {"prune", svc_cmd_prune},
-    {"inspect", svc_cmd_inspect},       {"eval", svc_cmd_eval},
-    {"decompress", svc_cmd_decompress}, {"sensitivity", svc_cmd_sensitivity},
-    {"merge", svc_cmd_merge},           {"sweep", svc_cmd_sweep},
+    {"serve", svc_cmd_serve},
+    {"prune", svc_cmd_prune},
+    {"inspect", svc_cmd_inspect},
+    {"eval", svc_cmd_eval},
+    {"decompress", svc_cmd_decompress},
+    {"sensitivity", svc_cmd_sensitivity},
+    {"merge", svc_cmd_merge},
+    {"sweep", svc_cmd_sweep},
+    {"grad", svc_cmd_grad},
 };
 
 int main(int argc, char **argv)

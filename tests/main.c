@@ -26,6 +26,7 @@ static const suite_entry suites[] = {
     {"mask", suite_mask, false},
     {"prune", suite_prune, false},
     {"net", suite_net, false},
+    {"grad", suite_grad, false},
     {"headers", suite_headers, false},
     {"tar", suite_tar, false},
     {"faults", suite_faults, false},

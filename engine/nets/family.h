@@ -90,6 +90,11 @@ typedef struct eng_net_group {
 
 #define ENG_NET_MAX_GROUPS 8
 
+// The most model tensors one block reads (eng_net_block_tensors), and
+// those outside the blocks (eng_net_head_tensors).
+#define ENG_NET_MAX_BLOCK_TENSORS 24
+#define ENG_NET_MAX_HEAD_TENSORS 4
+
 // What a structured shrink leaves in every block (the same in each), for
 // the family's config rewrite.
 typedef struct eng_net_shape {
@@ -155,6 +160,33 @@ typedef struct eng_family {
     // say it (biases a model type never loads).
     int (*config_rewrite)(const eng_net *n, const eng_net_shape *shape,
                           json_t *cfg, sh_diag *d);
+
+    // --- gradients (run/grad.c drives them, one dataset row at a time)
+    //
+    // g is indexed by model tensor: (numel,) F32 buffers to which each
+    // function adds the gradient of every tensor it reads, skipping the
+    // NULL ones. The loss is the metric's: a token row's mean next-token
+    // NLL over positions 1..T-1, a classifier row's cross-entropy.
+
+    // The loss of the last block's output a for the one row of `row`, and
+    // dy (a->rows, a->width) = d loss / d a; the head's tensors' gradients
+    // (final norm, lm_head or the tied embedding) added to g.
+    int (*loss_backward)(eng_net *n, const eng_dataset *row, const eng_acts *a,
+                         float *dy, float *const *g, double *loss, sh_diag *d);
+    // Block b backward: in is its input as forward got it, dy its output's
+    // gradient (in->rows, the output's width), replaced by its input's
+    // (in->width; dy->x may be reallocated). Block b's activations are
+    // recomputed from in (nothing is kept from the forward pass).
+    int (*backward)(eng_net *n, eng_net_block *b, const eng_acts *in,
+                    eng_acts *dy, float *const *g, const eng_hooks *h,
+                    sh_diag *d);
+    // Adds the first block's input gradient dy to the embedding's. NULL
+    // where the input goes in as it is (an mlp's features).
+    void (*embed_backward)(eng_net *n, const eng_dataset *row, const float *dy,
+                           float *const *g);
+    // The tensors outside the blocks that the model reads (embedding, final
+    // norm, lm_head): writes up to cap of them and returns how many.
+    size_t (*head_tensors)(const eng_net *n, size_t *out, size_t cap);
 } eng_family;
 
 extern const eng_family eng_family_mlp;   // mlp.c

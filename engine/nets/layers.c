@@ -1,8 +1,10 @@
 // layers.c: the building blocks of the families: tensors found and loaded
-// (through the weight overlay), scratch, activations.
+// (through the weight overlay), scratch, activations, and the backward of
+// a linear layer.
 #include "engine/nets/layers.h"
 
 #include "common/util.h"
+#include "engine/math/linalg.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -161,4 +163,49 @@ float net_act_apply(net_act a, float x)
     case ACT_TANH: return tanhf(x);
     default: return x;
     }
+}
+
+float net_act_grad(net_act a, float x)
+{
+    switch (a) {
+    case ACT_RELU: return x > 0 ? 1.0f : 0.0f;
+    case ACT_GELU: {
+        // Phi(x) + x phi(x)
+        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+        return cdf + x * 0.39894228040143268f * expf(-0.5f * x * x);
+    }
+    case ACT_GELU_TANH: {
+        const float k = 0.79788456080286536f, c = 0.044715f;
+        float t = tanhf(k * (x + c * x * x * x));
+        return 0.5f * (1.0f + t) +
+               0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
+    }
+    case ACT_SILU: {
+        float s = 1.0f / (1.0f + expf(-x));
+        return s * (1.0f + x * (1.0f - s));
+    }
+    case ACT_TANH: {
+        float t = tanhf(x);
+        return 1.0f - t * t;
+    }
+    default: return 1.0f;
+    }
+}
+
+// --- gradients
+
+void net_linear_back(float *dx, bool add, float *gw, float *gb, const float *dy,
+                     const float *x, const float *w, int64_t rows, int64_t in,
+                     int64_t out)
+{
+    if (gw)
+        eng_gemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, gw,
+                 in);
+    if (gb)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t o = 0; o < out; o++)
+                gb[o] += dy[r * out + o];
+    if (dx)
+        eng_gemm(false, false, rows, in, out, 1.0f, dy, out, w, in,
+                 add ? 1.0f : 0.0f, dx, in);
 }

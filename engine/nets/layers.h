@@ -102,6 +102,24 @@ int net_scratch(eng_net *n, size_t count, float **out, sh_diag *d);
 int net_act_parse(const char *name, net_act *out, sh_diag *d);
 
 float net_act_apply(net_act a, float x);
+// d act(x) / dx.
+float net_act_grad(net_act a, float x);
+
+// --- gradients
+
+// The buffer of model tensor t in g (family.h), NULL for none or for an
+// absent tensor (NET_NO_TENSOR).
+static inline float *net_grad(float *const *g, size_t t)
+{
+    return t == NET_NO_TENSOR ? NULL : g[t];
+}
+
+// The backward of y = x W^T (+ b) over rows: gw (out, in) += dy^T x and
+// gb (out,) += the column sums of dy, each where not NULL; dx (rows, in)
+// = dy W, or += with add (dx NULL: not wanted).
+void net_linear_back(float *dx, bool add, float *gw, float *gb, const float *dy,
+                     const float *x, const float *w, int64_t rows, int64_t in,
+                     int64_t out);
 
 // --- config
 

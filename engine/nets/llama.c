@@ -20,6 +20,7 @@
 #include "engine/nets/layers.h"
 
 #include "common/par.h"
+#include "common/util.h"
 #include "engine/math/linalg.h"
 #include "engine/math/poll.h"
 
@@ -293,6 +294,28 @@ typedef struct attn_job {
     int64_t per;   // sequences a chunk
 } attn_job;
 
+// Scores (T, T) become attention weights in place: row i's softmax over
+// the positions it sees (causal, within the sliding window), zero elsewhere.
+static void causal_softmax(const eng_net *n, float *scores, int64_t seqlen)
+{
+    for (int64_t i = 0; i < seqlen; i++) {
+        float *row = scores + i * seqlen;
+        int64_t lo =
+            n->window > 0 && i - n->window + 1 > 0 ? i - n->window + 1 : 0;
+        float mx = -INFINITY;
+        for (int64_t c = lo; c <= i; c++)
+            mx = row[c] > mx ? row[c] : mx;
+        float sum = 0;
+        for (int64_t c = 0; c < seqlen; c++) {
+            float e = c >= lo && c <= i ? expf(row[c] - mx) : 0.0f;
+            row[c] = e;
+            sum += e;
+        }
+        for (int64_t c = lo; c <= i; c++)
+            row[c] /= sum;
+    }
+}
+
 static void attn_seqs(void *arg, int64_t s0, int64_t s1)
 {
     const attn_job *j = arg;
@@ -310,23 +333,7 @@ static void attn_seqs(void *arg, int64_t s0, int64_t s1)
             // scores (T, T) = q k^T * scale
             eng_gemm1(false, true, seqlen, seqlen, hd, scale, qs, qd, ks, kvd,
                       0.0f, scores, seqlen);
-            for (int64_t i = 0; i < seqlen; i++) {
-                float *row = scores + i * seqlen;
-                int64_t lo = n->window > 0 && i - n->window + 1 > 0
-                                 ? i - n->window + 1
-                                 : 0;
-                float mx = -INFINITY;
-                for (int64_t c = lo; c <= i; c++)
-                    mx = row[c] > mx ? row[c] : mx;
-                float sum = 0;
-                for (int64_t c = 0; c < seqlen; c++) {
-                    float e = c >= lo && c <= i ? expf(row[c] - mx) : 0.0f;
-                    row[c] = e;
-                    sum += e;
-                }
-                for (int64_t c = lo; c <= i; c++)
-                    row[c] /= sum;
-            }
+            causal_softmax(n, scores, seqlen);
             eng_gemm1(false, false, seqlen, hd, seqlen, 1.0f, scores, seqlen,
                       vs, kvd, 0.0f, j->ctx + s * seqlen * qd + h * hd, qd);
         }
@@ -598,6 +605,294 @@ static int llama_metric(eng_net *n, const eng_dataset *ds, const eng_acts *a,
     return 0;
 }
 
+// --- gradients
+//
+// Each step's backward, in the reverse order of llama_run. Sums over
+// rows (norm weights, biases) run on the calling thread and the products
+// through eng_gemm, so the gradients are the same bytes for any thread
+// count.
+
+// The backward of y = rmsnorm(x) * w over rows: gw (d,) += sum of
+// dy * x * inv (where gw is not NULL); dx (rows, d) += inv * w * dy -
+// x * inv^3 * mean(w * dy * x), with inv = 1 / sqrt(mean(x^2) + eps) as
+// the forward pass computes it.
+static void rmsnorm_back(float *restrict dx, float *restrict gw,
+                         const float *restrict dy, const float *restrict x,
+                         const float *restrict w, int64_t rows, int64_t d,
+                         double eps)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d, *dyr = dy + r * d;
+        double ss = 0, dot = 0;
+        for (int64_t c = 0; c < d; c++) {
+            ss += (double)xr[c] * xr[c];
+            dot += (double)w[c] * dyr[c] * xr[c];
+        }
+        float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
+        double k = dot * (double)inv * inv * inv / (double)d;
+        for (int64_t c = 0; c < d; c++) {
+            dx[r * d + c] += inv * w[c] * dyr[c] - (float)(k * xr[c]);
+            if (gw)
+                gw[c] += dyr[c] * (xr[c] * inv);
+        }
+    }
+}
+
+// The backward of rope: each pair rotated back by its angle.
+static void rope_back(const eng_net *n, float *x, int64_t seqs, int64_t seqlen,
+                      int64_t heads)
+{
+    int64_t hd = n->head_dim, half = hd / 2;
+    for (int64_t s = 0; s < seqs; s++) {
+        for (int64_t p = 0; p < seqlen; p++) {
+            const float *c = n->rope_cos + p * hd, *sn = n->rope_sin + p * hd;
+            for (int64_t h = 0; h < heads; h++) {
+                float *v = x + ((s * seqlen + p) * heads + h) * hd;
+                for (int64_t i = 0; i < half; i++) {
+                    float a = v[i], b = v[i + half];
+                    v[i] = a * c[i] + b * sn[i + half];
+                    v[i + half] = b * c[i + half] - a * sn[i];
+                }
+            }
+        }
+    }
+}
+
+// Attention's backward, one unit a (sequence, KV group) at a time, the
+// units shared among the engine's threads: a group's query heads write
+// their own rows of dq and add to the group's dk and dv only.
+typedef struct attn_back_job {
+    const eng_net *n;
+    const float *q, *k, *v, *datt;
+    float *dq, *dk, *dv;
+    int64_t seqlen;
+    float *scratch; // (chunks, 2, T, T)
+    int64_t per;    // units a chunk
+} attn_back_job;
+
+static void attn_back_units(void *arg, int64_t u0, int64_t u1)
+{
+    const attn_back_job *j = arg;
+    const eng_net *n = j->n;
+    int64_t T = j->seqlen, hd = n->head_dim, qd = n->heads * hd;
+    int64_t kvd = n->kv_heads * hd, group = n->heads / n->kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *p = j->scratch + u0 / j->per * 2 * T * T, *dp = p + T * T;
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t s = u / n->kv_heads, g = u % n->kv_heads;
+        const float *ks = j->k + s * T * kvd + g * hd;
+        const float *vs = j->v + s * T * kvd + g * hd;
+        float *dks = j->dk + s * T * kvd + g * hd;
+        float *dvs = j->dv + s * T * kvd + g * hd;
+        for (int64_t h = g * group; h < (g + 1) * group; h++) {
+            const float *qs = j->q + s * T * qd + h * hd;
+            const float *da = j->datt + s * T * qd + h * hd;
+            eng_gemm1(false, true, T, T, hd, scale, qs, qd, ks, kvd, 0.0f, p,
+                      T);
+            causal_softmax(n, p, T);
+            // dP = dA V^T; dV += P^T dA
+            eng_gemm1(false, true, T, T, hd, 1.0f, da, qd, vs, kvd, 0.0f, dp,
+                      T);
+            eng_gemm1(true, false, T, hd, T, 1.0f, p, T, da, qd, 1.0f, dvs,
+                      kvd);
+            // dS = P * (dP - rowsum(P * dP)), in place of dP
+            for (int64_t i = 0; i < T; i++) {
+                float *pr = p + i * T, *dr = dp + i * T;
+                double dot = 0;
+                for (int64_t c = 0; c <= i; c++)
+                    dot += (double)pr[c] * dr[c];
+                for (int64_t c = 0; c < T; c++)
+                    dr[c] = pr[c] * (dr[c] - (float)dot);
+            }
+            // dQ = scale dS K; dK += scale dS^T Q
+            eng_gemm1(false, false, T, hd, T, scale, dp, T, ks, kvd, 0.0f,
+                      j->dq + s * T * qd + h * hd, qd);
+            eng_gemm1(true, false, T, hd, T, scale, dp, T, qs, qd, 1.0f, dks,
+                      kvd);
+        }
+    }
+}
+
+static int llama_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
+                          eng_acts *dy, float *const *g, const eng_hooks *hk,
+                          sh_diag *d)
+{
+    const net_block_def *def = &n->blocks[b->index];
+    int64_t rows = in->rows, dm = n->hidden, hd = n->head_dim, T = in->seqlen;
+    int64_t qd = n->heads * hd, kvd = n->kv_heads * hd, I = n->inter;
+    int rc;
+    if (T > n->rope_len && (rc = rope_tables(n, T, d)) != 0)
+        return rc;
+    int64_t units = in->seqs * n->kv_heads, t = sh_par_count();
+    int64_t per = (units + t - 1) / t, chunks = (units + per - 1) / per;
+    // Scores: the forward pass's (one T x T a thread), then the backward's
+    // (two a chunk of units).
+    int64_t squares = 2 * chunks > t ? 2 * chunks : t;
+    size_t need = (size_t)rows * (size_t)(5 * dm + 4 * qd + 4 * kvd + 4 * I) +
+                  (size_t)(squares * T * T);
+    float *buf = sh_alloc_bulk(need * sizeof *buf);
+    if (!buf)
+        return sh_diag_set(d, SH_ENOMEM, "",
+                           "out of memory for a block's backward pass");
+    float *x1 = buf, *q = x1 + rows * dm, *k = q + rows * qd;
+    float *v = k + rows * kvd, *att = v + rows * kvd, *h1 = att + rows * qd;
+    float *x2 = h1 + rows * dm, *gt = x2 + rows * dm, *u = gt + rows * I;
+    float *m = u + rows * I, *dmid = m + rows * I, *dx = dmid + rows * I;
+    float *datt = dx + rows * dm, *dq = datt + rows * qd, *dk = dq + rows * qd;
+    float *dv = dk + rows * kvd, *dh = dv + rows * kvd,
+          *scratch = dh + rows * dm;
+    const float *h0 = in->x;
+    eng_pacer pace = {.h = hk};
+
+    // The forward pass again, keeping what the backward reads.
+    rmsnorm(x1, h0, b->aux[NORM_IN], rows, dm, n->eps);
+    if ((rc = eng_linear_polled(q, x1, b->w[Q], b->b[Q], rows, dm, qd, hk)) ||
+        (rc = eng_linear_polled(k, x1, b->w[K], b->b[K], rows, dm, kvd, hk)) ||
+        (rc = eng_linear_polled(v, x1, b->w[V], b->b[V], rows, dm, kvd, hk)))
+        goto out;
+    rope(n, q, in->seqs, T, n->heads);
+    rope(n, k, in->seqs, T, n->kv_heads);
+    if ((rc = attention(n, att, q, k, v, in->seqs, T, scratch, &pace)) ||
+        (rc = eng_linear_polled(h1, att, b->w[O], b->b[O], rows, qd, dm, hk)))
+        goto out;
+    residual_add(h1, h0, rows, dm);
+    rmsnorm(x2, h1, b->aux[NORM_POST], rows, dm, n->eps);
+    if ((rc = eng_linear_polled(gt, x2, b->w[GATE], b->b[GATE], rows, dm, I,
+                                hk)) ||
+        (rc = eng_linear_polled(u, x2, b->w[UP], b->b[UP], rows, dm, I, hk)))
+        goto out;
+    for (int64_t i = 0; i < rows * I; i++)
+        m[i] = gt[i] / (1.0f + expf(-gt[i])) * u[i];
+    if (eng_pacer_step(&pace, (uint64_t)(rows * I))) {
+        rc = SH_ECANCELED;
+        goto out;
+    }
+
+    // dh: the residual stream's gradient, from the block's output back.
+    memcpy(dh, dy->x, (size_t)(rows * dm) * sizeof *dh);
+    net_linear_back(dmid, false, net_grad(g, def->lin[DOWN].tensor),
+                    net_grad(g, def->bias[DOWN]), dh, m, b->w[DOWN], rows, I,
+                    dm);
+    // SwiGLU: dgate = dm * u * silu'(gate), dup = dm * silu(gate).
+    for (int64_t i = 0; i < rows * I; i++) {
+        float gv = gt[i], sg = 1.0f / (1.0f + expf(-gv));
+        float dgate = dmid[i] * u[i] * sg * (1.0f + gv * (1.0f - sg));
+        u[i] = dmid[i] * gv * sg;
+        gt[i] = dgate;
+    }
+    net_linear_back(dx, false, net_grad(g, def->lin[GATE].tensor),
+                    net_grad(g, def->bias[GATE]), gt, x2, b->w[GATE], rows, dm,
+                    I);
+    net_linear_back(dx, true, net_grad(g, def->lin[UP].tensor),
+                    net_grad(g, def->bias[UP]), u, x2, b->w[UP], rows, dm, I);
+    rmsnorm_back(dh, net_grad(g, def->aux[NORM_POST]), dx, h1,
+                 b->aux[NORM_POST], rows, dm, n->eps);
+    if (eng_pacer_step(&pace, (uint64_t)(rows * I))) {
+        rc = SH_ECANCELED;
+        goto out;
+    }
+
+    net_linear_back(datt, false, net_grad(g, def->lin[O].tensor),
+                    net_grad(g, def->bias[O]), dh, att, b->w[O], rows, qd, dm);
+    memset(dk, 0, (size_t)(rows * kvd) * sizeof *dk);
+    memset(dv, 0, (size_t)(rows * kvd) * sizeof *dv);
+    attn_back_job j = {n, q, k, v, datt, dq, dk, dv, T, scratch, per};
+    sh_par_for(units, per, per, attn_back_units, &j);
+    if (eng_pacer_step(&pace, (uint64_t)(4 * units * T * T))) {
+        rc = SH_ECANCELED;
+        goto out;
+    }
+    rope_back(n, dq, in->seqs, T, n->heads);
+    rope_back(n, dk, in->seqs, T, n->kv_heads);
+    net_linear_back(dx, false, net_grad(g, def->lin[Q].tensor),
+                    net_grad(g, def->bias[Q]), dq, x1, b->w[Q], rows, dm, qd);
+    net_linear_back(dx, true, net_grad(g, def->lin[K].tensor),
+                    net_grad(g, def->bias[K]), dk, x1, b->w[K], rows, dm, kvd);
+    net_linear_back(dx, true, net_grad(g, def->lin[V].tensor),
+                    net_grad(g, def->bias[V]), dv, x1, b->w[V], rows, dm, kvd);
+    rmsnorm_back(dh, net_grad(g, def->aux[NORM_IN]), dx, h0, b->aux[NORM_IN],
+                 rows, dm, n->eps);
+    memcpy(dy->x, dh, (size_t)(rows * dm) * sizeof *dh);
+out:
+    free(buf);
+    return rc;
+}
+
+// The loss of one sequence: logits of the final norm's output, each
+// position t < T-1 predicting token t+1; dlogits = (softmax - onehot) /
+// (T - 1), then back through lm_head and the final norm.
+static int llama_loss_backward(eng_net *n, const eng_dataset *row,
+                               const eng_acts *a, float *dy, float *const *g,
+                               double *loss, sh_diag *d)
+{
+    int64_t T = a->seqlen, dm = n->hidden, nv = n->vocab;
+    if (a->seqs != 1)
+        return sh_diag_set(d, SH_EINVAL, "", "one sequence at a time");
+    int rc = 0;
+    if (!n->head_w)
+        rc = head_load(n, &n->head_w, &n->head_norm, d);
+    float *xf = malloc((size_t)(T * dm) * sizeof *xf);
+    float *logits = malloc((size_t)(T * nv) * sizeof *logits);
+    float *dxf = malloc((size_t)(T * dm) * sizeof *dxf);
+    if (rc == 0 && (!xf || !logits || !dxf))
+        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    if (rc == 0) {
+        rmsnorm(xf, a->x, n->head_norm, T, dm, n->eps);
+        eng_linear(logits, xf, n->head_w, NULL, T, dm, nv);
+        double sum = 0;
+        for (int64_t t = 0; t < T; t++) {
+            float *z = logits + t * nv;
+            if (t == T - 1) {
+                memset(z, 0, (size_t)nv * sizeof *z);
+                break;
+            }
+            double mx = z[0];
+            for (int64_t c = 1; c < nv; c++)
+                mx = z[c] > mx ? z[c] : mx;
+            double s = 0;
+            for (int64_t c = 0; c < nv; c++)
+                s += exp((double)z[c] - mx);
+            int32_t next = row->ids[t + 1];
+            sum += log(s) + mx - z[next];
+            for (int64_t c = 0; c < nv; c++)
+                z[c] = (float)((exp((double)z[c] - mx) / s - (c == next)) /
+                               (double)(T - 1));
+        }
+        *loss = sum / (double)(T - 1);
+        net_linear_back(dxf, false, net_grad(g, n->head), NULL, logits, xf,
+                        n->head_w, T, dm, nv);
+        memset(dy, 0, (size_t)(T * dm) * sizeof *dy);
+        rmsnorm_back(dy, net_grad(g, n->final_norm), dxf, a->x, n->head_norm, T,
+                     dm, n->eps);
+    }
+    free(xf);
+    free(logits);
+    free(dxf);
+    return rc;
+}
+
+static void llama_embed_backward(eng_net *n, const eng_dataset *row,
+                                 const float *dy, float *const *g)
+{
+    float *ge = net_grad(g, n->embed);
+    int64_t T = row->info.cols, dm = n->hidden;
+    for (int64_t t = 0; ge && t < row->rows * T; t++) {
+        float *e = ge + (int64_t)row->ids[t] * dm;
+        for (int64_t c = 0; c < dm; c++)
+            e[c] += dy[t * dm + c];
+    }
+}
+
+static size_t llama_head_tensors(const eng_net *n, size_t *out, size_t cap)
+{
+    size_t t[3] = {n->embed, n->final_norm, n->head}, count = 2;
+    if (n->head != n->embed)
+        count = 3;
+    for (size_t i = 0; i < count && i < cap; i++)
+        out[i] = t[i];
+    return count;
+}
+
 // --- the family
 
 static void llama_close(eng_net *n)
@@ -732,4 +1027,8 @@ const eng_family eng_family_llama = {
     .block_prefix = llama_block_prefix,
     .query_linear = Q,
     .config_rewrite = llama_config_rewrite,
+    .loss_backward = llama_loss_backward,
+    .backward = llama_backward,
+    .embed_backward = llama_embed_backward,
+    .head_tensors = llama_head_tensors,
 };

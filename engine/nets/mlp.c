@@ -195,6 +195,82 @@ static size_t mlp_groups(const eng_net *n, size_t block, eng_net_group *out,
     return count;
 }
 
+// --- gradients
+
+// The row's cross-entropy on its label, and dy = softmax(z) - onehot.
+static int mlp_loss_backward(eng_net *n, const eng_dataset *row,
+                             const eng_acts *a, float *dy, float *const *g,
+                             double *loss, sh_diag *d)
+{
+    (void)n;
+    (void)g;
+    if (!row->labels)
+        return sh_diag_set(d, SH_EFORMAT, "labels",
+                           "gradients of a classifier need \"labels\"");
+    double sum = 0;
+    for (int64_t r = 0; r < a->rows; r++) {
+        const float *z = a->x + r * a->width;
+        float *dz = dy + r * a->width;
+        double mx = z[0];
+        for (int64_t j = 1; j < a->width; j++)
+            mx = z[j] > mx ? z[j] : mx;
+        double s = 0;
+        for (int64_t j = 0; j < a->width; j++)
+            s += exp((double)z[j] - mx);
+        int32_t label = row->labels[r];
+        sum += log(s) + mx - z[label];
+        for (int64_t j = 0; j < a->width; j++)
+            dz[j] = (float)(exp((double)z[j] - mx) / s) - (j == label);
+    }
+    *loss = sum / (double)a->rows;
+    return 0;
+}
+
+// y = act(x W^T + b): the pre-activation recomputed from x, then
+// dz = dy * act'(z), gW += dz^T x, gb += sum dz, dx = dz W.
+static int mlp_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
+                        eng_acts *dy, float *const *g, const eng_hooks *h,
+                        sh_diag *d)
+{
+    const net_block_def *def = &n->blocks[b->index];
+    const eng_net_linear *l = &def->lin[0];
+    int64_t rows = in->rows;
+    float *dx = malloc((size_t)(rows * l->cols) * sizeof *dx);
+    float *z = NULL;
+    int rc = dx ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    if (rc == 0 && b->index + 1 < n->nblocks) {
+        z = malloc((size_t)(rows * l->rows) * sizeof *z);
+        rc = z ? eng_linear_polled(z, in->x, b->w[0], b->b[0], rows, l->cols,
+                                   l->rows, h)
+               : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+        for (int64_t i = 0; rc == 0 && i < rows * l->rows; i++)
+            dy->x[i] *= net_act_grad(n->act, z[i]);
+    }
+    if (rc == 0)
+        net_linear_back(dx, false, net_grad(g, l->tensor),
+                        net_grad(g, def->bias[0]), dy->x, in->x, b->w[0], rows,
+                        l->cols, l->rows);
+    free(z);
+    if (rc != 0) {
+        free(dx);
+        return rc;
+    }
+    if (!dy->borrowed)
+        free(dy->x);
+    *dy = *in;
+    dy->x = dx;
+    dy->borrowed = false;
+    return 0;
+}
+
+static size_t mlp_head_tensors(const eng_net *n, size_t *out, size_t cap)
+{
+    (void)n;
+    (void)out;
+    (void)cap;
+    return 0;
+}
+
 static const char *const mlp_archs[] = {"mlp", NULL};
 
 const eng_family eng_family_mlp = {
@@ -211,4 +287,8 @@ const eng_family eng_family_mlp = {
     .logits = NULL,
     .groups = mlp_groups,
     .query_linear = -1,
+    .loss_backward = mlp_loss_backward,
+    .backward = mlp_backward,
+    .embed_backward = NULL,
+    .head_tensors = mlp_head_tensors,
 };

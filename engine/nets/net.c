@@ -470,3 +470,58 @@ int eng_net_logits(eng_net *n, const int32_t *ids, int64_t seqlen, float **out,
     *out = logits;
     return 0;
 }
+
+// --- gradients
+
+size_t eng_net_block_tensors(const eng_net *n, size_t block, size_t *out,
+                             size_t cap)
+{
+    const net_block_def *def = &n->blocks[block];
+    size_t count = 0;
+    for (size_t i = 0; i < def->nlin; i++) {
+        if (count < cap)
+            out[count] = def->lin[i].tensor;
+        count++;
+        if (def->bias[i] != NET_NO_TENSOR) {
+            if (count < cap)
+                out[count] = def->bias[i];
+            count++;
+        }
+    }
+    for (size_t i = 0; i < def->naux; i++, count++)
+        if (count < cap)
+            out[count] = def->aux[i];
+    return count;
+}
+
+size_t eng_net_head_tensors(const eng_net *n, size_t *out, size_t cap)
+{
+    return n->fam->head_tensors(n, out, cap);
+}
+
+int eng_net_loss_backward(eng_net *n, const eng_dataset *row, const eng_acts *a,
+                          float *dy, float *const *g, double *loss, sh_diag *d)
+{
+    return n->fam->loss_backward(n, row, a, dy, g, loss, d);
+}
+
+int eng_net_block_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
+                           eng_acts *dy, float *const *g, const eng_hooks *h,
+                           sh_diag *d)
+{
+    return n->fam->backward(n, b, in, dy, g, h, d);
+}
+
+void eng_net_embed_backward(eng_net *n, const eng_dataset *row, const float *dy,
+                            float *const *g)
+{
+    if (n->fam->embed_backward)
+        n->fam->embed_backward(n, row, dy, g);
+}
+
+void eng_net_head_release(eng_net *n)
+{
+    free(n->head_w);
+    free(n->head_norm);
+    n->head_w = n->head_norm = NULL;
+}

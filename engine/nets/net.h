@@ -154,6 +154,34 @@ int eng_net_speed(eng_net *n, const eng_dataset *ds, int passes,
 int eng_net_logits(eng_net *n, const int32_t *ids, int64_t seqlen, float **out,
                    sh_diag *d);
 
+// --- gradients (family.h: loss_backward, backward, embed_backward)
+//
+// g is indexed by model tensor: (numel,) F32 buffers the functions add
+// gradients to, NULL where unwanted. run/grad.c drives them a dataset row
+// at a time.
+
+// The model tensors block reads (weights, biases, norms), and those
+// outside the blocks (embedding, final norm, lm_head): up to cap written
+// to out, the count returned.
+size_t eng_net_block_tensors(const eng_net *n, size_t block, size_t *out,
+                             size_t cap);
+size_t eng_net_head_tensors(const eng_net *n, size_t *out, size_t cap);
+// The one row's loss of the last block's output a, and dy = d loss / d a
+// (a->rows, a->width); the head's gradients added to g.
+int eng_net_loss_backward(eng_net *n, const eng_dataset *row, const eng_acts *a,
+                          float *dy, float *const *g, double *loss, sh_diag *d);
+// Block b's backward from its input in: dy, its output's gradient, becomes
+// its input's; b's gradients added to g.
+int eng_net_block_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
+                           eng_acts *dy, float *const *g, const eng_hooks *h,
+                           sh_diag *d);
+// The first block's input gradient dy added to the embedding's (token
+// models; a no-op for others).
+void eng_net_embed_backward(eng_net *n, const eng_dataset *row, const float *dy,
+                            float *const *g);
+// Frees the head's weights that loss_backward keeps between rows.
+void eng_net_head_release(eng_net *n);
+
 // --- running models with polls
 //
 // The embedding, copy and forward pass above, polling h between pieces of the

@@ -29,6 +29,8 @@ typedef struct eng_options {
     bool sync;                    // fsync every file written, and the dir
     const char *calibration_path; // safetensors dataset, or NULL
     const char *evaluation_path;  // safetensors dataset, or NULL
+    const char *base_path;        // movement: the base checkpoint, or NULL
+    const char *scores_path;      // scores: the score tensors, or NULL
     // Called once, just before the manifest is written, for the SHA-256 of
     // every model file (eng_model_file_at order; NULL: not recorded). A
     // caller may hash its inputs on another thread while the run goes on.
@@ -138,6 +140,18 @@ void eng_grads_deinit(eng_grads *g);
 // "fisher." and the name, metadata {"loss", "rows"}.
 int eng_grads_write(const eng_model *m, const eng_grads *g, const char *path,
                     bool sync, sh_diag *d);
+
+// Checks the inputs a criterion reads beside the weights against s's
+// targets in m: with method movement, base (may be NULL: not checked) must
+// hold every target with the same shape and dtype; with method scores,
+// the scores file's header must hold a float tensor of each target's
+// shape. SH_ESPEC with d->field "base" or "scores", naming the tensor.
+int eng_check_inputs(const eng_spec *s, const eng_model *m,
+                     const eng_model *base, const eng_st_header *scores,
+                     sh_diag *d);
+// Every tensor of a scores file is a float tensor with finite values;
+// SH_EFORMAT naming the tensor and the element otherwise.
+int eng_scores_check_finite(const eng_st *st, sh_diag *d);
 
 // Writes the compressed-tensors folder m (output.format
 // "compressed-tensors") back as dense tensors into o->out_dir: the bytes

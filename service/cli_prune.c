@@ -26,9 +26,18 @@ static const char usage_text[] =
     "  --model PATH        a .safetensors file or a Hugging Face model folder\n"
     "  --out DIR           where the pruned model goes (must not exist, or be "
     "empty)\n"
-    "  --method M          magnitude | random | wanda | sparsegpt; with a "
-    "structure\n"
-    "                      also flap | block_influence\n"
+    "  --method M          magnitude | random | wanda | sparsegpt | snip | "
+    "taylor |\n"
+    "                      fisher (gradients over --calibration) | movement "
+    "(--base) |\n"
+    "                      scores (--scores); with a structure also flap | "
+    "block_influence\n"
+    "  --base PATH         movement: the checkpoint before fine-tuning "
+    "(same names,\n"
+    "                      shapes, dtypes)\n"
+    "  --scores FILE       scores: a safetensors file of score tensors, one "
+    "per target,\n"
+    "                      its shape; the lowest go first\n"
     "  --sparsity S        fraction of each target set to zero (default 0.5)\n"
     "  --pattern P         unstructured | N:M (keep N of every M, e.g. 2:4) | "
     "rows\n"
@@ -255,6 +264,8 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         O_SPARSE_FORMAT,
         O_ALLOCATION,
         O_SENSITIVITY,
+        O_BASE,
+        O_SCORES,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -294,6 +305,8 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
         {"sparse-format", required_argument, 0, O_SPARSE_FORMAT},
         {"allocation", required_argument, 0, O_ALLOCATION},
         {"sensitivity", required_argument, 0, O_SENSITIVITY},
+        {"base", required_argument, 0, O_BASE},
+        {"scores", required_argument, 0, O_SCORES},
         {0, 0, 0, 0},
     };
     json_t *flags = json_object();
@@ -345,6 +358,8 @@ static int parse_args(int argc, char **argv, prune_args *a, json_t **spec_out)
             json_object_set_new(object_at(flags, "calibration"), "dataset",
                                 json_string(optarg));
             break;
+        case O_BASE: set_flag(flags, "base", json_string(optarg)); break;
+        case O_SCORES: set_flag(flags, "scores", json_string(optarg)); break;
         case O_SAMPLES:
             if (!svc_parse_u64(optarg, &u) || u > INT32_MAX)
                 code = svc_fail(SVC_EXIT_USAGE,
@@ -584,6 +599,8 @@ int svc_cmd_prune(int argc, char **argv)
                      .sync = !a.no_sync,
                      .calibration_path = spec.calib_dataset,
                      .evaluation_path = spec.eval_dataset,
+                     .base_path = spec.base,
+                     .scores_path = spec.scores,
                      .input_sha = hash_wait,
                      .input_sha_ctx = &hj,
                      .threads = a.threads};

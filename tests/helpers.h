@@ -18,6 +18,7 @@ Suite *suite_mask(void);
 Suite *suite_prune(void);
 Suite *suite_net(void);
 Suite *suite_grad(void);
+Suite *suite_criteria(void);
 Suite *suite_headers(void);
 Suite *suite_tar(void);
 Suite *suite_faults(void);

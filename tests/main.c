@@ -45,6 +45,7 @@ static const suite_entry suites[] = {
     {"structure", suite_structure, true},
     {"formats", suite_formats, true},
     {"alloc", suite_alloc, true},
+    {"criteria", suite_criteria, true},
 };
 
 int main(int argc, char **argv)

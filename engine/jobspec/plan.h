@@ -56,6 +56,9 @@ typedef struct eng_plan {
     bool reshaped;
     char **names; // output names the rows borrow, freed with the plan
     size_t n_names, cap_names;
+    // What the method's scorers read beside the weights (run/run.h), or
+    // NULL; borrowed.
+    const struct eng_score_inputs *inputs;
 } eng_plan;
 
 // Whether some target of p is quantized.

@@ -811,12 +811,11 @@ static int parse_sweep(eng_spec *s, const json_t *v, sh_diag *d)
 static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
 {
     static const char *const known[] = {
-        "checkpoint",  "method",         "sparsity",    "pattern",
-        "scope",       "norm",           "targets",     "ignore",
-        "overrides",   "seed",           "calibration", "evaluation",
-        "sparsegpt",   "output",         "report",      "structure",
-        "quantize",    "preserve_zeros", "allocation",  "kind",
-        "sensitivity", "sweep",          NULL};
+        "checkpoint",  "method",     "sparsity",       "pattern",    "scope",
+        "norm",        "targets",    "ignore",         "overrides",  "seed",
+        "calibration", "evaluation", "sparsegpt",      "output",     "report",
+        "structure",   "quantize",   "preserve_zeros", "allocation", "kind",
+        "sensitivity", "sweep",      "base",           "scores",     NULL};
     int rc = check_keys(j, "", known, d);
     if (rc)
         return rc;
@@ -824,6 +823,12 @@ static int parse_fields(eng_spec *s, const json_t *j, sh_diag *d)
     const char *ck = NULL;
     if ((rc = get_string(j, "checkpoint", "checkpoint", &ck, d)) ||
         (rc = dup_str(&s->checkpoint, ck, "checkpoint", d)))
+        return rc;
+    const char *base = NULL, *scores = NULL;
+    if ((rc = get_string(j, "base", "base", &base, d)) ||
+        (rc = dup_str(&s->base, base, "base", d)) ||
+        (rc = get_string(j, "scores", "scores", &scores, d)) ||
+        (rc = dup_str(&s->scores, scores, "scores", d)))
         return rc;
 
     const char *method = NULL;
@@ -1154,6 +1159,23 @@ static int check_combination(const eng_spec *s, sh_diag *d)
                    "method %s needs calibration data: give "
                    "calibration.dataset",
                    mi->name);
+    // The inputs of movement and scores, and only theirs.
+    bool movement = s->method == ENG_METHOD_MOVEMENT;
+    bool given = s->method == ENG_METHOD_SCORES;
+    if (rc == 0 && movement != (s->base != NULL))
+        return bad(d, "base",
+                   movement ? "method movement needs base: the checkpoint "
+                              "before fine-tuning"
+                            : "base is the checkpoint method movement "
+                              "compares with; method %s takes none",
+                   mi->name);
+    if (rc == 0 && given != (s->scores != NULL))
+        return bad(d, "scores",
+                   given ? "method scores needs scores: a file of score "
+                           "tensors, one per target"
+                         : "scores are for method scores; method %s "
+                           "takes none",
+                   mi->name);
     return rc;
 }
 
@@ -1192,6 +1214,8 @@ void eng_spec_deinit(eng_spec *s)
     free(s->overrides);
     free(s->calib_dataset);
     free(s->eval_dataset);
+    free(s->base);
+    free(s->scores);
     free(s->alloc.from);
     memset(s, 0, sizeof *s);
 }
@@ -1259,6 +1283,10 @@ json_t *eng_spec_to_json(const eng_spec *s)
                         s->eval_dataset
                             ? json_pack("{s:s}", "dataset", s->eval_dataset)
                             : json_null());
+    if (s->base)
+        json_object_set_new(j, "base", json_string(s->base));
+    if (s->scores)
+        json_object_set_new(j, "scores", json_string(s->scores));
     if (eng_methods[s->method].options) // the solver's
         json_object_set_new(j, eng_methods[s->method].options,
                             json_pack("{s:i, s:f}", "blocksize",

@@ -23,6 +23,11 @@
 //    "structure": {"heads": 0.25, "kv_heads": 0, "channels": 0.3,
 //                  "blocks": 1, "neurons": 0, "multiple_of": 1,
 //                  "compensate": true, "blocks_by": "influence"},
+//    "base": "ck_...",                 method movement: the weights before
+//                                       fine-tuning (same names, shapes,
+//                                       dtypes); opaque to the engine
+//    "scores": "ds_...",                method scores: score tensors, one
+//                                       per target, its shape; opaque
 //    "kind": "prune" | "sensitivity" | "sweep",
 //    "sensitivity": {"levels": [0.3, 0.5, 0.7, 0.9],
 //                    "granularity": "block"},
@@ -244,6 +249,8 @@ typedef struct eng_spec {
     char *calib_dataset; // NULL when there is no calibration
     int64_t calib_samples;
     char *eval_dataset; // NULL when there is no evaluation
+    char *base;         // method movement: the base checkpoint, else NULL
+    char *scores;       // method scores: the scores file (a dataset id)
     int sgpt_blocksize;
     double sgpt_damp;
     eng_recon recon;

@@ -67,6 +67,52 @@ const eng_method_def eng_methods[ENG_METHOD_COUNT] = {
             .needs_calibration = true,
             .unit = ENG_UNIT_BLOCKS,
         },
+    // First-order and Fisher criteria from the dense model's gradients
+    // (the whole set's: the weights compete across the tensor, or the
+    // pool).
+    [ENG_METHOD_SNIP] =
+        {
+            .name = "snip",
+            .needs_calibration = true,
+            .needs_gradients = true,
+            .patterns = ENG_PATTERNS_ALL,
+            .supports_global = true,
+            .score = ENG_SCORE_SNIP,
+        },
+    [ENG_METHOD_TAYLOR] =
+        {
+            .name = "taylor",
+            .needs_calibration = true,
+            .needs_gradients = true,
+            .patterns = ENG_PATTERNS_ALL,
+            .supports_global = true,
+            .score = ENG_SCORE_TAYLOR,
+        },
+    [ENG_METHOD_FISHER] =
+        {
+            .name = "fisher",
+            .needs_calibration = true,
+            .needs_gradients = true,
+            .patterns = ENG_PATTERNS_ALL,
+            .supports_global = true,
+            .score = ENG_SCORE_FISHER,
+        },
+    // Movement from the base checkpoint (spec "base"); scores given in a
+    // file (spec "scores").
+    [ENG_METHOD_MOVEMENT] =
+        {
+            .name = "movement",
+            .patterns = ENG_PATTERNS_ALL,
+            .supports_global = true,
+            .score = ENG_SCORE_MOVEMENT,
+        },
+    [ENG_METHOD_SCORES] =
+        {
+            .name = "scores",
+            .patterns = ENG_PATTERNS_ALL,
+            .supports_global = true,
+            .score = ENG_SCORE_GIVEN,
+        },
 };
 static_assert(SH_ARRAY_LEN(eng_methods) == ENG_METHOD_COUNT,
               "a row for every method");

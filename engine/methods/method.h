@@ -23,6 +23,11 @@ typedef enum eng_method {
     ENG_METHOD_SPARSEGPT,
     ENG_METHOD_FLAP,
     ENG_METHOD_BLOCK_INFLUENCE,
+    ENG_METHOD_SNIP,
+    ENG_METHOD_TAYLOR,
+    ENG_METHOD_FISHER,
+    ENG_METHOD_MOVEMENT,
+    ENG_METHOD_SCORES,
     ENG_METHOD_COUNT
 } eng_method;
 
@@ -63,7 +68,9 @@ typedef int (*eng_solver_fn)(float *w, float *h, int64_t rows, int64_t cols,
 typedef struct eng_method_def {
     const char *name;
     bool needs_calibration; // runs the model over calibration data
-    bool needs_gradients;   // backward passes (none yet)
+    bool needs_gradients;   // a backward pass over the calibration set
+                            // (run/grad.c) before any selection; its
+                            // score reads the gradients (mask.h)
     unsigned stats;         // ENG_STAT_*: what calibration collects for it
     unsigned patterns;      // ENG_PATTERN_BIT(kind) it can make
     bool supports_global;   // scope "global": one threshold for the pool

@@ -197,6 +197,7 @@ static int mask_for(calib *c, size_t ti, const float *w, int64_t rows,
     eng_scorer sc;
     eng_scorer_init(&sc, kind_of(c->s->method), ENG_DTYPE_F32, w,
                     (uint64_t)rows, (uint64_t)cols, c->s->seed, t->name, scale);
+    eng_score_inputs_attach(c->plan->inputs, ti, &sc);
     bool bad = false;
     switch (p->pattern.kind) {
     case ENG_PATTERN_NM:
@@ -458,6 +459,7 @@ static int read_scorer(calib *c, size_t i, unsigned char *buf, eng_scorer *sc,
     eng_tensor_rows_cols(t, &rows, &cols);
     eng_scorer_init(sc, kind_of(c->s->method), t->dtype, buf, rows, cols,
                     c->s->seed, t->name, NULL);
+    eng_score_inputs_attach(c->plan->inputs, i, sc);
     return rc;
 }
 

@@ -118,6 +118,7 @@ static void scorer_for(const stream_ctx *c, size_t ti,
     eng_tensor_rows_cols(t, &rows, &cols);
     eng_scorer_init(sc, score_kind(c->s->method), t->dtype, data, rows, cols,
                     c->s->seed, t->name, NULL);
+    eng_score_inputs_attach(c->plan->inputs, ti, sc);
 }
 
 static bool pooled(const stream_ctx *c, size_t ti)
@@ -592,6 +593,7 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     char evaldir[4096] = "";
     eng_spec allocated = {0};
     bool has_allocated = false;
+    eng_score_inputs inputs = {0};
     int rc = 0;
     if ((rc = eng_check(s, m, 0, NULL, d)) != 0)
         goto out;
@@ -609,6 +611,12 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
         goto out;
     if ((rc = eng_format_plan(fmt, &plan, d)) != 0)
         goto out;
+    // What the criterion reads beside the weights: gradients (a pass over
+    // the calibration set, on the dense model), or the base checkpoint's
+    // or a scores file's tensors.
+    if ((rc = eng_score_inputs_open(&inputs, &plan, o, h, r, d)) != 0)
+        goto out;
+    plan.inputs = &inputs;
     if (o->evaluation_path && !o->pruned_metric_only) {
         phase(h, "evaluating dense", 0.0);
         double t1 = sh_time_mono();
@@ -619,7 +627,8 @@ int eng_prune(const eng_model *m, const eng_spec *s, const eng_options *o,
     }
     // Calibration data without a calibrated method serves only the
     // reconstruction errors: when none are asked for, it is not read.
-    bool calibrated = eng_methods[s->method].needs_calibration ||
+    bool calibrated = (eng_methods[s->method].needs_calibration &&
+                       !eng_methods[s->method].needs_gradients) ||
                       (o->calibration_path && s->recon != ENG_RECON_OFF) ||
                       (o->calibration_path && eng_plan_quantizes(&plan));
     // The global selection, before output opens: the plan is then whole.
@@ -697,6 +706,7 @@ out:
         sh_rm_rf(evaldir);
     eng_out_close(w);
     eng_plan_deinit(&plan);
+    eng_score_inputs_close(&inputs);
     if (has_allocated)
         eng_spec_deinit(&allocated);
     return rc;

@@ -7,6 +7,33 @@
 #include "engine/jobspec/plan.h"
 #include "engine/nets/net.h"
 
+// --- what gradient and movement criteria read (inputs.c)
+
+// Per model tensor, what a criterion reads beside the weights (mask.h's
+// scorer fields): the gradients and Fisher sums of a pass over the
+// calibration set, or the mapped bytes of the base checkpoint's tensor
+// (movement) or of the scores file's (scores).
+typedef struct eng_score_inputs {
+    bool has_grads;
+    eng_grads grads;
+    eng_model *base;
+    eng_st *scores;
+    const unsigned char **other; // (tensors,) or NULL
+    eng_dtype *other_dtype;
+} eng_score_inputs;
+
+// Opens what the plan's method reads (nothing for the others): runs the
+// gradient pass (timed as statistics), or opens o->base_path /
+// o->scores_path and checks them against the targets (eng_check_inputs)
+// and the scores for values that are not finite.
+int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
+                          const eng_options *o, const eng_hooks *h,
+                          eng_report *r, sh_diag *d);
+void eng_score_inputs_close(eng_score_inputs *in);
+// Sets sc's inputs for model tensor ti; in may be NULL (none).
+void eng_score_inputs_attach(const eng_score_inputs *in, size_t ti,
+                             eng_scorer *sc);
+
 // --- calibrated methods (calib.c)
 
 // Where the phases of a prune sit in its progress fraction (0..1): the

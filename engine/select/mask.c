@@ -94,9 +94,82 @@ static bool abs_keys(const eng_scorer *s, uint32_t *restrict keys,
     return bad != 0;
 }
 
+unsigned eng_score_inputs_of(eng_score_kind kind)
+{
+    switch (kind) {
+    case ENG_SCORE_SNIP: return ENG_SCORE_IN_GRAD;
+    case ENG_SCORE_TAYLOR: return ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER;
+    case ENG_SCORE_FISHER: return ENG_SCORE_IN_FISHER;
+    case ENG_SCORE_MOVEMENT:
+    case ENG_SCORE_GIVEN: return ENG_SCORE_IN_OTHER;
+    default: return 0;
+    }
+}
+
+bool eng_score_signed(eng_score_kind kind)
+{
+    return kind == ENG_SCORE_MOVEMENT || kind == ENG_SCORE_GIVEN;
+}
+
+// An order-keeping key of any float: negative ones below the rest, -0
+// taken as +0.
+static inline uint32_t signed_key(float v)
+{
+    uint32_t u = eng_f32_bits(v);
+    if (u == 0x80000000u)
+        u = 0;
+    return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+
+double eng_key_score(const eng_scorer *s, uint32_t key)
+{
+    if (!eng_score_signed(s->kind))
+        return eng_bits_f32(key);
+    uint32_t u = key & 0x80000000u ? key & 0x7fffffffu : ~key;
+    return eng_bits_f32(u);
+}
+
+// Keys of the criteria that read other inputs beside W, a piece at a time.
+static bool input_keys(const eng_scorer *s, uint32_t *restrict keys,
+                       uint64_t start, size_t n)
+{
+    enum { PIECE = 1024 };
+    float w[PIECE], o[PIECE];
+    bool bad = false;
+    size_t ws = eng_dtype_size(s->dtype), os = eng_dtype_size(s->other_dtype);
+    for (size_t at = 0; at < n; at += PIECE) {
+        size_t m = n - at < PIECE ? n - at : PIECE;
+        uint64_t e = start + at;
+        if (s->kind != ENG_SCORE_GIVEN)
+            eng_convert_to_f32(w, s->data + e * ws, s->dtype, m);
+        if (s->other)
+            eng_convert_to_f32(o, s->other + e * os, s->other_dtype, m);
+        const float *g = s->grad ? s->grad + e : NULL;
+        const float *f = s->fisher ? s->fisher + e : NULL;
+        for (size_t i = 0; i < m; i++) {
+            float v;
+            switch (s->kind) {
+            case ENG_SCORE_SNIP: v = fabsf(w[i] * g[i]); break;
+            case ENG_SCORE_TAYLOR:
+                v = fabsf(w[i] * g[i] - 0.5f * w[i] * w[i] * f[i]);
+                break;
+            case ENG_SCORE_FISHER: v = 0.5f * w[i] * w[i] * f[i]; break;
+            case ENG_SCORE_MOVEMENT: v = w[i] * (w[i] - o[i]); break;
+            default: v = o[i]; break;
+            }
+            bad |= !isfinite(v);
+            keys[at + i] =
+                eng_score_signed(s->kind) ? signed_key(v) : eng_f32_bits(v);
+        }
+    }
+    return bad;
+}
+
 int eng_scorer_keys(const eng_scorer *s, uint32_t *restrict keys,
                     uint64_t start, size_t n)
 {
+    if (eng_score_inputs_of(s->kind))
+        return input_keys(s, keys, start, n) ? SH_ENUMERIC : 0;
     bool bad = abs_keys(s, keys, start, n);
     switch (s->kind) {
     case ENG_SCORE_MAGNITUDE: break;
@@ -545,7 +618,7 @@ int eng_mask_rows(uint64_t *mask, const eng_scorer *s, uint64_t k,
             if (s->kind == ENG_SCORE_RANDOM)
                 continue;
             for (size_t i = 0; i < m; i++) {
-                double v = eng_bits_f32(keys[i]);
+                double v = fabs(eng_key_score(s, keys[i]));
                 acc += norm == ENG_NORM_L1 ? v : v * v;
             }
         }

@@ -25,8 +25,26 @@ typedef enum eng_score_kind {
     ENG_SCORE_MAGNITUDE, // |w|
     ENG_SCORE_RANDOM,    // hash(seed, name, index)
     ENG_SCORE_SCALED,    // |w_ij| * scale_j (Wanda)
+    ENG_SCORE_SNIP,      // |w g|, g the loss's gradient
+    ENG_SCORE_TAYLOR,    // |w g - 1/2 w^2 F|, F a Fisher diagonal
+    ENG_SCORE_FISHER,    // 1/2 w^2 F
+    ENG_SCORE_MOVEMENT,  // w (w - w_base), signed
+    ENG_SCORE_GIVEN,     // a score tensor as it is, signed
     ENG_SCORE_KIND_COUNT
 } eng_score_kind;
+
+// The per-element inputs a kind reads beside W (eng_scorer fields), as
+// ENG_SCORE_IN_* bits.
+enum {
+    ENG_SCORE_IN_GRAD = 1u << 0,   // grad
+    ENG_SCORE_IN_FISHER = 1u << 1, // fisher
+    ENG_SCORE_IN_OTHER = 1u << 2,  // other: the base weights, or the scores
+};
+unsigned eng_score_inputs_of(eng_score_kind kind);
+
+// Whether keys order signed scores (movement, given): every float, negative
+// ones first; the others order non-negative scores by their F32 bits.
+bool eng_score_signed(eng_score_kind kind);
 
 typedef struct eng_scorer {
     eng_score_kind kind;
@@ -35,6 +53,10 @@ typedef struct eng_scorer {
     uint64_t rows, cols;
     uint64_t salt;      // random: seed mixed with the name's hash
     const float *scale; // scaled: (cols,) non-negative
+    // Gradient and movement criteria: (rows, cols) like W.
+    const float *grad, *fisher;
+    const unsigned char *other; // base weights or given scores
+    eng_dtype other_dtype;
 } eng_scorer;
 
 // Sets up a scorer over a tensor's bytes. For random, salt derives from the
@@ -47,6 +69,9 @@ void eng_scorer_init(eng_scorer *s, eng_score_kind kind, eng_dtype dtype,
 // SH_ENUMERIC when an element in the range is NaN or infinite.
 int eng_scorer_keys(const eng_scorer *s, uint32_t *restrict keys,
                     uint64_t start, size_t n);
+
+// The score a key stands for (for row norms).
+double eng_key_score(const eng_scorer *s, uint32_t key);
 
 // A threshold: prune keys < key, and the first `ties` elements whose key
 // equals it (in index order, across tensors for a global selection).

@@ -17,6 +17,7 @@
 #include "api/upload_int.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/engine.h"
 #include "engine/io/dataset.h"
 #include "engine/io/model.h"
 
@@ -93,6 +94,7 @@ static void ring_flag(ring *q, bool *flag)
 
 typedef struct upload {
     bool dataset, tar;
+    bool scores; // a dataset of score tensors (?kind=scores)
     char name[256];
     uint64_t received, dropped;
     int failed;      // the first failure (sticky)
@@ -257,6 +259,16 @@ static void begin(api_request *r, bool dataset)
                             "name must be 1 to 200 printable characters");
         return;
     }
+    // A dataset's kind comes from its tensors (tokens, inputs); score
+    // tensors are asked for.
+    const char *kind = dataset ? api_query(r, "kind") : NULL;
+    if (kind && strcmp(kind, "scores") != 0) {
+        api_respond_problem(r, 422, "invalid-query", "Invalid query", "kind",
+                            "kind is scores (a file of score tensors) or "
+                            "left out (tokens or inputs, as the file's "
+                            "tensors say)");
+        return;
+    }
     upload *u = upload_new(r, dataset);
     if (!u) {
         api_respond_error(r, SH_ENOMEM, NULL);
@@ -264,6 +276,7 @@ static void begin(api_request *r, bool dataset)
     }
     r->upload = u;
     u->tar = tar;
+    u->scores = kind && strcmp(kind, "scores") == 0;
     snprintf(u->name, sizeof u->name, "%s", name ? name : "");
     int rc = store_tmp_dir(r->srv->s, "upload-", u->set.tmp, sizeof u->set.tmp);
     if (rc != 0) {
@@ -435,19 +448,37 @@ static void finish_dataset(api_request *r, upload *u)
     sh_diag_clear(&d);
     eng_dataset_info di;
     int rc = eng_st_open(&st, u->one.path, &d);
-    if (rc == 0)
-        rc = eng_dataset_check(eng_st_header_of(st), &di, &d);
+    // Score tensors (method scores, ?kind=scores): floats, every value
+    // finite.
+    const eng_st_header *h = rc == 0 ? eng_st_header_of(st) : NULL;
+    bool scores = u->scores;
+    if (rc == 0 && scores && h->count == 0)
+        rc = sh_diag_set(&d, SH_EFORMAT, "",
+                         "a scores dataset needs a "
+                         "score tensor for each target");
+    if (rc == 0 && scores)
+        rc = eng_scores_check_finite(st, &d);
+    else if (rc == 0)
+        rc = eng_dataset_check(h, &di, &d);
+    json_t *info = NULL;
+    if (rc == 0 && scores)
+        info = json_pack("{s:s, s:I, s:I, s:I, s:s, s:b, s:s}", "kind",
+                         "scores", "bytes", (json_int_t)u->one.bytes, "rows",
+                         (json_int_t)h->count, "columns", (json_int_t)0,
+                         "dtype", eng_dtype_name(h->tensors[0].dtype), "labels",
+                         false, "sha256", u->one.hex);
+    else if (rc == 0)
+        info = json_pack("{s:s, s:I, s:I, s:I, s:s, s:b, s:s}", "kind",
+                         eng_dataset_kind_name(di.kind), "bytes",
+                         (json_int_t)u->one.bytes, "rows", (json_int_t)di.rows,
+                         "columns", (json_int_t)di.cols, "dtype",
+                         eng_dtype_name(di.dtype), "labels", di.has_labels,
+                         "sha256", u->one.hex);
     eng_st_close(st);
     if (rc != 0) {
         api_respond_error(r, rc, &d);
         return;
     }
-    json_t *info = json_pack(
-        "{s:s, s:I, s:I, s:I, s:s, s:b, s:s}", "kind",
-        eng_dataset_kind_name(di.kind), "bytes", (json_int_t)u->one.bytes,
-        "rows", (json_int_t)di.rows, "columns", (json_int_t)di.cols, "dtype",
-        eng_dtype_name(di.dtype), "labels", di.has_labels, "sha256",
-        u->one.hex);
     char id[48];
     sh_id_new(id, sizeof id, "ds_");
     store_file sf = {"dataset.safetensors", u->one.path, u->one.hex,

@@ -29,7 +29,7 @@ typedef struct eng_options {
     bool sync;                    // fsync every file written, and the dir
     const char *calibration_path; // safetensors dataset, or NULL
     const char *evaluation_path;  // safetensors dataset, or NULL
-    const char *base_path;        // movement: the base checkpoint, or NULL
+    const eng_model *base;        // movement: the base checkpoint, or NULL
     const char *scores_path;      // scores: the score tensors, or NULL
     // Called once, just before the manifest is written, for the SHA-256 of
     // every model file (eng_model_file_at order; NULL: not recorded). A

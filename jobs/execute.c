@@ -128,10 +128,14 @@ static int execute(job_run *run, eng_spec *spec, job_inputs *in)
         rc = sh_diag_set(&run->d, SH_ECANCELED, "", "cancelled");
         goto out;
     }
-    rc = job_inputs_open(
-        in, s, json_string_value(json_object_get(job, "checkpoint")),
-        json_string_value(json_object_get(job, "calibration")),
-        json_string_value(json_object_get(job, "evaluation")), &run->d);
+    job_names names = {
+        .calibration = json_string_value(json_object_get(job, "calibration")),
+        .evaluation = json_string_value(json_object_get(job, "evaluation")),
+        .base = spec->base,
+        .scores = spec->scores};
+    rc = job_inputs_open(in, s,
+                         json_string_value(json_object_get(job, "checkpoint")),
+                         &names, &run->d);
     if (rc == SH_ENOTFOUND)
         sh_diag_prefix(&run->d, "the job's inputs are gone");
     if (rc != 0)
@@ -155,6 +159,8 @@ static int execute(job_run *run, eng_spec *spec, job_inputs *in)
                      .sync = true,
                      .calibration_path = cal->path[0] ? cal->path : NULL,
                      .evaluation_path = ev->path[0] ? ev->path : NULL,
+                     .base = in->base,
+                     .scores_path = in->scores.path[0] ? in->scores.path : NULL,
                      .input_sha = input_sha,
                      .input_sha_ctx = in,
                      .calibration_sha = cal->path[0] ? cal->sha256 : NULL,

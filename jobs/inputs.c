@@ -45,44 +45,47 @@ static int dataset_open(store *s, store_conn *c, const char *id,
     return rc == 0 ? 0 : sh_diag_set(d, rc, field, "blob path too long");
 }
 
-// The checkpoint's files as the engine takes them.
-static int model_open(job_inputs *in, store *s, store_conn *c, const char *id,
-                      sh_diag *d)
+// A checkpoint's files as the engine takes them: *model, its file rows
+// and (when sha is not NULL) each file's digest in the model's order.
+static int model_open(store *s, store_conn *c, const char *id,
+                      const char *field, eng_model **model, json_t **files,
+                      const char ***sha, sh_diag *d)
 {
-    int rc = store_files_of(c, id, &in->files);
+    int rc = store_files_of(c, id, files);
     if (rc == SH_ENOTFOUND)
-        return sh_diag_set(d, SH_ENOTFOUND, "checkpoint",
-                           "checkpoint %s does not exist", id);
+        return sh_diag_set(d, SH_ENOTFOUND, field, "%s %s does not exist",
+                           field, id);
     if (rc != 0)
-        return store_failed(d, rc, "checkpoint", id);
-    size_t n = json_array_size(in->files);
-    eng_file_ref *refs = calloc(n, sizeof *refs);
-    char(*paths)[4096] = calloc(n, sizeof *paths);
-    in->model_sha = calloc(n, sizeof *in->model_sha);
-    if (!refs || !paths || !in->model_sha) {
+        return store_failed(d, rc, field, id);
+    size_t n = json_array_size(*files);
+    eng_file_ref *refs = calloc(n ? n : 1, sizeof *refs);
+    char(*paths)[4096] = calloc(n ? n : 1, sizeof *paths);
+    if (sha)
+        *sha = calloc(n ? n : 1, sizeof **sha);
+    if (!refs || !paths || (sha && !*sha)) {
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        json_t *f = json_array_get(in->files, i);
-        const char *sha = json_string_value(json_object_get(f, "sha256"));
-        if ((rc = store_blob_path(s, sha, paths[i], sizeof paths[i])) != 0) {
-            sh_diag_set(d, rc, "checkpoint", "blob path too long");
+        json_t *f = json_array_get(*files, i);
+        const char *hex = json_string_value(json_object_get(f, "sha256"));
+        if ((rc = store_blob_path(s, hex, paths[i], sizeof paths[i])) != 0) {
+            sh_diag_set(d, rc, field, "blob path too long");
             goto out;
         }
         refs[i] = (eng_file_ref){json_string_value(json_object_get(f, "name")),
                                  paths[i]};
     }
-    if ((rc = eng_model_open_files(&in->model, refs, n, d)) != 0)
+    if ((rc = eng_model_open_files(model, refs, n, d)) != 0)
         goto out;
     // The model sorts its files by name, as store_files_of does; match
     // digests by name all the same.
-    for (size_t i = 0; i < eng_model_file_count(in->model); i++) {
-        const char *name = eng_model_file_at(in->model, i)->name;
+    for (size_t i = 0; sha && i < eng_model_file_count(*model); i++) {
+        const char *name = eng_model_file_at(*model, i)->name;
         for (size_t k = 0; k < n; k++)
             if (strcmp(refs[k].name, name) == 0)
-                in->model_sha[i] = json_string_value(
-                    json_object_get(json_array_get(in->files, k), "sha256"));
+                (*sha)[i] = json_string_value(
+                    json_object_get(json_array_get(*files, k), "sha256"));
     }
 out:
     free(refs);
@@ -91,19 +94,25 @@ out:
 }
 
 int job_inputs_open(job_inputs *in, store *s, const char *checkpoint,
-                    const char *calibration, const char *evaluation, sh_diag *d)
+                    const job_names *names, sh_diag *d)
 {
     memset(in, 0, sizeof *in);
     store_conn *c = store_conn_acquire(s);
-    int rc = checkpoint ? model_open(in, s, c, checkpoint, d)
+    int rc = checkpoint ? model_open(s, c, checkpoint, "checkpoint", &in->model,
+                                     &in->files, &in->model_sha, d)
                         : sh_diag_set(d, SH_ENOTFOUND, "checkpoint",
                                       "checkpoint is required (a ck_... id)");
-    if (rc == 0 && calibration)
-        rc = dataset_open(s, c, calibration, "calibration.dataset",
+    if (rc == 0 && names->calibration)
+        rc = dataset_open(s, c, names->calibration, "calibration.dataset",
                           &in->calibration, d);
-    if (rc == 0 && evaluation)
-        rc = dataset_open(s, c, evaluation, "evaluation.dataset",
+    if (rc == 0 && names->evaluation)
+        rc = dataset_open(s, c, names->evaluation, "evaluation.dataset",
                           &in->evaluation, d);
+    if (rc == 0 && names->base)
+        rc = model_open(s, c, names->base, "base", &in->base, &in->base_files,
+                        NULL, d);
+    if (rc == 0 && names->scores)
+        rc = dataset_open(s, c, names->scores, "scores", &in->scores, d);
     store_conn_release(s, c);
     if (rc != 0)
         job_inputs_close(in);
@@ -115,6 +124,8 @@ void job_inputs_close(job_inputs *in)
     eng_model_close(in->model);
     free(in->model_sha);
     json_decref(in->files);
+    eng_model_close(in->base);
+    json_decref(in->base_files);
     memset(in, 0, sizeof *in);
 }
 

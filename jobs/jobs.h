@@ -56,17 +56,27 @@ typedef struct job_inputs {
     const char **model_sha; // per file of model, in its order (into files)
     json_t *files;          // the checkpoint's file rows
     job_dataset calibration, evaluation;
+    eng_model *base; // movement's base checkpoint, or NULL
+    json_t *base_files;
+    job_dataset scores; // method scores' score tensors
 } job_inputs;
 
-// Opens what a job names: the checkpoint's files as a model (headers only)
-// and its datasets' blobs (calibration and evaluation may be NULL). On
-// failure *in is left closed and the code says why: SH_ENOTFOUND with
-// d->field naming the missing input ("checkpoint", "calibration.dataset"),
-// the engine's codes for a file it refuses, the store's for the database.
-// Any thread; close with job_inputs_close (safe on a zeroed or closed one).
+// What a job names besides its checkpoint (each may be NULL).
+typedef struct job_names {
+    const char *calibration, *evaluation; // dataset ids
+    const char *base;                     // a checkpoint id (movement)
+    const char *scores;                   // a dataset id (method scores)
+} job_names;
+
+// Opens what a job names: the checkpoint's files as a model (headers only),
+// the base checkpoint's likewise, and its datasets' blobs. On failure *in
+// is left closed and the code says why: SH_ENOTFOUND with d->field naming
+// the missing input ("checkpoint", "calibration.dataset", "base",
+// "scores"), the engine's codes for a file it refuses, the store's for the
+// database. Any thread; close with job_inputs_close (safe on a zeroed or
+// closed one).
 int job_inputs_open(job_inputs *in, store *s, const char *checkpoint,
-                    const char *calibration, const char *evaluation,
-                    sh_diag *d);
+                    const job_names *names, sh_diag *d);
 void job_inputs_close(job_inputs *in);
 
 // Allocation sensitivity's "from": the id of a succeeded sensitivity job

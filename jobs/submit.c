@@ -45,6 +45,25 @@ static int check_points(const eng_spec *s, const eng_model *m, double deadline,
     return 0;
 }
 
+// Movement's base and the scores file against the targets: names, shapes,
+// dtypes (engine.h: eng_check_inputs); the scores dataset of its kind.
+static int check_movement_inputs(const eng_spec *spec, const job_inputs *in,
+                                 sh_diag *d)
+{
+    if (spec->scores && strcmp(in->scores.kind, "scores") != 0)
+        return sh_diag_set(d, SH_ESPEC, "scores",
+                           "scores: dataset %s holds \"%s\"; method scores "
+                           "needs a dataset of score tensors (kind scores)",
+                           spec->scores, in->scores.kind);
+    eng_st *st = NULL;
+    int rc = spec->scores ? eng_st_open(&st, in->scores.path, d) : 0;
+    if (rc == 0)
+        rc = eng_check_inputs(spec, in->model, in->base,
+                              st ? eng_st_header_of(st) : NULL, d);
+    eng_st_close(st);
+    return rc == SH_ESPEC || rc == 0 ? rc : (d->code = SH_ESPEC);
+}
+
 // The digest of a request body, for Idempotency-Key: its canonical JSON.
 static void body_digest(const json_t *body, char out[SH_SHA256_HEX])
 {
@@ -79,9 +98,12 @@ int job_submit(store *s, job_runner *r, const job_request *req, json_t **job,
     if (rc == 0 && spec.alloc.kind == ENG_ALLOC_SENSITIVITY)
         rc = job_sensitivity_source(s, spec.alloc.from, spec.checkpoint, NULL,
                                     d);
+    job_names names = {.calibration = spec.calib_dataset,
+                       .evaluation = spec.eval_dataset,
+                       .base = spec.base,
+                       .scores = spec.scores};
     if (rc == 0)
-        rc = job_inputs_open(&in, s, spec.checkpoint, spec.calib_dataset,
-                             spec.eval_dataset, d);
+        rc = job_inputs_open(&in, s, spec.checkpoint, &names, d);
     if (rc == SH_ENOTFOUND)
         rc = d->code = SH_ESPEC; // the spec names what is not there
     eng_model_needs needs = {0};
@@ -98,6 +120,8 @@ int job_submit(store *s, job_runner *r, const job_request *req, json_t **job,
     if (rc == 0 && spec.eval_dataset)
         rc = check_kind(&in.evaluation, spec.eval_dataset, "evaluation.dataset",
                         eng_model_arch(in.model), &needs, d);
+    if (rc == 0 && (spec.base || spec.scores))
+        rc = check_movement_inputs(&spec, &in, d);
     if (rc != 0)
         goto out;
     char body_sha[SH_SHA256_HEX], id[48];

@@ -559,7 +559,7 @@ int svc_cmd_prune(int argc, char **argv)
         return svc_fail_diag(SVC_EXIT_USAGE, where, &d);
     }
 
-    eng_model *m = NULL;
+    eng_model *m = NULL, *base = NULL;
     char tmp[4096] = "";
     hash_job hj = {0};
     eng_report r;
@@ -571,6 +571,10 @@ int svc_cmd_prune(int argc, char **argv)
     }
     if ((rc = eng_model_open(&m, a.model, &d)) != 0) {
         svc_fail_diag(SVC_EXIT_FAIL, a.model, &d);
+        goto out;
+    }
+    if (spec.base && (rc = eng_model_open(&base, spec.base, &d)) != 0) {
+        svc_fail_diag(SVC_EXIT_FAIL, spec.base, &d);
         goto out;
     }
     if (svc_out_begin(a.out, tmp, sizeof tmp) != 0)
@@ -599,7 +603,7 @@ int svc_cmd_prune(int argc, char **argv)
                      .sync = !a.no_sync,
                      .calibration_path = spec.calib_dataset,
                      .evaluation_path = spec.eval_dataset,
-                     .base_path = spec.base,
+                     .base = base,
                      .scores_path = spec.scores,
                      .input_sha = hash_wait,
                      .input_sha_ctx = &hj,
@@ -635,6 +639,7 @@ out:
     free(hj.hex);
     free(hj.ptrs);
     eng_report_deinit(&r);
+    eng_model_close(base);
     eng_model_close(m);
     eng_spec_deinit(&spec);
     return code;

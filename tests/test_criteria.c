@@ -4,6 +4,7 @@
 // |W| gives magnitude's bytes; bad bases and score files are refused
 // naming the tensor, leaving nothing behind.
 #include "tests/helpers.h"
+#include "tests/server.h"
 
 #include "common/util.h"
 #include "engine/io/dtype.h"
@@ -521,6 +522,179 @@ START_TEST(test_bad_bases_and_scores)
 }
 END_TEST
 
+// --- through the service
+
+static const char *jstr(json_t *j, const char *key)
+{
+    return json_string_value(json_object_get(j, key));
+}
+
+// Submits body and waits for the job to succeed; its id into id.
+static void job_ok(th_server *s, const char *body, char id[64])
+{
+    th_resp r;
+    long st = th_post_json(s, "/v1/jobs", body, &r);
+    ck_assert_msg(st == 202, "%ld: %s", st, r.body);
+    snprintf(id, 64, "%s", jstr(r.json, "id"));
+    th_resp_free(&r);
+    json_t *job = th_job_wait(s, id, 120);
+    ck_assert_msg(strcmp(jstr(job, "status"), "succeeded") == 0, "%s",
+                  json_dumps(json_object_get(job, "error"), 0));
+    json_decref(job);
+}
+
+// The job's model.safetensors into dir (with the fixture's config.json).
+static void fetch_model(th_server *s, const char *id, const char *dir)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifact/files/model.safetensors",
+             id);
+    th_resp r;
+    ck_assert_int_eq(th_get(s, path, &r), 200);
+    sh_mkdir_p(dir);
+    char *f = th_path(dir, "model.safetensors");
+    th_write_file(f, r.body, r.len);
+    th_resp_free(&r);
+    char *cfg_src = th_fixture(MLP "/config.json");
+    char *cfg = th_path(dir, "config.json");
+    ck_assert_int_eq(sh_file_copy(cfg_src, cfg, false), 0);
+    free(f);
+    free(cfg);
+    free(cfg_src);
+}
+
+static char *upload_scores(th_server *s, const char *file)
+{
+    th_resp r;
+    long st = th_upload(s, "/v1/datasets?kind=scores", file,
+                        "application/octet-stream", false, &r);
+    ck_assert_msg(st == 201, "%ld %s", st, r.body);
+    char *id = sh_strdup(jstr(r.json, "id"));
+    th_resp_free(&r);
+    return id;
+}
+
+// A movement job and a scores job with their inputs uploaded, end to end;
+// inputs that do not fit the checkpoint are refused at submission naming
+// the tensor, a scores file holding a NaN at upload.
+START_TEST(test_service_movement_and_scores)
+{
+    th_server s;
+    th_server_start(&s, NULL, NULL);
+    char *dir = th_tmpdir();
+    char *model = th_fixture(MLP);
+    tensors in;
+    load_tensors(model, &in);
+    char *base = th_path(dir, "base"), *bf = th_path(dir, "bf16");
+    char *sdir = th_path(dir, "scores"), *ldir = th_path(dir, "lack");
+    char *ndir = th_path(dir, "nan");
+    write_model(base, &in, "F32", perturb, NULL, NULL);
+    write_model(bf, &in, "BF16", NULL, NULL, NULL);
+    write_model(sdir, &in, "F32", absolute, NULL, NULL);
+    write_model(ldir, &in, "F32", absolute, NULL, "fc3.weight");
+    size_t poisoned = (size_t)find(&in, "fc2.weight");
+    write_model(ndir, &in, "F32", one_nan, &poisoned, NULL);
+    char *sfile = th_path(sdir, "model.safetensors");
+    char *lfile = th_path(ldir, "model.safetensors");
+    char *nfile = th_path(ndir, "model.safetensors");
+
+    char *ck = th_upload_checkpoint(&s, model);
+    char *bk = th_upload_checkpoint(&s, base);
+    char *bfk = th_upload_checkpoint(&s, bf);
+    char body[512];
+    th_resp r;
+    // Score tensors are uploaded as such (?kind=scores); without it the
+    // file is no dataset.
+    ck_assert_int_eq(th_upload(&s, "/v1/datasets", sfile,
+                               "application/octet-stream", false, &r),
+                     422);
+    th_resp_free(&r);
+    char *sc = upload_scores(&s, sfile), *lack = upload_scores(&s, lfile);
+    snprintf(body, sizeof body, "/v1/datasets/%s", sc);
+    ck_assert_int_eq(th_get(&s, body, &r), 200);
+    ck_assert_str_eq(jstr(r.json, "kind"), "scores");
+    th_resp_free(&r);
+    ck_assert_int_eq(th_upload(&s, "/v1/datasets?kind=scores", nfile,
+                               "application/octet-stream", false, &r),
+                     422);
+    ck_assert_msg(strstr(r.body, "fc2.weight") && strstr(r.body, "NaN"), "%s",
+                  r.body);
+    th_resp_free(&r);
+
+    char mv[64], sj[64], mg[64];
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"movement\",\"base\":\"%s\","
+             "\"sparsity\":0.5}",
+             ck, bk);
+    job_ok(&s, body, mv);
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"scores\",\"scores\":\"%s\","
+             "\"pattern\":\"2:4\"}",
+             ck, sc);
+    job_ok(&s, body, sj);
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"magnitude\","
+             "\"pattern\":\"2:4\"}",
+             ck);
+    job_ok(&s, body, mg);
+    char *mvdir = th_path(dir, "mv"), *sjdir = th_path(dir, "sj");
+    char *mgdir = th_path(dir, "mg");
+    fetch_model(&s, mv, mvdir);
+    fetch_model(&s, sj, sjdir);
+    fetch_model(&s, mg, mgdir);
+    tensors b;
+    load_tensors(base, &b);
+    base_of = &b;
+    check_mask(mvdir, &in, 0.5, movement, NULL);
+    char *a1 = th_path(sjdir, "model.safetensors");
+    char *a2 = th_path(mgdir, "model.safetensors");
+    size_t l1, l2;
+    unsigned char *d1 = th_read_file(a1, &l1), *d2 = th_read_file(a2, &l2);
+    ck_assert(l1 == l2 && memcmp(d1, d2, l1) == 0);
+    free(d1);
+    free(d2);
+    free(a1);
+    free(a2);
+
+    // Refused at submission, naming the tensor.
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"movement\",\"base\":\"%s\"}",
+             ck, bfk);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 422);
+    th_expect_problem(&r, 422, "base", "BF16");
+    th_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"scores\",\"scores\":\"%s\"}",
+             ck, lack);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 422);
+    th_expect_problem(&r, 422, "scores", "fc3.weight");
+    th_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"scores\",\"scores\":\"%s\"}",
+             ck, ck);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 422);
+    th_expect_problem(&r, 422, "scores", NULL);
+    th_resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"checkpoint\":\"%s\",\"method\":\"movement\",\"base\":"
+             "\"ck_nothere\"}",
+             ck);
+    ck_assert_int_eq(th_post_json(&s, "/v1/jobs", body, &r), 422);
+    th_expect_problem(&r, 422, "base", "does not exist");
+    th_resp_free(&r);
+
+    free_tensors(&b);
+    free_tensors(&in);
+    ck_assert_int_eq(th_server_stop(&s), 0);
+    th_server_free(&s);
+    th_rmtree(dir);
+    char *frees[] = {dir,   model, base, bf,  sdir, ldir, ndir,  sfile, lfile,
+                     nfile, ck,    bk,   bfk, sc,   lack, mvdir, sjdir, mgdir};
+    for (size_t i = 0; i < sizeof frees / sizeof frees[0]; i++)
+        free(frees[i]);
+}
+END_TEST
+
 Suite *suite_criteria(void)
 {
     Suite *s = suite_create("criteria");
@@ -531,5 +705,9 @@ Suite *suite_criteria(void)
     tcase_add_test(tc, test_scores_equal_magnitude);
     tcase_add_test(tc, test_bad_bases_and_scores);
     suite_add_tcase(s, tc);
+    TCase *svc = tcase_create("service");
+    tcase_set_timeout(svc, 300);
+    tcase_add_test(svc, test_service_movement_and_scores);
+    suite_add_tcase(s, svc);
     return s;
 }

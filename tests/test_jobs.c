@@ -151,7 +151,8 @@ START_TEST(test_inputs_open_resolves_every_input)
     add_dataset(&f, "ds_a", "inputs");
     job_inputs in;
     sh_diag d;
-    ck_assert_int_eq(job_inputs_open(&in, f.s, "ck_a", "ds_a", NULL, &d), 0);
+    job_names cal = {.calibration = "ds_a"};
+    ck_assert_int_eq(job_inputs_open(&in, f.s, "ck_a", &cal, &d), 0);
     ck_assert_uint_eq(eng_model_file_count(in.model), 1);
     ck_assert_uint_eq(eng_model_tensor_count(in.model), 2);
     ck_assert_uint_eq(strlen(in.model_sha[0]), 64);
@@ -174,15 +175,22 @@ START_TEST(test_inputs_open_names_what_is_missing)
     add_checkpoint(&f, "ck_a");
     job_inputs in;
     sh_diag d;
-    ck_assert_int_eq(job_inputs_open(&in, f.s, "ck_none", NULL, NULL, &d),
+    job_names none = {0}, ev = {.evaluation = "ds_none"};
+    ck_assert_int_eq(job_inputs_open(&in, f.s, "ck_none", &none, &d),
                      SH_ENOTFOUND);
     ck_assert_str_eq(d.field, "checkpoint");
     ck_assert_ptr_null(in.model);
-    ck_assert_int_eq(job_inputs_open(&in, f.s, "ck_a", NULL, "ds_none", &d),
-                     SH_ENOTFOUND);
+    ck_assert_int_eq(job_inputs_open(&in, f.s, "ck_a", &ev, &d), SH_ENOTFOUND);
     ck_assert_str_eq(d.field, "evaluation.dataset");
     ck_assert_ptr_nonnull(strstr(d.msg, "ds_none"));
     ck_assert_ptr_null(in.model); // closed again on failure
+    // A movement job's base is a checkpoint too, named when missing.
+    job_names base = {.base = "ck_gone"};
+    ck_assert_int_eq(job_inputs_open(&in, f.s, "ck_a", &base, &d),
+                     SH_ENOTFOUND);
+    ck_assert_str_eq(d.field, "base");
+    ck_assert_ptr_nonnull(strstr(d.msg, "ck_gone"));
+    ck_assert_ptr_null(in.model);
     fx_close(&f);
 }
 END_TEST

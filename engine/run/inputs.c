@@ -175,18 +175,17 @@ int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
     }
     if (rc == 0 && need & ENG_SCORE_IN_OTHER) {
         bool movement = s->method == ENG_METHOD_MOVEMENT;
-        const char *path = movement ? o->base_path : o->scores_path;
         const char *field = movement ? "base" : "scores";
-        if (!path)
+        if (movement ? !o->base : !o->scores_path)
             rc = sh_diag_set(d, SH_ESPEC, field, "method \"%s\" needs %s",
                              eng_methods[s->method].name,
                              movement ? "a base checkpoint (the weights "
                                         "before fine-tuning)"
                                       : "a file of score tensors");
         else if (movement)
-            rc = eng_model_open(&in->base, path, d);
+            in->base = o->base;
         else
-            rc = eng_st_open(&in->scores, path, d);
+            rc = eng_st_open(&in->scores, o->scores_path, d);
         if (rc == 0)
             rc = eng_check_inputs(
                 s, m, in->base,
@@ -225,7 +224,6 @@ void eng_score_inputs_close(eng_score_inputs *in)
 {
     if (in->has_grads)
         eng_grads_deinit(&in->grads);
-    eng_model_close(in->base);
     eng_st_close(in->scores);
     free(in->other);
     free(in->other_dtype);

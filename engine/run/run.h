@@ -16,14 +16,14 @@
 typedef struct eng_score_inputs {
     bool has_grads;
     eng_grads grads;
-    eng_model *base;
+    const eng_model *base; // o->base
     eng_st *scores;
     const unsigned char **other; // (tensors,) or NULL
     eng_dtype *other_dtype;
 } eng_score_inputs;
 
 // Opens what the plan's method reads (nothing for the others): runs the
-// gradient pass (timed as statistics), or opens o->base_path /
+// gradient pass (timed as statistics), or takes o->base / opens
 // o->scores_path and checks them against the targets (eng_check_inputs)
 // and the scores for values that are not finite.
 int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,

@@ -115,31 +115,34 @@ int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
 
 // Gradients of the model's loss (the metric's: mean next-token NLL over
 // positions 1..T-1 of a row, a classifier's cross-entropy) over the first
-// max_rows rows (0: all) of the calibration dataset at path (run/grad.c):
-// g, the gradient of the mean of the rows' losses; with fisher, F, the sum
-// over rows of each row's gradient squared (a Fisher diagonal). want
-// (eng_model_tensor_count bools; NULL: every tensor the model reads) says
-// which tensors' gradients to keep. A value that is not finite is
-// SH_ENUMERIC naming the tensor and the row. Free with eng_grads_deinit.
+// max_rows rows (0: all) of the calibration dataset at `calibration`
+// (run/grad.c): g, the gradient of the mean of the rows' losses; with
+// fisher, F, the sum over rows of each row's gradient squared (a Fisher
+// diagonal). want (eng_model_tensor_count bools; NULL: every tensor the
+// model reads) says which tensors' gradients to compute.
+//
+// The sums are kept in the file at path (which must not exist) as they
+// accumulate, an F32 safetensors file: each gradient under its tensor's
+// name, each Fisher sum under "fisher." and the name, metadata {"rows"}.
+// Memory holds one tensor's weights and gradient at a time (README: the
+// formula). On success *out maps the file (the caller may rename or
+// unlink it); on failure nothing is left at path. A value that is not
+// finite is SH_ENUMERIC naming the tensor and the row. Free with
+// eng_grads_deinit.
 typedef struct eng_grads {
-    size_t count;   // the model's tensors
-    float **g;      // (count,) numel F32 each, NULL where not kept
-    float **fisher; // (count,) likewise, NULL without fisher
-    int64_t rows;   // calibration rows
-    double loss;    // the mean loss
+    size_t count;         // the model's tensors
+    const float **g;      // (count,) numel F32 each, NULL where not kept
+    const float **fisher; // (count,) likewise, NULL without fisher
+    int64_t rows;         // calibration rows
+    double loss;          // the mean loss
     double seconds;
+    eng_st *st; // the mapped file
 } eng_grads;
 
-int eng_gradients(const eng_model *m, const char *path, int64_t max_rows,
-                  const bool *want, bool fisher, const eng_hooks *h,
-                  eng_grads *out, sh_diag *d);
+int eng_gradients(const eng_model *m, const char *calibration, int64_t max_rows,
+                  const bool *want, bool fisher, const char *path,
+                  const eng_hooks *h, eng_grads *out, sh_diag *d);
 void eng_grads_deinit(eng_grads *g);
-
-// Writes g as an F32 safetensors file at path (replaced whole, never half
-// written): each gradient under its tensor's name, each Fisher sum under
-// "fisher." and the name, metadata {"loss", "rows"}.
-int eng_grads_write(const eng_model *m, const eng_grads *g, const char *path,
-                    bool sync, sh_diag *d);
 
 // Checks the inputs a criterion reads beside the weights against s's
 // targets in m: with method movement, base (may be NULL: not checked) must

@@ -1,16 +1,19 @@
 // cli_grad.c: `shears grad --model PATH --calibration FILE --out FILE
 // [--fisher] [--samples N] [--threads N]`: the gradients of the model's
 // loss over a calibration set, written as F32 safetensors for inspection
-// (engine.h: eng_gradients, eng_grads_write).
+// (engine.h: eng_gradients). The file is written beside --out and renamed
+// into place whole.
 #include "service/cli.h"
 
 #include "common/util.h"
 #include "engine/engine.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int svc_cmd_grad(int argc, char **argv)
 {
@@ -85,13 +88,20 @@ int svc_cmd_grad(int argc, char **argv)
     }
     svc_catch_interrupts();
     eng_hooks hooks = {.cancelled = svc_interrupted};
-    if (eng_gradients(m, calib, (int64_t)samples, NULL, fisher, &hooks, &g,
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.partial", out) >= sizeof tmp) {
+        svc_fail(SVC_EXIT_USAGE, "--out: the path is too long");
+        goto done;
+    }
+    unlink(tmp); // an interrupted run's
+    if (eng_gradients(m, calib, (int64_t)samples, NULL, fisher, tmp, &hooks, &g,
                       &d) != 0) {
         svc_fail_diag(SVC_EXIT_FAIL, "grad", &d);
         goto done;
     }
-    if (eng_grads_write(m, &g, out, false, &d) != 0) {
-        svc_fail_diag(SVC_EXIT_FAIL, out, &d);
+    if (rename(tmp, out) != 0) {
+        svc_fail(SVC_EXIT_FAIL, "--out %s: %s", out, strerror(errno));
+        unlink(tmp);
         goto done;
     }
     printf("gradients over %lld rows (mean loss %.6f) in %.2f s: %s\n",

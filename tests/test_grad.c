@@ -5,6 +5,7 @@
 // q/k/v biases, a sliding window shorter than its rows) the Fisher sums.
 #include "tests/helpers.h"
 
+#include "common/util.h"
 #include "engine/engine.h"
 #include "engine/io/model.h"
 #include "engine/io/safetensors.h"
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 // ||a - b|| / ||b|| over n floats.
 static double rel_err(const float *a, const float *b, uint64_t n)
@@ -38,7 +40,8 @@ static void check_against(const char *model, const char *calib, int64_t rows,
     eng_model *m = NULL;
     ck_assert_int_eq(eng_model_open(&m, mp, &d), 0);
     eng_grads g;
-    int rc = eng_gradients(m, cp, rows, NULL, fisher, NULL, &g, &d);
+    char *dir = th_tmpdir(), *gp = th_path(dir, "g.safetensors");
+    int rc = eng_gradients(m, cp, rows, NULL, fisher, gp, NULL, &g, &d);
     ck_assert_msg(rc == 0, "%s: %s", model, d.msg);
     ck_assert_int_eq(g.rows, rows);
     ck_assert(isfinite(g.loss) && g.loss > 0);
@@ -73,6 +76,9 @@ static void check_against(const char *model, const char *calib, int64_t rows,
     eng_st_close(ref);
     eng_grads_deinit(&g);
     eng_model_close(m);
+    th_rmtree(dir);
+    free(dir);
+    free(gp);
     free(mp);
     free(cp);
     free(rp);
@@ -110,15 +116,16 @@ START_TEST(test_grad_threads_and_want)
     eng_model *m = NULL;
     ck_assert_int_eq(eng_model_open(&m, mp, &d), 0);
     eng_grads a, b;
+    char *dir = th_tmpdir(), *pa = th_path(dir, "a"), *pb = th_path(dir, "b");
     eng_set_threads(1);
-    ck_assert_int_eq(eng_gradients(m, cp, 0, NULL, true, NULL, &a, &d), 0);
+    ck_assert_int_eq(eng_gradients(m, cp, 0, NULL, true, pa, NULL, &a, &d), 0);
     eng_set_threads(4);
     size_t n = eng_model_tensor_count(m);
     bool *want = calloc(n, sizeof *want);
     long q = eng_model_find(m, "model.layers.1.self_attn.q_proj.weight");
     ck_assert(q >= 0);
     want[q] = true;
-    ck_assert_int_eq(eng_gradients(m, cp, 0, want, true, NULL, &b, &d), 0);
+    ck_assert_int_eq(eng_gradients(m, cp, 0, want, true, pb, NULL, &b, &d), 0);
     for (size_t t = 0; t < n; t++)
         ck_assert((b.g[t] != NULL) == (t == (size_t)q));
     uint64_t numel = eng_model_tensor(m, (size_t)q)->numel;
@@ -129,6 +136,10 @@ START_TEST(test_grad_threads_and_want)
     eng_grads_deinit(&b);
     free(want);
     eng_model_close(m);
+    th_rmtree(dir);
+    free(dir);
+    free(pa);
+    free(pb);
     free(mp);
     free(cp);
 }
@@ -169,14 +180,19 @@ START_TEST(test_grad_overflow_names_tensor_and_row)
     eng_model *m = NULL;
     ck_assert_int_eq(eng_model_open(&m, dir, &d), 0);
     eng_grads g;
-    ck_assert_int_eq(eng_gradients(m, calib, 2, NULL, false, NULL, &g, &d), 0);
+    char *gp = th_path(dir, "g.safetensors");
+    ck_assert_int_eq(eng_gradients(m, calib, 2, NULL, false, gp, NULL, &g, &d),
+                     0);
     eng_grads_deinit(&g);
-    int rc = eng_gradients(m, calib, 0, NULL, false, NULL, &g, &d);
+    unlink(gp);
+    int rc = eng_gradients(m, calib, 0, NULL, false, gp, NULL, &g, &d);
     ck_assert_int_eq(rc, SH_ENUMERIC);
     ck_assert_msg(strstr(d.msg, "row 2") && strstr(d.msg, ".weight"), "%s",
                   d.msg);
     ck_assert_str_eq(d.field, "b.weight");
     ck_assert(g.g == NULL);
+    ck_assert(!sh_path_exists(gp)); // nothing half-written
+    free(gp);
     eng_model_close(m);
     free(cfg);
     free(model);

@@ -104,6 +104,24 @@ typedef struct eng_net_shape {
     bool bias_attention, bias_mlp; // compensation biases were added
 } eng_net_shape;
 
+// --- gradients
+//
+// Where a backward pass puts each tensor's gradient for the row at hand:
+// once per tensor and row (an embedding tied to the head: its head part
+// whole, then its token rows), as soon as it is known, so no more than one
+// tensor's gradient is held at a time.
+typedef struct eng_grad_sink {
+    void *ctx;
+    // Whether model tensor t's gradient is wanted (else it is not computed).
+    bool (*wants)(void *ctx, size_t t);
+    // The row's gradient of model tensor t (numel F32).
+    int (*put)(void *ctx, size_t t, const float *g, sh_diag *d);
+    // The row's gradient of `count` distinct rows idx of the 2-D tensor t
+    // (count x cols F32, in idx's order); its other rows get nothing.
+    int (*put_rows)(void *ctx, size_t t, const int64_t *idx, size_t count,
+                    const float *g, sh_diag *d);
+} eng_grad_sink;
+
 // --- the interface
 //
 // Every function pointer is set (no NULL) unless its comment says it may be
@@ -163,27 +181,30 @@ typedef struct eng_family {
 
     // --- gradients (run/grad.c drives them, one dataset row at a time)
     //
-    // g is indexed by model tensor: (numel,) F32 buffers to which each
-    // function adds the gradient of every tensor it reads, skipping the
-    // NULL ones. The loss is the metric's: a token row's mean next-token
-    // NLL over positions 1..T-1, a classifier row's cross-entropy.
+    // Each function puts every wanted tensor's gradient for the row to the
+    // sink as soon as it is known (eng_grad_sink). The loss is the
+    // metric's: a token row's mean next-token NLL over positions 1..T-1, a
+    // classifier row's cross-entropy.
 
     // The loss of the last block's output a for the one row of `row`, and
     // dy (a->rows, a->width) = d loss / d a; the head's tensors' gradients
-    // (final norm, lm_head or the tied embedding) added to g.
+    // (final norm, lm_head or the tied embedding's head part) put.
     int (*loss_backward)(eng_net *n, const eng_dataset *row, const eng_acts *a,
-                         float *dy, float *const *g, double *loss, sh_diag *d);
+                         float *dy, const eng_grad_sink *sink, double *loss,
+                         sh_diag *d);
     // Block b backward: in is its input as forward got it, dy its output's
     // gradient (in->rows, the output's width), replaced by its input's
     // (in->width; dy->x may be reallocated). Block b's activations are
-    // recomputed from in (nothing is kept from the forward pass).
+    // recomputed from in (nothing is kept from the forward pass); b may be
+    // lazy (eng_net_block_open_lazy): one weight in memory at a time.
     int (*backward)(eng_net *n, eng_net_block *b, const eng_acts *in,
-                    eng_acts *dy, float *const *g, const eng_hooks *h,
+                    eng_acts *dy, const eng_grad_sink *sink, const eng_hooks *h,
                     sh_diag *d);
-    // Adds the first block's input gradient dy to the embedding's. NULL
-    // where the input goes in as it is (an mlp's features).
-    void (*embed_backward)(eng_net *n, const eng_dataset *row, const float *dy,
-                           float *const *g);
+    // Puts the embedding's gradient from the first block's input gradient
+    // dy: the rows of the row's tokens (put_rows). NULL where the input
+    // goes in as it is (an mlp's features).
+    int (*embed_backward)(eng_net *n, const eng_dataset *row, const float *dy,
+                          const eng_grad_sink *sink, sh_diag *d);
     // The tensors outside the blocks that the model reads (embedding, final
     // norm, lm_head): writes up to cap of them and returns how many.
     size_t (*head_tensors)(const eng_net *n, size_t *out, size_t cap);

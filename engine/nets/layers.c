@@ -106,6 +106,38 @@ int net_tensor_row(const eng_net *n, size_t ti, int64_t row, float *out,
     return rc;
 }
 
+// --- block weights
+
+int net_weight(eng_net *n, eng_net_block *b, size_t i, float **out, sh_diag *d)
+{
+    int rc = b->w[i] ? 0
+                     : net_tensor_load(n, n->blocks[b->index].lin[i].tensor,
+                                       &b->w[i], d);
+    *out = b->w[i];
+    return rc;
+}
+
+void net_weight_done(eng_net_block *b, size_t i)
+{
+    if (b->lazy) {
+        free(b->w[i]);
+        b->w[i] = NULL;
+    }
+}
+
+int net_block_linear(eng_net *n, eng_net_block *b, size_t i, float *y,
+                     const float *x, int64_t rows, const eng_hooks *h,
+                     sh_diag *d)
+{
+    const eng_net_linear *l = &n->blocks[b->index].lin[i];
+    float *w;
+    int rc = net_weight(n, b, i, &w, d);
+    if (rc == 0)
+        rc = eng_linear_polled(y, x, w, b->b[i], rows, l->cols, l->rows, h);
+    net_weight_done(b, i);
+    return rc;
+}
+
 // --- scratch
 
 int net_scratch(eng_net *n, size_t count, float **out, sh_diag *d)
@@ -194,18 +226,62 @@ float net_act_grad(net_act a, float x)
 
 // --- gradients
 
-void net_linear_back(float *dx, bool add, float *gw, float *gb, const float *dy,
-                     const float *x, const float *w, int64_t rows, int64_t in,
-                     int64_t out)
+int net_gscratch(eng_net *n, size_t count, float **out, sh_diag *d)
 {
-    if (gw)
-        eng_gemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, gw,
+    if (count > n->gscratch_n) {
+        free(n->gscratch);
+        n->gscratch_n = 0;
+        if (!(n->gscratch = sh_alloc_bulk(count * sizeof(float))))
+            return sh_diag_set(d, SH_ENOMEM, "",
+                               "out of memory for a tensor's gradient");
+        n->gscratch_n = count;
+    }
+    *out = n->gscratch;
+    return 0;
+}
+
+int net_put_vector(const eng_grad_sink *sink, size_t t, const float *g,
+                   int64_t len, sh_diag *d)
+{
+    (void)len;
+    return net_wants(sink, t) ? sink->put(sink->ctx, t, g, d) : 0;
+}
+
+int net_linear_back(eng_net *n, eng_net_block *b, size_t i, float *dx, bool add,
+                    const float *dy, const float *x, int64_t rows,
+                    const eng_grad_sink *sink, sh_diag *d)
+{
+    const net_block_def *def = &n->blocks[b->index];
+    const eng_net_linear *l = &def->lin[i];
+    int64_t in = l->cols, out = l->rows;
+    int rc = 0;
+    if (net_wants(sink, l->tensor)) {
+        float *gw = NULL;
+        if ((rc = net_gscratch(n, (size_t)(in * out), &gw, d)) != 0)
+            return rc;
+        eng_gemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 0.0f, gw,
                  in);
-    if (gb)
+        if ((rc = sink->put(sink->ctx, l->tensor, gw, d)) != 0)
+            return rc;
+    }
+    if (net_wants(sink, def->bias[i])) {
+        float *gb = calloc((size_t)out, sizeof *gb);
+        if (!gb)
+            return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         for (int64_t r = 0; r < rows; r++)
             for (int64_t o = 0; o < out; o++)
                 gb[o] += dy[r * out + o];
-    if (dx)
+        rc = sink->put(sink->ctx, def->bias[i], gb, d);
+        free(gb);
+        if (rc != 0)
+            return rc;
+    }
+    if (!dx)
+        return 0;
+    float *w;
+    if ((rc = net_weight(n, b, i, &w, d)) == 0)
         eng_gemm(false, false, rows, in, out, 1.0f, dy, out, w, in,
                  add ? 1.0f : 0.0f, dx, in);
+    net_weight_done(b, i);
+    return rc;
 }

@@ -60,11 +60,16 @@ struct eng_net {
     // pages cost a fault each (dearly on virtual machines).
     float *scratch;
     size_t scratch_n;
+    float *gscratch; // a tensor's gradient (net_gscratch)
+    size_t gscratch_n;
 };
 
-// A block's tensors as F32, in the order of its net_block_def.
+// A block's tensors as F32, in the order of its net_block_def. A lazy
+// block (eng_net_block_open_lazy) holds its biases and norms; each weight
+// is loaded when a product needs it and freed after (net_weight).
 struct eng_net_block {
     size_t index;
+    bool lazy;
     float *w[NET_MAX_LINEARS]; // (rows, cols)
     float *b[NET_MAX_LINEARS]; // (rows,) or NULL
     float *aux[NET_MAX_AUX];   // as def->aux
@@ -89,6 +94,18 @@ int net_tensor_load(const eng_net *n, size_t ti, float **out, sh_diag *d);
 int net_tensor_row(const eng_net *n, size_t ti, int64_t row, float *out,
                    unsigned char *tmp, sh_diag *d);
 
+// --- block weights
+
+// *out = linear i's weight of b (loading it when b is lazy); give it back
+// with net_weight_done (frees it when b is lazy).
+int net_weight(eng_net *n, eng_net_block *b, size_t i, float **out, sh_diag *d);
+void net_weight_done(eng_net_block *b, size_t i);
+
+// y (rows, out) = x W_i^T (+ b_i) for linear i of b, polling h.
+int net_block_linear(eng_net *n, eng_net_block *b, size_t i, float *y,
+                     const float *x, int64_t rows, const eng_hooks *h,
+                     sh_diag *d);
+
 // --- scratch
 
 // *out = a buffer of at least count floats, owned by n and valid until the
@@ -107,20 +124,27 @@ float net_act_grad(net_act a, float x);
 
 // --- gradients
 
-// The buffer of model tensor t in g (family.h), NULL for none or for an
-// absent tensor (NET_NO_TENSOR).
-static inline float *net_grad(float *const *g, size_t t)
+// Whether model tensor t (NET_NO_TENSOR: none) is wanted by sink.
+static inline bool net_wants(const eng_grad_sink *sink, size_t t)
 {
-    return t == NET_NO_TENSOR ? NULL : g[t];
+    return t != NET_NO_TENSOR && sink->wants(sink->ctx, t);
 }
 
-// The backward of y = x W^T (+ b) over rows: gw (out, in) += dy^T x and
-// gb (out,) += the column sums of dy, each where not NULL; dx (rows, in)
-// = dy W, or += with add (dx NULL: not wanted).
-void net_linear_back(float *dx, bool add, float *gw, float *gb, const float *dy,
-                     const float *x, const float *w, int64_t rows, int64_t in,
-                     int64_t out);
+// *out = a buffer of at least count floats for one tensor's gradient,
+// owned by n and valid until the next call.
+int net_gscratch(eng_net *n, size_t count, float **out, sh_diag *d);
 
-// --- config
+// The backward of linear i of b, y = x W^T (+ b), over rows: the weight's
+// and bias's gradients (dy^T x, the column sums of dy) put to sink where
+// wanted; dx (rows, in) = dy W, or += with add (dx NULL: not wanted).
+// Loads W when b is lazy.
+int net_linear_back(eng_net *n, eng_net_block *b, size_t i, float *dx, bool add,
+                    const float *dy, const float *x, int64_t rows,
+                    const eng_grad_sink *sink, sh_diag *d);
+
+// Puts g (len floats) as the gradient of tensor t (a norm's weight, a
+// bias) where wanted.
+int net_put_vector(const eng_grad_sink *sink, size_t t, const float *g,
+                   int64_t len, sh_diag *d);
 
 #endif

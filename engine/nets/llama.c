@@ -449,9 +449,9 @@ static int llama_run(eng_net *n, eng_net_block *b, const eng_acts *a,
         return SH_ECANCELED;
     if (fn && !fn(ctx, 0, x, rows, dm))
         return 0;
-    if ((rc = eng_linear_polled(q, x, b->w[Q], b->b[Q], rows, dm, qd, hk)) ||
-        (rc = eng_linear_polled(k, x, b->w[K], b->b[K], rows, dm, kvd, hk)) ||
-        (rc = eng_linear_polled(v, x, b->w[V], b->b[V], rows, dm, kvd, hk)))
+    if ((rc = net_block_linear(n, b, Q, q, x, rows, hk, d)) ||
+        (rc = net_block_linear(n, b, K, k, x, rows, hk, d)) ||
+        (rc = net_block_linear(n, b, V, v, x, rows, hk, d)))
         return rc;
     rope(n, q, a->seqs, a->seqlen, n->heads);
     rope(n, k, a->seqs, a->seqlen, n->kv_heads);
@@ -462,7 +462,7 @@ static int llama_run(eng_net *n, eng_net_block *b, const eng_acts *a,
     if (fn && !fn(ctx, 1, att, rows, qd))
         return 0;
     // x reused: o
-    if ((rc = eng_linear_polled(x, att, b->w[O], b->b[O], rows, qd, dm, hk)))
+    if ((rc = net_block_linear(n, b, O, x, att, rows, hk, d)))
         return rc;
     residual_add(h, x, rows, dm);
 
@@ -471,9 +471,8 @@ static int llama_run(eng_net *n, eng_net_block *b, const eng_acts *a,
         return SH_ECANCELED;
     if (fn && !fn(ctx, 2, x, rows, dm))
         return 0;
-    if ((rc = eng_linear_polled(g, x, b->w[GATE], b->b[GATE], rows, dm, in,
-                                hk)) ||
-        (rc = eng_linear_polled(u, x, b->w[UP], b->b[UP], rows, dm, in, hk)))
+    if ((rc = net_block_linear(n, b, GATE, g, x, rows, hk, d)) ||
+        (rc = net_block_linear(n, b, UP, u, x, rows, hk, d)))
         return rc;
     rows_job sw = {.y = m, .x = u, .d = in};
     sh_par_for(rows, 1, PAR_ROWS, swiglu_rows, &sw);
@@ -481,8 +480,7 @@ static int llama_run(eng_net *n, eng_net_block *b, const eng_acts *a,
         return SH_ECANCELED;
     if (fn && !fn(ctx, 3, m, rows, in))
         return 0;
-    if ((rc =
-             eng_linear_polled(x, m, b->w[DOWN], b->b[DOWN], rows, in, dm, hk)))
+    if ((rc = net_block_linear(n, b, DOWN, x, m, rows, hk, d)))
         return rc;
     residual_add(h, x, rows, dm);
     return eng_pacer_step(&pace, width) ? SH_ECANCELED : 0;
@@ -713,9 +711,25 @@ static void attn_back_units(void *arg, int64_t u0, int64_t u1)
     }
 }
 
+// The backward of a norm: dh += its input gradient; its weight's gradient
+// put where wanted.
+static int norm_back(eng_net *n, float *dh, size_t tensor, const float *dout,
+                     const float *x, const float *w, int64_t rows,
+                     const eng_grad_sink *sink, sh_diag *d)
+{
+    bool want = net_wants(sink, tensor);
+    float *gw = want ? calloc((size_t)n->hidden, sizeof *gw) : NULL;
+    if (want && !gw)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    rmsnorm_back(dh, gw, dout, x, w, rows, n->hidden, n->eps);
+    int rc = want ? sink->put(sink->ctx, tensor, gw, d) : 0;
+    free(gw);
+    return rc;
+}
+
 static int llama_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
-                          eng_acts *dy, float *const *g, const eng_hooks *hk,
-                          sh_diag *d)
+                          eng_acts *dy, const eng_grad_sink *sink,
+                          const eng_hooks *hk, sh_diag *d)
 {
     const net_block_def *def = &n->blocks[b->index];
     int64_t rows = in->rows, dm = n->hidden, hd = n->head_dim, T = in->seqlen;
@@ -739,27 +753,26 @@ static int llama_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
     float *x2 = h1 + rows * dm, *gt = x2 + rows * dm, *u = gt + rows * I;
     float *m = u + rows * I, *dmid = m + rows * I, *dx = dmid + rows * I;
     float *datt = dx + rows * dm, *dq = datt + rows * qd, *dk = dq + rows * qd;
-    float *dv = dk + rows * kvd, *dh = dv + rows * kvd,
-          *scratch = dh + rows * dm;
+    float *dv = dk + rows * kvd, *dh = dv + rows * kvd;
+    float *scratch = dh + rows * dm;
     const float *h0 = in->x;
     eng_pacer pace = {.h = hk};
 
     // The forward pass again, keeping what the backward reads.
     rmsnorm(x1, h0, b->aux[NORM_IN], rows, dm, n->eps);
-    if ((rc = eng_linear_polled(q, x1, b->w[Q], b->b[Q], rows, dm, qd, hk)) ||
-        (rc = eng_linear_polled(k, x1, b->w[K], b->b[K], rows, dm, kvd, hk)) ||
-        (rc = eng_linear_polled(v, x1, b->w[V], b->b[V], rows, dm, kvd, hk)))
+    if ((rc = net_block_linear(n, b, Q, q, x1, rows, hk, d)) ||
+        (rc = net_block_linear(n, b, K, k, x1, rows, hk, d)) ||
+        (rc = net_block_linear(n, b, V, v, x1, rows, hk, d)))
         goto out;
     rope(n, q, in->seqs, T, n->heads);
     rope(n, k, in->seqs, T, n->kv_heads);
     if ((rc = attention(n, att, q, k, v, in->seqs, T, scratch, &pace)) ||
-        (rc = eng_linear_polled(h1, att, b->w[O], b->b[O], rows, qd, dm, hk)))
+        (rc = net_block_linear(n, b, O, h1, att, rows, hk, d)))
         goto out;
     residual_add(h1, h0, rows, dm);
     rmsnorm(x2, h1, b->aux[NORM_POST], rows, dm, n->eps);
-    if ((rc = eng_linear_polled(gt, x2, b->w[GATE], b->b[GATE], rows, dm, I,
-                                hk)) ||
-        (rc = eng_linear_polled(u, x2, b->w[UP], b->b[UP], rows, dm, I, hk)))
+    if ((rc = net_block_linear(n, b, GATE, gt, x2, rows, hk, d)) ||
+        (rc = net_block_linear(n, b, UP, u, x2, rows, hk, d)))
         goto out;
     for (int64_t i = 0; i < rows * I; i++)
         m[i] = gt[i] / (1.0f + expf(-gt[i])) * u[i];
@@ -770,9 +783,8 @@ static int llama_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
 
     // dh: the residual stream's gradient, from the block's output back.
     memcpy(dh, dy->x, (size_t)(rows * dm) * sizeof *dh);
-    net_linear_back(dmid, false, net_grad(g, def->lin[DOWN].tensor),
-                    net_grad(g, def->bias[DOWN]), dh, m, b->w[DOWN], rows, I,
-                    dm);
+    if ((rc = net_linear_back(n, b, DOWN, dmid, false, dh, m, rows, sink, d)))
+        goto out;
     // SwiGLU: dgate = dm * u * silu'(gate), dup = dm * silu(gate).
     for (int64_t i = 0; i < rows * I; i++) {
         float gv = gt[i], sg = 1.0f / (1.0f + expf(-gv));
@@ -780,20 +792,17 @@ static int llama_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
         u[i] = dmid[i] * gv * sg;
         gt[i] = dgate;
     }
-    net_linear_back(dx, false, net_grad(g, def->lin[GATE].tensor),
-                    net_grad(g, def->bias[GATE]), gt, x2, b->w[GATE], rows, dm,
-                    I);
-    net_linear_back(dx, true, net_grad(g, def->lin[UP].tensor),
-                    net_grad(g, def->bias[UP]), u, x2, b->w[UP], rows, dm, I);
-    rmsnorm_back(dh, net_grad(g, def->aux[NORM_POST]), dx, h1,
-                 b->aux[NORM_POST], rows, dm, n->eps);
+    if ((rc = net_linear_back(n, b, GATE, dx, false, gt, x2, rows, sink, d)) ||
+        (rc = net_linear_back(n, b, UP, dx, true, u, x2, rows, sink, d)) ||
+        (rc = norm_back(n, dh, def->aux[NORM_POST], dx, h1, b->aux[NORM_POST],
+                        rows, sink, d)))
+        goto out;
     if (eng_pacer_step(&pace, (uint64_t)(rows * I))) {
         rc = SH_ECANCELED;
         goto out;
     }
-
-    net_linear_back(datt, false, net_grad(g, def->lin[O].tensor),
-                    net_grad(g, def->bias[O]), dh, att, b->w[O], rows, qd, dm);
+    if ((rc = net_linear_back(n, b, O, datt, false, dh, att, rows, sink, d)))
+        goto out;
     memset(dk, 0, (size_t)(rows * kvd) * sizeof *dk);
     memset(dv, 0, (size_t)(rows * kvd) * sizeof *dv);
     attn_back_job j = {n, q, k, v, datt, dq, dk, dv, T, scratch, per};
@@ -804,14 +813,12 @@ static int llama_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
     }
     rope_back(n, dq, in->seqs, T, n->heads);
     rope_back(n, dk, in->seqs, T, n->kv_heads);
-    net_linear_back(dx, false, net_grad(g, def->lin[Q].tensor),
-                    net_grad(g, def->bias[Q]), dq, x1, b->w[Q], rows, dm, qd);
-    net_linear_back(dx, true, net_grad(g, def->lin[K].tensor),
-                    net_grad(g, def->bias[K]), dk, x1, b->w[K], rows, dm, kvd);
-    net_linear_back(dx, true, net_grad(g, def->lin[V].tensor),
-                    net_grad(g, def->bias[V]), dv, x1, b->w[V], rows, dm, kvd);
-    rmsnorm_back(dh, net_grad(g, def->aux[NORM_IN]), dx, h0, b->aux[NORM_IN],
-                 rows, dm, n->eps);
+    if ((rc = net_linear_back(n, b, Q, dx, false, dq, x1, rows, sink, d)) ||
+        (rc = net_linear_back(n, b, K, dx, true, dk, x1, rows, sink, d)) ||
+        (rc = net_linear_back(n, b, V, dx, true, dv, x1, rows, sink, d)) ||
+        (rc = norm_back(n, dh, def->aux[NORM_IN], dx, h0, b->aux[NORM_IN], rows,
+                        sink, d)))
+        goto out;
     memcpy(dy->x, dh, (size_t)(rows * dm) * sizeof *dh);
 out:
     free(buf);
@@ -820,67 +827,108 @@ out:
 
 // The loss of one sequence: logits of the final norm's output, each
 // position t < T-1 predicting token t+1; dlogits = (softmax - onehot) /
-// (T - 1), then back through lm_head and the final norm.
+// (T - 1), then back through lm_head and the final norm. The head's
+// weights are loaded for the call and freed: between rows memory holds
+// no more than a block's one weight.
 static int llama_loss_backward(eng_net *n, const eng_dataset *row,
-                               const eng_acts *a, float *dy, float *const *g,
-                               double *loss, sh_diag *d)
+                               const eng_acts *a, float *dy,
+                               const eng_grad_sink *sink, double *loss,
+                               sh_diag *d)
 {
     int64_t T = a->seqlen, dm = n->hidden, nv = n->vocab;
     if (a->seqs != 1)
         return sh_diag_set(d, SH_EINVAL, "", "one sequence at a time");
-    int rc = 0;
-    if (!n->head_w)
-        rc = head_load(n, &n->head_w, &n->head_norm, d);
+    float *head = NULL, *norm = NULL, *gw = NULL;
     float *xf = malloc((size_t)(T * dm) * sizeof *xf);
     float *logits = malloc((size_t)(T * nv) * sizeof *logits);
     float *dxf = malloc((size_t)(T * dm) * sizeof *dxf);
-    if (rc == 0 && (!xf || !logits || !dxf))
-        rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    if (rc == 0) {
-        rmsnorm(xf, a->x, n->head_norm, T, dm, n->eps);
-        eng_linear(logits, xf, n->head_w, NULL, T, dm, nv);
-        double sum = 0;
-        for (int64_t t = 0; t < T; t++) {
-            float *z = logits + t * nv;
-            if (t == T - 1) {
-                memset(z, 0, (size_t)nv * sizeof *z);
-                break;
-            }
-            double mx = z[0];
-            for (int64_t c = 1; c < nv; c++)
-                mx = z[c] > mx ? z[c] : mx;
-            double s = 0;
-            for (int64_t c = 0; c < nv; c++)
-                s += exp((double)z[c] - mx);
-            int32_t next = row->ids[t + 1];
-            sum += log(s) + mx - z[next];
-            for (int64_t c = 0; c < nv; c++)
-                z[c] = (float)((exp((double)z[c] - mx) / s - (c == next)) /
-                               (double)(T - 1));
+    int rc = xf && logits && dxf
+                 ? head_load(n, &head, &norm, d)
+                 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    if (rc != 0)
+        goto out;
+    rmsnorm(xf, a->x, norm, T, dm, n->eps);
+    eng_linear(logits, xf, head, NULL, T, dm, nv);
+    double sum = 0;
+    for (int64_t t = 0; t < T; t++) {
+        float *z = logits + t * nv;
+        if (t == T - 1) {
+            memset(z, 0, (size_t)nv * sizeof *z);
+            break;
         }
-        *loss = sum / (double)(T - 1);
-        net_linear_back(dxf, false, net_grad(g, n->head), NULL, logits, xf,
-                        n->head_w, T, dm, nv);
-        memset(dy, 0, (size_t)(T * dm) * sizeof *dy);
-        rmsnorm_back(dy, net_grad(g, n->final_norm), dxf, a->x, n->head_norm, T,
-                     dm, n->eps);
+        double mx = z[0];
+        for (int64_t c = 1; c < nv; c++)
+            mx = z[c] > mx ? z[c] : mx;
+        double s = 0;
+        for (int64_t c = 0; c < nv; c++)
+            s += exp((double)z[c] - mx);
+        int32_t next = row->ids[t + 1];
+        sum += log(s) + mx - z[next];
+        for (int64_t c = 0; c < nv; c++)
+            z[c] = (float)((exp((double)z[c] - mx) / s - (c == next)) /
+                           (double)(T - 1));
     }
+    *loss = sum / (double)(T - 1);
+    // lm_head's gradient dlogits^T xf, then dxf = dlogits W_head.
+    if (net_wants(sink, n->head)) {
+        if ((rc = net_gscratch(n, (size_t)(nv * dm), &gw, d)) != 0)
+            goto out;
+        eng_gemm(true, false, nv, dm, T, 1.0f, logits, nv, xf, dm, 0.0f, gw,
+                 dm);
+        if ((rc = sink->put(sink->ctx, n->head, gw, d)) != 0)
+            goto out;
+    }
+    eng_gemm(false, false, T, dm, nv, 1.0f, logits, nv, head, dm, 0.0f, dxf,
+             dm);
+    memset(dy, 0, (size_t)(T * dm) * sizeof *dy);
+    rc = norm_back(n, dy, n->final_norm, dxf, a->x, norm, T, sink, d);
+out:
     free(xf);
     free(logits);
     free(dxf);
+    free(head);
+    free(norm);
     return rc;
 }
 
-static void llama_embed_backward(eng_net *n, const eng_dataset *row,
-                                 const float *dy, float *const *g)
+static int cmp_i64(const void *a, const void *b)
 {
-    float *ge = net_grad(g, n->embed);
-    int64_t T = row->info.cols, dm = n->hidden;
-    for (int64_t t = 0; ge && t < row->rows * T; t++) {
-        float *e = ge + (int64_t)row->ids[t] * dm;
-        for (int64_t c = 0; c < dm; c++)
-            e[c] += dy[t * dm + c];
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+// The embedding's rows of the sequence's tokens, each the sum of dy over
+// the positions holding its token.
+static int llama_embed_backward(eng_net *n, const eng_dataset *row,
+                                const float *dy, const eng_grad_sink *sink,
+                                sh_diag *d)
+{
+    if (!net_wants(sink, n->embed))
+        return 0;
+    int64_t T = row->rows * row->info.cols, dm = n->hidden;
+    int64_t *ids = malloc((size_t)T * sizeof *ids);
+    float *g = calloc((size_t)(T * dm), sizeof *g);
+    int rc = ids && g ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    size_t count = 0;
+    for (int64_t t = 0; rc == 0 && t < T; t++)
+        ids[t] = row->ids[t];
+    if (rc == 0) {
+        qsort(ids, (size_t)T, sizeof *ids, cmp_i64);
+        for (int64_t t = 0; t < T; t++)
+            if (count == 0 || ids[count - 1] != ids[t])
+                ids[count++] = ids[t];
+        for (int64_t t = 0; t < T; t++) {
+            int64_t id = row->ids[t];
+            const int64_t *at = bsearch(&id, ids, count, sizeof *ids, cmp_i64);
+            float *gr = g + (at - ids) * dm;
+            for (int64_t c = 0; c < dm; c++)
+                gr[c] += dy[t * dm + c];
+        }
+        rc = sink->put_rows(sink->ctx, n->embed, ids, count, g, d);
     }
+    free(ids);
+    free(g);
+    return rc;
 }
 
 static size_t llama_head_tensors(const eng_net *n, size_t *out, size_t cap)

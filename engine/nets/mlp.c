@@ -118,8 +118,7 @@ static int mlp_forward(eng_net *n, eng_net_block *b, eng_acts *a,
     float *y = malloc((size_t)(a->rows * l->rows) * sizeof *y);
     if (!y)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    int rc = eng_linear_polled(y, a->x, b->w[0], b->b[0], a->rows, l->cols,
-                               l->rows, h);
+    int rc = net_block_linear(n, b, 0, y, a->x, a->rows, h, d);
     eng_pacer pace = {.h = h};
     if (b->index + 1 < n->nblocks) {
         for (int64_t r = 0; rc == 0 && r < a->rows; r++) {
@@ -199,11 +198,12 @@ static size_t mlp_groups(const eng_net *n, size_t block, eng_net_group *out,
 
 // The row's cross-entropy on its label, and dy = softmax(z) - onehot.
 static int mlp_loss_backward(eng_net *n, const eng_dataset *row,
-                             const eng_acts *a, float *dy, float *const *g,
-                             double *loss, sh_diag *d)
+                             const eng_acts *a, float *dy,
+                             const eng_grad_sink *sink, double *loss,
+                             sh_diag *d)
 {
     (void)n;
-    (void)g;
+    (void)sink;
     if (!row->labels)
         return sh_diag_set(d, SH_EFORMAT, "labels",
                            "gradients of a classifier need \"labels\"");
@@ -227,29 +227,25 @@ static int mlp_loss_backward(eng_net *n, const eng_dataset *row,
 }
 
 // y = act(x W^T + b): the pre-activation recomputed from x, then
-// dz = dy * act'(z), gW += dz^T x, gb += sum dz, dx = dz W.
+// dz = dy * act'(z), gW = dz^T x, gb = sum dz, dx = dz W.
 static int mlp_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
-                        eng_acts *dy, float *const *g, const eng_hooks *h,
-                        sh_diag *d)
+                        eng_acts *dy, const eng_grad_sink *sink,
+                        const eng_hooks *h, sh_diag *d)
 {
-    const net_block_def *def = &n->blocks[b->index];
-    const eng_net_linear *l = &def->lin[0];
+    const eng_net_linear *l = &n->blocks[b->index].lin[0];
     int64_t rows = in->rows;
     float *dx = malloc((size_t)(rows * l->cols) * sizeof *dx);
     float *z = NULL;
     int rc = dx ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     if (rc == 0 && b->index + 1 < n->nblocks) {
         z = malloc((size_t)(rows * l->rows) * sizeof *z);
-        rc = z ? eng_linear_polled(z, in->x, b->w[0], b->b[0], rows, l->cols,
-                                   l->rows, h)
+        rc = z ? net_block_linear(n, b, 0, z, in->x, rows, h, d)
                : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         for (int64_t i = 0; rc == 0 && i < rows * l->rows; i++)
             dy->x[i] *= net_act_grad(n->act, z[i]);
     }
     if (rc == 0)
-        net_linear_back(dx, false, net_grad(g, l->tensor),
-                        net_grad(g, def->bias[0]), dy->x, in->x, b->w[0], rows,
-                        l->cols, l->rows);
+        rc = net_linear_back(n, b, 0, dx, false, dy->x, in->x, rows, sink, d);
     free(z);
     if (rc != 0) {
         free(dx);

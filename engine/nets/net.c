@@ -83,6 +83,7 @@ void eng_net_close(eng_net *n)
     n->fam->close(n);
     free(n->overlay);
     free(n->scratch);
+    free(n->gscratch);
     free(n->head_w);
     free(n->head_norm);
     free(n->blocks);
@@ -174,17 +175,19 @@ bool eng_net_find_linear(const eng_net *n, size_t tensor, size_t *block,
     return false;
 }
 
-int eng_net_block_open(eng_net *n, size_t block, eng_net_block **out,
-                       sh_diag *d)
+static int block_open(eng_net *n, size_t block, bool lazy, eng_net_block **out,
+                      sh_diag *d)
 {
     eng_net_block *b = calloc(1, sizeof *b);
     if (!b)
         return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
     b->index = block;
+    b->lazy = lazy;
     const net_block_def *def = &n->blocks[block];
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < def->nlin; i++) {
-        rc = net_tensor_load(n, def->lin[i].tensor, &b->w[i], d);
+        if (!lazy)
+            rc = net_tensor_load(n, def->lin[i].tensor, &b->w[i], d);
         if (rc == 0 && def->bias[i] != NET_NO_TENSOR)
             rc = net_tensor_load(n, def->bias[i], &b->b[i], d);
     }
@@ -196,6 +199,18 @@ int eng_net_block_open(eng_net *n, size_t block, eng_net_block **out,
     }
     *out = b;
     return 0;
+}
+
+int eng_net_block_open(eng_net *n, size_t block, eng_net_block **out,
+                       sh_diag *d)
+{
+    return block_open(n, block, false, out, d);
+}
+
+int eng_net_block_open_lazy(eng_net *n, size_t block, eng_net_block **out,
+                            sh_diag *d)
+{
+    return block_open(n, block, true, out, d);
 }
 
 void eng_net_block_close(eng_net_block *b)
@@ -499,29 +514,28 @@ size_t eng_net_head_tensors(const eng_net *n, size_t *out, size_t cap)
     return n->fam->head_tensors(n, out, cap);
 }
 
-int eng_net_loss_backward(eng_net *n, const eng_dataset *row, const eng_acts *a,
-                          float *dy, float *const *g, double *loss, sh_diag *d)
+size_t eng_net_tied_embedding(const eng_net *n)
 {
-    return n->fam->loss_backward(n, row, a, dy, g, loss, d);
+    return n->vocab > 0 && n->head == n->embed ? n->embed : SIZE_MAX;
+}
+
+int eng_net_loss_backward(eng_net *n, const eng_dataset *row, const eng_acts *a,
+                          float *dy, const eng_grad_sink *sink, double *loss,
+                          sh_diag *d)
+{
+    return n->fam->loss_backward(n, row, a, dy, sink, loss, d);
 }
 
 int eng_net_block_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
-                           eng_acts *dy, float *const *g, const eng_hooks *h,
-                           sh_diag *d)
+                           eng_acts *dy, const eng_grad_sink *sink,
+                           const eng_hooks *h, sh_diag *d)
 {
-    return n->fam->backward(n, b, in, dy, g, h, d);
+    return n->fam->backward(n, b, in, dy, sink, h, d);
 }
 
-void eng_net_embed_backward(eng_net *n, const eng_dataset *row, const float *dy,
-                            float *const *g)
+int eng_net_embed_backward(eng_net *n, const eng_dataset *row, const float *dy,
+                           const eng_grad_sink *sink, sh_diag *d)
 {
-    if (n->fam->embed_backward)
-        n->fam->embed_backward(n, row, dy, g);
-}
-
-void eng_net_head_release(eng_net *n)
-{
-    free(n->head_w);
-    free(n->head_norm);
-    n->head_w = n->head_norm = NULL;
+    return n->fam->embed_backward ? n->fam->embed_backward(n, row, dy, sink, d)
+                                  : 0;
 }

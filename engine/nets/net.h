@@ -80,6 +80,11 @@ const char *eng_group_kind_name(eng_group_kind k); // "head", "channel", ...
 // caller's to close with eng_net_block_close, untouched on failure.
 int eng_net_block_open(eng_net *n, size_t block, eng_net_block **out,
                        sh_diag *d);
+// The same holding only its biases and norms: each weight is loaded when
+// a product needs it and freed after (memory: one weight at a time, each
+// converted again at every use).
+int eng_net_block_open_lazy(eng_net *n, size_t block, eng_net_block **out,
+                            sh_diag *d);
 void eng_net_block_close(eng_net_block *b);
 
 // The F32 weight (rows, cols) of linear i, which pruning may rewrite.
@@ -156,9 +161,8 @@ int eng_net_logits(eng_net *n, const int32_t *ids, int64_t seqlen, float **out,
 
 // --- gradients (family.h: loss_backward, backward, embed_backward)
 //
-// g is indexed by model tensor: (numel,) F32 buffers the functions add
-// gradients to, NULL where unwanted. run/grad.c drives them a dataset row
-// at a time.
+// Each puts the row's gradients to a sink (family.h: eng_grad_sink);
+// run/grad.c drives them a dataset row at a time.
 
 // The model tensors block reads (weights, biases, norms), and those
 // outside the blocks (embedding, final norm, lm_head): up to cap written
@@ -166,21 +170,23 @@ int eng_net_logits(eng_net *n, const int32_t *ids, int64_t seqlen, float **out,
 size_t eng_net_block_tensors(const eng_net *n, size_t block, size_t *out,
                              size_t cap);
 size_t eng_net_head_tensors(const eng_net *n, size_t *out, size_t cap);
+// The embedding's tensor when lm_head is tied to it (its gradient comes
+// whole from the head, then by rows from the input), else SIZE_MAX.
+size_t eng_net_tied_embedding(const eng_net *n);
 // The one row's loss of the last block's output a, and dy = d loss / d a
-// (a->rows, a->width); the head's gradients added to g.
+// (a->rows, a->width); the head's gradients put.
 int eng_net_loss_backward(eng_net *n, const eng_dataset *row, const eng_acts *a,
-                          float *dy, float *const *g, double *loss, sh_diag *d);
+                          float *dy, const eng_grad_sink *sink, double *loss,
+                          sh_diag *d);
 // Block b's backward from its input in: dy, its output's gradient, becomes
-// its input's; b's gradients added to g.
+// its input's; b's gradients put.
 int eng_net_block_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
-                           eng_acts *dy, float *const *g, const eng_hooks *h,
-                           sh_diag *d);
-// The first block's input gradient dy added to the embedding's (token
-// models; a no-op for others).
-void eng_net_embed_backward(eng_net *n, const eng_dataset *row, const float *dy,
-                            float *const *g);
-// Frees the head's weights that loss_backward keeps between rows.
-void eng_net_head_release(eng_net *n);
+                           eng_acts *dy, const eng_grad_sink *sink,
+                           const eng_hooks *h, sh_diag *d);
+// The embedding's gradient from the first block's input gradient dy
+// (token models; nothing for others).
+int eng_net_embed_backward(eng_net *n, const eng_dataset *row, const float *dy,
+                           const eng_grad_sink *sink, sh_diag *d);
 
 // --- running models with polls
 //

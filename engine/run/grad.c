@@ -1,27 +1,32 @@
 // grad.c: gradients of the loss over a calibration set (engine.h:
-// eng_gradients), and the file `shears grad` writes.
+// eng_gradients), summed in the file they are written to.
 //
 // One dataset row at a time (a sequence, or a classifier's sample):
 //   forward   the row through every block, each block's input kept
-//             (a sequence: blocks x T x hidden floats);
-//   loss      the row's loss and its gradient at the last block's output,
-//             the head's tensors' gradients;
-//   backward  block by block from the last, each block's weights loaded
-//             again and its activations recomputed from its kept input
-//             (activation checkpointing per block), its tensors' row
-//             gradients gathered in a scratch buffer of the block's size;
-//   fold      g += g_r and, for a Fisher diagonal, F += g_r^2 after each
-//             block, the head's after the embedding's backward (a tied
-//             embedding gathers both parts first).
-// At the end g /= rows: the gradient of the mean loss. Memory: the sums
-// (one F32 per wanted element, twice with Fisher), one block's weights as
-// F32 and its row scratch, the head's weights and scratch, the kept block
-// inputs and one block's activations for one row.
+//             (a sequence: blocks x T x hidden floats), the blocks lazy:
+//             one weight loaded at a time;
+//   loss      the row's loss and its gradient at the last block's output;
+//             the head's weights loaded for it and freed;
+//   backward  block by block from the last, each block's activations
+//             recomputed from its kept input (activation checkpointing per
+//             block), each weight loaded again when its product needs it.
+// The family puts each tensor's gradient for the row as soon as it is
+// known (family.h: eng_grad_sink), and it is folded at once into the sums
+// in the output file: g += g_r, and for a Fisher diagonal F += g_r^2, a
+// piece at a time through pread/pwrite. So memory holds at most one
+// weight and one gradient of the largest tensor (the head's: its weights
+// and its gradient), the kept inputs and one block's activations of one
+// sequence, whatever the model's size; the sums live in the page cache
+// and on disk. An embedding tied to the head gets its head part whole and
+// its input part by token rows: the cross term of the square is added from
+// the head part's rows, kept for the row's tokens. At the end g /= rows:
+// the gradient of the mean loss.
 #include "engine/run/run.h"
 
 #include "common/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -30,99 +35,147 @@
 #include <unistd.h>
 
 #define FISHER_PREFIX "fisher."
-
-void eng_grads_deinit(eng_grads *g)
-{
-    for (size_t i = 0; g->g && i < g->count; i++)
-        free(g->g[i]);
-    for (size_t i = 0; g->fisher && i < g->count; i++)
-        free(g->fisher[i]);
-    free(g->g);
-    free(g->fisher);
-    *g = (eng_grads){0};
-}
-
-// A set of tensors whose row gradients gather in one scratch buffer.
-typedef struct grad_set {
-    size_t t[ENG_NET_MAX_BLOCK_TENSORS];
-    size_t n;
-} grad_set;
+#define PIECE ((size_t)1 << 20) // floats read, added and written at a time
 
 typedef struct grad_ctx {
     const eng_model *m;
     eng_net *net;
-    eng_grads *out;
+    long *slot;    // (tensors,) the tensor's gradient in the file, or -1
+    size_t nslots; // its Fisher sums are slot + nslots
     bool fisher;
-    float **row; // (count,) the scratch of the tensors at hand, else NULL
+    eng_st_writer *w;
+    int fd;
+    int64_t row; // the row at hand, for messages
+    // A tied embedding: its head part's rows of the row's tokens (sorted,
+    // distinct), once the head has put it.
+    size_t tied;
+    int64_t *tok;
+    size_t ntok;
+    float *tied_rows; // (ntok, cols)
+    bool tied_dense;
+    float *a; // PIECE floats
 } grad_ctx;
 
-// A scratch buffer, grown as needed.
-typedef struct scratch {
-    float *p;
-    size_t n;
-} scratch;
-
-static uint64_t numel_of(const grad_ctx *c, size_t t)
+void eng_grads_deinit(eng_grads *g)
 {
-    return eng_model_tensor(c->m, t)->numel;
+    free(g->g);
+    free(g->fisher);
+    eng_st_close(g->st);
+    *g = (eng_grads){0};
 }
 
-// Points c->row at zeroed scratch (from sc) for the wanted tensors of set.
-static int set_open(grad_ctx *c, const grad_set *set, scratch *sc, sh_diag *d)
+static const char *tname(const grad_ctx *c, size_t t)
 {
-    size_t need = 0;
-    for (size_t i = 0; i < set->n; i++)
-        if (c->out->g[set->t[i]])
-            need += (size_t)numel_of(c, set->t[i]);
-    if (need > sc->n) {
-        free(sc->p);
-        sc->n = 0;
-        if (!(sc->p = sh_alloc_bulk(need * sizeof(float))))
-            return sh_diag_set(d, SH_ENOMEM, "",
-                               "out of memory for a row's gradients");
-        sc->n = need;
-    }
-    memset(sc->p, 0, need * sizeof(float));
-    float *at = sc->p;
-    for (size_t i = 0; i < set->n; i++) {
-        size_t t = set->t[i];
-        if (c->out->g[t]) {
-            c->row[t] = at;
-            at += numel_of(c, t);
-        }
+    return eng_model_tensor(c->m, t)->name;
+}
+
+// The code of a failed read or write (a short read sets no errno).
+static int io_code(void) { return errno ? sh_errno_code(errno) : SH_EIO; }
+
+// sums[off .. off + n) += v (or v^2 with square), through the buffers.
+static int add_at(grad_ctx *c, uint64_t off, const float *v, size_t n,
+                  bool square, const float *cross, sh_diag *d)
+{
+    for (size_t at = 0; at < n; at += PIECE) {
+        size_t k = n - at < PIECE ? n - at : PIECE;
+        size_t bytes = k * sizeof(float);
+        off_t o = (off_t)(off + at * sizeof(float));
+        errno = 0;
+        if (pread(c->fd, c->a, bytes, o) != (ssize_t)bytes)
+            return sh_diag_set(d, io_code(), "",
+                               "cannot read the gradients' sums: %s",
+                               strerror(errno ? errno : EIO));
+        const float *x = v + at;
+        if (square && cross)
+            for (size_t i = 0; i < k; i++)
+                c->a[i] += x[i] * x[i] + 2.0f * x[i] * cross[at + i];
+        else if (square)
+            for (size_t i = 0; i < k; i++)
+                c->a[i] += x[i] * x[i];
+        else
+            for (size_t i = 0; i < k; i++)
+                c->a[i] += x[i];
+        if (sh_pwrite_all(c->fd, c->a, bytes, o) != 0)
+            return sh_diag_set(d, io_code(), "",
+                               "cannot write the gradients' sums: %s",
+                               strerror(errno ? errno : EIO));
     }
     return 0;
 }
 
-// Folds the row's gradients of set into the sums and detaches them. A
-// value that is not finite is an error naming the tensor and the row.
-static int set_fold(grad_ctx *c, const grad_set *set, int64_t row, sh_diag *d)
+static int not_finite(grad_ctx *c, size_t t, sh_diag *d)
 {
+    const char *name = tname(c, t);
+    return sh_diag_set(d, SH_ENUMERIC, name,
+                       "the gradient of \"%s\" is not finite on calibration "
+                       "row %" PRId64
+                       " (the model's activations or loss overflow F32 there)",
+                       name, c->row);
+}
+
+static bool sink_wants(void *ctx, size_t t)
+{
+    const grad_ctx *c = ctx;
+    return c->slot[t] >= 0;
+}
+
+static int sink_put(void *ctx, size_t t, const float *g, sh_diag *d)
+{
+    grad_ctx *c = ctx;
+    long s = c->slot[t];
+    if (s < 0)
+        return 0;
+    uint64_t n = eng_model_tensor(c->m, t)->numel;
+    for (uint64_t i = 0; i < n; i++)
+        if (!isfinite(g[i]))
+            return not_finite(c, t, d);
+    int rc =
+        add_at(c, eng_st_writer_offset(c->w, (size_t)s), g, n, false, NULL, d);
+    if (rc == 0 && c->fisher)
+        rc = add_at(c, eng_st_writer_offset(c->w, (size_t)s + c->nslots), g, n,
+                    true, NULL, d);
+    if (rc == 0 && t == c->tied) { // the head part's rows, for the cross term
+        int64_t cols = eng_model_tensor(c->m, t)->shape[1];
+        for (size_t k = 0; k < c->ntok; k++)
+            memcpy(c->tied_rows + (int64_t)k * cols, g + c->tok[k] * cols,
+                   (size_t)cols * sizeof(float));
+        c->tied_dense = true;
+    }
+    return rc;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int sink_put_rows(void *ctx, size_t t, const int64_t *idx, size_t count,
+                         const float *g, sh_diag *d)
+{
+    grad_ctx *c = ctx;
+    long s = c->slot[t];
+    if (s < 0)
+        return 0;
+    int64_t cols = eng_model_tensor(c->m, t)->shape[1];
+    for (size_t i = 0; i < count * (size_t)cols; i++)
+        if (!isfinite(g[i]))
+            return not_finite(c, t, d);
+    uint64_t g0 = eng_st_writer_offset(c->w, (size_t)s);
+    uint64_t f0 =
+        c->fisher ? eng_st_writer_offset(c->w, (size_t)s + c->nslots) : 0;
     int rc = 0;
-    for (size_t i = 0; i < set->n; i++) {
-        size_t t = set->t[i];
-        float *r = c->row[t], *g = c->out->g[t], *f = c->out->fisher[t];
-        c->row[t] = NULL;
-        if (!r || rc != 0)
-            continue;
-        uint64_t n = numel_of(c, t);
-        bool bad = false;
-        for (uint64_t k = 0; k < n; k++) {
-            bad |= !isfinite(r[k]);
-            g[k] += r[k];
+    for (size_t k = 0; rc == 0 && k < count; k++) {
+        uint64_t off = (uint64_t)idx[k] * (uint64_t)cols * sizeof(float);
+        const float *v = g + (int64_t)k * cols, *cross = NULL;
+        if (t == c->tied && c->tied_dense) {
+            const int64_t *at =
+                bsearch(&idx[k], c->tok, c->ntok, sizeof *c->tok, cmp_i64);
+            cross = at ? c->tied_rows + (at - c->tok) * cols : NULL;
         }
-        if (f)
-            for (uint64_t k = 0; k < n; k++)
-                f[k] += r[k] * r[k];
-        if (bad) {
-            const char *name = eng_model_tensor(c->m, t)->name;
-            rc = sh_diag_set(d, SH_ENUMERIC, name,
-                             "the gradient of \"%s\" is not finite on "
-                             "calibration row %" PRId64
-                             " (the model's activations or loss overflow "
-                             "F32 there)",
-                             name, row);
-        }
+        rc = add_at(c, g0 + off, v, (size_t)cols, false, NULL, d);
+        if (rc == 0 && c->fisher)
+            rc = add_at(c, f0 + off, v, (size_t)cols, true, cross, d);
     }
     return rc;
 }
@@ -142,111 +195,199 @@ static eng_dataset row_view(const eng_dataset *ds, int64_t r)
     return v;
 }
 
-// One row forward and back, its gradients folded into the sums. kept
-// (blocks,) holds the blocks' inputs; sc[0] the head's row gradients,
-// sc[1] the block's at hand.
-static int one_row(grad_ctx *c, const eng_dataset *ds, int64_t r,
-                   eng_acts *kept, scratch *sc, double *loss,
-                   const eng_hooks *h, sh_diag *d)
+// The row's distinct tokens (sorted), for a tied embedding's cross term.
+static void row_tokens(grad_ctx *c, const eng_dataset *row)
 {
+    c->ntok = 0;
+    c->tied_dense = false;
+    if (c->tied == SIZE_MAX)
+        return;
+    int64_t T = row->info.cols;
+    for (int64_t t = 0; t < T; t++)
+        c->tok[t] = row->ids[t];
+    qsort(c->tok, (size_t)T, sizeof *c->tok, cmp_i64);
+    for (int64_t t = 0; t < T; t++)
+        if (c->ntok == 0 || c->tok[c->ntok - 1] != c->tok[t])
+            c->tok[c->ntok++] = c->tok[t];
+}
+
+// One row forward and back, its gradients folded into the sums. kept
+// (blocks,) holds the blocks' inputs.
+static int one_row(grad_ctx *c, const eng_dataset *ds, int64_t r,
+                   eng_acts *kept, double *loss, const eng_hooks *h, sh_diag *d)
+{
+    eng_grad_sink sink = {c, sink_wants, sink_put, sink_put_rows};
     size_t nb = eng_net_blocks(c->net);
     eng_dataset row = row_view(ds, r);
-    grad_set head = {0}, blk = {0};
-    head.n = eng_net_head_tensors(c->net, head.t, ENG_NET_MAX_HEAD_TENSORS);
+    c->row = r;
+    row_tokens(c, &row);
     eng_acts a = {0}, dy = {0};
     eng_net_block *b = NULL;
     int rc = eng_net_embed_polled(c->net, &row, &a, h, d);
     for (size_t i = 0; rc == 0 && i < nb; i++) {
         if ((rc = eng_acts_copy(&kept[i], &a, d)) == 0 &&
-            (rc = eng_net_block_open(c->net, i, &b, d)) == 0)
+            (rc = eng_net_block_open_lazy(c->net, i, &b, d)) == 0)
             rc = eng_net_block_forward_polled(c->net, b, &a, h, d);
         eng_net_block_close(b);
         b = NULL;
     }
-    if (rc == 0 && (rc = set_open(c, &head, &sc[0], d)) == 0) {
+    if (rc == 0) {
         dy = a;
         dy.borrowed = false;
         if (!(dy.x = malloc((size_t)(a.rows * a.width) * sizeof *dy.x)))
             rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         else
-            rc = eng_net_loss_backward(c->net, &row, &a, dy.x, c->row, loss, d);
+            rc = eng_net_loss_backward(c->net, &row, &a, dy.x, &sink, loss, d);
     }
     for (size_t i = nb; rc == 0 && i-- > 0;) {
-        blk.n =
-            eng_net_block_tensors(c->net, i, blk.t, ENG_NET_MAX_BLOCK_TENSORS);
-        if ((rc = set_open(c, &blk, &sc[1], d)) == 0 &&
-            (rc = eng_net_block_open(c->net, i, &b, d)) == 0)
-            rc = eng_net_block_backward(c->net, b, &kept[i], &dy, c->row, h, d);
+        if ((rc = eng_net_block_open_lazy(c->net, i, &b, d)) == 0)
+            rc = eng_net_block_backward(c->net, b, &kept[i], &dy, &sink, h, d);
         eng_net_block_close(b);
         b = NULL;
-        if (rc == 0)
-            rc = set_fold(c, &blk, r, d);
-        for (size_t k = 0; k < blk.n; k++)
-            c->row[blk.t[k]] = NULL;
+        if (rc == 0 && eng_hooks_cancelled(h))
+            rc = SH_ECANCELED;
     }
-    if (rc == 0) {
-        eng_net_embed_backward(c->net, &row, dy.x, c->row);
-        rc = set_fold(c, &head, r, d);
-    }
-    for (size_t k = 0; k < head.n; k++)
-        c->row[head.t[k]] = NULL;
+    if (rc == 0)
+        rc = eng_net_embed_backward(c->net, &row, dy.x, &sink, d);
+    // (A loss that overflows makes gradients that are not finite, named
+    // above with their tensor; this is the rest.)
+    if (rc == 0 && !isfinite(*loss))
+        rc = sh_diag_set(d, SH_ENUMERIC, "calibration",
+                         "the loss is not finite on calibration row %" PRId64
+                         " (the model's activations overflow F32 there)",
+                         r);
     eng_acts_deinit(&a);
     eng_acts_deinit(&dy);
     return rc;
 }
 
+// Lays the file out: each wanted tensor the model reads (want NULL: all of
+// them), F32, in model order; then their Fisher sums. Zeroed.
+static int lay_out(grad_ctx *c, const bool *want, const char *path,
+                   int64_t rows, sh_diag *d)
+{
+    size_t count = eng_model_tensor_count(c->m), nb = eng_net_blocks(c->net);
+    bool *read = calloc(count ? count : 1, sizeof *read);
+    if (!read)
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (size_t b = 0; b <= nb; b++) {
+        size_t t[ENG_NET_MAX_BLOCK_TENSORS];
+        size_t n =
+            b < nb
+                ? eng_net_block_tensors(c->net, b, t, ENG_NET_MAX_BLOCK_TENSORS)
+                : eng_net_head_tensors(c->net, t, ENG_NET_MAX_HEAD_TENSORS);
+        for (size_t i = 0; i < n; i++)
+            read[t[i]] = true;
+    }
+    for (size_t t = 0; t < count; t++) {
+        c->slot[t] = -1;
+        if (read[t] && (!want || want[t]))
+            c->slot[t] = (long)c->nslots++;
+    }
+    free(read);
+    size_t n = c->nslots * (c->fisher ? 2 : 1);
+    eng_tensor_info *ts = calloc(n ? n : 1, sizeof *ts);
+    int rc = ts ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (size_t t = 0; rc == 0 && t < count; t++) {
+        if (c->slot[t] < 0)
+            continue;
+        for (int part = 0; part < (c->fisher ? 2 : 1); part++) {
+            size_t k = (size_t)c->slot[t] + (part ? c->nslots : 0);
+            const eng_tensor_info *src = eng_model_tensor(c->m, t);
+            size_t len = strlen(src->name) + sizeof FISHER_PREFIX;
+            ts[k] = *src;
+            ts[k].dtype = ENG_DTYPE_F32;
+            if (!(ts[k].name = malloc(len))) {
+                rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+                break;
+            }
+            snprintf(ts[k].name, len, "%s%s", part ? FISHER_PREFIX : "",
+                     src->name);
+        }
+    }
+    char rows_s[32];
+    snprintf(rows_s, sizeof rows_s, "%" PRId64, rows);
+    json_t *meta = json_pack("{s:s}", "rows", rows_s);
+    if (rc == 0)
+        rc = eng_st_writer_create(&c->w, path, ts, n, meta, d);
+    json_decref(meta);
+    memset(c->a, 0, PIECE * sizeof(float));
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        uint64_t bytes = ts[i].numel * sizeof(float);
+        for (uint64_t at = 0; rc == 0 && at < bytes; at += PIECE * 4) {
+            size_t k =
+                bytes - at < PIECE * 4 ? (size_t)(bytes - at) : PIECE * 4;
+            rc = eng_st_writer_put(c->w, i, at, c->a, k, d);
+        }
+    }
+    for (size_t i = 0; ts && i < n; i++)
+        free(ts[i].name);
+    free(ts);
+    // The writer's descriptor writes only: the sums are read back too.
+    if (rc == 0 && (c->fd = open(path, O_RDWR | O_CLOEXEC)) < 0)
+        rc = sh_diag_set(d, sh_errno_code(errno), "", "cannot open %s: %s",
+                         path, strerror(errno));
+    return rc;
+}
+
+// g /= rows, in the file.
+static int scale_sums(grad_ctx *c, int64_t rows, sh_diag *d)
+{
+    float k = 1.0f / (float)rows;
+    for (size_t t = 0; t < eng_model_tensor_count(c->m); t++) {
+        long s = c->slot[t];
+        if (s < 0)
+            continue;
+        uint64_t n = eng_model_tensor(c->m, t)->numel;
+        uint64_t off = eng_st_writer_offset(c->w, (size_t)s);
+        for (uint64_t at = 0; at < n; at += PIECE) {
+            size_t m = n - at < PIECE ? (size_t)(n - at) : PIECE;
+            off_t o = (off_t)(off + at * sizeof(float));
+            if (pread(c->fd, c->a, m * sizeof(float), o) !=
+                (ssize_t)(m * sizeof(float)))
+                return sh_diag_set(d, io_code(), "",
+                                   "cannot read the gradients: %s",
+                                   strerror(errno ? errno : EIO));
+            for (size_t i = 0; i < m; i++)
+                c->a[i] *= k;
+            if (sh_pwrite_all(c->fd, c->a, m * sizeof(float), o) != 0)
+                return sh_diag_set(d, io_code(), "",
+                                   "cannot write the gradients: %s",
+                                   strerror(errno ? errno : EIO));
+        }
+    }
+    return 0;
+}
+
 int eng_gradients(const eng_model *m, const char *calibration, int64_t max_rows,
-                  const bool *want, bool fisher, const eng_hooks *h,
-                  eng_grads *out, sh_diag *d)
+                  const bool *want, bool fisher, const char *path,
+                  const eng_hooks *h, eng_grads *out, sh_diag *d)
 {
     double t0 = sh_time_mono();
     size_t count = eng_model_tensor_count(m);
     *out = (eng_grads){.count = count};
-    eng_net *net = NULL;
     eng_dataset ds = {0};
     eng_acts *kept = NULL;
-    scratch sc[2] = {0};
-    grad_ctx c = {.m = m, .out = out, .fisher = fisher};
-    int rc = eng_net_open(&net, m, d);
+    grad_ctx c = {.m = m, .fisher = fisher, .fd = -1};
+    int rc = eng_net_open(&c.net, m, d);
     if (rc != 0)
         return rc;
-    c.net = net;
-    size_t nb = eng_net_blocks(net);
-    out->g = calloc(count, sizeof *out->g);
-    out->fisher = calloc(count, sizeof *out->fisher);
-    c.row = calloc(count, sizeof *c.row);
+    size_t nb = eng_net_blocks(c.net);
+    c.tied = eng_net_tied_embedding(c.net);
+    c.slot = calloc(count ? count : 1, sizeof *c.slot);
     kept = calloc(nb, sizeof *kept);
-    if (!out->g || !out->fisher || !c.row || !kept) {
+    c.a = sh_alloc_bulk(PIECE * sizeof(float));
+    out->g = calloc(count ? count : 1, sizeof *out->g);
+    out->fisher = calloc(count ? count : 1, sizeof *out->fisher);
+    if (!c.slot || !kept || !c.a || !out->g || !out->fisher) {
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         goto out;
     }
-    // The tensors the model reads, those wanted given sums.
-    for (size_t pass = 0; rc == 0 && pass <= nb; pass++) {
-        grad_set set = {0};
-        set.n = pass < nb ? eng_net_block_tensors(net, pass, set.t,
-                                                  ENG_NET_MAX_BLOCK_TENSORS)
-                          : eng_net_head_tensors(net, set.t,
-                                                 ENG_NET_MAX_HEAD_TENSORS);
-        for (size_t i = 0; rc == 0 && i < set.n; i++) {
-            size_t t = set.t[i];
-            if ((want && !want[t]) || out->g[t])
-                continue;
-            size_t n = (size_t)eng_model_tensor(m, t)->numel;
-            out->g[t] = sh_calloc_bulk((n ? n : 1) * sizeof(float));
-            if (fisher)
-                out->fisher[t] = sh_calloc_bulk((n ? n : 1) * sizeof(float));
-            if (!out->g[t] || (fisher && !out->fisher[t]))
-                rc = sh_diag_set(d, SH_ENOMEM, "",
-                                 "out of memory for the gradients' sums");
-        }
-    }
-    if (rc != 0)
-        goto out;
     eng_hooks_progress(
         h, &(eng_progress){.phase = "gradients", .stage = "read", .steps = 1});
-    if ((rc = eng_dataset_load(&ds, calibration, max_rows, eng_net_vocab(net),
-                               eng_net_classes(net), h, d)) != 0 ||
-        (rc = eng_net_check_dataset(net, &ds.info, d)) != 0) {
+    if ((rc = eng_dataset_load(&ds, calibration, max_rows, eng_net_vocab(c.net),
+                               eng_net_classes(c.net), h, d)) != 0 ||
+        (rc = eng_net_check_dataset(c.net, &ds.info, d)) != 0) {
         sh_diag_prefix(d, "calibration data");
         goto out;
     }
@@ -255,6 +396,17 @@ int eng_gradients(const eng_model *m, const char *calibration, int64_t max_rows,
                          "calibration data: no rows");
         goto out;
     }
+    if (c.tied != SIZE_MAX) {
+        int64_t T = ds.info.cols, cols = eng_model_tensor(m, c.tied)->shape[1];
+        c.tok = malloc((size_t)T * sizeof *c.tok);
+        c.tied_rows = malloc((size_t)(T * cols) * sizeof *c.tied_rows);
+        if (!c.tok || !c.tied_rows) {
+            rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+            goto out;
+        }
+    }
+    if ((rc = lay_out(&c, want, path, ds.rows, d)) != 0)
+        goto out;
     double loss = 0;
     for (int64_t r = 0; rc == 0 && r < ds.rows; r++) {
         eng_hooks_progress(
@@ -268,89 +420,43 @@ int eng_gradients(const eng_model *m, const char *calibration, int64_t max_rows,
             break;
         }
         double l = 0;
-        rc = one_row(&c, &ds, r, kept, sc, &l, h, d);
+        rc = one_row(&c, &ds, r, kept, &l, h, d);
         loss += l;
     }
-    if (rc != 0)
-        goto out;
-    for (size_t t = 0; t < count; t++) {
-        float *g = out->g[t];
-        for (uint64_t k = 0; g && k < eng_model_tensor(m, t)->numel; k++)
-            g[k] /= (float)ds.rows;
+    if (rc == 0)
+        rc = scale_sums(&c, ds.rows, d);
+    if (rc == 0)
+        rc = eng_st_writer_finish(c.w, false, d);
+    if (rc == 0)
+        rc = eng_st_open(&out->st, path, d);
+    for (size_t t = 0; rc == 0 && t < count; t++) {
+        if (c.slot[t] < 0)
+            continue;
+        out->g[t] = eng_st_data(out->st, (size_t)c.slot[t]);
+        if (fisher)
+            out->fisher[t] = eng_st_data(out->st, (size_t)c.slot[t] + c.nslots);
     }
-    out->rows = ds.rows;
-    out->loss = loss / (double)ds.rows;
-    out->seconds = sh_time_mono() - t0;
+    if (rc == 0) {
+        out->rows = ds.rows;
+        out->loss = loss / (double)ds.rows;
+        out->seconds = sh_time_mono() - t0;
+    }
 out:
+    if (c.fd >= 0)
+        close(c.fd);
+    eng_st_writer_destroy(c.w); // an unfinished file is removed
+    if (rc != 0 && out->st)
+        unlink(path);
     for (size_t i = 0; kept && i < nb; i++)
         eng_acts_deinit(&kept[i]);
     free(kept);
-    free(c.row);
-    free(sc[0].p);
-    free(sc[1].p);
+    free(c.slot);
+    free(c.a);
+    free(c.tok);
+    free(c.tied_rows);
     eng_dataset_deinit(&ds);
-    eng_net_head_release(net);
-    eng_net_close(net);
+    eng_net_close(c.net);
     if (rc != 0)
         eng_grads_deinit(out);
-    return rc;
-}
-
-int eng_grads_write(const eng_model *m, const eng_grads *g, const char *path,
-                    bool sync, sh_diag *d)
-{
-    size_t n = 0;
-    for (size_t t = 0; t < g->count; t++)
-        n += (g->g[t] != NULL) + (g->fisher[t] != NULL);
-    eng_tensor_info *ts = calloc(n ? n : 1, sizeof *ts);
-    const float **data = calloc(n ? n : 1, sizeof *data);
-    int rc = ts && data ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    size_t k = 0;
-    for (int part = 0; rc == 0 && part < 2; part++) {
-        for (size_t t = 0; rc == 0 && t < g->count; t++) {
-            const float *v = part ? g->fisher[t] : g->g[t];
-            if (!v)
-                continue;
-            const eng_tensor_info *src = eng_model_tensor(m, t);
-            size_t len = strlen(src->name) + sizeof FISHER_PREFIX;
-            ts[k] = *src;
-            ts[k].dtype = ENG_DTYPE_F32;
-            if (!(ts[k].name = malloc(len)))
-                rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-            else
-                snprintf(ts[k].name, len, "%s%s", part ? FISHER_PREFIX : "",
-                         src->name);
-            data[k++] = v;
-        }
-    }
-    char loss[32], rows[32];
-    snprintf(loss, sizeof loss, "%.9g", g->loss);
-    snprintf(rows, sizeof rows, "%" PRId64, g->rows);
-    json_t *meta = json_pack("{s:s, s:s}", "loss", loss, "rows", rows);
-    // Written beside path and renamed into place whole.
-    char tmp[4096];
-    if (rc == 0 &&
-        (size_t)snprintf(tmp, sizeof tmp, "%s.partial", path) >= sizeof tmp)
-        rc = sh_diag_set(d, SH_EINVAL, "", "the output path is too long");
-    eng_st_writer *w = NULL;
-    if (rc == 0) {
-        unlink(tmp);
-        rc = eng_st_writer_create(&w, tmp, ts, n, meta, d);
-    }
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = eng_st_writer_put(w, i, 0, data[i], (size_t)ts[i].numel * 4, d);
-    if (rc == 0)
-        rc = eng_st_writer_finish(w, sync, d);
-    eng_st_writer_destroy(w);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = sh_diag_set(d, sh_errno_code(errno), "", "cannot write %s: %s",
-                         path, strerror(errno));
-    if (rc != 0 && w)
-        unlink(tmp);
-    json_decref(meta);
-    for (size_t i = 0; ts && i < n; i++)
-        free(ts[i].name);
-    free(ts);
-    free(data);
     return rc;
 }

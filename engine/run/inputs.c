@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static bool float_dtype(eng_dtype dt)
 {
@@ -164,9 +165,21 @@ int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
                              "gradients",
                              eng_methods[s->method].name);
         double t0 = sh_time_mono();
-        if (rc == 0)
+        // The sums go to a file beside the output folder, unlinked once
+        // mapped: never among the output's files, gone when the run ends.
+        char path[4096];
+        if (rc == 0 &&
+            (size_t)snprintf(path, sizeof path, "%s.gradients.safetensors",
+                             o->out_dir) >= sizeof path)
+            rc = sh_diag_set(d, SH_EINVAL, "", "the output path is too long");
+        if (rc == 0) {
+            unlink(path); // a crashed run's
             rc = eng_gradients(m, o->calibration_path, s->calib_samples, want,
-                               need & ENG_SCORE_IN_FISHER, h, &in->grads, d);
+                               need & ENG_SCORE_IN_FISHER, path, h, &in->grads,
+                               d);
+        }
+        if (rc == 0)
+            unlink(path);
         if (rc == 0) {
             in->has_grads = true;
             r->calib_samples = in->grads.rows;

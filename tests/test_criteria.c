@@ -243,6 +243,73 @@ START_TEST(test_gradient_criteria_masks)
 }
 END_TEST
 
+// Taylor ranks an mlp's hidden units by the sum of |w g - 1/2 w^2 F| over
+// their weights (the layer's row and the next layer's column): the units
+// shears.json says were removed are exactly the lowest half by that sum.
+START_TEST(test_taylor_structure)
+{
+    char *dir = th_tmpdir();
+    char *model = th_fixture(MLP), *calib = th_fixture(MLP_CALIB);
+    char *gfile = th_path(dir, "g.safetensors"), *out = th_path(dir, "o");
+    const char *gargs[] = {"grad",      "--model", model, "--calibration",
+                           calib,       "--out",   gfile, "--fisher",
+                           "--samples", "256",     NULL};
+    free(run_ok(gargs));
+    const char *args[] = {"prune", "--model",       model,       "--out",
+                          out,     "--method",      "taylor",    "--neurons",
+                          "0.5",   "--calibration", calib,       "--samples",
+                          "256",   "--quiet",       "--no-sync", NULL};
+    free(run_ok(args));
+    grads_ctx c;
+    load_tensors(gfile, &c.g);
+    tensors in;
+    load_tensors(model, &in);
+    char *man = th_path(out, "shears.json");
+    json_t *m = json_load_file(man, 0, NULL);
+    json_t *blocks = json_object_get(
+        json_object_get(json_object_get(m, "report"), "structure"), "blocks");
+    const char *layer[] = {"fc1.weight", "fc2.weight", "fc3.weight"};
+    for (int b = 0; b < 2; b++) {
+        long a = find(&in, layer[b]), nx = find(&in, layer[b + 1]);
+        uint64_t units = in.rows[a];
+        double *sc = calloc(units, sizeof *sc);
+        for (uint64_t e = 0; e < in.numel[a]; e++)
+            sc[e / in.cols[a]] += taylor(&in, (size_t)a, e, &c);
+        for (uint64_t e = 0; e < in.numel[nx]; e++)
+            sc[e % in.cols[nx]] += taylor(&in, (size_t)nx, e, &c);
+        uint64_t *idx = malloc(units * sizeof *idx);
+        for (uint64_t u = 0; u < units; u++)
+            idx[u] = u;
+        sort_scores = sc;
+        qsort(idx, units, sizeof *idx, by_score);
+        json_t *gone =
+            json_object_get(json_array_get(blocks, (size_t)b), "neurons");
+        ck_assert_uint_eq(json_array_size(gone), units / 2);
+        bool *want = calloc(units, sizeof *want);
+        for (uint64_t i = 0; i < units / 2; i++)
+            want[idx[i]] = true;
+        for (size_t i = 0; i < json_array_size(gone); i++)
+            ck_assert_msg(
+                want[json_integer_value(json_array_get(gone, i))],
+                "block %d: unit %lld is not among the lowest", b,
+                (long long)json_integer_value(json_array_get(gone, i)));
+        free(want);
+        free(idx);
+        free(sc);
+    }
+    json_decref(m);
+    free(man);
+    free_tensors(&in);
+    free_tensors(&c.g);
+    th_rmtree(dir);
+    free(out);
+    free(gfile);
+    free(model);
+    free(calib);
+    free(dir);
+}
+END_TEST
+
 // --- movement and given scores
 
 // Writes a copy of tensors t (F32) as dir/model.safetensors with a
@@ -701,6 +768,7 @@ Suite *suite_criteria(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_gradient_criteria_masks);
+    tcase_add_test(tc, test_taylor_structure);
     tcase_add_test(tc, test_movement_mask);
     tcase_add_test(tc, test_scores_equal_magnitude);
     tcase_add_test(tc, test_bad_bases_and_scores);

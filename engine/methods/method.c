@@ -87,6 +87,7 @@ const eng_method_def eng_methods[ENG_METHOD_COUNT] = {
             .patterns = ENG_PATTERNS_ALL,
             .supports_global = true,
             .score = ENG_SCORE_TAYLOR,
+            .unit = ENG_UNIT_TAYLOR,
         },
     [ENG_METHOD_FISHER] =
         {

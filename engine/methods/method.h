@@ -51,6 +51,8 @@ typedef enum eng_unit_score {
     ENG_UNIT_FLAP,      // FLAP: sum var(x_j) ||W_:j||^2 over them; the
                         // removed columns' mean output becomes a bias
     ENG_UNIT_BLOCKS,    // scores whole blocks only (block_influence)
+    ENG_UNIT_TAYLOR,    // LLM-Pruner: sum of |W g - 1/2 W^2 F| over all
+                        // the unit's weights (gradients, run/grad.c)
 } eng_unit_score;
 
 // Which weights compete for the zeros of an unstructured pattern.

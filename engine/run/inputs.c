@@ -156,8 +156,10 @@ int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
     int rc = in->other && in->other_dtype && want
                  ? 0
                  : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    // A structured shrink scores units over every linear it cuts: all of
+    // them (the targets of a shrink are the shapes' say, not the spec's).
     for (size_t i = 0; i < n; i++)
-        want[i] = plan->rows[i].share.target;
+        want[i] = plan->rows[i].share.target || s->structure.on;
     if (rc == 0 && need & (ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER)) {
         if (!o->calibration_path)
             rc = sh_diag_set(d, SH_ESPEC, "calibration",

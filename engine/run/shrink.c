@@ -38,6 +38,7 @@
 typedef struct shrink {
     const eng_model *m;
     const eng_spec *s;
+    const eng_score_inputs *in; // taylor's gradients and Fisher sums
     const eng_hooks *h;
     eng_net *net;
     size_t nb;
@@ -221,6 +222,23 @@ static const eng_net_linear *span_linear(const shrink *k, size_t b,
     return &lin[sp->linear];
 }
 
+// LLM-Pruner's Taylor importance of a span's weights, each |w g - 1/2 w^2
+// F| (g the gradient of the mean loss, F the Fisher sums), summed per unit.
+static void taylor_span(const shrink *k, const eng_net_linear *l,
+                        const eng_group_span *sp, const float *w, double *score)
+{
+    const float *g = k->in ? k->in->grads.g[l->tensor] : NULL;
+    const float *f = k->in ? k->in->grads.fisher[l->tensor] : NULL;
+    for (int64_t r = 0; g && f && r < l->rows; r++) {
+        for (int64_t c = 0; c < l->cols; c++) {
+            int64_t e = r * l->cols + c;
+            double x = w[e];
+            double v = fabs(x * g[e] - 0.5 * x * x * f[e]);
+            score[(sp->cols ? c : r) / sp->size] += v;
+        }
+    }
+}
+
 // Scores of the units of group g of block b (own; next is block b + 1's
 // weights for next spans). Data-aware criteria read the statistics of the
 // consumer's site.
@@ -246,6 +264,10 @@ static void score_units(shrink *k, size_t b, const eng_net_group *g,
         const eng_net_linear *l = span_linear(k, b, sp);
         const float *w = span_weight(own, next, sp);
         int site = l->site;
+        if (md->unit == ENG_UNIT_TAYLOR) {
+            taylor_span(k, l, sp, w, score);
+            continue;
+        }
         for (int64_t r = 0; r < l->rows; r++) {
             const float *row = w + r * l->cols;
             if (!sp->cols) {
@@ -1105,7 +1127,7 @@ int eng_shrink_check(const eng_spec *s, const eng_model *m, sh_diag *d)
 int eng_shrink(eng_plan *p, const eng_options *o, const eng_hooks *h,
                eng_out **outp, eng_report *r, sh_diag *d)
 {
-    shrink k = {.m = p->m, .s = p->s, .h = h, .last_site = -1};
+    shrink k = {.m = p->m, .s = p->s, .in = p->inputs, .h = h, .last_site = -1};
     eng_dataset ds = {0};
     int rc = eng_net_open(&k.net, p->m, d);
     if (rc == 0)

@@ -18,7 +18,10 @@ static const char usage_text[] =
     "\n"
     "  --model PATH        a .safetensors file or a model folder\n"
     "  --evaluation FILE   the dataset every run is measured on\n"
-    "  --calibration FILE  calibration data (wanda, sparsegpt)\n"
+    "  --calibration FILE  calibration data (wanda, sparsegpt, snip, taylor, "
+    "fisher)\n"
+    "  --base PATH         movement: the checkpoint before fine-tuning\n"
+    "  --scores FILE       scores: the score tensors\n"
     "  --method M          magnitude | random | wanda | sparsegpt\n"
     "  --levels L,L,...    sparsities, each strictly between 0 and 1\n"
     "  --granularity G     tensor | block | type (default block)\n"
@@ -105,6 +108,8 @@ enum {
     T_REPORT,
     T_THREADS,
     T_QUIET,
+    T_BASE,
+    T_SCORES,
     T_HELP,
     T_MORE // a command's own options from here
 };
@@ -119,6 +124,8 @@ enum {
         {"report", required_argument, 0, T_REPORT},                            \
         {"threads", required_argument, 0, T_THREADS},                          \
         {"quiet", no_argument, 0, T_QUIET},                                    \
+        {"base", required_argument, 0, T_BASE},                                \
+        {"scores", required_argument, 0, T_SCORES},                            \
     {                                                                          \
         "help", no_argument, 0, T_HELP                                         \
     }
@@ -126,11 +133,12 @@ enum {
 typedef struct table_cmd {
     const char *usage;
     const char *model, *eval, *calib, *method, *spec_file, *report;
+    const char *base, *scores; // movement's base, method scores' file
     double levels[ENG_SENS_MAX_LEVELS];
     size_t n_levels;
     uint64_t threads;
     bool quiet;
-    eng_model *m;
+    eng_model *m, *base_m;
     char tmp[4096];
     svc_progress prog;
     eng_hooks hooks;
@@ -151,6 +159,8 @@ static int table_option(table_cmd *t, int c, const char *arg)
     case T_SPEC: t->spec_file = arg; return TABLE_TAKEN;
     case T_REPORT: t->report = arg; return TABLE_TAKEN;
     case T_QUIET: t->quiet = true; return TABLE_TAKEN;
+    case T_BASE: t->base = arg; return TABLE_TAKEN;
+    case T_SCORES: t->scores = arg; return TABLE_TAKEN;
     case T_LEVELS:
         if (parse_levels(arg, t->levels, ENG_SENS_MAX_LEVELS, &t->n_levels) ==
             0)
@@ -185,6 +195,10 @@ static json_t *table_spec(const table_cmd *t, const char *kind)
     if (t->calib)
         json_object_set_new(sj, "calibration",
                             json_pack("{s:s}", "dataset", t->calib));
+    if (t->base)
+        json_object_set_new(sj, "base", json_string(t->base));
+    if (t->scores)
+        json_object_set_new(sj, "scores", json_string(t->scores));
     json_object_set_new(sj, "kind", json_string(kind));
     // The kind's own object, with --levels in it.
     json_t *own = json_object_get(sj, kind);
@@ -200,11 +214,13 @@ static json_t *table_spec(const table_cmd *t, const char *kind)
 }
 
 // The model, the scratch folder, threads and progress; an exit code.
-static int table_open(table_cmd *t, const char *what)
+static int table_open(table_cmd *t, const eng_spec *spec, const char *what)
 {
     sh_diag d = {0};
     if (eng_model_open(&t->m, t->model, &d) != 0)
         return svc_fail_diag(SVC_EXIT_FAIL, t->model, &d);
+    if (spec->base && eng_model_open(&t->base_m, spec->base, &d) != 0)
+        return svc_fail_diag(SVC_EXIT_FAIL, spec->base, &d);
     snprintf(t->tmp, sizeof t->tmp, "%s/shears-%s-XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", what);
     if (!mkdtemp(t->tmp)) {
@@ -224,6 +240,7 @@ static void table_close(table_cmd *t)
 {
     if (t->tmp[0])
         sh_rm_rf(t->tmp);
+    eng_model_close(t->base_m);
     eng_model_close(t->m);
 }
 
@@ -308,11 +325,13 @@ int svc_cmd_sensitivity(int argc, char **argv)
     if (rc != 0)
         return svc_fail_diag(SVC_EXIT_USAGE, "spec", &d);
     json_t *res = NULL;
-    int code = table_open(&t, "sensitivity");
+    int code = table_open(&t, &spec, "sensitivity");
     if (code == SVC_EXIT_OK) {
         eng_options o = {.out_dir = t.tmp,
                          .calibration_path = spec.calib_dataset,
                          .evaluation_path = t.eval,
+                         .base = t.base_m,
+                         .scores_path = spec.scores,
                          .sensitivity_whole_runs = no_reuse};
         rc = eng_sensitivity(t.m, &spec, &o, shard, shards, &t.hooks, &res, &d);
         svc_progress_done(&t.prog);
@@ -390,7 +409,10 @@ static const char sweep_usage[] =
     "\n"
     "  --model PATH        a .safetensors file or a model folder\n"
     "  --evaluation FILE   the dataset every point is measured on\n"
-    "  --calibration FILE  calibration data (wanda, sparsegpt)\n"
+    "  --calibration FILE  calibration data (wanda, sparsegpt, snip, taylor, "
+    "fisher)\n"
+    "  --base PATH         movement: the checkpoint before fine-tuning\n"
+    "  --scores FILE       scores: the score tensors\n"
     "  --methods M,M,...   methods to cross with the levels (default: the\n"
     "                      spec's, or --method)\n"
     "  --method M          the base method\n"
@@ -481,8 +503,9 @@ int svc_cmd_sweep(int argc, char **argv)
         return svc_fail_diag(SVC_EXIT_USAGE, "spec", &d);
     char kept[4096] = "";
     json_t *res = NULL;
-    int code = keep && svc_out_check(keep) != 0 ? SVC_EXIT_USAGE
-                                                : table_open(&t, "sweep");
+    int code = keep && svc_out_check(keep) != 0
+                   ? SVC_EXIT_USAGE
+                   : table_open(&t, &spec, "sweep");
     // Kept points appear whole or not at all, as prune's --out.
     if (code == SVC_EXIT_OK && keep &&
         svc_out_begin(keep, kept, sizeof kept) != 0)
@@ -491,6 +514,8 @@ int svc_cmd_sweep(int argc, char **argv)
         eng_options o = {.out_dir = t.tmp,
                          .calibration_path = spec.calib_dataset,
                          .evaluation_path = t.eval,
+                         .base = t.base_m,
+                         .scores_path = spec.scores,
                          .sweep_keep = keep ? kept : NULL};
         rc = eng_sweep(t.m, &spec, &o, &t.hooks, &res, &d);
         svc_progress_done(&t.prog);

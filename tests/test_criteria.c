@@ -427,6 +427,35 @@ START_TEST(test_movement_mask)
         free(man);
         free(out);
     }
+    // A sweep crossing movement with another method gives base to the
+    // movement points alone.
+    char *rep = th_path(dir, "sweep.json");
+    char *ev = th_fixture("mlp-fmnist-data/evaluation.safetensors");
+    const char *sargs[] = {"sweep",
+                           "--model",
+                           model,
+                           "--evaluation",
+                           ev,
+                           "--methods",
+                           "magnitude,movement",
+                           "--levels",
+                           "0.5",
+                           "--base",
+                           base,
+                           "--report",
+                           rep,
+                           "--quiet",
+                           NULL};
+    free(run_ok(sargs));
+    json_t *sw = json_load_file(rep, 0, NULL);
+    json_t *pts = json_object_get(sw, "points");
+    ck_assert_uint_eq(json_array_size(pts), 2);
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(pts, 1), "method")),
+        "movement");
+    json_decref(sw);
+    free(rep);
+    free(ev);
     free_tensors(&b);
     free_tensors(&in);
     th_rmtree(dir);

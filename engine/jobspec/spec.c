@@ -1114,6 +1114,15 @@ static int check_sensitivity(const eng_spec *s, sh_diag *d)
     return 0;
 }
 
+// Whether the spec runs method m: its own, or one of its sweep's.
+static bool uses_method(const eng_spec *s, eng_method m)
+{
+    for (size_t i = 0; s->kind == ENG_KIND_SWEEP && i < s->sweep.n_methods; i++)
+        if (s->sweep.methods[i] == m)
+            return true;
+    return s->method == m;
+}
+
 static int check_combination(const eng_spec *s, sh_diag *d);
 
 // Every point of a sweep must hold as a spec of its own.
@@ -1159,15 +1168,17 @@ static int check_combination(const eng_spec *s, sh_diag *d)
                    "method %s needs calibration data: give "
                    "calibration.dataset",
                    mi->name);
-    // The inputs of movement and scores, and only theirs.
-    bool movement = s->method == ENG_METHOD_MOVEMENT;
-    bool given = s->method == ENG_METHOD_SCORES;
+    // The inputs of movement and scores, and only theirs (a sweep's
+    // methods may name them).
+    bool movement = uses_method(s, ENG_METHOD_MOVEMENT);
+    bool given = uses_method(s, ENG_METHOD_SCORES);
     if (rc == 0 && movement != (s->base != NULL))
         return bad(d, "base",
                    movement ? "method movement needs base: the checkpoint "
                               "before fine-tuning"
                             : "base is the checkpoint method movement "
-                              "compares with; method %s takes none",
+                              "compares with; method %s takes none (nor "
+                              "does any of the sweep's)",
                    mi->name);
     if (rc == 0 && given != (s->scores != NULL))
         return bad(d, "scores",
@@ -1374,5 +1385,10 @@ eng_spec eng_sweep_point(const eng_spec *s, size_t i)
     if (s->sweep.n_levels)
         p.sparsity = s->sweep.levels[i % nl];
     p.recon = ENG_RECON_OFF; // a point's figure is its metric
+    // The base and the scores belong to the points of their methods.
+    if (p.method != ENG_METHOD_MOVEMENT)
+        p.base = NULL;
+    if (p.method != ENG_METHOD_SCORES)
+        p.scores = NULL;
     return p;
 }

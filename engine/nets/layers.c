@@ -224,6 +224,22 @@ float net_act_grad(net_act a, float x)
     }
 }
 
+// --- the loss
+
+double net_xent(const float *z, int64_t n, int64_t label, float *dz,
+                double scale)
+{
+    double mx = z[0];
+    for (int64_t c = 1; c < n; c++)
+        mx = z[c] > mx ? z[c] : mx;
+    double sum = 0;
+    for (int64_t c = 0; c < n; c++)
+        sum += exp((double)z[c] - mx);
+    for (int64_t c = 0; dz && c < n; c++)
+        dz[c] = (float)((exp((double)z[c] - mx) / sum - (c == label)) * scale);
+    return log(sum) + mx - z[label];
+}
+
 // --- gradients
 
 int net_gscratch(eng_net *n, size_t count, float **out, sh_diag *d)

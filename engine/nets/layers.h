@@ -122,6 +122,14 @@ float net_act_apply(net_act a, float x);
 // d act(x) / dx.
 float net_act_grad(net_act a, float x);
 
+// --- the loss
+
+// The cross-entropy of logits z (n,) against `label`: log sum exp(z) -
+// z[label], in double. With dz not NULL, dz = (softmax(z) - onehot(label))
+// * scale, its gradient.
+double net_xent(const float *z, int64_t n, int64_t label, float *dz,
+                double scale);
+
 // --- gradients
 
 // Whether model tensor t (NET_NO_TENSOR: none) is wanted by sink.

@@ -555,14 +555,8 @@ static void nll_positions(void *ctx, int64_t t0, int64_t t1)
     const nll_job *j = ctx;
     for (int64_t t = t0 < 1 ? 1 : t0; t < t1; t++) {
         // Position t - 1 predicts token t.
-        const float *z = j->logits + (t - 1) * j->vocab;
-        double mx = z[0];
-        for (int64_t c = 1; c < j->vocab; c++)
-            mx = z[c] > mx ? z[c] : mx;
-        double sum = 0;
-        for (int64_t c = 0; c < j->vocab; c++)
-            sum += exp((double)z[c] - mx);
-        j->term[t] = log(sum) + mx - z[j->ids[t]];
+        j->term[t] = net_xent(j->logits + (t - 1) * j->vocab, j->vocab,
+                              j->ids[t], NULL, 0);
     }
 }
 
@@ -849,25 +843,14 @@ static int llama_loss_backward(eng_net *n, const eng_dataset *row,
         goto out;
     rmsnorm(xf, a->x, norm, T, dm, n->eps);
     eng_linear(logits, xf, head, NULL, T, dm, nv);
+    // In place: each position's logits become their gradient (the last
+    // predicts nothing).
     double sum = 0;
-    for (int64_t t = 0; t < T; t++) {
+    for (int64_t t = 0; t + 1 < T; t++) {
         float *z = logits + t * nv;
-        if (t == T - 1) {
-            memset(z, 0, (size_t)nv * sizeof *z);
-            break;
-        }
-        double mx = z[0];
-        for (int64_t c = 1; c < nv; c++)
-            mx = z[c] > mx ? z[c] : mx;
-        double s = 0;
-        for (int64_t c = 0; c < nv; c++)
-            s += exp((double)z[c] - mx);
-        int32_t next = row->ids[t + 1];
-        sum += log(s) + mx - z[next];
-        for (int64_t c = 0; c < nv; c++)
-            z[c] = (float)((exp((double)z[c] - mx) / s - (c == next)) /
-                           (double)(T - 1));
+        sum += net_xent(z, nv, row->ids[t + 1], z, 1.0 / (double)(T - 1));
     }
+    memset(logits + (T - 1) * nv, 0, (size_t)nv * sizeof *logits);
     *loss = sum / (double)(T - 1);
     // lm_head's gradient dlogits^T xf, then dxf = dlogits W_head.
     if (net_wants(sink, n->head)) {

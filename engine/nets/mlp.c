@@ -154,16 +154,9 @@ static int mlp_metric(eng_net *n, const eng_dataset *ds, const eng_acts *a,
     for (int64_t r = 0; r < a->rows; r++) {
         const float *z = a->x + r * a->width;
         int64_t best = 0;
-        double mx = z[0];
-        for (int64_t j = 1; j < a->width; j++) {
-            if (z[j] > z[best])
-                best = j;
-            mx = z[j] > mx ? z[j] : mx;
-        }
-        double s = 0;
-        for (int64_t j = 0; j < a->width; j++)
-            s += exp((double)z[j] - mx);
-        loss += log(s) + mx - z[ds->labels[r]];
+        for (int64_t j = 1; j < a->width; j++)
+            best = z[j] > z[best] ? j : best;
+        loss += net_xent(z, a->width, ds->labels[r], NULL, 0);
         hits += best == ds->labels[r];
     }
     *out = (eng_metric){"accuracy", (double)hits / (double)a->rows,
@@ -208,20 +201,9 @@ static int mlp_loss_backward(eng_net *n, const eng_dataset *row,
         return sh_diag_set(d, SH_EFORMAT, "labels",
                            "gradients of a classifier need \"labels\"");
     double sum = 0;
-    for (int64_t r = 0; r < a->rows; r++) {
-        const float *z = a->x + r * a->width;
-        float *dz = dy + r * a->width;
-        double mx = z[0];
-        for (int64_t j = 1; j < a->width; j++)
-            mx = z[j] > mx ? z[j] : mx;
-        double s = 0;
-        for (int64_t j = 0; j < a->width; j++)
-            s += exp((double)z[j] - mx);
-        int32_t label = row->labels[r];
-        sum += log(s) + mx - z[label];
-        for (int64_t j = 0; j < a->width; j++)
-            dz[j] = (float)(exp((double)z[j] - mx) / s) - (j == label);
-    }
+    for (int64_t r = 0; r < a->rows; r++)
+        sum += net_xent(a->x + r * a->width, a->width, row->labels[r],
+                        dy + r * a->width, 1.0);
     *loss = sum / (double)a->rows;
     return 0;
 }

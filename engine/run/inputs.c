@@ -208,7 +208,7 @@ int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
         if (rc == 0 && in->scores)
             rc = eng_scores_check_finite(in->scores, d);
         if (rc != 0)
-            sh_diag_prefix(d, field);
+            sh_diag_prefix(d, "%s", field);
         for (size_t i = 0; rc == 0 && i < n; i++) {
             if (!want[i])
                 continue;

@@ -56,6 +56,10 @@ typedef struct eng_options {
     // this one (point-00, point-01, ...); NULL: none kept, out_dir is the
     // scratch folder.
     const char *sweep_keep;
+    // Gradients the runs of a sweep share (run/inputs.c computes them once
+    // on the dense model), or NULL: a run computes its own.
+    // Engine-internal.
+    const struct eng_grads *grads;
     // Allocation sensitivity: the report spec allocation.from names, as
     // the caller resolved it (the service: a sensitivity job's result);
     // NULL: from is a file to read.

@@ -310,6 +310,71 @@ START_TEST(test_taylor_structure)
 }
 END_TEST
 
+// Sweeps compute the dense model's gradients once for all their runs:
+// a sensitivity table equals the one of whole runs (each computing its
+// own), and a trade-off sweep's point equals `shears prune` of it.
+START_TEST(test_sweeps_share_gradients)
+{
+    char *dir = th_tmpdir();
+    char *model = th_fixture(MLP), *calib = th_fixture(MLP_CALIB);
+    char *ev = th_fixture("mlp-fmnist-data/evaluation.safetensors");
+    char *r1 = th_path(dir, "s1.json"), *r2 = th_path(dir, "s2.json");
+    char *r3 = th_path(dir, "sw.json"), *r4 = th_path(dir, "p.json");
+    char *out = th_path(dir, "o");
+    const char *a1[] = {
+        "sensitivity",   "--model",  model,      "--evaluation", ev,
+        "--calibration", calib,      "--method", "taylor",       "--levels",
+        "0.5,0.8",       "--report", r1,         "--quiet",      NULL};
+    free(run_ok(a1));
+    const char *a2[] = {"sensitivity",
+                        "--model",
+                        model,
+                        "--evaluation",
+                        ev,
+                        "--calibration",
+                        calib,
+                        "--method",
+                        "taylor",
+                        "--levels",
+                        "0.5,0.8",
+                        "--report",
+                        r2,
+                        "--quiet",
+                        "--no-reuse",
+                        NULL};
+    free(run_ok(a2));
+    json_t *j1 = json_load_file(r1, 0, NULL), *j2 = json_load_file(r2, 0, NULL);
+    ck_assert(json_equal(json_object_get(j1, "groups"),
+                         json_object_get(j2, "groups")));
+    json_decref(j1);
+    json_decref(j2);
+    const char *a3[] = {
+        "sweep",         "--model",  model,       "--evaluation", ev,
+        "--calibration", calib,      "--methods", "snip,fisher",  "--levels",
+        "0.6",           "--report", r3,          "--quiet",      NULL};
+    free(run_ok(a3));
+    const char *a4[] = {"prune", "--model",       model,       "--out",
+                        out,     "--method",      "fisher",    "--sparsity",
+                        "0.6",   "--calibration", calib,       "--evaluation",
+                        ev,      "--recon-error", "false",     "--report",
+                        r4,      "--quiet",       "--no-sync", NULL};
+    free(run_ok(a4));
+    json_t *sw = json_load_file(r3, 0, NULL), *p = json_load_file(r4, 0, NULL);
+    json_t *pt = json_array_get(json_object_get(sw, "points"), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(pt, "method")),
+                     "fisher");
+    ck_assert_double_eq(json_number_value(json_object_get(pt, "metric")),
+                        json_number_value(json_object_get(
+                            json_object_get(p, "metric"), "pruned")));
+    json_decref(sw);
+    json_decref(p);
+    th_rmtree(dir);
+    char *frees[] = {dir, model, calib, ev, r1, r2, r3, r4, out};
+    for (size_t i = 0; i < sizeof frees / sizeof frees[0]; i++)
+        free(frees[i]);
+}
+END_TEST
+
 // --- movement and given scores
 
 // Writes a copy of tensors t (F32) as dir/model.safetensors with a
@@ -798,6 +863,7 @@ Suite *suite_criteria(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_gradient_criteria_masks);
     tcase_add_test(tc, test_taylor_structure);
+    tcase_add_test(tc, test_sweeps_share_gradients);
     tcase_add_test(tc, test_movement_mask);
     tcase_add_test(tc, test_scores_equal_magnitude);
     tcase_add_test(tc, test_bad_bases_and_scores);

@@ -139,6 +139,66 @@ int eng_scores_check_finite(const eng_st *st, sh_diag *d)
     return 0;
 }
 
+// Whether shared gradients hold every wanted tensor's (and its Fisher
+// sums when asked).
+static bool shared_serves(const eng_grads *g, const bool *want, size_t n,
+                          bool fisher)
+{
+    if (!g || g->count != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (want[i] && (!g->g[i] || (fisher && !g->fisher[i])))
+            return false;
+    return true;
+}
+
+// Gradients into a file beside o->out_dir, unlinked once mapped: never
+// among the output's files, gone when the run ends.
+static int grads_beside(const eng_model *m, const eng_options *o,
+                        int64_t samples, const bool *want, bool fisher,
+                        const eng_hooks *h, eng_grads *out, sh_diag *d)
+{
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s.gradients.safetensors",
+                         o->out_dir) >= sizeof path)
+        return sh_diag_set(d, SH_EINVAL, "", "the output path is too long");
+    unlink(path); // a crashed run's
+    int rc = eng_gradients(m, o->calibration_path, samples, want, fisher, path,
+                           h, out, d);
+    if (rc == 0)
+        unlink(path);
+    return rc;
+}
+
+int eng_grads_for_sweep(const eng_model *m, const eng_spec *s,
+                        const eng_options *o, const eng_hooks *h,
+                        eng_grads *out, bool *needed, sh_diag *d)
+{
+    unsigned need = eng_score_inputs_of(eng_methods[s->method].score);
+    for (size_t i = 0; s->kind == ENG_KIND_SWEEP && i < s->sweep.n_methods; i++)
+        need |= eng_score_inputs_of(eng_methods[s->sweep.methods[i]].score);
+    *needed = need & (ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER);
+    if (!*needed || !o->calibration_path) {
+        *needed = false;
+        return 0;
+    }
+    eng_plan p = {0};
+    size_t n = eng_model_tensor_count(m);
+    bool *want = calloc(n ? n : 1, sizeof *want);
+    int rc = want ? eng_plan_build(&p, s, m, d)
+                  : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        want[i] = p.rows[i].share.target || s->structure.on;
+    if (rc == 0)
+        rc = grads_beside(m, o, s->calib_samples, want,
+                          need & ENG_SCORE_IN_FISHER, h, out, d);
+    eng_plan_deinit(&p);
+    free(want);
+    if (rc != 0)
+        *needed = false;
+    return rc;
+}
+
 int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
                           const eng_options *o, const eng_hooks *h,
                           eng_report *r, sh_diag *d)
@@ -160,28 +220,21 @@ int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
     // them (the targets of a shrink are the shapes' say, not the spec's).
     for (size_t i = 0; i < n; i++)
         want[i] = plan->rows[i].share.target || s->structure.on;
-    if (rc == 0 && need & (ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER)) {
+    bool fisher = need & ENG_SCORE_IN_FISHER;
+    if (rc == 0 && need & (ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER) &&
+        shared_serves(o->grads, want, n, fisher)) {
+        in->shared = o->grads;
+        r->calib_samples = o->grads->rows;
+    } else if (rc == 0 && need & (ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER)) {
         if (!o->calibration_path)
             rc = sh_diag_set(d, SH_ESPEC, "calibration",
                              "method \"%s\" needs calibration data for its "
                              "gradients",
                              eng_methods[s->method].name);
         double t0 = sh_time_mono();
-        // The sums go to a file beside the output folder, unlinked once
-        // mapped: never among the output's files, gone when the run ends.
-        char path[4096];
-        if (rc == 0 &&
-            (size_t)snprintf(path, sizeof path, "%s.gradients.safetensors",
-                             o->out_dir) >= sizeof path)
-            rc = sh_diag_set(d, SH_EINVAL, "", "the output path is too long");
-        if (rc == 0) {
-            unlink(path); // a crashed run's
-            rc = eng_gradients(m, o->calibration_path, s->calib_samples, want,
-                               need & ENG_SCORE_IN_FISHER, path, h, &in->grads,
-                               d);
-        }
         if (rc == 0)
-            unlink(path);
+            rc = grads_beside(m, o, s->calib_samples, want, fisher, h,
+                              &in->grads, d);
         if (rc == 0) {
             in->has_grads = true;
             r->calib_samples = in->grads.rows;
@@ -250,9 +303,10 @@ void eng_score_inputs_attach(const eng_score_inputs *in, size_t ti,
 {
     if (!in)
         return;
-    if (in->has_grads) {
-        sc->grad = in->grads.g[ti];
-        sc->fisher = in->grads.fisher[ti];
+    const eng_grads *g = in->has_grads ? &in->grads : in->shared;
+    if (g) {
+        sc->grad = g->g[ti];
+        sc->fisher = g->fisher[ti];
     }
     if (in->other) {
         sc->other = in->other[ti];

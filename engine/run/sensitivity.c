@@ -327,6 +327,16 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
     for (size_t r = 0; r < ng * n_levels; r++)
         total += r % (size_t)shards == (size_t)shard;
     double first = 0;
+    // Gradient criteria: the dense model's gradients once for every run
+    // (whole runs compute their own, for comparison).
+    eng_grads grads = {0};
+    bool shared = false;
+    eng_options so = *o;
+    if (rc == 0 && reuse &&
+        (rc = eng_grads_for_sweep(m, base, o, h, &grads, &shared, d)) == 0 &&
+        shared)
+        so.grads = &grads;
+    dense_s = sh_time_mono() - t0;
     eng_subrun w;
     eng_subrun_init(&w, h, "sensitivity", total);
     for (size_t q = 0; rc == 0 && q < ng; q++) {
@@ -337,7 +347,7 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
             w.label = gs[k].name;
             w.step = runs;
             double t1 = sh_time_mono(), v = NAN;
-            rc = one_run(m, spec, &gs[k], levels[l], o, &w.hooks,
+            rc = one_run(m, spec, &gs[k], levels[l], &so, &w.hooks,
                          reuse ? &ev : NULL, cal_reuse ? &cal : NULL, &v, d);
             // The first run measures the whole model (its group is the
             // earliest): the estimate is at most what the sweep takes.
@@ -381,6 +391,8 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
     free(pts);
     free(ord);
     free(gs);
+    if (shared)
+        eng_grads_deinit(&grads);
     prefix_close(&ev);
     prefix_close(&cal);
     json_decref(spec);

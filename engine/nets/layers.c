@@ -256,13 +256,6 @@ int net_gscratch(eng_net *n, size_t count, float **out, sh_diag *d)
     return 0;
 }
 
-int net_put_vector(const eng_grad_sink *sink, size_t t, const float *g,
-                   int64_t len, sh_diag *d)
-{
-    (void)len;
-    return net_wants(sink, t) ? sink->put(sink->ctx, t, g, d) : 0;
-}
-
 int net_linear_back(eng_net *n, eng_net_block *b, size_t i, float *dx, bool add,
                     const float *dy, const float *x, int64_t rows,
                     const eng_grad_sink *sink, sh_diag *d)

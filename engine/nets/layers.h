@@ -150,9 +150,4 @@ int net_linear_back(eng_net *n, eng_net_block *b, size_t i, float *dx, bool add,
                     const float *dy, const float *x, int64_t rows,
                     const eng_grad_sink *sink, sh_diag *d);
 
-// Puts g (len floats) as the gradient of tensor t (a norm's weight, a
-// bias) where wanted.
-int net_put_vector(const eng_grad_sink *sink, size_t t, const float *g,
-                   int64_t len, sh_diag *d);
-
 #endif

@@ -395,6 +395,22 @@ bool sh_strlcpy(char *dst, size_t size, const char *src)
 
 char *sh_strdup(const char *s) { return s ? strdup(s) : NULL; }
 
+int sh_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+size_t sh_sort_unique_i64(int64_t *v, size_t n)
+{
+    qsort(v, n, sizeof *v, sh_cmp_i64);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || v[k - 1] != v[i])
+            v[k++] = v[i];
+    return k;
+}
+
 bool sh_join(char *buf, size_t size, const char *const *words, size_t n,
              const char *sep)
 {

@@ -102,6 +102,11 @@ char *sh_strdup(const char *s);
 bool sh_join(char *buf, size_t size, const char *const *words, size_t n,
              const char *sep);
 
+// qsort/bsearch order of int64_t; sorts v (n,) and keeps each value once,
+// returning how many stay.
+int sh_cmp_i64(const void *a, const void *b);
+size_t sh_sort_unique_i64(int64_t *v, size_t n);
+
 // Formats bytes as "1.50 GiB" into buf.
 void sh_format_bytes(char *buf, size_t size, double bytes);
 

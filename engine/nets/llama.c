@@ -238,12 +238,12 @@ static void residual_add(float *y, const float *x, int64_t rows, int64_t d)
     sh_par_for(rows, 1, PAR_ROWS, add_rows, &j);
 }
 
-// y = silu(y) * x, (rows, d): SwiGLU's product, in place of the gate.
+// y = silu(w) * x, (rows, d): SwiGLU's product of the gate w (y may be w).
 static void swiglu_rows(void *ctx, int64_t r0, int64_t r1)
 {
     const rows_job *j = ctx;
     for (int64_t i = r0 * j->d; i < r1 * j->d; i++)
-        j->y[i] = j->y[i] / (1.0f + expf(-j->y[i])) * j->x[i];
+        j->y[i] = j->w[i] / (1.0f + expf(-j->w[i])) * j->x[i];
 }
 
 typedef struct rope_job {
@@ -410,80 +410,101 @@ static int llama_embed(eng_net *n, const eng_dataset *ds, eng_acts *out,
     return 0;
 }
 
-// The block over a: its residual stream a->x updated in place (forward),
-// or a copy of it in scratch (a statistics pass, fn set: fn sees each
-// site's input and may stop the pass).
+// Where a block's steps write: each step's output. A forward pass puts
+// them in one scratch, sharing space as they are read (the attention
+// output in q's place: each head's queries are read before its output is
+// written; SwiGLU's product in the gate's; one buffer for both norms' and
+// both output projections'); a backward pass keeps each.
+typedef struct block_bufs {
+    float *x1, *q, *k, *v, *att, *o, *x2, *g, *u, *m, *dn;
+    float *scores; // sh_par_count() T x T
+} block_bufs;
+
+// The block's steps over its residual stream h (seqs x seqlen rows), in
+// place; fn (may be NULL) sees each site's input and may stop the pass
+// there (h then holds what the steps before made).
 //
 // Polls: after every piece of each product (eng_linear_polled), every
 // head of a sequence, and rows of the element-wise steps by ENG_POLL_ELEMS.
+static int block_steps(eng_net *n, eng_net_block *b, float *h, int64_t seqs,
+                       int64_t seqlen, const block_bufs *s, eng_site_fn fn,
+                       void *ctx, const eng_hooks *hk, sh_diag *d)
+{
+    int64_t rows = seqs * seqlen, dm = n->hidden, hd = n->head_dim;
+    int64_t qd = n->heads * hd, kvd = n->kv_heads * hd, in = n->inter;
+    int rc;
+    if (seqlen > n->rope_len && (rc = rope_tables(n, seqlen, d)) != 0)
+        return rc;
+    eng_pacer pace = {.h = hk};
+    uint64_t width = (uint64_t)(rows * dm);
+
+    rmsnorm(s->x1, h, b->aux[NORM_IN], rows, dm, n->eps);
+    if (eng_pacer_step(&pace, width))
+        return SH_ECANCELED;
+    if (fn && !fn(ctx, 0, s->x1, rows, dm))
+        return 0;
+    if ((rc = net_block_linear(n, b, Q, s->q, s->x1, rows, hk, d)) ||
+        (rc = net_block_linear(n, b, K, s->k, s->x1, rows, hk, d)) ||
+        (rc = net_block_linear(n, b, V, s->v, s->x1, rows, hk, d)))
+        return rc;
+    rope(n, s->q, seqs, seqlen, n->heads);
+    rope(n, s->k, seqs, seqlen, n->kv_heads);
+    if (eng_pacer_step(&pace, (uint64_t)(rows * (qd + kvd))))
+        return SH_ECANCELED;
+    if ((rc = attention(n, s->att, s->q, s->k, s->v, seqs, seqlen, s->scores,
+                        &pace)))
+        return rc;
+    if (fn && !fn(ctx, 1, s->att, rows, qd))
+        return 0;
+    if ((rc = net_block_linear(n, b, O, s->o, s->att, rows, hk, d)))
+        return rc;
+    residual_add(h, s->o, rows, dm);
+
+    rmsnorm(s->x2, h, b->aux[NORM_POST], rows, dm, n->eps);
+    if (eng_pacer_step(&pace, 2 * width))
+        return SH_ECANCELED;
+    if (fn && !fn(ctx, 2, s->x2, rows, dm))
+        return 0;
+    if ((rc = net_block_linear(n, b, GATE, s->g, s->x2, rows, hk, d)) ||
+        (rc = net_block_linear(n, b, UP, s->u, s->x2, rows, hk, d)))
+        return rc;
+    rows_job sw = {.y = s->m, .x = s->u, .w = s->g, .d = in};
+    sh_par_for(rows, 1, PAR_ROWS, swiglu_rows, &sw);
+    if (eng_pacer_step(&pace, (uint64_t)(rows * in)))
+        return SH_ECANCELED;
+    if (fn && !fn(ctx, 3, s->m, rows, in))
+        return 0;
+    if ((rc = net_block_linear(n, b, DOWN, s->dn, s->m, rows, hk, d)))
+        return rc;
+    residual_add(h, s->dn, rows, dm);
+    return eng_pacer_step(&pace, width) ? SH_ECANCELED : 0;
+}
+
+// The block over a: its residual stream a->x updated in place (forward),
+// or a copy of it in scratch (a statistics pass, fn set: fn sees each
+// site's input and may stop the pass).
 static int llama_run(eng_net *n, eng_net_block *b, const eng_acts *a,
                      eng_site_fn fn, void *ctx, const eng_hooks *hk, sh_diag *d)
 {
     int64_t rows = a->rows, dm = n->hidden, hd = n->head_dim;
     int64_t qd = n->heads * hd, kvd = n->kv_heads * hd, in = n->inter;
-    int rc;
-    if (a->seqlen > n->rope_len && (rc = rope_tables(n, a->seqlen, d)) != 0)
-        return rc;
-    // Fresh memory costs a page fault a page: the attention output takes
-    // the place of q (each head's queries are read before its output is
-    // written), SwiGLU's product that of the gate.
+    // Fresh memory costs a page fault a page: the steps share one scratch.
     size_t need = (size_t)rows * (size_t)(dm + qd + 2 * kvd + 2 * in) +
                   (size_t)(a->seqlen * a->seqlen * sh_par_count()) +
                   (fn ? (size_t)(rows * dm) : 0);
     float *buf;
-    if ((rc = net_scratch(n, need, &buf, d)) != 0)
+    int rc = net_scratch(n, need, &buf, d);
+    if (rc != 0)
         return rc;
     float *x = buf, *q = x + rows * dm, *k = q + rows * qd, *v = k + rows * kvd;
-    float *att = q, *g = v + rows * kvd, *u = g + rows * in;
-    float *m = g, *scores = u + rows * in;
+    float *g = v + rows * kvd, *u = g + rows * in, *scores = u + rows * in;
+    block_bufs s = {x, q, k, v, q, x, x, g, u, g, x, scores};
     float *h = a->x;
     if (fn) {
         h = scores + a->seqlen * a->seqlen * sh_par_count();
         memcpy(h, a->x, (size_t)(rows * dm) * sizeof *h);
     }
-    eng_pacer pace = {.h = hk};
-    uint64_t width = (uint64_t)(rows * dm);
-
-    rmsnorm(x, h, b->aux[NORM_IN], rows, dm, n->eps);
-    if (eng_pacer_step(&pace, width))
-        return SH_ECANCELED;
-    if (fn && !fn(ctx, 0, x, rows, dm))
-        return 0;
-    if ((rc = net_block_linear(n, b, Q, q, x, rows, hk, d)) ||
-        (rc = net_block_linear(n, b, K, k, x, rows, hk, d)) ||
-        (rc = net_block_linear(n, b, V, v, x, rows, hk, d)))
-        return rc;
-    rope(n, q, a->seqs, a->seqlen, n->heads);
-    rope(n, k, a->seqs, a->seqlen, n->kv_heads);
-    if (eng_pacer_step(&pace, (uint64_t)(rows * (qd + kvd))))
-        return SH_ECANCELED;
-    if ((rc = attention(n, att, q, k, v, a->seqs, a->seqlen, scores, &pace)))
-        return rc;
-    if (fn && !fn(ctx, 1, att, rows, qd))
-        return 0;
-    // x reused: o
-    if ((rc = net_block_linear(n, b, O, x, att, rows, hk, d)))
-        return rc;
-    residual_add(h, x, rows, dm);
-
-    rmsnorm(x, h, b->aux[NORM_POST], rows, dm, n->eps);
-    if (eng_pacer_step(&pace, 2 * width))
-        return SH_ECANCELED;
-    if (fn && !fn(ctx, 2, x, rows, dm))
-        return 0;
-    if ((rc = net_block_linear(n, b, GATE, g, x, rows, hk, d)) ||
-        (rc = net_block_linear(n, b, UP, u, x, rows, hk, d)))
-        return rc;
-    rows_job sw = {.y = m, .x = u, .d = in};
-    sh_par_for(rows, 1, PAR_ROWS, swiglu_rows, &sw);
-    if (eng_pacer_step(&pace, (uint64_t)(rows * in)))
-        return SH_ECANCELED;
-    if (fn && !fn(ctx, 3, m, rows, in))
-        return 0;
-    if ((rc = net_block_linear(n, b, DOWN, x, m, rows, hk, d)))
-        return rc;
-    residual_add(h, x, rows, dm);
-    return eng_pacer_step(&pace, width) ? SH_ECANCELED : 0;
+    return block_steps(n, b, h, a->seqs, a->seqlen, &s, fn, ctx, hk, d);
 }
 
 static int llama_forward(eng_net *n, eng_net_block *b, eng_acts *a,
@@ -721,6 +742,17 @@ static int norm_back(eng_net *n, float *dh, size_t tensor, const float *dout,
     return rc;
 }
 
+// A backward pass's recomputation stops at the down projection.
+static bool before_down(void *ctx, int site, const float *x, int64_t rows,
+                        int64_t cols)
+{
+    (void)ctx;
+    (void)x;
+    (void)rows;
+    (void)cols;
+    return site < 3;
+}
+
 static int llama_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
                           eng_acts *dy, const eng_grad_sink *sink,
                           const eng_hooks *hk, sh_diag *d)
@@ -729,8 +761,6 @@ static int llama_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
     int64_t rows = in->rows, dm = n->hidden, hd = n->head_dim, T = in->seqlen;
     int64_t qd = n->heads * hd, kvd = n->kv_heads * hd, I = n->inter;
     int rc;
-    if (T > n->rope_len && (rc = rope_tables(n, T, d)) != 0)
-        return rc;
     int64_t units = in->seqs * n->kv_heads, t = sh_par_count();
     int64_t per = (units + t - 1) / t, chunks = (units + per - 1) / per;
     // Scores: the forward pass's (one T x T a thread), then the backward's
@@ -752,28 +782,13 @@ static int llama_backward(eng_net *n, eng_net_block *b, const eng_acts *in,
     const float *h0 = in->x;
     eng_pacer pace = {.h = hk};
 
-    // The forward pass again, keeping what the backward reads.
-    rmsnorm(x1, h0, b->aux[NORM_IN], rows, dm, n->eps);
-    if ((rc = net_block_linear(n, b, Q, q, x1, rows, hk, d)) ||
-        (rc = net_block_linear(n, b, K, k, x1, rows, hk, d)) ||
-        (rc = net_block_linear(n, b, V, v, x1, rows, hk, d)))
+    // The forward pass again, keeping what the backward reads, as far as
+    // the MLP's product (h1: the residual stream between the two halves).
+    memcpy(h1, h0, (size_t)(rows * dm) * sizeof *h1);
+    block_bufs sb = {x1, q, k, v, att, dx, x2, gt, u, m, NULL, scratch};
+    if ((rc =
+             block_steps(n, b, h1, in->seqs, T, &sb, before_down, NULL, hk, d)))
         goto out;
-    rope(n, q, in->seqs, T, n->heads);
-    rope(n, k, in->seqs, T, n->kv_heads);
-    if ((rc = attention(n, att, q, k, v, in->seqs, T, scratch, &pace)) ||
-        (rc = net_block_linear(n, b, O, h1, att, rows, hk, d)))
-        goto out;
-    residual_add(h1, h0, rows, dm);
-    rmsnorm(x2, h1, b->aux[NORM_POST], rows, dm, n->eps);
-    if ((rc = net_block_linear(n, b, GATE, gt, x2, rows, hk, d)) ||
-        (rc = net_block_linear(n, b, UP, u, x2, rows, hk, d)))
-        goto out;
-    for (int64_t i = 0; i < rows * I; i++)
-        m[i] = gt[i] / (1.0f + expf(-gt[i])) * u[i];
-    if (eng_pacer_step(&pace, (uint64_t)(rows * I))) {
-        rc = SH_ECANCELED;
-        goto out;
-    }
 
     // dh: the residual stream's gradient, from the block's output back.
     memcpy(dh, dy->x, (size_t)(rows * dm) * sizeof *dh);
@@ -874,12 +889,6 @@ out:
     return rc;
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 // The embedding's rows of the sequence's tokens, each the sum of dy over
 // the positions holding its token.
 static int llama_embed_backward(eng_net *n, const eng_dataset *row,
@@ -892,17 +901,14 @@ static int llama_embed_backward(eng_net *n, const eng_dataset *row,
     int64_t *ids = malloc((size_t)T * sizeof *ids);
     float *g = calloc((size_t)(T * dm), sizeof *g);
     int rc = ids && g ? 0 : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    size_t count = 0;
-    for (int64_t t = 0; rc == 0 && t < T; t++)
-        ids[t] = row->ids[t];
     if (rc == 0) {
-        qsort(ids, (size_t)T, sizeof *ids, cmp_i64);
         for (int64_t t = 0; t < T; t++)
-            if (count == 0 || ids[count - 1] != ids[t])
-                ids[count++] = ids[t];
+            ids[t] = row->ids[t];
+        size_t count = sh_sort_unique_i64(ids, (size_t)T);
         for (int64_t t = 0; t < T; t++) {
             int64_t id = row->ids[t];
-            const int64_t *at = bsearch(&id, ids, count, sizeof *ids, cmp_i64);
+            const int64_t *at =
+                bsearch(&id, ids, count, sizeof *ids, sh_cmp_i64);
             float *gr = g + (at - ids) * dm;
             for (int64_t c = 0; c < dm; c++)
                 gr[c] += dy[t * dm + c];

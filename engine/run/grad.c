@@ -72,29 +72,37 @@ static const char *tname(const grad_ctx *c, size_t t)
 // The code of a failed read or write (a short read sets no errno).
 static int io_code(void) { return errno ? sh_errno_code(errno) : SH_EIO; }
 
-// sums[off .. off + n) += v (or v^2 with square), through the buffers.
-static int add_at(grad_ctx *c, uint64_t off, const float *v, size_t n,
-                  bool square, const float *cross, sh_diag *d)
+// How fold changes the sums.
+typedef enum fold_op {
+    FOLD_ADD,    // += v
+    FOLD_SQUARE, // += v^2, + 2 v cross where cross is given
+    FOLD_SCALE,  // *= k (v unused)
+} fold_op;
+
+// The sums' floats [off, off + n) in the file, read, changed and written
+// back a PIECE at a time.
+static int fold(grad_ctx *c, uint64_t off, size_t n, fold_op op, const float *v,
+                const float *cross, float k, sh_diag *d)
 {
     for (size_t at = 0; at < n; at += PIECE) {
-        size_t k = n - at < PIECE ? n - at : PIECE;
-        size_t bytes = k * sizeof(float);
+        size_t m = n - at < PIECE ? n - at : PIECE;
+        size_t bytes = m * sizeof(float);
         off_t o = (off_t)(off + at * sizeof(float));
         errno = 0;
         if (pread(c->fd, c->a, bytes, o) != (ssize_t)bytes)
             return sh_diag_set(d, io_code(), "",
                                "cannot read the gradients' sums: %s",
                                strerror(errno ? errno : EIO));
-        const float *x = v + at;
-        if (square && cross)
-            for (size_t i = 0; i < k; i++)
-                c->a[i] += x[i] * x[i] + 2.0f * x[i] * cross[at + i];
-        else if (square)
-            for (size_t i = 0; i < k; i++)
-                c->a[i] += x[i] * x[i];
-        else
-            for (size_t i = 0; i < k; i++)
-                c->a[i] += x[i];
+        const float *x = v ? v + at : NULL, *y = cross ? cross + at : NULL;
+        for (size_t i = 0; i < m; i++) {
+            switch (op) {
+            case FOLD_ADD: c->a[i] += x[i]; break;
+            case FOLD_SQUARE:
+                c->a[i] += x[i] * x[i] + (y ? 2.0f * x[i] * y[i] : 0.0f);
+                break;
+            case FOLD_SCALE: c->a[i] *= k; break;
+            }
+        }
         if (sh_pwrite_all(c->fd, c->a, bytes, o) != 0)
             return sh_diag_set(d, io_code(), "",
                                "cannot write the gradients' sums: %s",
@@ -129,11 +137,11 @@ static int sink_put(void *ctx, size_t t, const float *g, sh_diag *d)
     for (uint64_t i = 0; i < n; i++)
         if (!isfinite(g[i]))
             return not_finite(c, t, d);
-    int rc =
-        add_at(c, eng_st_writer_offset(c->w, (size_t)s), g, n, false, NULL, d);
+    int rc = fold(c, eng_st_writer_offset(c->w, (size_t)s), n, FOLD_ADD, g,
+                  NULL, 0, d);
     if (rc == 0 && c->fisher)
-        rc = add_at(c, eng_st_writer_offset(c->w, (size_t)s + c->nslots), g, n,
-                    true, NULL, d);
+        rc = fold(c, eng_st_writer_offset(c->w, (size_t)s + c->nslots), n,
+                  FOLD_SQUARE, g, NULL, 0, d);
     if (rc == 0 && t == c->tied) { // the head part's rows, for the cross term
         int64_t cols = eng_model_tensor(c->m, t)->shape[1];
         for (size_t k = 0; k < c->ntok; k++)
@@ -142,12 +150,6 @@ static int sink_put(void *ctx, size_t t, const float *g, sh_diag *d)
         c->tied_dense = true;
     }
     return rc;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 static int sink_put_rows(void *ctx, size_t t, const int64_t *idx, size_t count,
@@ -170,12 +172,12 @@ static int sink_put_rows(void *ctx, size_t t, const int64_t *idx, size_t count,
         const float *v = g + (int64_t)k * cols, *cross = NULL;
         if (t == c->tied && c->tied_dense) {
             const int64_t *at =
-                bsearch(&idx[k], c->tok, c->ntok, sizeof *c->tok, cmp_i64);
+                bsearch(&idx[k], c->tok, c->ntok, sizeof *c->tok, sh_cmp_i64);
             cross = at ? c->tied_rows + (at - c->tok) * cols : NULL;
         }
-        rc = add_at(c, g0 + off, v, (size_t)cols, false, NULL, d);
+        rc = fold(c, g0 + off, (size_t)cols, FOLD_ADD, v, NULL, 0, d);
         if (rc == 0 && c->fisher)
-            rc = add_at(c, f0 + off, v, (size_t)cols, true, cross, d);
+            rc = fold(c, f0 + off, (size_t)cols, FOLD_SQUARE, v, cross, 0, d);
     }
     return rc;
 }
@@ -205,10 +207,7 @@ static void row_tokens(grad_ctx *c, const eng_dataset *row)
     int64_t T = row->info.cols;
     for (int64_t t = 0; t < T; t++)
         c->tok[t] = row->ids[t];
-    qsort(c->tok, (size_t)T, sizeof *c->tok, cmp_i64);
-    for (int64_t t = 0; t < T; t++)
-        if (c->ntok == 0 || c->tok[c->ntok - 1] != c->tok[t])
-            c->tok[c->ntok++] = c->tok[t];
+    c->ntok = sh_sort_unique_i64(c->tok, (size_t)T);
 }
 
 // One row forward and back, its gradients folded into the sums. kept
@@ -333,30 +332,13 @@ static int lay_out(grad_ctx *c, const bool *want, const char *path,
 // g /= rows, in the file.
 static int scale_sums(grad_ctx *c, int64_t rows, sh_diag *d)
 {
-    float k = 1.0f / (float)rows;
-    for (size_t t = 0; t < eng_model_tensor_count(c->m); t++) {
-        long s = c->slot[t];
-        if (s < 0)
-            continue;
-        uint64_t n = eng_model_tensor(c->m, t)->numel;
-        uint64_t off = eng_st_writer_offset(c->w, (size_t)s);
-        for (uint64_t at = 0; at < n; at += PIECE) {
-            size_t m = n - at < PIECE ? (size_t)(n - at) : PIECE;
-            off_t o = (off_t)(off + at * sizeof(float));
-            if (pread(c->fd, c->a, m * sizeof(float), o) !=
-                (ssize_t)(m * sizeof(float)))
-                return sh_diag_set(d, io_code(), "",
-                                   "cannot read the gradients: %s",
-                                   strerror(errno ? errno : EIO));
-            for (size_t i = 0; i < m; i++)
-                c->a[i] *= k;
-            if (sh_pwrite_all(c->fd, c->a, m * sizeof(float), o) != 0)
-                return sh_diag_set(d, io_code(), "",
-                                   "cannot write the gradients: %s",
-                                   strerror(errno ? errno : EIO));
-        }
-    }
-    return 0;
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < eng_model_tensor_count(c->m); t++)
+        if (c->slot[t] >= 0)
+            rc = fold(c, eng_st_writer_offset(c->w, (size_t)c->slot[t]),
+                      (size_t)eng_model_tensor(c->m, t)->numel, FOLD_SCALE,
+                      NULL, NULL, 1.0f / (float)rows, d);
+    return rc;
 }
 
 int eng_gradients(const eng_model *m, const char *calibration, int64_t max_rows,

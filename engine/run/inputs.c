@@ -170,6 +170,15 @@ static int grads_beside(const eng_model *m, const eng_options *o,
     return rc;
 }
 
+// The tensors whose gradients a plan's criterion reads: its targets; for a
+// structured shrink every linear it cuts (the targets of a shrink are the
+// shapes' say, not the spec's).
+static void wanted(const eng_plan *p, bool *want)
+{
+    for (size_t i = 0; i < p->n; i++)
+        want[i] = p->rows[i].share.target || p->s->structure.on;
+}
+
 int eng_grads_for_sweep(const eng_model *m, const eng_spec *s,
                         const eng_options *o, const eng_hooks *h,
                         eng_grads *out, bool *needed, sh_diag *d)
@@ -187,8 +196,8 @@ int eng_grads_for_sweep(const eng_model *m, const eng_spec *s,
     bool *want = calloc(n ? n : 1, sizeof *want);
     int rc = want ? eng_plan_build(&p, s, m, d)
                   : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        want[i] = p.rows[i].share.target || s->structure.on;
+    if (rc == 0)
+        wanted(&p, want);
     if (rc == 0)
         rc = grads_beside(m, o, s->calib_samples, want,
                           need & ENG_SCORE_IN_FISHER, h, out, d);
@@ -216,14 +225,12 @@ int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
     int rc = in->other && in->other_dtype && want
                  ? 0
                  : sh_diag_set(d, SH_ENOMEM, "", "out of memory");
-    // A structured shrink scores units over every linear it cuts: all of
-    // them (the targets of a shrink are the shapes' say, not the spec's).
-    for (size_t i = 0; i < n; i++)
-        want[i] = plan->rows[i].share.target || s->structure.on;
+    if (want)
+        wanted(plan, want);
     bool fisher = need & ENG_SCORE_IN_FISHER;
     if (rc == 0 && need & (ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER) &&
         shared_serves(o->grads, want, n, fisher)) {
-        in->shared = o->grads;
+        in->grads = o->grads;
         r->calib_samples = o->grads->rows;
     } else if (rc == 0 && need & (ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER)) {
         if (!o->calibration_path)
@@ -233,11 +240,11 @@ int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
                              eng_methods[s->method].name);
         double t0 = sh_time_mono();
         if (rc == 0)
-            rc = grads_beside(m, o, s->calib_samples, want, fisher, h,
-                              &in->grads, d);
+            rc = grads_beside(m, o, s->calib_samples, want, fisher, h, &in->own,
+                              d);
         if (rc == 0) {
-            in->has_grads = true;
-            r->calib_samples = in->grads.rows;
+            in->grads = &in->own;
+            r->calib_samples = in->own.rows;
             eng_report_lap(r, NULL, ENG_PHASE_STATISTICS, t0);
         }
     }
@@ -290,8 +297,8 @@ int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
 
 void eng_score_inputs_close(eng_score_inputs *in)
 {
-    if (in->has_grads)
-        eng_grads_deinit(&in->grads);
+    if (in->grads == &in->own)
+        eng_grads_deinit(&in->own);
     eng_st_close(in->scores);
     free(in->other);
     free(in->other_dtype);
@@ -303,10 +310,9 @@ void eng_score_inputs_attach(const eng_score_inputs *in, size_t ti,
 {
     if (!in)
         return;
-    const eng_grads *g = in->has_grads ? &in->grads : in->shared;
-    if (g) {
-        sc->grad = g->g[ti];
-        sc->fisher = g->fisher[ti];
+    if (in->grads) {
+        sc->grad = in->grads->g[ti];
+        sc->fisher = in->grads->fisher[ti];
     }
     if (in->other) {
         sc->other = in->other[ti];

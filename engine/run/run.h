@@ -14,10 +14,9 @@
 // calibration set, or the mapped bytes of the base checkpoint's tensor
 // (movement) or of the scores file's (scores).
 typedef struct eng_score_inputs {
-    bool has_grads;
-    eng_grads grads;
-    const eng_grads *shared; // o->grads, when it serves
-    const eng_model *base;   // o->base
+    const eng_grads *grads; // &own, or o->grads when it serves; or NULL
+    eng_grads own;
+    const eng_model *base; // o->base
     eng_st *scores;
     const unsigned char **other; // (tensors,) or NULL
     eng_dtype *other_dtype;

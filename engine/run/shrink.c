@@ -227,9 +227,7 @@ static const eng_net_linear *span_linear(const shrink *k, size_t b,
 static void taylor_span(const shrink *k, const eng_net_linear *l,
                         const eng_group_span *sp, const float *w, double *score)
 {
-    const eng_grads *gs = !k->in             ? NULL
-                          : k->in->has_grads ? &k->in->grads
-                                             : k->in->shared;
+    const eng_grads *gs = k->in ? k->in->grads : NULL;
     const float *g = gs ? gs->g[l->tensor] : NULL;
     const float *f = gs ? gs->fisher[l->tensor] : NULL;
     for (int64_t r = 0; g && f && r < l->rows; r++) {

@@ -6,8 +6,13 @@
 #include "common/util.h"
 #include "engine/math/linalg.h"
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 // OpenBLAS's own entry point: the yardstick is its threaded sgemm, on
 // every core (the engine runs it on one thread per tile).
@@ -53,6 +58,40 @@ static inline double bench_sgemm_gflops(int runs)
     free(b);
     free(c);
     return 2.0 * N * N * N / bench_median(t, runs) / 1e9;
+}
+
+// Runs argv as a whole process, its stdout (with quiet_err its stderr too)
+// to /dev/null, env_name=env_value set in it when env_name is not NULL;
+// ends the bench when it fails. Returns its wall seconds; *rss (unless
+// NULL) gets its peak RSS in bytes.
+static inline double bench_spawn(char *const *argv, const char *env_name,
+                                 const char *env_value, bool quiet_err,
+                                 double *rss)
+{
+    double t0 = sh_time_mono();
+    fflush(NULL); // a child's freopen would write our buffer again
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) ||
+            (quiet_err && !freopen("/dev/null", "w", stderr)))
+            _exit(126);
+        if (env_name)
+            setenv(env_name, env_value, 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    struct rusage ru;
+    wait4(pid, &status, 0, &ru);
+    double wall = sh_time_mono() - t0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "bench: %s %s exited with %d\n", argv[0],
+                argv[1] ? argv[1] : "", status);
+        exit(1);
+    }
+    if (rss)
+        *rss = (double)ru.ru_maxrss * 1024;
+    return wall;
 }
 
 #endif

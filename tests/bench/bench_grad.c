@@ -21,39 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 enum { HIDDEN = 2048, INTER = 5632, LAYERS = 11, VOCAB = 8192, HEADS = 16 };
 enum { ROWS = 2, T = 256 };
-
-typedef struct sample {
-    double wall, rss;
-} sample;
-
-static sample run(char *const *argv)
-{
-    double t0 = sh_time_mono();
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!freopen("/dev/null", "w", stdout))
-            _exit(126);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int status = 0;
-    struct rusage ru;
-    wait4(pid, &status, 0, &ru);
-    sample s = {sh_time_mono() - t0, (double)ru.ru_maxrss * 1024};
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "bench: %s %s exited with %d\n", argv[0], argv[1],
-                status);
-        exit(1);
-    }
-    return s;
-}
 
 static int write_text(const char *path, const char *text)
 {
@@ -220,10 +191,11 @@ int main(int argc, char **argv)
     for (int r = -1; r < runs; r++) { // one warm-up round
         for (int i = 0; i < nrows; i++) {
             unlink(out);
-            sample s = run(rows[i].argv);
+            double rss,
+                wall = bench_spawn(rows[i].argv, NULL, NULL, false, &rss);
             if (r >= 0) {
-                rows[i].wall[r] = s.wall;
-                rows[i].rss[r] = s.rss;
+                rows[i].wall[r] = wall;
+                rows[i].rss[r] = rss;
             }
         }
     }

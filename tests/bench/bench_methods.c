@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -122,27 +121,6 @@ static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
     return out;
 }
 
-static double run_cli(char *const *argv)
-{
-    double t0 = sh_time_mono();
-    fflush(NULL); // a child's freopen would write our buffer again
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!freopen("/dev/null", "w", stdout) ||
-            !freopen("/dev/null", "w", stderr))
-            _exit(126);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "bench: %s %s failed\n", argv[0], argv[1]);
-        exit(1);
-    }
-    return sh_time_mono() - t0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -206,7 +184,7 @@ int main(int argc, char **argv)
                             "--quiet",
                             "--no-sync",
                             NULL};
-            t[r] = run_cli(args);
+            t[r] = bench_spawn(args, NULL, NULL, true, NULL);
         }
         printf("%-28s %10.3f s\n", methods[m], bench_median(t, runs));
     }
@@ -228,7 +206,7 @@ int main(int argc, char **argv)
                        "--evaluation", eval,   "--no-speed", NULL};
     double te[16];
     for (int r = 0; r < runs; r++)
-        te[r] = run_cli(ev_args);
+        te[r] = bench_spawn(ev_args, NULL, NULL, true, NULL);
     double one = bench_median(te, runs);
     for (int m = 0; m < 3; m++) {
         double t[2][16];
@@ -249,7 +227,7 @@ int main(int argc, char **argv)
                                 "--quiet",
                                 full ? "--no-reuse" : NULL,
                                 NULL};
-                t[full][r] = run_cli(args);
+                t[full][r] = bench_spawn(args, NULL, NULL, true, NULL);
             }
         double a = bench_median(t[0], runs), b = bench_median(t[1], runs);
         char name[64];

@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 enum { TOKENS = 16384, SEQ = 128 };
@@ -203,27 +202,6 @@ static int prepare(const char *work, const char *name,
     return write_text(done, "");
 }
 
-static double run(char *const *argv)
-{
-    double t0 = sh_time_mono();
-    fflush(NULL); // a child's freopen would write our buffer again
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!freopen("/dev/null", "w", stdout))
-            _exit(126);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "bench: %s %s exited with %d\n", argv[0], argv[1],
-                status);
-        exit(1);
-    }
-    return sh_time_mono() - t0;
-}
-
 // The phase timings of a report, "read 0.12 forward 1.03 ...".
 static void phases(const char *report, char *out, size_t cap)
 {
@@ -265,7 +243,7 @@ static int shrink_speed(const char *bin, const char *llama, const char *eval,
     runs = runs > 16 ? 16 : runs;
     for (int r = 0; r < runs; r++) {
         sh_rm_rf(out);
-        run(argv);
+        bench_spawn(argv, NULL, NULL, false, NULL);
         json_t *j = json_load_file(rep, 0, NULL);
         json_t *sp = json_object_get(j, "speed"),
                *fl = json_object_get(json_object_get(j, "size"),
@@ -348,7 +326,7 @@ int main(int argc, char **argv)
                 strcmp(rows[i].argv[0], "/bin/cp") == 0 &&
                 sh_mkdir_p(cpdst) != 0)
                 return 1;
-            double t = run(rows[i].argv);
+            double t = bench_spawn(rows[i].argv, NULL, NULL, false, NULL);
             if (r < 0)
                 continue;
             rows[i].t[r] = t;

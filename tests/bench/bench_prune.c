@@ -19,16 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 enum { HIDDEN = 2048, INTER = 5632, LAYERS = 11, VOCAB = 8192 };
-
-typedef struct sample {
-    double wall;
-    double rss; // bytes
-} sample;
 
 static uint64_t rng = 0x243f6a8885a308d3ull;
 
@@ -122,30 +115,6 @@ static int generate(const char *dir)
     return rc;
 }
 
-static sample run(char *const *argv, const char *cache)
-{
-    double t0 = sh_time_mono();
-    fflush(NULL); // a child's freopen would write our buffer again
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!freopen("/dev/null", "w", stdout))
-            _exit(126);
-        if (cache)
-            setenv("SHEARS_CACHE_DIR", cache, 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int status = 0;
-    struct rusage ru;
-    wait4(pid, &status, 0, &ru);
-    sample s = {sh_time_mono() - t0, (double)ru.ru_maxrss * 1024};
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "bench: %s exited with %d\n", argv[0], status);
-        exit(1);
-    }
-    return s;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -204,10 +173,13 @@ int main(int argc, char **argv)
         for (int i = 0; i < nrows; i++) {
             sh_rm_rf(out);
             unlink(dst);
-            sample s = run(rows[i].argv, rows[i].cache);
+            double rss,
+                wall = bench_spawn(rows[i].argv,
+                                   rows[i].cache ? "SHEARS_CACHE_DIR" : NULL,
+                                   rows[i].cache, false, &rss);
             if (r >= 0) {
-                rows[i].wall[r] = s.wall;
-                rows[i].rss[r] = s.rss;
+                rows[i].wall[r] = wall;
+                rows[i].rss[r] = rss;
             }
         }
     }

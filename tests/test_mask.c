@@ -5,6 +5,8 @@
 #include "engine/select/kernels.h"
 #include "engine/select/mask.h"
 
+#include "common/par.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +232,66 @@ START_TEST(test_per_row)
         ck_assert_int_eq(pruned, 18);
         ck_assert(max_pruned <= min_kept);
     }
+}
+END_TEST
+
+// Per row with ties at the cut: the lowest indices among the equal keys
+// go first, whether all of them go (rows 0, 2) or only some (row 1).
+START_TEST(test_per_row_ties)
+{
+    enum { ROWS = 3, COLS = 70 };
+    float w[ROWS * COLS];
+    for (int r = 0; r < ROWS; r++)
+        for (int j = 0; j < COLS; j++)
+            w[r * COLS + j] = j < 20 ? 0.5f + (float)j : 0.25f;
+    // Row 2: 10 keys below the ties, 10 above, the tie group whole.
+    for (int j = 0; j < 20; j++)
+        w[2 * COLS + j] = j < 10 ? 0.125f : 5.0f;
+    uint64_t k[ROWS] = {60, 30, 60};
+    eng_scorer sc;
+    uint64_t mask[(ROWS * COLS + 63) / 64];
+    uint32_t work[2 * COLS];
+    for (int r = 0; r < ROWS; r++) {
+        eng_scorer_init(&sc, ENG_SCORE_MAGNITUDE, ENG_DTYPE_F32, w + r * COLS,
+                        1, COLS, 0, "t", NULL);
+        ck_assert(!eng_mask_per_row(mask, &sc, k[r], work));
+        uint64_t pruned = 0;
+        for (int j = 0; j < COLS; j++)
+            pruned += eng_mask_get(mask, (uint64_t)j);
+        ck_assert_uint_eq(pruned, k[r]);
+        for (int j = 20; j < COLS; j++) // the 50 ties: lowest index first
+            ck_assert(eng_mask_get(mask, (uint64_t)j) ==
+                      (r == 1 ? j < 50 : true));
+        for (int j = 0; j < 20; j++) // the ten smallest besides the ties
+            ck_assert(eng_mask_get(mask, (uint64_t)j) == (r != 1 && j < 10));
+    }
+}
+END_TEST
+
+// Zeroing by a mask: the same bytes as a bit-by-bit loop, on any number
+// of threads, with a length that ends inside a word.
+START_TEST(test_mask_zero)
+{
+    enum { N = 300001 };
+    float *w = malloc(N * sizeof *w), *ref = malloc(N * sizeof *ref);
+    uint64_t *mask = malloc(eng_mask_words(N) * sizeof *mask);
+    th_randn(ref, N, 9);
+    for (size_t i = 0; i < eng_mask_words(N); i++)
+        mask[i] = i % 5 == 0   ? 0
+                  : i % 5 == 1 ? ~0ull
+                               : 0x9e3779b97f4a7c15ull * i;
+    for (size_t i = 0; i < N; i++)
+        ref[i] = eng_mask_get(mask, i) ? 0.0f : ref[i];
+    for (int threads = 1; threads <= 4; threads += 3) {
+        sh_par_threads(threads);
+        th_randn(w, N, 9);
+        eng_mask_zero(w, mask, N);
+        ck_assert(memcmp(w, ref, N * sizeof *w) == 0);
+    }
+    sh_par_threads(1);
+    free(w);
+    free(ref);
+    free(mask);
 }
 END_TEST
 
@@ -483,6 +545,8 @@ Suite *suite_mask(void)
     tcase_add_test(tc, test_count_for);
     tcase_add_test(tc, test_nm_every_group);
     tcase_add_test(tc, test_per_row);
+    tcase_add_test(tc, test_per_row_ties);
+    tcase_add_test(tc, test_mask_zero);
     tcase_add_test(tc, test_rows);
     tcase_add_test(tc, test_random_seeded);
     tcase_add_test(tc, test_nonfinite_detected);

@@ -3,6 +3,8 @@
 // edge cases, datasets.
 #include "tests/helpers.h"
 
+#include "common/par.h"
+
 #include "engine/engine.h"
 #include "engine/io/dataset.h"
 #include "engine/io/model.h"
@@ -469,6 +471,40 @@ START_TEST(test_dataset_load_cancel)
 }
 END_TEST
 
+// A non-finite feature is refused naming the first row that holds one,
+// however many threads check the chunks (each chunk a million values).
+START_TEST(test_dataset_nonfinite_row)
+{
+    char *dir = th_tmpdir();
+    char *p = th_path(dir, "nan.safetensors");
+    size_t rows = 2600, cols = 1000;
+    float *v = malloc(rows * cols * sizeof *v);
+    th_randn(v, rows * cols, 7);
+    v[2500 * cols + 3] = INFINITY; // the third chunk
+    th_tensor t = {"inputs", "F32", 2, {(int64_t)rows, (int64_t)cols}, v};
+    eng_dataset ds;
+    sh_diag d;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass)
+            v[1500 * cols + 999] = NAN; // the second chunk: the first bad row
+        th_write_st(p, &t, 1, NULL);
+        for (int threads = 1; threads <= 4; threads += 3) {
+            sh_par_threads(threads);
+            ck_assert_int_eq(eng_dataset_load(&ds, p, 0, 0, 0, NULL, &d),
+                             SH_EFORMAT);
+            ck_assert_msg(strstr(d.msg, pass ? "at row 1500" : "at row 2500"),
+                          "%s", d.msg);
+            ck_assert_ptr_null(ds.inputs);
+        }
+    }
+    sh_par_threads(1);
+    free(v);
+    th_rmtree(dir);
+    free(dir);
+    free(p);
+}
+END_TEST
+
 // --- the weight overlay
 //
 // A tensor pruned in memory and set as an overlay gives the same results as
@@ -734,6 +770,7 @@ Suite *suite_net(void)
     tcase_add_test(tc, test_sparsegpt_cancel);
     tcase_add_test(tc, test_dataset_checks);
     tcase_add_test(tc, test_dataset_load_cancel);
+    tcase_add_test(tc, test_dataset_nonfinite_row);
     tcase_add_test(tc, test_net_overlay_matches_disk_mlp);
     tcase_add_test(tc, test_net_overlay_matches_disk_llama);
     tcase_add_test(tc, test_net_groups);

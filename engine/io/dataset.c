@@ -1,7 +1,10 @@
 // dataset.c: checking and loading calibration / evaluation data.
 #include "engine/io/dataset.h"
 
+#include "common/par.h"
+
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +78,45 @@ int eng_dataset_check(const eng_st_header *h, eng_dataset_info *out, sh_diag *d)
 // Values converted between two polls of the cancel hook.
 #define LOAD_STEP ((size_t)1 << 20)
 
+// Features converted to F32 (when not F32 already) and checked finite, a
+// LOAD_STEP at a time on the job's threads; the first non-finite value
+// found is the lowest index of any chunk's first.
+typedef struct load_job {
+    float *owned; // the converted values, or NULL: read in place
+    const unsigned char *raw;
+    eng_dtype dt;
+    size_t elem;
+    const float *vals; // (n,): owned, or the mapped F32 values
+    size_t n;
+    const eng_hooks *hooks;
+    _Atomic size_t bad;
+    atomic_bool cancelled;
+} load_job;
+
+static void load_steps(void *ctx, int64_t s0, int64_t s1)
+{
+    load_job *j = ctx;
+    for (int64_t s = s0; s < s1; s++) {
+        // The first chunk runs on the calling thread: it polls.
+        if (atomic_load(&j->cancelled) ||
+            (s0 == 0 && eng_hooks_cancelled(j->hooks))) {
+            atomic_store(&j->cancelled, true);
+            return;
+        }
+        size_t k = (size_t)s * LOAD_STEP;
+        size_t step = j->n - k < LOAD_STEP ? j->n - k : LOAD_STEP;
+        if (j->owned)
+            eng_convert_to_f32(j->owned + k, j->raw + k * j->elem, j->dt, step);
+        size_t bad = eng_find_nonfinite(j->vals + k, step);
+        if (bad == SIZE_MAX)
+            continue;
+        size_t at = k + bad, seen = atomic_load(&j->bad);
+        while (at < seen && !atomic_compare_exchange_weak(&j->bad, &seen, at))
+            ;
+        return; // later steps of the chunk lie further on
+    }
+}
+
 int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
                      int64_t vocab, int64_t classes, const eng_hooks *hooks,
                      sh_diag *d)
@@ -132,23 +174,26 @@ int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
             }
             ds->inputs = ds->owned;
         }
-        for (size_t k = 0; k < n; k += LOAD_STEP) {
-            if (eng_hooks_cancelled(hooks)) {
-                rc = SH_ECANCELED;
-                goto out;
-            }
-            size_t step = n - k < LOAD_STEP ? n - k : LOAD_STEP;
-            if (ds->owned)
-                eng_convert_to_f32(ds->owned + k, raw + k * elem,
-                                   ds->info.dtype, step);
-            size_t bad = eng_find_nonfinite(ds->inputs + k, step);
-            if (bad != SIZE_MAX) {
-                rc = sh_diag_set(d, SH_EFORMAT, "inputs",
-                                 "\"inputs\" holds a non-finite value at "
-                                 "row %zu",
-                                 (k + bad) / (size_t)ds->info.cols);
-                goto out;
-            }
+        load_job j = {.owned = ds->owned,
+                      .raw = raw,
+                      .dt = ds->info.dtype,
+                      .elem = elem,
+                      .vals = ds->inputs,
+                      .n = n,
+                      .hooks = hooks,
+                      .bad = SIZE_MAX};
+        sh_par_for((int64_t)((n + LOAD_STEP - 1) / LOAD_STEP), 1, 1, load_steps,
+                   &j);
+        if (atomic_load(&j.cancelled)) {
+            rc = SH_ECANCELED;
+            goto out;
+        }
+        size_t bad = atomic_load(&j.bad);
+        if (bad != SIZE_MAX) {
+            rc = sh_diag_set(d, SH_EFORMAT, "inputs",
+                             "\"inputs\" holds a non-finite value at row %zu",
+                             bad / (size_t)ds->info.cols);
+            goto out;
         }
         if (ds->info.has_labels) {
             long l = eng_st_header_find(h, "labels");

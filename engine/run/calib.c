@@ -48,7 +48,9 @@ typedef struct calib {
     bool hess_all;       // H over every row (the method's, or recon true)
     int64_t sample_rows; // recon "sample": rows of each input kept
     int64_t sampled[MAX_SITES]; // rows kept so far
-    float *sample[MAX_SITES];   // (sample_rows, cols)
+    float *sample[MAX_SITES];   // (sample_rows, cols), filled when needed
+    const float *sampled_x[MAX_SITES]; // the rows kept: sample, or in place
+    const float *block_in;             // the block's input activations
     // the current block's statistics, per input site
     int nsites;
     bool used[MAX_SITES];
@@ -107,7 +109,12 @@ static bool on_site(void *ctx, int site, const float *x, int64_t rows,
         c->cancelled = true;
     if (c->sample[site]) { // the first rows, for the estimate
         int64_t k = rows < c->sample_rows ? rows : c->sample_rows;
-        memcpy(c->sample[site], x, (size_t)(k * cols) * sizeof(float));
+        // The block's input stays as it is until the block runs pruned,
+        // after the estimate: read in place. The other sites' buffers are
+        // the pass's scratch.
+        if (x != c->block_in)
+            memcpy(c->sample[site], x, (size_t)(k * cols) * sizeof(float));
+        c->sampled_x[site] = x == c->block_in ? x : c->sample[site];
         c->sampled[site] = k;
     }
     if (c->colsq[site] && !c->cancelled)
@@ -136,6 +143,7 @@ static void stats_free(calib *c)
         free(c->colsq[i]);
         free(c->sample[i]);
         c->hess[i] = c->colsq[i] = c->sample[i] = NULL;
+        c->sampled_x[i] = NULL;
         c->used[i] = false;
     }
 }
@@ -281,7 +289,7 @@ static int recon_sample(calib *c, int site, const float *orig, const float *w,
                         double *den)
 {
     int64_t k = sample_outputs(rows), s = c->sampled[site];
-    const float *xs = c->sample[site];
+    const float *xs = c->sampled_x[site];
     float *sub = work, *y = work + k * cols; // (k, cols), (k, s)
     for (int pass = 0; pass < 2; pass++) {   // D's rows, then W's
         for (int64_t i = 0; i < k; i++) {
@@ -391,9 +399,7 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     } else if (qt->bits) { // round to nearest, grids before the mask
         eng_rtn(w, rows, cols, &g, mask, so.scale, so.zero);
     } else {
-        for (size_t i = 0; i < n; i++)
-            if (eng_mask_get(mask, i))
-                w[i] = 0.0f;
+        eng_mask_zero(w, mask, n);
     }
     if (rc != 0)
         goto out;
@@ -578,6 +584,7 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         if (eng_hooks_cancelled(c->h))
             rc = SH_ECANCELED; // blk freed below
         double stat0 = c->stat_s;
+        c->block_in = acts->x;
         // The dense pass, as far as the block's targets read.
         if (rc == 0 && (rc = stats_alloc(c, b, d)) == 0 && c->last_site >= 0)
             rc = eng_net_block_stats_polled(c->net, blk, acts, on_site, c, c->h,

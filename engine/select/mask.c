@@ -539,6 +539,23 @@ static uint32_t kth_by_bucket(const uint32_t *keys, uint32_t *tmp, size_t n,
     return eng_select_kth(tmp, m, k - below);
 }
 
+// Sets the bits of keys[i] <= cut for the row at bit base, a word at a
+// time and without branches on the keys (half of them go either way).
+static void row_bits_le(uint64_t *mask, uint64_t base, const uint32_t *keys,
+                        size_t n, uint32_t cut)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned off = (unsigned)(base & 63);
+        size_t m = n - i < 64 - off ? n - i : 64 - off;
+        uint64_t word = 0;
+        for (size_t b = 0; b < m; b++)
+            word |= (uint64_t)(keys[i + b] <= cut) << (off + b);
+        mask[base >> 6] |= word;
+        i += m;
+        base += m;
+    }
+}
+
 static void per_row_chunk(void *ctx, int64_t r0, int64_t r1)
 {
     per_row_job *j = ctx;
@@ -561,10 +578,16 @@ static void per_row_chunk(void *ctx, int64_t r0, int64_t r1)
             continue;
         }
         uint32_t cut = kth_by_bucket(keys, tmp, cols, (size_t)k - 1);
-        uint64_t lt = 0;
-        for (size_t i = 0; i < cols; i++)
+        uint64_t lt = 0, eq = 0;
+        for (size_t i = 0; i < cols; i++) {
             lt += keys[i] < cut;
+            eq += keys[i] == cut;
+        }
         uint64_t ties = k - lt;
+        if (ties == eq) { // every key at the cut goes: no order to keep
+            row_bits_le(mask, base, keys, cols, cut);
+            continue;
+        }
         for (size_t i = 0; i < cols; i++) {
             if (keys[i] < cut || (keys[i] == cut && ties > 0)) {
                 if (keys[i] == cut)
@@ -592,6 +615,52 @@ int eng_mask_per_row(uint64_t *mask, const eng_scorer *s, uint64_t k,
     if (atomic_load(&j.nomem))
         return SH_ENOMEM;
     return atomic_load(&j.bad) ? SH_ENUMERIC : 0;
+}
+
+typedef struct zero_job {
+    float *w;
+    const uint64_t *mask;
+    uint64_t n;
+} zero_job;
+
+// The bits of a 32-bit half word, one per lane: the loops below compare
+// against a constant per lane, which the compiler turns into vector ands.
+static const uint32_t lane_bit[32] = {
+    1u << 0,  1u << 1,  1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,
+    1u << 7,  1u << 8,  1u << 9,  1u << 10, 1u << 11, 1u << 12, 1u << 13,
+    1u << 14, 1u << 15, 1u << 16, 1u << 17, 1u << 18, 1u << 19, 1u << 20,
+    1u << 21, 1u << 22, 1u << 23, 1u << 24, 1u << 25, 1u << 26, 1u << 27,
+    1u << 28, 1u << 29, 1u << 30, 1u << 31};
+
+// w (32,) as bit patterns: those whose bit is set in half become +0.
+static inline void zero_half(uint32_t *restrict w, uint32_t half)
+{
+    for (int b = 0; b < 32; b++)
+        w[b] &= -(uint32_t)((half & lane_bit[b]) == 0);
+}
+
+static void zero_words(void *ctx, int64_t w0, int64_t w1)
+{
+    zero_job *j = ctx;
+    uint32_t u[64];
+    for (int64_t wi = w0; wi < w1; wi++) {
+        uint64_t bits = j->mask[wi], at = (uint64_t)wi * 64;
+        size_t m = j->n - at < 64 ? (size_t)(j->n - at) : 64;
+        float *w = j->w + at;
+        if (bits == 0)
+            continue;
+        memcpy(u, w, m * sizeof *w);
+        zero_half(u, (uint32_t)bits);
+        zero_half(u + 32, (uint32_t)(bits >> 32));
+        memcpy(w, u, m * sizeof *w);
+    }
+}
+
+void eng_mask_zero(float *w, const uint64_t *mask, uint64_t n)
+{
+    zero_job j = {.w = w, .mask = mask, .n = n};
+    sh_par_for((int64_t)eng_mask_words(n), 1, PAR_MIN_ELEMS / 64, zero_words,
+               &j);
 }
 
 static int by_score(const void *a, const void *b, void *ctx)

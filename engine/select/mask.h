@@ -155,6 +155,10 @@ static inline bool eng_mask_get(const uint64_t *mask, uint64_t i)
     return (mask[i >> 6] >> (i & 63)) & 1u;
 }
 
+// w (n,): the elements whose mask bit is set become 0 (on the job's
+// threads).
+void eng_mask_zero(float *w, const uint64_t *mask, uint64_t n);
+
 // round(s * n), the number of elements a fraction s of n means.
 uint64_t eng_count_for(double s, uint64_t n);
 

@@ -11,6 +11,16 @@
 
 #define SH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+// Hot loops get an AVX2 (x86-64-v3) clone beside the baseline one; the
+// loader picks one per CPU (gcc; clang builds are the fuzzers). Elsewhere
+// they are plain functions.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&         \
+    !defined(__SANITIZE_ADDRESS__)
+#define SH_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SH_HOT
+#endif
+
 // --- time
 
 // Milliseconds since the Unix epoch (wall clock).

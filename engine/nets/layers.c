@@ -63,8 +63,17 @@ int net_tensor_load(const eng_net *n, size_t ti, float **out, sh_diag *d)
     size_t file, idx;
     eng_model_tensor_loc(n->m, ti, &file, &idx);
     const eng_st *st = eng_model_file_at(n->m, file)->st;
-    // Read in chunks by pread and convert (see eng_st_read for why not
-    // the mapping).
+    // Read by pread (see eng_st_read for why not the mapping): F32 straight
+    // into place, other dtypes in chunks converted.
+    if (t->dtype == ENG_DTYPE_F32) {
+        int rc = eng_st_read(st, idx, w, d);
+        if (rc != 0) {
+            free(w);
+            return rc;
+        }
+        *out = w;
+        return 0;
+    }
     size_t es = eng_dtype_size(t->dtype);
     enum { CHUNK = 1 << 20 };
     unsigned char *buf = malloc(CHUNK);

@@ -6,19 +6,11 @@
 
 #include "engine/select/pattern.h"
 
+#include "common/util.h"
+
 #include <assert.h>
 #include <pthread.h>
 #include <string.h>
-
-// Hot loops get an AVX2 (x86-64-v3) clone beside the baseline one; the
-// loader picks one per CPU (gcc; clang builds are the fuzzers). Elsewhere
-// they are plain functions.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&         \
-    !defined(__SANITIZE_ADDRESS__)
-#define ENG_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define ENG_HOT
-#endif
 
 // --- keys of 16-bit floats
 
@@ -75,7 +67,7 @@ static inline void st32(unsigned char *p, size_t i, uint32_t v)
 
 // --- histograms
 
-ENG_HOT
+SH_HOT
 uint32_t eng_k_hist_hi(uint32_t *restrict hist, const void *restrict src,
                        eng_dtype dt, size_t n)
 {
@@ -134,7 +126,7 @@ uint64_t eng_k_nonfinite(const uint32_t *hist)
     return n;
 }
 
-ENG_HOT
+SH_HOT
 void eng_k_hist_lo(uint64_t *restrict hist, const void *restrict src,
                    eng_dtype dt, size_t n, uint32_t hi)
 {
@@ -193,7 +185,7 @@ static void native_cut(eng_dtype dt, uint32_t key, uint32_t *cut, uint32_t *tie)
     }
 }
 
-ENG_HOT
+SH_HOT
 uint64_t eng_k_apply_threshold(void *restrict dst, const void *restrict src,
                                eng_dtype dt, size_t n, eng_threshold *t)
 {
@@ -266,7 +258,7 @@ uint64_t eng_k_apply_threshold(void *restrict dst, const void *restrict src,
         amax = mx > amax ? mx : amax;                                          \
     }
 
-ENG_HOT
+SH_HOT
 static uint64_t nm4_16(unsigned char *restrict d,
                        const unsigned char *restrict s, size_t n, int drop,
                        uint32_t *amax_out)
@@ -278,7 +270,7 @@ static uint64_t nm4_16(unsigned char *restrict d,
     return zeros;
 }
 
-ENG_HOT
+SH_HOT
 static uint64_t nm4_32(unsigned char *restrict d,
                        const unsigned char *restrict s, size_t n, int drop,
                        uint32_t *amax_out)
@@ -327,7 +319,7 @@ static uint64_t nm4_32(unsigned char *restrict d,
         y = hi_;                                                               \
     } while (0)
 
-ENG_HOT
+SH_HOT
 static uint64_t nm8(unsigned char *restrict d, const unsigned char *restrict s,
                     size_t n, int drop, bool wide, uint32_t *amax_out)
 {
@@ -377,7 +369,7 @@ static uint64_t nm8(unsigned char *restrict d, const unsigned char *restrict s,
     return zeros;
 }
 
-ENG_HOT
+SH_HOT
 static uint64_t nm_generic(unsigned char *restrict d,
                            const unsigned char *restrict s, size_t n, int keep,
                            int m, bool wide, uint32_t *amax_out)

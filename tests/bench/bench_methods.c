@@ -97,9 +97,7 @@ static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
         eng_scorer_init(&sc, ENG_SCORE_SCALED, ENG_DTYPE_F32, w, (uint64_t)rows,
                         (uint64_t)cols, 0, "w", s);
         eng_mask_per_row(mask, &sc, (uint64_t)cols / 2, work);
-        for (int64_t i = 0; i < rows * cols; i++)
-            if (eng_mask_get(mask, (uint64_t)i))
-                w[i] = 0;
+        eng_mask_zero(w, mask, (uint64_t)(rows * cols));
         tw[r] = sh_time_mono() - t0;
     }
     double c = (double)cols, rw = (double)rows, tk = (double)tokens;

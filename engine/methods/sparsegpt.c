@@ -179,12 +179,13 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
     if (o->m > 0 && bs % o->m != 0)
         bs = (bs / o->m + 1) * o->m; // groups never straddle blocks
     size_t hn = (size_t)(cols * cols);
-    float *h0 = malloc(hn * sizeof *h0);
-    float *w1 = malloc((size_t)(rows * bs) * sizeof *w1);
-    float *q1 = malloc((size_t)(rows * bs) * sizeof *q1);
-    float *err = malloc((size_t)(rows * bs) * sizeof *err);
-    float *score = malloc((size_t)(rows * bs) * sizeof *score);
-    uint8_t *mask = malloc((size_t)(rows * bs));
+    // Bulk buffers: a fault per 2 MiB page, not per 4 KiB.
+    float *h0 = sh_alloc_bulk(hn * sizeof *h0);
+    float *w1 = sh_alloc_bulk((size_t)(rows * bs) * sizeof *w1);
+    float *q1 = sh_alloc_bulk((size_t)(rows * bs) * sizeof *q1);
+    float *err = sh_alloc_bulk((size_t)(rows * bs) * sizeof *err);
+    float *score = sh_alloc_bulk((size_t)(rows * bs) * sizeof *score);
+    uint8_t *mask = sh_alloc_bulk((size_t)(rows * bs));
     uint64_t *bits = malloc(eng_mask_words((uint64_t)(rows * bs)) * 8);
     size_t n = (size_t)(rows * cols);
     uint64_t *zeros =

@@ -82,6 +82,34 @@ START_TEST(test_f16_rounding)
 END_TEST
 
 // Buffer conversions from unaligned sources, every float dtype.
+// The first NaN or infinity, wherever it falls: in a whole block of the
+// scan, at a block's edges, in the tail, or nowhere; large finite values
+// are not caught.
+START_TEST(test_find_nonfinite)
+{
+    enum { N = 256 * 5 + 37 };
+    static float x[N];
+    for (size_t i = 0; i < N; i++)
+        x[i] = i % 3 ? 3.0e38f : -1.5f;
+    ck_assert_uint_eq(eng_find_nonfinite(x, N), SIZE_MAX);
+    ck_assert_uint_eq(eng_find_nonfinite(x, 0), SIZE_MAX);
+    const size_t at[] = {0, 255, 256, 700, 1279, 1280, N - 1};
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    for (size_t a = 0; a < sizeof at / sizeof at[0]; a++) {
+        float keep = x[at[a]];
+        x[at[a]] = bad[a % 3];
+        ck_assert_uint_eq(eng_find_nonfinite(x, N), at[a]);
+        ck_assert_uint_eq(eng_find_nonfinite(x, at[a]), SIZE_MAX);
+        if (at[a] + 1 < N) { // a later one does not hide it
+            x[N - 1] = NAN;
+            ck_assert_uint_eq(eng_find_nonfinite(x, N), at[a]);
+            x[N - 1] = (N - 1) % 3 ? 3.0e38f : -1.5f;
+        }
+        x[at[a]] = keep;
+    }
+}
+END_TEST
+
 START_TEST(test_convert_unaligned)
 {
     const float vals[5] = {0.5f, -1.25f, 3.0f, 0.0f, 1024.0f};
@@ -111,6 +139,7 @@ Suite *suite_dtype(void)
     tcase_add_test(tc, test_bf16_rounding);
     tcase_add_test(tc, test_f16_rounding);
     tcase_add_test(tc, test_convert_unaligned);
+    tcase_add_test(tc, test_find_nonfinite);
     suite_add_tcase(s, tc);
     return s;
 }

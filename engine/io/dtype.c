@@ -2,6 +2,7 @@
 #include "engine/io/dtype.h"
 
 #include "common/err.h"
+#include "common/util.h"
 
 #include <assert.h>
 #include <string.h>
@@ -217,25 +218,30 @@ int64_t eng_read_int(const void *src, eng_dtype dt, size_t i)
     }
 }
 
-size_t eng_find_nonfinite(const float *x, size_t n)
+// The exponent all ones is NaN or Inf.
+static inline bool nonfinite_bits(const float *x)
 {
-    // Blocks the compiler vectorises; the exponent all ones is NaN or Inf.
+    uint32_t u;
+    memcpy(&u, x, 4);
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+// Blocks of a fixed length the compiler vectorises (at -O2 too, where it
+// takes only loops of a known count); the first bad one is searched.
+SH_HOT size_t eng_find_nonfinite(const float *x, size_t n)
+{
     enum { B = 256 };
     for (size_t at = 0; at < n; at += B) {
         size_t m = n - at < B ? n - at : B;
         uint32_t any = 0;
-        for (size_t k = 0; k < m; k++) {
-            uint32_t u;
-            memcpy(&u, &x[at + k], 4);
-            any |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        if (any)
-            for (size_t k = 0; k < m; k++) {
-                uint32_t u;
-                memcpy(&u, &x[at + k], 4);
-                if ((u & 0x7f800000u) == 0x7f800000u)
-                    return at + k;
-            }
+        if (m == B)
+            for (size_t k = 0; k < B; k++)
+                any |= nonfinite_bits(&x[at + k]);
+        else
+            any = 1; // the tail: searched below
+        for (size_t k = 0; any && k < m; k++)
+            if (nonfinite_bits(&x[at + k]))
+                return at + k;
     }
     return SIZE_MAX;
 }

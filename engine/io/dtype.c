@@ -226,22 +226,22 @@ static inline bool nonfinite_bits(const float *x)
     return (u & 0x7f800000u) == 0x7f800000u;
 }
 
-// Blocks of a fixed length the compiler vectorises (at -O2 too, where it
-// takes only loops of a known count); the first bad one is searched.
+// Whole blocks of a fixed length, which the compiler vectorises (at -O2
+// too, where it takes only loops of a known count), up to the first that
+// holds one; then one at a time through that block or the tail.
 SH_HOT size_t eng_find_nonfinite(const float *x, size_t n)
 {
     enum { B = 256 };
-    for (size_t at = 0; at < n; at += B) {
-        size_t m = n - at < B ? n - at : B;
+    size_t at = 0;
+    for (; at + B <= n; at += B) {
         uint32_t any = 0;
-        if (m == B)
-            for (size_t k = 0; k < B; k++)
-                any |= nonfinite_bits(&x[at + k]);
-        else
-            any = 1; // the tail: searched below
-        for (size_t k = 0; any && k < m; k++)
-            if (nonfinite_bits(&x[at + k]))
-                return at + k;
+        for (size_t k = 0; k < B; k++)
+            any |= nonfinite_bits(&x[at + k]);
+        if (any)
+            break;
     }
+    for (; at < n; at++)
+        if (nonfinite_bits(&x[at]))
+            return at;
     return SIZE_MAX;
 }

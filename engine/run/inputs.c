@@ -181,16 +181,16 @@ static void wanted(const eng_plan *p, bool *want)
 
 int eng_grads_for_sweep(const eng_model *m, const eng_spec *s,
                         const eng_options *o, const eng_hooks *h,
-                        eng_grads *out, bool *needed, sh_diag *d)
+                        eng_grads *out, eng_options *runs, sh_diag *d)
 {
+    *out = (eng_grads){0};
+    *runs = *o;
     unsigned need = eng_score_inputs_of(eng_methods[s->method].score);
     for (size_t i = 0; s->kind == ENG_KIND_SWEEP && i < s->sweep.n_methods; i++)
         need |= eng_score_inputs_of(eng_methods[s->sweep.methods[i]].score);
-    *needed = need & (ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER);
-    if (!*needed || !o->calibration_path) {
-        *needed = false;
+    if (!(need & (ENG_SCORE_IN_GRAD | ENG_SCORE_IN_FISHER)) ||
+        !o->calibration_path)
         return 0;
-    }
     eng_plan p = {0};
     size_t n = eng_model_tensor_count(m);
     bool *want = calloc(n ? n : 1, sizeof *want);
@@ -203,8 +203,8 @@ int eng_grads_for_sweep(const eng_model *m, const eng_spec *s,
                           need & ENG_SCORE_IN_FISHER, h, out, d);
     eng_plan_deinit(&p);
     free(want);
-    if (rc != 0)
-        *needed = false;
+    if (rc == 0)
+        runs->grads = out;
     return rc;
 }
 

@@ -31,14 +31,15 @@ int eng_score_inputs_open(eng_score_inputs *in, const eng_plan *plan,
                           eng_report *r, sh_diag *d);
 void eng_score_inputs_close(eng_score_inputs *in);
 
-// The gradients every run of a sweep of s (its method, or any of its
-// sweep's methods) needs, computed once over o->calibration_path for s's
-// targets, with the Fisher sums when one needs them; *needed false (and
-// nothing done) when none does. The file lies beside o->out_dir, unlinked
-// once mapped. Free with eng_grads_deinit.
+// The options of a sweep's runs: *runs = *o, with runs->grads = out when
+// a run of a sweep of s (its method, or any of its sweep's methods) needs
+// gradients: computed once into out over o->calibration_path for s's
+// targets, with the Fisher sums when one needs them. out is left empty
+// when none does. The file lies beside o->out_dir, unlinked once mapped.
+// Free out with eng_grads_deinit (empty or not).
 int eng_grads_for_sweep(const eng_model *m, const eng_spec *s,
                         const eng_options *o, const eng_hooks *h,
-                        eng_grads *out, bool *needed, sh_diag *d);
+                        eng_grads *out, eng_options *runs, sh_diag *d);
 // Sets sc's inputs for model tensor ti; in may be NULL (none).
 void eng_score_inputs_attach(const eng_score_inputs *in, size_t ti,
                              eng_scorer *sc);

@@ -330,12 +330,9 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
     // Gradient criteria: the dense model's gradients once for every run
     // (whole runs compute their own, for comparison).
     eng_grads grads = {0};
-    bool shared = false;
     eng_options so = *o;
-    if (rc == 0 && reuse &&
-        (rc = eng_grads_for_sweep(m, base, o, h, &grads, &shared, d)) == 0 &&
-        shared)
-        so.grads = &grads;
+    if (rc == 0 && reuse)
+        rc = eng_grads_for_sweep(m, base, o, h, &grads, &so, d);
     dense_s = sh_time_mono() - t0;
     eng_subrun w;
     eng_subrun_init(&w, h, "sensitivity", total);
@@ -391,8 +388,7 @@ int eng_sensitivity(const eng_model *m, const eng_spec *base,
     free(pts);
     free(ord);
     free(gs);
-    if (shared)
-        eng_grads_deinit(&grads);
+    eng_grads_deinit(&grads);
     prefix_close(&ev);
     prefix_close(&cal);
     json_decref(spec);

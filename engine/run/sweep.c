@@ -72,12 +72,9 @@ int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
         rc = eng_measure(m, o->evaluation_path, h, &dense, NULL, d);
     // Gradient criteria: the dense model's gradients once for every point.
     eng_grads grads = {0};
-    bool shared = false;
     eng_options so = *o;
-    if (rc == 0 &&
-        (rc = eng_grads_for_sweep(m, base, o, h, &grads, &shared, d)) == 0 &&
-        shared)
-        so.grads = &grads;
+    if (rc == 0)
+        rc = eng_grads_for_sweep(m, base, o, h, &grads, &so, d);
     o = &so;
     char label[96];
     eng_subrun w;
@@ -120,7 +117,6 @@ int eng_sweep(const eng_model *m, const eng_spec *base, const eng_options *o,
                          points, "evaluations", (json_int_t)(n + 1), "seconds",
                          sh_time_mono() - t0);
     json_decref(points);
-    if (shared)
-        eng_grads_deinit(&grads);
+    eng_grads_deinit(&grads);
     return rc;
 }

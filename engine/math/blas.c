@@ -11,13 +11,24 @@
 // engine needs no OpenBLAS-specific header path.
 void openblas_set_num_threads(int n);
 char *openblas_get_corename(void);
+// The pthreads build's own stop for its worker threads (what its fork
+// handler calls); weak: absent from other builds, and then not called.
+int blas_thread_shutdown_(void) __attribute__((weak));
 
 // OpenBLAS on one thread: the engine's threads run its calls over tiles
-// (linalg.c), which keeps results the same for any thread count.
+// (linalg.c), which keeps results the same for any thread count. Its
+// worker threads then never get work, yet they start when the library
+// loads and spin on sched_yield for about 2^28 cycles before they sleep:
+// on two cores that took one from the first tenth of a second of every
+// run (Wanda on a 4096^2 layer: its solve 0.04 -> 0.07 s). Stopped here;
+// a later call with more threads would start them again, and none is
+// made.
 void eng_blas_threads(int n)
 {
     (void)n;
     openblas_set_num_threads(1);
+    if (blas_thread_shutdown_)
+        blas_thread_shutdown_();
 }
 
 const char *eng_blas_core(void)

@@ -45,6 +45,10 @@ typedef struct eng_options {
     // A sensitivity sweep measures every run's whole model, reusing no
     // dense prefix (for comparison: the numbers are the same).
     bool sensitivity_whole_runs;
+    // Calibration inputs an mlp's first block reads are streamed from the
+    // file a piece at a time; this reads and checks them whole first
+    // instead (for comparison: the bytes are the same).
+    bool calibration_whole;
     // A sensitivity sweep's run: targets at sparsity 0 with no grid are
     // left as they are (copied through, no statistics, no report row),
     // and the calibration pass stops after the last block with work.

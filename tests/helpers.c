@@ -130,8 +130,8 @@ unsigned char *th_read_file(const char *path, size_t *len)
     return (unsigned char *)buf;
 }
 
-void th_write_st(const char *path, const th_tensor *ts, size_t n,
-                 const char *metadata_json)
+static void write_st(const char *path, const th_tensor *ts, size_t n,
+                     const char *metadata_json, bool pad)
 {
     json_t *h = json_object();
     if (metadata_json)
@@ -159,12 +159,14 @@ void th_write_st(const char *path, const th_tensor *ts, size_t n,
     json_decref(h);
     FILE *f = fopen(path, "wb");
     ck_assert_ptr_nonnull(f);
-    uint64_t hl = strlen(text);
+    uint64_t len = strlen(text), hl = pad ? (len + 7) / 8 * 8 : len;
     unsigned char lenbuf[8];
     for (int i = 0; i < 8; i++)
         lenbuf[i] = (unsigned char)(hl >> (8 * i));
     fwrite(lenbuf, 1, 8, f);
-    fwrite(text, 1, hl, f);
+    fwrite(text, 1, len, f);
+    for (uint64_t i = len; i < hl; i++)
+        fputc(' ', f);
     free(text);
     for (size_t i = 0; i < n; i++) {
         eng_dtype dt;
@@ -176,6 +178,17 @@ void th_write_st(const char *path, const th_tensor *ts, size_t n,
             fwrite(ts[i].data, eng_dtype_size(dt), numel, f);
     }
     fclose(f);
+}
+
+void th_write_st(const char *path, const th_tensor *ts, size_t n,
+                 const char *metadata_json)
+{
+    write_st(path, ts, n, metadata_json, false);
+}
+
+void th_write_st_padded(const char *path, const th_tensor *ts, size_t n)
+{
+    write_st(path, ts, n, NULL, true);
 }
 
 char *th_fixture(const char *rel)

@@ -80,6 +80,9 @@ typedef struct th_tensor {
 // Writes a valid safetensors file with the tensors in the given order.
 void th_write_st(const char *path, const th_tensor *ts, size_t n,
                  const char *metadata_json);
+// The same with the header padded with spaces to a multiple of 8 bytes (as
+// the reference writer does), so that the data lie aligned.
+void th_write_st_padded(const char *path, const th_tensor *ts, size_t n);
 
 // Fixture path: tests/fixtures/<rel> (SHEARS_FIXTURES overrides the root).
 char *th_fixture(const char *rel);

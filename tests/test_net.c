@@ -505,6 +505,50 @@ START_TEST(test_dataset_nonfinite_row)
 }
 END_TEST
 
+// A lazy load leaves F32 inputs unread: rows come from the file piece by
+// piece, the same values as the mapping's, each read checked; a check of
+// them all names the first bad row, as a plain load does.
+START_TEST(test_dataset_read_rows)
+{
+    char *dir = th_tmpdir();
+    char *p = th_path(dir, "x.safetensors");
+    size_t rows = 700, cols = 1000; // pieces of 262 rows
+    float *v = malloc(rows * cols * sizeof *v);
+    th_randn(v, rows * cols, 9);
+    v[650 * cols + 5] = NAN;
+    th_tensor t = {"inputs", "F32", 2, {(int64_t)rows, (int64_t)cols}, v};
+    th_write_st_padded(p, &t, 1);
+    float *out = malloc(rows * cols * sizeof *out);
+    eng_dataset ds;
+    sh_diag d;
+    for (int threads = 1; threads <= 4; threads += 3) {
+        sh_par_threads(threads);
+        ck_assert_int_eq(eng_dataset_load_lazy(&ds, p, 0, 0, 0, NULL, &d), 0);
+        ck_assert(ds.unchecked);
+        ck_assert_int_eq(eng_dataset_read_rows(&ds, 3, 600, out, &d), 0);
+        ck_assert_mem_eq(out, v + 3 * cols, 600 * cols * sizeof *out);
+        ck_assert_int_eq(eng_dataset_read_rows(&ds, 100, 600, out, &d),
+                         SH_EFORMAT);
+        ck_assert_msg(strstr(d.msg, "at row 650"), "%s", d.msg);
+        ck_assert_int_eq(eng_dataset_check_rows(&ds, NULL, &d), SH_EFORMAT);
+        ck_assert_msg(strstr(d.msg, "at row 650"), "%s", d.msg);
+        ck_assert(ds.unchecked);
+        eng_dataset_deinit(&ds);
+        // The first 650 rows alone are clean.
+        ck_assert_int_eq(eng_dataset_load_lazy(&ds, p, 650, 0, 0, NULL, &d), 0);
+        ck_assert_int_eq(eng_dataset_check_rows(&ds, NULL, &d), 0);
+        ck_assert(!ds.unchecked);
+        eng_dataset_deinit(&ds);
+    }
+    sh_par_threads(1);
+    free(out);
+    free(v);
+    th_rmtree(dir);
+    free(dir);
+    free(p);
+}
+END_TEST
+
 // --- the weight overlay
 //
 // A tensor pruned in memory and set as an overlay gives the same results as
@@ -771,6 +815,7 @@ Suite *suite_net(void)
     tcase_add_test(tc, test_dataset_checks);
     tcase_add_test(tc, test_dataset_load_cancel);
     tcase_add_test(tc, test_dataset_nonfinite_row);
+    tcase_add_test(tc, test_dataset_read_rows);
     tcase_add_test(tc, test_net_overlay_matches_disk_mlp);
     tcase_add_test(tc, test_net_overlay_matches_disk_llama);
     tcase_add_test(tc, test_net_groups);

@@ -19,8 +19,9 @@ typedef struct run {
     int rc;
 } run;
 
-static int run_spec_opts(run *x, const char *model, const char *spec_json,
-                         const eng_hooks *h, int threads, const char *calib)
+static int run_spec_whole(run *x, const char *model, const char *spec_json,
+                          const eng_hooks *h, int threads, const char *calib,
+                          bool whole)
 {
     memset(x, 0, sizeof *x);
     x->dir = th_tmpdir();
@@ -37,11 +38,18 @@ static int run_spec_opts(run *x, const char *model, const char *spec_json,
     eng_options o = {.out_dir = x->out,
                      .sync = false,
                      .threads = threads,
-                     .calibration_path = calib};
+                     .calibration_path = calib,
+                     .calibration_whole = whole};
     x->rc = eng_prune(m, &s, &o, h, &x->r, &x->d);
     eng_model_close(m);
     eng_spec_deinit(&s);
     return x->rc;
+}
+
+static int run_spec_opts(run *x, const char *model, const char *spec_json,
+                         const eng_hooks *h, int threads, const char *calib)
+{
+    return run_spec_whole(x, model, spec_json, h, threads, calib, false);
 }
 
 static int run_spec_threads(run *x, const char *model, const char *spec_json,
@@ -574,6 +582,99 @@ START_TEST(test_calibrated_threads_same_bytes)
 }
 END_TEST
 
+// An mlp's first layer reads its calibration rows from the file a piece
+// of rows at a time (about a million values), never through the mapping:
+// the bytes and the report are those of reading them whole first, for
+// every statistic the pieces feed (column norms, the recon estimate's
+// rows, OWL's pass), at any thread count; a non-finite value is named by
+// its row either way. Here 2600 rows of 1000 features: three pieces.
+START_TEST(test_calibration_streamed)
+{
+    char *dir = th_tmpdir();
+    char *model = th_path(dir, "m"), *calib = th_path(dir, "c.safetensors");
+    ck_assert_int_eq(sh_mkdir_p(model), 0);
+    char *cfg = th_path(model, "config.json"),
+         *wp = th_path(model, "model.safetensors");
+    const char *cj = "{\"model_type\":\"mlp\",\"layers\":[\"fc1\",\"fc2\"],"
+                     "\"hidden_act\":\"relu\"}";
+    th_write_file(cfg, cj, strlen(cj));
+    enum { IN = 1000, HID = 48, OUT = 10, ROWS = 2600 };
+    float *w = malloc((HID * IN + HID + OUT * HID + OUT) * sizeof *w);
+    th_randn(w, HID * IN + HID + OUT * HID + OUT, 3);
+    th_tensor ts[] = {
+        {"fc1.weight", "F32", 2, {HID, IN}, w},
+        {"fc1.bias", "F32", 1, {HID}, w + HID * IN},
+        {"fc2.weight", "F32", 2, {OUT, HID}, w + HID * IN + HID},
+        {"fc2.bias", "F32", 1, {OUT}, w + HID * IN + HID + OUT * HID}};
+    th_write_st(wp, ts, 4, NULL);
+    float *x = malloc((size_t)ROWS * IN * sizeof *x);
+    th_randn(x, (size_t)ROWS * IN, 4);
+    th_tensor in = {"inputs", "F32", 2, {ROWS, IN}, x};
+    th_write_st_padded(calib, &in, 1);
+    static const char *const specs[] = {
+#define CAL "\"calibration\":{\"dataset\":\"c\"}"
+        "{\"method\":\"wanda\"," CAL "}",
+        "{\"method\":\"wanda\",\"pattern\":\"2:4\"," CAL "}",
+        "{\"method\":\"magnitude\"," CAL "}",
+        "{\"method\":\"wanda\",\"sparsity\":0.6,\"allocation\":\"owl\"," CAL
+        "}",
+        "{\"method\":\"wanda\",\"targets\":[\"^fc1\\\\.weight$\"]," CAL "}",
+#undef CAL
+    };
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        run whole;
+        eng_set_threads(1);
+        ck_assert_msg(
+            run_spec_whole(&whole, model, specs[k], NULL, 1, calib, true) == 0,
+            "%s: %s", specs[k], whole.d.msg);
+        char *a = th_path(whole.out, "model.safetensors");
+        char *ta = report_text(&whole.r);
+        ck_assert_int_eq(whole.r.calib_samples, ROWS);
+        for (int t = 1; t <= 3; t += 2) {
+            run piece;
+            eng_set_threads(t);
+            ck_assert_int_eq(
+                run_spec_whole(&piece, model, specs[k], NULL, t, calib, false),
+                0);
+            char *b = th_path(piece.out, "model.safetensors");
+            char *tb = report_text(&piece.r);
+            ck_assert_msg(same_file(a, b), "%s: %d threads", specs[k], t);
+            ck_assert_str_eq(ta, tb);
+            free(b);
+            free(tb);
+            run_free(&piece);
+        }
+        free(a);
+        free(ta);
+        run_free(&whole);
+    }
+    // A NaN in the third piece, and an Inf after it in the same piece.
+    x[2200 * IN + 17] = NAN;
+    x[2400 * IN] = INFINITY;
+    th_write_st_padded(calib, &in, 1);
+    for (int whole = 0; whole < 2; whole++) {
+        run bad;
+        eng_set_threads(2);
+        ck_assert_int_eq(
+            run_spec_whole(&bad, model, specs[0], NULL, 2, calib, whole),
+            SH_EFORMAT);
+        ck_assert_msg(strstr(bad.d.msg, "calibration data") &&
+                          strstr(bad.d.msg, "at row 2200"),
+                      "%s", bad.d.msg);
+        run_free(&bad);
+    }
+    eng_set_threads(1);
+    free(x);
+    free(w);
+    free(cfg);
+    free(wp);
+    free(model);
+    free(calib);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 // Every phase of a calibrated run is timed; together they are the run.
 START_TEST(test_timings)
 {
@@ -854,6 +955,7 @@ Suite *suite_prune(void)
     tcase_add_test(tc, test_format_seam);
     tcase_add_test(tc, test_recon_sample);
     tcase_add_test(tc, test_calibrated_threads_same_bytes);
+    tcase_add_test(tc, test_calibration_streamed);
     tcase_add_test(tc, test_timings);
     tcase_add_test(tc, test_rows_conv_overrides);
     tcase_add_test(tc, test_failures_named);

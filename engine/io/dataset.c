@@ -117,9 +117,34 @@ static void load_steps(void *ctx, int64_t s0, int64_t s1)
     }
 }
 
-int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
-                     int64_t vocab, int64_t classes, const eng_hooks *hooks,
-                     sh_diag *d)
+// Converts (into owned, unless NULL) and checks n values of raw.
+static int check_values(float *owned, const unsigned char *raw, eng_dtype dt,
+                        const float *vals, size_t n, int64_t cols,
+                        const eng_hooks *hooks, sh_diag *d)
+{
+    load_job j = {.owned = owned,
+                  .raw = raw,
+                  .dt = dt,
+                  .elem = eng_dtype_size(dt),
+                  .vals = vals,
+                  .n = n,
+                  .hooks = hooks,
+                  .bad = SIZE_MAX};
+    sh_par_for((int64_t)((n + LOAD_STEP - 1) / LOAD_STEP), 1, 1, load_steps,
+               &j);
+    if (atomic_load(&j.cancelled))
+        return SH_ECANCELED;
+    size_t bad = atomic_load(&j.bad);
+    if (bad != SIZE_MAX)
+        return sh_diag_set(d, SH_EFORMAT, "inputs",
+                           "\"inputs\" holds a non-finite value at row %zu",
+                           bad / (size_t)cols);
+    return 0;
+}
+
+static int load(eng_dataset *ds, const char *path, int64_t max_rows,
+                int64_t vocab, int64_t classes, bool lazy,
+                const eng_hooks *hooks, sh_diag *d)
 {
     memset(ds, 0, sizeof *ds);
     eng_st *st = NULL;
@@ -159,42 +184,26 @@ int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
     } else {
         long i = eng_st_header_find(h, "inputs");
         const unsigned char *raw = eng_st_data(st, (size_t)i);
-        size_t elem = eng_dtype_size(ds->info.dtype);
+        ds->tensor = (size_t)i;
         if (ds->info.dtype == ENG_DTYPE_F32 &&
             (uintptr_t)raw % _Alignof(float) == 0) {
             // Read where they lie: the mapping's pages come from the page
             // cache, where a copy would fault in fresh memory for each.
             ds->inputs = (const float *)raw;
             ds->st = st;
-            eng_st_populate(st, (size_t)i);
+            ds->unchecked = true;
         } else {
             if (!(ds->owned = malloc(n * sizeof *ds->owned))) {
                 rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
                 goto out;
             }
             ds->inputs = ds->owned;
+            if ((rc = check_values(ds->owned, raw, ds->info.dtype, ds->inputs,
+                                   n, ds->info.cols, hooks, d)) != 0)
+                goto out;
         }
-        load_job j = {.owned = ds->owned,
-                      .raw = raw,
-                      .dt = ds->info.dtype,
-                      .elem = elem,
-                      .vals = ds->inputs,
-                      .n = n,
-                      .hooks = hooks,
-                      .bad = SIZE_MAX};
-        sh_par_for((int64_t)((n + LOAD_STEP - 1) / LOAD_STEP), 1, 1, load_steps,
-                   &j);
-        if (atomic_load(&j.cancelled)) {
-            rc = SH_ECANCELED;
+        if (!lazy && (rc = eng_dataset_check_rows(ds, hooks, d)) != 0)
             goto out;
-        }
-        size_t bad = atomic_load(&j.bad);
-        if (bad != SIZE_MAX) {
-            rc = sh_diag_set(d, SH_EFORMAT, "inputs",
-                             "\"inputs\" holds a non-finite value at row %zu",
-                             bad / (size_t)ds->info.cols);
-            goto out;
-        }
         if (ds->info.has_labels) {
             long l = eng_st_header_find(h, "labels");
             const void *src = eng_st_data(st, (size_t)l);
@@ -221,6 +230,104 @@ out:
     if (rc != 0)
         eng_dataset_deinit(ds);
     return rc;
+}
+
+int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
+                     int64_t vocab, int64_t classes, const eng_hooks *hooks,
+                     sh_diag *d)
+{
+    return load(ds, path, max_rows, vocab, classes, false, hooks, d);
+}
+
+int eng_dataset_load_lazy(eng_dataset *ds, const char *path, int64_t max_rows,
+                          int64_t vocab, int64_t classes, const eng_hooks *h,
+                          sh_diag *d)
+{
+    return load(ds, path, max_rows, vocab, classes, true, h, d);
+}
+
+int eng_dataset_check_rows(eng_dataset *ds, const eng_hooks *h, sh_diag *d)
+{
+    if (!ds->unchecked)
+        return 0;
+    eng_st_populate(ds->st, ds->tensor);
+    int rc =
+        check_values(NULL, NULL, ENG_DTYPE_F32, ds->inputs,
+                     (size_t)(ds->rows * ds->info.cols), ds->info.cols, h, d);
+    if (rc == 0)
+        ds->unchecked = false;
+    return rc;
+}
+
+// Rows read a piece at a time, each piece checked; the first non-finite
+// value is the lowest index of any piece's first.
+typedef struct rows_job {
+    const eng_dataset *ds;
+    int64_t r0, per; // the first row, rows a piece
+    int64_t n;
+    float *out;
+    _Atomic size_t bad; // value index within out
+    atomic_int rc;
+    sh_diag d; // the first read error's
+    atomic_flag d_set;
+} rows_job;
+
+static void rows_pieces(void *ctx, int64_t p0, int64_t p1)
+{
+    rows_job *j = ctx;
+    size_t cols = (size_t)j->ds->info.cols;
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t r = p * j->per, m = j->n - r < j->per ? j->n - r : j->per;
+        float *dst = j->out + (size_t)r * cols;
+        sh_diag d = {0};
+        int rc = eng_st_read_range(j->ds->st, j->ds->tensor,
+                                   (uint64_t)(j->r0 + r) * cols * sizeof *dst,
+                                   dst, (size_t)m * cols * sizeof *dst, &d);
+        if (rc != 0) {
+            if (!atomic_flag_test_and_set(&j->d_set)) {
+                j->d = d;
+                atomic_store(&j->rc, rc);
+            }
+            return;
+        }
+        size_t bad = eng_find_nonfinite(dst, (size_t)m * cols);
+        if (bad == SIZE_MAX)
+            continue;
+        size_t at = (size_t)r * cols + bad, seen = atomic_load(&j->bad);
+        while (at < seen && !atomic_compare_exchange_weak(&j->bad, &seen, at))
+            ;
+        return; // later pieces of the chunk lie further on
+    }
+}
+
+int eng_dataset_read_rows(const eng_dataset *ds, int64_t r0, int64_t n,
+                          float *out, sh_diag *d)
+{
+    int64_t cols = ds->info.cols;
+    // Pieces of about a quarter of a million values: two threads' share
+    // of a few MiB each spans several.
+    int64_t per = ((int64_t)1 << 18) / cols;
+    per = per < 1 ? 1 : per;
+    rows_job j = {.ds = ds,
+                  .r0 = r0,
+                  .per = per,
+                  .n = n,
+                  .out = out,
+                  .bad = SIZE_MAX,
+                  .d_set = ATOMIC_FLAG_INIT};
+    sh_par_for((n + per - 1) / per, 1, 1, rows_pieces, &j);
+    int rc = atomic_load(&j.rc);
+    if (rc != 0) {
+        *d = j.d;
+        return rc;
+    }
+    size_t bad = atomic_load(&j.bad);
+    if (bad != SIZE_MAX)
+        return sh_diag_set(
+            d, SH_EFORMAT, "inputs",
+            "\"inputs\" holds a non-finite value at row %" PRId64,
+            r0 + (int64_t)(bad / (size_t)cols));
+    return 0;
 }
 
 void eng_dataset_deinit(eng_dataset *ds)

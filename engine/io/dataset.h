@@ -47,6 +47,8 @@ typedef struct eng_dataset {
     int32_t *labels;     // (rows,), or NULL
     float *owned;        // inputs when converted (ours to free)
     eng_st *st;          // the open file while inputs point into it
+    size_t tensor;       // the index of "inputs" in st
+    bool unchecked;      // eng_dataset_load_lazy: inputs not yet read
 } eng_dataset;
 
 // Opens path, checks it, loads at most max_rows rows (0: all). vocab > 0
@@ -57,5 +59,24 @@ int eng_dataset_load(eng_dataset *ds, const char *path, int64_t max_rows,
                      int64_t vocab, int64_t classes, const eng_hooks *h,
                      sh_diag *d);
 void eng_dataset_deinit(eng_dataset *ds);
+
+// As eng_dataset_load, except that F32 inputs read in place are not read
+// yet (ds->unchecked; other dtypes are converted and checked as there). A
+// caller then reads them in pieces with eng_dataset_read_rows, which checks
+// what it reads, or checks them all with eng_dataset_check_rows before
+// reading ds->inputs.
+int eng_dataset_load_lazy(eng_dataset *ds, const char *path, int64_t max_rows,
+                          int64_t vocab, int64_t classes, const eng_hooks *h,
+                          sh_diag *d);
+// Checks the inputs a lazy load left unread, as eng_dataset_load does
+// (SH_EFORMAT naming the first row holding a non-finite value); a no-op
+// for a dataset with nothing unchecked. Clears ds->unchecked on success.
+int eng_dataset_check_rows(eng_dataset *ds, const eng_hooks *h, sh_diag *d);
+// Inputs rows [r0, r0 + n) of a lazily loaded F32 dataset into out
+// (n, cols), copied from the file with pread on the job's threads (one
+// reused buffer beats touching every mapped page), and checked: SH_EFORMAT
+// naming the first row holding a non-finite value.
+int eng_dataset_read_rows(const eng_dataset *ds, int64_t r0, int64_t n,
+                          float *out, sh_diag *d);
 
 #endif

@@ -51,6 +51,14 @@ typedef struct calib {
     float *sample[MAX_SITES];   // (sample_rows, cols), filled when needed
     const float *sampled_x[MAX_SITES]; // the rows kept: sample, or in place
     const float *block_in;             // the block's input activations
+    int64_t block_rows;                // its rows
+    // The first block reads the dataset's rows themselves (an mlp's): its
+    // statistics pass takes them a piece at a time from the file, into
+    // `piece`, instead of through the mapping (read_rows).
+    eng_dataset *ds;
+    bool stream;
+    float *piece;
+    double read_s; // seconds spent reading pieces, summed
     // the current block's statistics, per input site
     int nsites;
     bool used[MAX_SITES];
@@ -108,14 +116,22 @@ static bool on_site(void *ctx, int site, const float *x, int64_t rows,
         eng_syrk_acc_polled(c->hess[site], x, rows, cols, c->h) != 0)
         c->cancelled = true;
     if (c->sample[site]) { // the first rows, for the estimate
-        int64_t k = rows < c->sample_rows ? rows : c->sample_rows;
         // The block's input stays as it is until the block runs pruned,
-        // after the estimate: read in place. The other sites' buffers are
-        // the pass's scratch.
-        if (x != c->block_in)
-            memcpy(c->sample[site], x, (size_t)(k * cols) * sizeof(float));
-        c->sampled_x[site] = x == c->block_in ? x : c->sample[site];
-        c->sampled[site] = k;
+        // after the estimate: read in place (its pieces, read from the
+        // file, are checked rows of it). The other sites' buffers are the
+        // pass's scratch: their first rows are copied, piece by piece.
+        int64_t have = c->sampled[site], k = c->sample_rows - have;
+        k = rows < k ? rows : k;
+        if (x == c->block_in || x == c->piece) {
+            c->sampled_x[site] = c->block_in;
+            c->sampled[site] =
+                c->block_rows < c->sample_rows ? c->block_rows : c->sample_rows;
+        } else if (k > 0) {
+            memcpy(c->sample[site] + have * cols, x,
+                   (size_t)(k * cols) * sizeof(float));
+            c->sampled_x[site] = c->sample[site];
+            c->sampled[site] = have + k;
+        }
     }
     if (c->colsq[site] && !c->cancelled)
         eng_colsq_acc(c->colsq[site], x, rows, cols);
@@ -144,6 +160,7 @@ static void stats_free(calib *c)
         free(c->sample[i]);
         c->hess[i] = c->colsq[i] = c->sample[i] = NULL;
         c->sampled_x[i] = NULL;
+        c->sampled[i] = 0;
         c->used[i] = false;
     }
 }
@@ -563,6 +580,43 @@ static void owl_block(calib *c, size_t b, eng_net_block *blk)
     c->owl->params[b] = n;
 }
 
+// Values a piece of the streamed first block holds: a few MiB, read while
+// in cache.
+#define STREAM_VALUES ((int64_t)1 << 20)
+
+// The first block's statistics pass when its input is the dataset's rows
+// (c->stream): a piece of rows at a time, read from the file into c->piece
+// and checked, then passed as the block's input. The rows are independent
+// samples and every statistic sums over rows in order, so the statistics
+// are those of one pass over them all.
+static int stats_streamed(calib *c, eng_net_block *blk, const eng_acts *acts,
+                          sh_diag *d)
+{
+    int64_t rows = acts->rows, cols = acts->width, per = STREAM_VALUES / cols;
+    per = per < 1 ? 1 : per > rows ? rows : per;
+    if (!c->piece &&
+        !(c->piece = sh_alloc_bulk((size_t)(per * cols) * sizeof *c->piece)))
+        return sh_diag_set(d, SH_ENOMEM, "", "out of memory");
+    int rc = 0;
+    for (int64_t r0 = 0; rc == 0 && r0 < rows; r0 += per) {
+        int64_t n = rows - r0 < per ? rows - r0 : per;
+        double t0 = sh_time_mono();
+        if ((rc = eng_dataset_read_rows(c->ds, r0, n, c->piece, d)) != 0) {
+            sh_diag_prefix(d, "calibration data");
+            break;
+        }
+        c->read_s += sh_time_mono() - t0;
+        eng_acts a = {
+            .x = c->piece, .rows = n, .width = cols, .borrowed = true};
+        rc = eng_net_block_stats_polled(c->net, blk, &a, on_site, c, c->h, d);
+        if (rc == 0 && (c->cancelled || eng_hooks_cancelled(c->h)))
+            rc = SH_ECANCELED;
+    }
+    if (rc == 0)
+        c->ds->unchecked = false; // every row read and checked
+    return rc;
+}
+
 static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
 {
     size_t nb = c->nblocks = eng_net_blocks(c->net);
@@ -583,12 +637,15 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         progress(c, ENG_PHASE_FORWARD, NULL);
         if (eng_hooks_cancelled(c->h))
             rc = SH_ECANCELED; // blk freed below
-        double stat0 = c->stat_s;
+        double stat0 = c->stat_s, read0 = c->read_s;
         c->block_in = acts->x;
+        c->block_rows = acts->rows;
         // The dense pass, as far as the block's targets read.
         if (rc == 0 && (rc = stats_alloc(c, b, d)) == 0 && c->last_site >= 0)
-            rc = eng_net_block_stats_polled(c->net, blk, acts, on_site, c, c->h,
-                                            d);
+            rc = b == 0 && c->stream
+                     ? stats_streamed(c, blk, acts, d)
+                     : eng_net_block_stats_polled(c->net, blk, acts, on_site, c,
+                                                  c->h, d);
         if (rc == 0 && c->cancelled)
             rc = SH_ECANCELED;
         for (int s = 0; rc == 0 && s < c->nsites; s++)
@@ -596,8 +653,10 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
                 eng_sym_fill(c->hess[s], c->cols[s]);
         // The statistics ran inside the forward pass.
         t0 = eng_report_lap(c->r, NULL, ENG_PHASE_FORWARD, t0);
-        c->r->timings[ENG_PHASE_FORWARD] -= c->stat_s - stat0;
+        c->r->timings[ENG_PHASE_FORWARD] -=
+            c->stat_s - stat0 + c->read_s - read0;
         c->r->timings[ENG_PHASE_STATISTICS] += c->stat_s - stat0;
+        c->r->timings[ENG_PHASE_READ] += c->read_s - read0;
         const eng_net_linear *lin;
         size_t nl = eng_net_linears(c->net, b, &lin);
         if (rc == 0 && c->owl)
@@ -614,6 +673,8 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         if (rc == 0 && b + 1 < c->work_end) {
             progress(c, ENG_PHASE_FORWARD, NULL);
             t0 = sh_time_mono();
+            if (b == 0 && c->stream) // its rows, all read now: map them
+                eng_st_populate(c->ds->st, c->ds->tensor);
             rc = eng_net_block_forward_polled(c->net, blk, acts, c->h, d);
             eng_report_lap(c->r, NULL, ENG_PHASE_FORWARD, t0);
         }
@@ -672,9 +733,9 @@ static int calibrated(const eng_plan *plan, const eng_options *o,
         h,
         &(eng_progress){.phase = "calibrating", .stage = "read", .steps = 1});
     double t0 = sh_time_mono();
-    if ((rc = eng_dataset_load(&ds, o->calibration_path, s->calib_samples,
-                               eng_net_vocab(c.net), eng_net_classes(c.net), h,
-                               d)) != 0 ||
+    if ((rc = eng_dataset_load_lazy(&ds, o->calibration_path, s->calib_samples,
+                                    eng_net_vocab(c.net),
+                                    eng_net_classes(c.net), h, d)) != 0 ||
         (rc = eng_net_check_dataset(c.net, &ds.info, d)) != 0) {
         sh_diag_prefix(d, "calibration data");
         goto out;
@@ -711,7 +772,19 @@ static int calibrated(const eng_plan *plan, const eng_options *o,
     if ((rc = c.first ? eng_acts_copy_polled(&acts, &cp->at, h, d)
                       : eng_net_embed_polled(c.net, &ds, &acts, h, d)) != 0)
         goto out;
-    eng_report_lap(r, NULL, ENG_PHASE_FORWARD, t0);
+    t0 = eng_report_lap(r, NULL, ENG_PHASE_FORWARD, t0);
+    // Where the first block with work reads the dataset's rows as they
+    // lie, its statistics pass reads them from the file in pieces and
+    // checks them; else they are checked here, all of them.
+    c.ds = &ds;
+    c.stream = ds.unchecked && acts.borrowed && acts.x == ds.inputs &&
+               c.first == 0 && c.work_begin == 0 && !c.hess_all &&
+               !o->calibration_whole;
+    if (!c.stream && (rc = eng_dataset_check_rows(&ds, h, d)) != 0) {
+        sh_diag_prefix(d, "calibration data");
+        goto out;
+    }
+    eng_report_lap(r, NULL, ENG_PHASE_READ, t0);
     if ((rc = run_blocks(&c, &acts, d)) != 0 || owl)
         goto out;
     t0 = sh_time_mono();
@@ -737,6 +810,7 @@ out:
     free(c.thr);
     free(c.orig.p);
     free(c.work.p);
+    free(c.piece);
     return rc;
 }
 

@@ -9,10 +9,10 @@
 //   I/O floor   cp of the model folder and the calibration file (reading
 //               both once, writing as many bytes)
 //   read floor  this program again (--touch): the model and calibration
-//               files mapped and every value read (summed, on every CPU),
-//               the model's bytes written to a file; cp moves the bytes
-//               in the kernel and never brings them into a process, which
-//               on a virtual machine saves a page-table fault per page
+//               files read with pread a MiB at a time into one reused
+//               buffer a thread, on every CPU, every value summed, the
+//               model's bytes written to a file; cp moves the bytes in
+//               the kernel and never brings them into a process
 //   sgemm       GFLOP/s of a 2048^3 product, for the layer's
 //               ratio of SparseGPT's necessary arithmetic
 //   forward     `shears eval` of the dense Llama on its calibration set:
@@ -33,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -283,34 +282,49 @@ static int shrink_speed(const char *bin, const char *llama, const char *eval,
 }
 
 typedef struct touch_job {
-    const float *x;
-    _Atomic uint32_t sink; // the sums' bits, so no read is left out
+    int fd, out;           // out < 0: nothing written
+    _Atomic uint32_t sink; // the values' bits, so no read is left out
+    atomic_bool bad;
 } touch_job;
 
-// Eight lanes of XOR over the values' bits: as fast as memory gives them.
-static void touch_range(void *ctx, int64_t b, int64_t e)
+enum { PIECE = 1 << 20 };
+
+// Pieces [b, e) of the file read into one reused buffer (what the engine
+// does with calibration rows: a mapping would fault in every page), each
+// value XORed in eight lanes, and written at its offset to out.
+static void touch_pieces(void *ctx, int64_t b, int64_t e)
 {
     touch_job *j = ctx;
+    unsigned char *buf = malloc(PIECE);
     uint32_t acc[8] = {0}, u[8];
-    int64_t i = b;
-    for (; i + 8 <= e; i += 8) {
-        memcpy(u, j->x + i, sizeof u);
-        for (int l = 0; l < 8; l++)
-            acc[l] ^= u[l];
+    int64_t p = b;
+    for (; p < e && buf; p++) {
+        off_t at = (off_t)p * PIECE;
+        ssize_t k = pread(j->fd, buf, PIECE, at);
+        if (k < 0 || (j->out >= 0 && pwrite(j->out, buf, (size_t)k, at) != k))
+            break;
+        size_t i = 0;
+        for (; i + sizeof u <= (size_t)k; i += sizeof u) {
+            memcpy(u, buf + i, sizeof u);
+            for (int l = 0; l < 8; l++)
+                acc[l] ^= u[l];
+        }
+        for (; i < (size_t)k; i++)
+            acc[0] ^= buf[i];
     }
-    for (; i < e; i++) {
-        memcpy(u, j->x + i, 4);
-        acc[0] ^= u[0];
-    }
+    free(buf);
+    if (p < e)
+        atomic_store(&j->bad, true);
     for (int l = 1; l < 8; l++)
         acc[0] ^= acc[l];
     atomic_fetch_xor(&j->sink, acc[0]);
 }
 
-// The read floor: each file mapped and every value of it read on every
-// CPU; the first (the model) also written to out.
+// The read floor: each file read with pread in pieces on every CPU, every
+// value of it summed; the first (the model) also written to out.
 static int touch_floor(char **paths, int n, const char *out)
 {
+    eng_blas_threads(1); // OpenBLAS's idle workers stopped, as shears does
     sh_par_threads(sh_cpu_count());
     uint32_t sink = 0;
     for (int i = 0; i < n; i++) {
@@ -318,24 +332,15 @@ static int touch_floor(char **paths, int n, const char *out)
         struct stat st;
         if (fd < 0 || fstat(fd, &st) != 0)
             return 1;
-        size_t len = (size_t)st.st_size;
-        const float *x = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (x == MAP_FAILED)
+        int o = i == 0 ? open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
+        if (i == 0 && o < 0)
             return 1;
-        touch_job j = {.x = x};
-        sh_par_for((int64_t)(len / 4), 1024, 1 << 16, touch_range, &j);
+        touch_job j = {.fd = fd, .out = o};
+        int64_t pieces = (int64_t)(((size_t)st.st_size + PIECE - 1) / PIECE);
+        sh_par_for(pieces, 1, 1, touch_pieces, &j);
         sink ^= atomic_load(&j.sink);
-        if (i == 0) {
-            int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            for (size_t at = 0; o >= 0 && at < len; at += 1u << 20) {
-                size_t k = len - at < (1u << 20) ? len - at : (1u << 20);
-                if (write(o, (const char *)x + at, k) != (ssize_t)k)
-                    return 1;
-            }
-            if (o < 0 || close(o) != 0)
-                return 1;
-        }
-        munmap((void *)x, len);
+        if (atomic_load(&j.bad) || (o >= 0 && close(o) != 0))
+            return 1;
         close(fd);
     }
     return sink == 0x7fc00001u; // never, but the sums are used
@@ -380,7 +385,7 @@ int main(int argc, char **argv)
     }
     row rows[] = {
         {"4096^2 I/O floor (cp)", COPY(layer, lcal), {0}, ""},
-        {"4096^2 read floor (mapped)",
+        {"4096^2 read floor (pread)",
          {self, "--touch", touched, lmodel, lcal, NULL},
          {0},
          ""},

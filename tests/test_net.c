@@ -538,6 +538,8 @@ START_TEST(test_dataset_read_rows)
         ck_assert_int_eq(eng_dataset_load_lazy(&ds, p, 650, 0, 0, NULL, &d), 0);
         ck_assert_int_eq(eng_dataset_check_rows(&ds, NULL, &d), 0);
         ck_assert(!ds.unchecked);
+        ck_assert_int_eq(eng_dataset_read_rows(&ds, 600, 51, out, &d),
+                         SH_EINVAL); // past the rows loaded
         eng_dataset_deinit(&ds);
     }
     sh_par_threads(1);

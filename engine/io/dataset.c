@@ -303,6 +303,12 @@ static void rows_pieces(void *ctx, int64_t p0, int64_t p1)
 int eng_dataset_read_rows(const eng_dataset *ds, int64_t r0, int64_t n,
                           float *out, sh_diag *d)
 {
+    if (!ds->st || ds->owned || r0 < 0 || n < 0 || r0 > ds->rows - n)
+        return sh_diag_set(d, SH_EINVAL, "inputs",
+                           "rows %" PRId64 "..%" PRId64 " of \"inputs\": "
+                           "not F32 rows in the file, or past the %" PRId64
+                           " loaded",
+                           r0, r0 + n, ds->rows);
     int64_t cols = ds->info.cols;
     // Pieces of about a quarter of a million values: two threads' share
     // of a few MiB each spans several.

@@ -73,9 +73,11 @@ int eng_dataset_load_lazy(eng_dataset *ds, const char *path, int64_t max_rows,
 // for a dataset with nothing unchecked. Clears ds->unchecked on success.
 int eng_dataset_check_rows(eng_dataset *ds, const eng_hooks *h, sh_diag *d);
 // Inputs rows [r0, r0 + n) of a lazily loaded F32 dataset into out
-// (n, cols), copied from the file with pread on the job's threads (one
-// reused buffer beats touching every mapped page), and checked: SH_EFORMAT
-// naming the first row holding a non-finite value.
+// (n, cols), copied from the file with pread on the job's threads (a
+// caller's buffer reused from piece to piece beats touching every mapped
+// page), and checked: SH_EFORMAT naming the first row holding a non-finite
+// value; SH_EINVAL for rows past ds->rows or inputs not read in place.
+// A lazy load checks the labels first, the inputs as they are read.
 int eng_dataset_read_rows(const eng_dataset *ds, int64_t r0, int64_t n,
                           float *out, sh_diag *d);
 

@@ -3,6 +3,7 @@
 #include "engine/math/linalg.h"
 
 #include <cpuid.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -11,24 +12,31 @@
 // engine needs no OpenBLAS-specific header path.
 void openblas_set_num_threads(int n);
 char *openblas_get_corename(void);
-// The pthreads build's own stop for its worker threads (what its fork
-// handler calls); weak: absent from other builds, and then not called.
+// OpenBLAS's own stop for its worker threads (what its fork handler
+// calls); weak: called only where the library exports it.
 int blas_thread_shutdown_(void) __attribute__((weak));
+
+static void one_thread(void)
+{
+    openblas_set_num_threads(1);
+    if (blas_thread_shutdown_)
+        blas_thread_shutdown_();
+}
 
 // OpenBLAS on one thread: the engine's threads run its calls over tiles
 // (linalg.c), which keeps results the same for any thread count. Its
 // worker threads then never get work, yet they start when the library
 // loads and spin on sched_yield for about 2^28 cycles before they sleep:
 // on two cores that took one from the first tenth of a second of every
-// run (Wanda on a 4096^2 layer: its solve 0.04 -> 0.07 s). Stopped here;
-// a later call with more threads would start them again, and none is
-// made.
+// run (Wanda on a 4096^2 layer: its solve 0.04 -> 0.07 s). They are
+// stopped once, whoever calls first: the stop is not safe from two
+// threads at once, and in 0.3.21 setting the thread count again starts
+// them again.
 void eng_blas_threads(int n)
 {
     (void)n;
-    openblas_set_num_threads(1);
-    if (blas_thread_shutdown_)
-        blas_thread_shutdown_();
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, one_thread);
 }
 
 const char *eng_blas_core(void)

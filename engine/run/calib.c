@@ -673,8 +673,10 @@ static int run_blocks(calib *c, eng_acts *acts, sh_diag *d)
         if (rc == 0 && b + 1 < c->work_end) {
             progress(c, ENG_PHASE_FORWARD, NULL);
             t0 = sh_time_mono();
-            if (b == 0 && c->stream) // its rows, all read now: map them
+            if (b == 0 && c->stream) { // its rows, all read now: map them
                 eng_st_populate(c->ds->st, c->ds->tensor);
+                t0 = eng_report_lap(c->r, NULL, ENG_PHASE_READ, t0);
+            }
             rc = eng_net_block_forward_polled(c->net, blk, acts, c->h, d);
             eng_report_lap(c->r, NULL, ENG_PHASE_FORWARD, t0);
         }
@@ -775,11 +777,13 @@ static int calibrated(const eng_plan *plan, const eng_options *o,
     t0 = eng_report_lap(r, NULL, ENG_PHASE_FORWARD, t0);
     // Where the first block with work reads the dataset's rows as they
     // lie, its statistics pass reads them from the file in pieces and
-    // checks them; else they are checked here, all of them.
+    // checks them; else they are checked here, all of them. Pieces of
+    // rows are pieces of the input only where rows are independent
+    // samples: feature rows, not token sequences.
     c.ds = &ds;
-    c.stream = ds.unchecked && acts.borrowed && acts.x == ds.inputs &&
-               c.first == 0 && c.work_begin == 0 && !c.hess_all &&
-               !o->calibration_whole;
+    c.stream = ds.unchecked && ds.info.kind == ENG_DATASET_INPUTS &&
+               acts.borrowed && acts.x == ds.inputs && c.first == 0 &&
+               c.work_begin == 0 && !c.hess_all && !o->calibration_whole;
     if (!c.stream && (rc = eng_dataset_check_rows(&ds, h, d)) != 0) {
         sh_diag_prefix(d, "calibration data");
         goto out;

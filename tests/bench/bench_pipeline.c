@@ -330,18 +330,18 @@ static int touch_floor(char **paths, int n, const char *out)
     for (int i = 0; i < n; i++) {
         int fd = open(paths[i], O_RDONLY);
         struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0)
-            return 1;
         int o = i == 0 ? open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
-        if (i == 0 && o < 0)
-            return 1;
+        bool bad = fd < 0 || fstat(fd, &st) != 0 || (i == 0 && o < 0);
         touch_job j = {.fd = fd, .out = o};
-        int64_t pieces = (int64_t)(((size_t)st.st_size + PIECE - 1) / PIECE);
+        int64_t pieces =
+            bad ? 0 : (int64_t)(((size_t)st.st_size + PIECE - 1) / PIECE);
         sh_par_for(pieces, 1, 1, touch_pieces, &j);
         sink ^= atomic_load(&j.sink);
-        if (atomic_load(&j.bad) || (o >= 0 && close(o) != 0))
+        bad |= atomic_load(&j.bad) || (o >= 0 && close(o) != 0);
+        if (fd >= 0)
+            close(fd);
+        if (bad)
             return 1;
-        close(fd);
     }
     return sink == 0x7fc00001u; // never, but the sums are used
 }

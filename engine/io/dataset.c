@@ -93,6 +93,14 @@ typedef struct load_job {
     atomic_bool cancelled;
 } load_job;
 
+// *first = min(*first, at): the lowest index any thread found.
+static void keep_first(_Atomic size_t *first, size_t at)
+{
+    size_t seen = atomic_load(first);
+    while (at < seen && !atomic_compare_exchange_weak(first, &seen, at))
+        ;
+}
+
 static void load_steps(void *ctx, int64_t s0, int64_t s1)
 {
     load_job *j = ctx;
@@ -110,9 +118,7 @@ static void load_steps(void *ctx, int64_t s0, int64_t s1)
         size_t bad = eng_find_nonfinite(j->vals + k, step);
         if (bad == SIZE_MAX)
             continue;
-        size_t at = k + bad, seen = atomic_load(&j->bad);
-        while (at < seen && !atomic_compare_exchange_weak(&j->bad, &seen, at))
-            ;
+        keep_first(&j->bad, k + bad);
         return; // later steps of the chunk lie further on
     }
 }
@@ -267,9 +273,9 @@ typedef struct rows_job {
     int64_t n;
     float *out;
     _Atomic size_t bad; // value index within out
-    atomic_int rc;
-    sh_diag d; // the first read error's
-    atomic_flag d_set;
+    atomic_flag failed; // taken by the first read error, which sets:
+    int rc;
+    sh_diag d;
 } rows_job;
 
 static void rows_pieces(void *ctx, int64_t p0, int64_t p1)
@@ -284,18 +290,16 @@ static void rows_pieces(void *ctx, int64_t p0, int64_t p1)
                                    (uint64_t)(j->r0 + r) * cols * sizeof *dst,
                                    dst, (size_t)m * cols * sizeof *dst, &d);
         if (rc != 0) {
-            if (!atomic_flag_test_and_set(&j->d_set)) {
+            if (!atomic_flag_test_and_set(&j->failed)) {
+                j->rc = rc;
                 j->d = d;
-                atomic_store(&j->rc, rc);
             }
             return;
         }
         size_t bad = eng_find_nonfinite(dst, (size_t)m * cols);
         if (bad == SIZE_MAX)
             continue;
-        size_t at = (size_t)r * cols + bad, seen = atomic_load(&j->bad);
-        while (at < seen && !atomic_compare_exchange_weak(&j->bad, &seen, at))
-            ;
+        keep_first(&j->bad, (size_t)r * cols + bad);
         return; // later pieces of the chunk lie further on
     }
 }
@@ -320,12 +324,11 @@ int eng_dataset_read_rows(const eng_dataset *ds, int64_t r0, int64_t n,
                   .n = n,
                   .out = out,
                   .bad = SIZE_MAX,
-                  .d_set = ATOMIC_FLAG_INIT};
+                  .failed = ATOMIC_FLAG_INIT};
     sh_par_for((n + per - 1) / per, 1, 1, rows_pieces, &j);
-    int rc = atomic_load(&j.rc);
-    if (rc != 0) {
+    if (j.rc != 0) { // the threads are joined: their writes are seen
         *d = j.d;
-        return rc;
+        return j.rc;
     }
     size_t bad = atomic_load(&j.bad);
     if (bad != SIZE_MAX)

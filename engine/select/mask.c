@@ -46,49 +46,49 @@ void eng_scorer_init(eng_scorer *s, eng_score_kind kind, eng_dtype dtype,
                       .scale = scale};
 }
 
-// The F32 keys, eight at a time in blocks the vectoriser takes at -O2 (a
-// loop of unknown count it leaves scalar there).
+// keys[i] <- |F32 value i of p|'s bits; the OR of a "non-finite" flag.
+static inline uint32_t f32_abs_key(uint32_t *restrict keys,
+                                   const unsigned char *restrict p, size_t i)
+{
+    uint32_t u;
+    memcpy(&u, p + 4 * i, 4);
+    keys[i] = u & 0x7fffffffu;
+    return keys[i] >= 0x7f800000u;
+}
+
+// keys[i] <- the bits of |w| keys[i] times scale[i]; the same flag.
+static inline uint32_t scale_key(uint32_t *restrict keys,
+                                 const float *restrict scale, size_t i)
+{
+    keys[i] = eng_f32_bits(eng_bits_f32(keys[i]) * scale[i]);
+    return keys[i] >= 0x7f800000u;
+}
+
+// The loops over them eight at a time, in blocks the vectoriser takes at
+// -O2 (a loop of unknown count it leaves scalar there), then the tail.
 SH_HOT static bool f32_abs_keys(uint32_t *restrict keys,
                                 const unsigned char *restrict p, size_t n)
 {
     uint32_t bad = 0;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) {
-            uint32_t u;
-            memcpy(&u, p + 4 * (i + l), 4);
-            u &= 0x7fffffffu;
-            bad |= u >= 0x7f800000u;
-            keys[i + l] = u;
-        }
-    for (; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, p + 4 * i, 4);
-        u &= 0x7fffffffu;
-        bad |= u >= 0x7f800000u;
-        keys[i] = u;
-    }
+        for (size_t l = 0; l < 8; l++)
+            bad |= f32_abs_key(keys, p, i + l);
+    for (; i < n; i++)
+        bad |= f32_abs_key(keys, p, i);
     return bad != 0;
 }
 
-// keys[i] <- the bits of |w| keys[i] times scale[i]; the OR of a
-// "non-finite" flag over them. Eight at a time, as above.
 SH_HOT static bool scale_keys(uint32_t *restrict keys,
                               const float *restrict scale, size_t n)
 {
     uint32_t bad = 0;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) {
-            uint32_t u = eng_f32_bits(eng_bits_f32(keys[i + l]) * scale[i + l]);
-            bad |= u >= 0x7f800000u;
-            keys[i + l] = u;
-        }
-    for (; i < n; i++) {
-        uint32_t u = eng_f32_bits(eng_bits_f32(keys[i]) * scale[i]);
-        bad |= u >= 0x7f800000u;
-        keys[i] = u;
-    }
+        for (size_t l = 0; l < 8; l++)
+            bad |= scale_key(keys, scale, i + l);
+    for (; i < n; i++)
+        bad |= scale_key(keys, scale, i);
     return bad != 0;
 }
 

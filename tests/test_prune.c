@@ -508,6 +508,73 @@ START_TEST(test_recon_sample)
 }
 END_TEST
 
+// recon_error is ||W X - W' X||^2 / ||W X||^2 over the calibration rows:
+// measured here straight from the files, in double, on the mlp's first
+// layer (its inputs are the calibration rows themselves), for SparseGPT
+// (from the errors its sweep tracks), with N:M and with a fixed blocksize
+// that splits the columns unevenly, and for Wanda asked for every row
+// (two traces through H).
+START_TEST(test_recon_direct)
+{
+    static const char *const specs[] = {
+#define CAL "\"calibration\":{\"dataset\":\"c\"}"
+        "{\"method\":\"sparsegpt\"," CAL "}",
+        "{\"method\":\"sparsegpt\",\"sparsity\":0.8," CAL "}",
+        "{\"method\":\"sparsegpt\",\"pattern\":\"2:4\","
+        "\"sparsegpt\":{\"blocksize\":100}," CAL "}",
+        "{\"method\":\"wanda\",\"report\":{\"recon_error\":true}," CAL "}",
+#undef CAL
+    };
+    char *model = th_fixture("mlp-fmnist");
+    char *calib = th_fixture("mlp-fmnist-data/calibration.safetensors");
+    char *in_w = th_path(model, "model.safetensors");
+    eng_st *a = NULL, *x = NULL;
+    sh_diag d;
+    ck_assert_int_eq(eng_st_open(&a, in_w, &d), 0);
+    ck_assert_int_eq(eng_st_open(&x, calib, &d), 0);
+    long ia = eng_st_header_find(eng_st_header_of(a), "fc1.weight");
+    long ix = eng_st_header_find(eng_st_header_of(x), "inputs");
+    ck_assert(ia >= 0 && ix >= 0);
+    const eng_tensor_info *tx = &eng_st_header_of(x)->tensors[ix];
+    const float *w = eng_st_data(a, (size_t)ia), *xs = eng_st_data(x, ix);
+    int64_t rows = 512, cols = 784, n = tx->shape[0];
+    ck_assert_int_eq(tx->shape[1], cols);
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        run r;
+        ck_assert_msg(run_spec_opts(&r, model, specs[k], NULL, 0, calib) == 0,
+                      "%s: %s", specs[k], r.d.msg);
+        char *out_w = th_path(r.out, "model.safetensors");
+        eng_st *b = NULL;
+        ck_assert_int_eq(eng_st_open(&b, out_w, &d), 0);
+        long ib = eng_st_header_find(eng_st_header_of(b), "fc1.weight");
+        const float *wp = eng_st_data(b, (size_t)ib);
+        double num = 0, den = 0;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t t = 0; t < n; t++) {
+                double y = 0, yp = 0;
+                for (int64_t j = 0; j < cols; j++) {
+                    y += (double)w[i * cols + j] * xs[t * cols + j];
+                    yp += (double)wp[i * cols + j] * xs[t * cols + j];
+                }
+                num += (y - yp) * (y - yp);
+                den += y * y;
+            }
+        double want = num / den;
+        double got = layer_named(&r, "fc1.weight")->recon_error;
+        ck_assert_msg(fabs(got - want) <= 1e-4 * want, "%s: %.8g, direct %.8g",
+                      specs[k], got, want);
+        eng_st_close(b);
+        free(out_w);
+        run_free(&r);
+    }
+    eng_st_close(a);
+    eng_st_close(x);
+    free(in_w);
+    free(calib);
+    free(model);
+}
+END_TEST
+
 // The report without its timings (they alone may differ between runs).
 static char *report_text(const eng_report *r)
 {
@@ -954,6 +1021,7 @@ Suite *suite_prune(void)
     tcase_add_test(tc, test_global_override);
     tcase_add_test(tc, test_format_seam);
     tcase_add_test(tc, test_recon_sample);
+    tcase_add_test(tc, test_recon_direct);
     tcase_add_test(tc, test_calibrated_threads_same_bytes);
     tcase_add_test(tc, test_calibration_streamed);
     tcase_add_test(tc, test_timings);

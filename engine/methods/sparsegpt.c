@@ -68,6 +68,7 @@ typedef struct block_job {
     float *scale, *zero;
     int64_t groups;
     const uint64_t *fixed, *zeros; // the mask chosen before; input zeros
+    double *obs_err;               // rows, or NULL (eng_sgpt_opts)
 } block_job;
 
 static bool bit(const uint64_t *b, int64_t i)
@@ -121,6 +122,7 @@ SH_HOT static void block_sweep(void *ctx, int64_t r0, int64_t r1)
         float *scale = g ? j->scale + r * j->groups : NULL,
               *zero = g ? j->zero + r * j->groups : NULL;
         int64_t grp = 0;
+        double sq = 0;
         for (int64_t i = 0; i < count; i++) {
             const float *urow = u + (i1 + i) * cols + i1; // U[i1+i, i1..i2)
             float dd = urow[i];
@@ -156,8 +158,11 @@ SH_HOT static void block_sweep(void *ctx, int64_t r0, int64_t r1)
             float e = (x - q) / dd;
             j->q1[r * count + i] = q;
             j->err[r * count + i] = e;
+            sq += (double)e * e;
             sub_scaled(row + i, urow + i, e, count - i);
         }
+        if (j->obs_err)
+            j->obs_err[r] += sq;
         memcpy(j->w + r * cols + i1, j->q1 + r * count,
                (size_t)count * sizeof *j->q1);
     }
@@ -198,6 +203,8 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
     }
     for (size_t i = 0; zeros && i < n; i++)
         zeros[i >> 6] |= (uint64_t)(w[i] == 0.0f) << (i & 63);
+    for (int64_t r = 0; o->obs_err && r < rows; r++)
+        o->obs_err[r] = 0;
     // One grid a row: from the whole row as it came (the reference fixes
     // it before the dead inputs are zeroed).
     for (int64_t r = 0; o->grid && o->grid->group == 0 && r < rows; r++)
@@ -230,6 +237,8 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
         rc = eng_chol_inverse_polled(h, cols, 0, hooks);
         if (rc == 0)
             *damp_used = damp;
+        if (rc == 0 && o->obs_add)
+            *o->obs_add = add;
     }
     if (rc == SH_ENUMERIC)
         rc = sh_diag_set(d, SH_ENUMERIC, "",
@@ -264,7 +273,8 @@ int eng_sparsegpt(float *w, float *h, int64_t rows, int64_t cols,
                          .zero = o->zero,
                          .groups = o->grid ? eng_grid_groups(o->grid, cols) : 1,
                          .fixed = o->fixed,
-                         .zeros = zeros};
+                         .zeros = zeros,
+                         .obs_err = o->obs_err};
         sh_par_for(rows, 1, SWEEP_MIN_ROWS, block_load, &job);
         memset(mask, 0, (size_t)(rows * count));
         if (o->m == 0 && !o->fixed) {

@@ -57,6 +57,14 @@ typedef struct eng_sgpt_opts {
     float *scale, *zero;   // with grid: (rows, groups), filled
     const uint64_t *fixed; // the pruned weights, chosen before; NULL: choose
     bool preserve_zeros;   // the input's zeros stay pruned
+    // When not NULL (rows): each row's sum of err^2 = ((w - q) / U_jj)^2
+    // over the sweep, and *obs_add the dampening added to H's diagonal.
+    // Each OBS step raises the quadratic error by its err^2 exactly, so a
+    // row's sum is (W - W')_r H' (W - W')_r^T for the H' it factorised (H
+    // with the dampening, and 1 for the dead inputs, whose weights are 0
+    // on both sides): the reconstruction error without a trace.
+    double *obs_err;
+    float *obs_add;
 } eng_sgpt_opts;
 
 // Prunes W in place and updates the kept weights. h (cols, cols), full

@@ -326,6 +326,24 @@ static int recon_sample(calib *c, int site, const float *orig, const float *w,
     return 0;
 }
 
+// tr(D H D^T), D = orig - w, from SparseGPT's errors (sparsegpt.h,
+// obs_err): their sum is tr(D H' D^T) with H' = H + add I over the live
+// inputs (H_jj > 0; the dead ones have no weight after and no H before).
+static double obs_num(const double *obs_err, float add, const float *orig,
+                      const float *w, const float *h, int64_t rows,
+                      int64_t cols)
+{
+    double sum = 0, sq = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        sum += obs_err[r];
+        for (int64_t j = 0; j < cols; j++) {
+            double e = (double)orig[r * cols + j] - w[r * cols + j];
+            sq += h[j * cols + j] > 0 ? e * e : 0.0;
+        }
+    }
+    return sum - add * sq;
+}
+
 // Prunes one target linear of the loaded block and writes it.
 static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
                         int64_t cols, int site, sh_diag *d)
@@ -352,8 +370,13 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     float *work = scratch(&c->work, wn);
     float *scale = NULL, *grid = NULL; // grid: (scale, zero) per row
     uint64_t *mask = NULL;
+    // The OBS sweep's own errors give recon's numerator (F32: no rounding
+    // to the dtype after it), the trace only its denominator.
+    bool from_obs = recon && h && obs && t->dtype == ENG_DTYPE_F32;
+    double *obs_err = from_obs ? malloc((size_t)rows * sizeof *obs_err) : NULL;
+    float obs_add = 0;
     int rc = 0;
-    if (!l || (recon && !orig) || !work) {
+    if (!l || (recon && !orig) || !work || (from_obs && !obs_err)) {
         rc = sh_diag_set(d, SH_ENOMEM, "", "out of memory");
         goto out;
     }
@@ -382,7 +405,9 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
         .grid = qt->bits ? &g : NULL,
         .scale = grid,
         .zero = grid ? grid + gn : NULL,
-        .preserve_zeros = c->s->preserve_zeros};
+        .preserve_zeros = c->s->preserve_zeros,
+        .obs_err = obs_err,
+        .obs_add = &obs_add};
     if (!md->solve) { // the method's mask, chosen first
         if (md->scale) {
             if (!(scale = malloc((size_t)cols * sizeof *scale))) {
@@ -434,7 +459,10 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
         if (!h) {
             rc = recon_sample(c, site, orig, w, rows, cols, work, &num, &den);
         } else if ((rc = eng_quad_trace_polled(&den, orig, h, rows, cols, work,
-                                               c->h)) == 0) {
+                                               c->h)) == 0 &&
+                   obs_err) {
+            num = obs_num(obs_err, obs_add, orig, w, h, rows, cols);
+        } else if (rc == 0) {
             for (size_t i = 0; i < n; i++)
                 orig[i] -= w[i];
             rc = eng_quad_trace_polled(&num, orig, h, rows, cols, work, c->h);
@@ -468,6 +496,7 @@ out:
     free(scale);
     free(grid);
     free(mask);
+    free(obs_err);
     return rc;
 }
 

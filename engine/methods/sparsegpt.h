@@ -61,8 +61,9 @@ typedef struct eng_sgpt_opts {
     // over the sweep, and *obs_add the dampening added to H's diagonal.
     // Each OBS step raises the quadratic error by its err^2 exactly, so a
     // row's sum is (W - W')_r H' (W - W')_r^T for the H' it factorised (H
-    // with the dampening, and 1 for the dead inputs, whose weights are 0
-    // on both sides): the reconstruction error without a trace.
+    // with the dampening, a dead input's 1 as well, its weights 0 on both
+    // sides): the reconstruction error without a trace, in exact
+    // arithmetic (run/calib.c checks it against the trace on a few rows).
     double *obs_err;
     float *obs_add;
 } eng_sgpt_opts;

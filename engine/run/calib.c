@@ -326,22 +326,52 @@ static int recon_sample(calib *c, int site, const float *orig, const float *w,
     return 0;
 }
 
+// Rows on which SparseGPT's errors are checked against D_r H D_r^T.
+#define OBS_CHECK_ROWS 16
+
 // tr(D H D^T), D = orig - w, from SparseGPT's errors (sparsegpt.h,
 // obs_err): their sum is tr(D H' D^T) with H' = H + add I over the live
-// inputs (H_jj > 0; the dead ones have no weight after and no H before).
-static double obs_num(const double *obs_err, float add, const float *orig,
-                      const float *w, const float *h, int64_t rows,
-                      int64_t cols)
+// inputs (H_jj > 0; the dead ones have no weight after and no H before),
+// exactly in exact arithmetic. The sweep rounds in float, and its sum
+// drifts as H + add I grows ill-conditioned (a small dampening, inputs of
+// low rank), where the trace does not: on OBS_CHECK_ROWS rows spread
+// evenly both are computed, and unless they agree within 1e-3 the result
+// is false and the caller takes the trace. work: room for 2 x
+// OBS_CHECK_ROWS x cols (rows > 2 x OBS_CHECK_ROWS).
+static bool obs_num(const double *obs_err, float add, const float *orig,
+                    const float *w, const float *h, int64_t rows, int64_t cols,
+                    float *work, double *num)
 {
-    double sum = 0, sq = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        sum += obs_err[r];
+    int64_t k = OBS_CHECK_ROWS;
+    float *ds = work, *p = work + k * cols; // D's sampled rows, then D_s H
+    for (int64_t i = 0; i < k; i++) {
+        int64_t r = sample_row(i, k, rows);
+        for (int64_t j = 0; j < cols; j++)
+            ds[i * cols + j] = orig[r * cols + j] - w[r * cols + j];
+    }
+    eng_gemm(false, false, k, cols, cols, 1.0f, ds, cols, h, cols, 0.0f, p,
+             cols);
+    double sum = 0, sq = 0, check = 0, trace = 0;
+    for (int64_t r = 0, i = 0; r < rows; r++) {
+        bool sampled = i < k && r == sample_row(i, k, rows);
+        double rsq = 0;
         for (int64_t j = 0; j < cols; j++) {
             double e = (double)orig[r * cols + j] - w[r * cols + j];
-            sq += h[j * cols + j] > 0 ? e * e : 0.0;
+            rsq += h[j * cols + j] > 0 ? e * e : 0.0;
+        }
+        sum += obs_err[r];
+        sq += rsq;
+        if (sampled) {
+            check += obs_err[r] - add * rsq;
+            for (int64_t j = 0; j < cols; j++)
+                trace += (double)p[i * cols + j] * ds[i * cols + j];
+            i++;
         }
     }
-    return sum - add * sq;
+    if (!(fabs(check - trace) <= 1e-3 * fabs(trace)))
+        return false;
+    *num = sum - add * sq;
+    return true;
 }
 
 // Prunes one target linear of the loaded block and writes it.
@@ -372,7 +402,8 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
     uint64_t *mask = NULL;
     // The OBS sweep's own errors give recon's numerator (F32: no rounding
     // to the dtype after it), the trace only its denominator.
-    bool from_obs = recon && h && obs && t->dtype == ENG_DTYPE_F32;
+    bool from_obs = recon && h && obs && t->dtype == ENG_DTYPE_F32 &&
+                    rows > 2 * OBS_CHECK_ROWS;
     double *obs_err = from_obs ? malloc((size_t)rows * sizeof *obs_err) : NULL;
     float obs_add = 0;
     int rc = 0;
@@ -460,8 +491,10 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             rc = recon_sample(c, site, orig, w, rows, cols, work, &num, &den);
         } else if ((rc = eng_quad_trace_polled(&den, orig, h, rows, cols, work,
                                                c->h)) == 0 &&
-                   obs_err) {
-            num = obs_num(obs_err, obs_add, orig, w, h, rows, cols);
+                   obs_err &&
+                   obs_num(obs_err, obs_add, orig, w, h, rows, cols, work,
+                           &num)) {
+            // the numerator from the sweep's errors
         } else if (rc == 0) {
             for (size_t i = 0; i < n; i++)
                 orig[i] -= w[i];

@@ -14,9 +14,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-// OpenBLAS's own entry point: the yardstick is its threaded sgemm, on
-// every core (the engine runs it on one thread per tile).
+// OpenBLAS's own entry points: the yardstick is its threaded sgemm, on
+// every core (the engine runs it on one thread per tile); after it the
+// workers are stopped, or they would spin for a tenth of a second beside
+// whatever is timed next (engine/math/blas.c).
 void openblas_set_num_threads(int n);
+int blas_thread_shutdown_(void) __attribute__((weak));
 
 static inline int bench_by_double(const void *a, const void *b)
 {
@@ -54,6 +57,8 @@ static inline double bench_sgemm_gflops(int runs)
         t[r] = sh_time_mono() - t0;
     }
     openblas_set_num_threads(1);
+    if (blas_thread_shutdown_)
+        blas_thread_shutdown_();
     free(a);
     free(b);
     free(c);

@@ -10,7 +10,8 @@
 //   SparseGPT: tokens*cols^2 (H) + 4/3 cols^3 (factorisations)
 //              + rows*cols^2 (lazy updates) + rows*cols*128 (in-block)
 //   Wanda:     2*tokens*cols (norms) + rows*cols*log2(cols) (selection)
-// and is given as a ratio to sgemm's GFLOP/s on a 2048^3 product. GPTQ
+// and is given as a ratio to sgemm's GFLOP/s on a 2048^3 product timed
+// just before each run (the median of the runs' ratios). GPTQ
 // (4 bits, one grid per row, no pruning: the same solver with a grid) is
 // timed on a 4096x4096 layer and counted as SparseGPT. Then the whole
 // fixture Llama is pruned by each method through the CLI.
@@ -42,8 +43,11 @@ static float randn(void)
     return (float)(sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]));
 }
 
+// Seconds are medians; a ratio is the median over runs of the run's
+// GFLOP/s over those of an sgemm timed just before it, so that the
+// yardstick moves with the machine (a VM's neighbours come and go).
 typedef struct layer_result {
-    double sgpt_s, wanda_s, sgpt_flop, wanda_flop;
+    double sgpt_s, wanda_s, sgpt_flop, wanda_flop, sgpt_ratio, wanda_ratio;
 } layer_result;
 
 // bits > 0: GPTQ at that width (no pruning), and no Wanda.
@@ -62,8 +66,13 @@ static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
         x[i] = randn();
     for (int64_t i = 0; i < rows * cols; i++)
         w0[i] = randn() / sqrtf((float)cols);
-    double ts[16], tw[16];
+    double c = (double)cols, rw = (double)rows, tk = (double)tokens;
+    double sgpt_flop =
+        tk * c * c + 4.0 / 3 * c * c * c + rw * c * c + rw * c * 128;
+    double wanda_flop = 2 * tk * c + rw * c * log2(c);
+    double ts[16], tw[16], rs[16], rwd[16];
     for (int r = 0; r < runs; r++) {
+        double peak = bench_sgemm_gflops(3);
         memcpy(w, w0, (size_t)(rows * cols) * sizeof *w);
         double t0 = sh_time_mono();
         memset(h, 0, (size_t)(cols * cols) * sizeof *h);
@@ -83,7 +92,8 @@ static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
             exit(1);
         }
         ts[r] = sh_time_mono() - t0;
-        tw[r] = 0;
+        rs[r] = sgpt_flop / ts[r] / 1e9 / peak;
+        tw[r] = rwd[r] = 0;
         if (bits)
             continue;
 
@@ -99,14 +109,15 @@ static layer_result bench_layer(int64_t rows, int64_t cols, int64_t tokens,
         eng_mask_per_row(mask, &sc, (uint64_t)cols / 2, work);
         eng_mask_zero(w, mask, (uint64_t)(rows * cols));
         tw[r] = sh_time_mono() - t0;
+        rwd[r] = wanda_flop / tw[r] / 1e9 / peak;
     }
-    double c = (double)cols, rw = (double)rows, tk = (double)tokens;
     layer_result out = {
         .sgpt_s = bench_median(ts, runs),
         .wanda_s = bench_median(tw, runs),
-        .sgpt_flop =
-            tk * c * c + 4.0 / 3 * c * c * c + rw * c * c + rw * c * 128,
-        .wanda_flop = 2 * tk * c + rw * c * log2(c),
+        .sgpt_flop = sgpt_flop,
+        .wanda_flop = wanda_flop,
+        .sgpt_ratio = bench_median(rs, runs),
+        .wanda_ratio = bench_median(rwd, runs),
     };
     free(x);
     free(w0);
@@ -144,16 +155,17 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "sparsegpt %lldx%lld",
                  (long long)shapes[s][0], (long long)shapes[s][1]);
         double g = r.sgpt_flop / r.sgpt_s / 1e9;
-        printf("%-28s %10.3f %12.1f %16.2f\n", name, r.sgpt_s, g, g / peak);
+        printf("%-28s %10.3f %12.1f %16.2f\n", name, r.sgpt_s, g, r.sgpt_ratio);
         snprintf(name, sizeof name, "wanda %lldx%lld", (long long)shapes[s][0],
                  (long long)shapes[s][1]);
         g = r.wanda_flop / r.wanda_s / 1e9;
-        printf("%-28s %10.3f %12.1f %16.2f\n", name, r.wanda_s, g, g / peak);
+        printf("%-28s %10.3f %12.1f %16.2f\n", name, r.wanda_s, g,
+               r.wanda_ratio);
     }
     layer_result q = bench_layer(4096, 4096, 16384, runs, 4);
     double gq = q.sgpt_flop / q.sgpt_s / 1e9;
     printf("%-28s %10.3f %12.1f %16.2f\n", "gptq 4-bit 4096x4096", q.sgpt_s, gq,
-           gq / peak);
+           q.sgpt_ratio);
 
     // The whole fixture model through the CLI, with its calibration set.
     const char *bin = argv[1], *fx = argv[2];

@@ -123,6 +123,14 @@ static void load_steps(void *ctx, int64_t s0, int64_t s1)
     }
 }
 
+// The error for a non-finite value in the inputs' row `row`.
+static int nonfinite_row(sh_diag *d, int64_t row)
+{
+    return sh_diag_set(d, SH_EFORMAT, "inputs",
+                       "\"inputs\" holds a non-finite value at row %" PRId64,
+                       row);
+}
+
 // Converts (into owned, unless NULL) and checks n values of raw.
 static int check_values(float *owned, const unsigned char *raw, eng_dtype dt,
                         const float *vals, size_t n, int64_t cols,
@@ -141,11 +149,8 @@ static int check_values(float *owned, const unsigned char *raw, eng_dtype dt,
     if (atomic_load(&j.cancelled))
         return SH_ECANCELED;
     size_t bad = atomic_load(&j.bad);
-    if (bad != SIZE_MAX)
-        return sh_diag_set(d, SH_EFORMAT, "inputs",
-                           "\"inputs\" holds a non-finite value at row %zu",
-                           bad / (size_t)cols);
-    return 0;
+    return bad == SIZE_MAX ? 0
+                           : nonfinite_row(d, (int64_t)(bad / (size_t)cols));
 }
 
 static int load(eng_dataset *ds, const char *path, int64_t max_rows,
@@ -331,12 +336,9 @@ int eng_dataset_read_rows(const eng_dataset *ds, int64_t r0, int64_t n,
         return j.rc;
     }
     size_t bad = atomic_load(&j.bad);
-    if (bad != SIZE_MAX)
-        return sh_diag_set(
-            d, SH_EFORMAT, "inputs",
-            "\"inputs\" holds a non-finite value at row %" PRId64,
-            r0 + (int64_t)(bad / (size_t)cols));
-    return 0;
+    return bad == SIZE_MAX
+               ? 0
+               : nonfinite_row(d, r0 + (int64_t)(bad / (size_t)cols));
 }
 
 void eng_dataset_deinit(eng_dataset *ds)

@@ -338,6 +338,18 @@ static int recon_sample(calib *c, int site, const float *orig, const float *w,
 // evenly both are computed, and unless they agree within 1e-3 the result
 // is false and the caller takes the trace. work: room for 2 x
 // OBS_CHECK_ROWS x cols (rows > 2 x OBS_CHECK_ROWS).
+// ||orig_r - w_r||^2 over the live inputs (H_jj > 0), in double.
+static double live_sq(const float *orig, const float *w, const float *h,
+                      int64_t cols)
+{
+    double sq = 0;
+    for (int64_t j = 0; j < cols; j++) {
+        double e = (double)orig[j] - w[j];
+        sq += h[j * cols + j] > 0 ? e * e : 0.0;
+    }
+    return sq;
+}
+
 static bool obs_num(const double *obs_err, float add, const float *orig,
                     const float *w, const float *h, int64_t rows, int64_t cols,
                     float *work, double *num)
@@ -351,26 +363,21 @@ static bool obs_num(const double *obs_err, float add, const float *orig,
     }
     eng_gemm(false, false, k, cols, cols, 1.0f, ds, cols, h, cols, 0.0f, p,
              cols);
-    double sum = 0, sq = 0, check = 0, trace = 0;
-    for (int64_t r = 0, i = 0; r < rows; r++) {
-        bool sampled = i < k && r == sample_row(i, k, rows);
-        double rsq = 0;
-        for (int64_t j = 0; j < cols; j++) {
-            double e = (double)orig[r * cols + j] - w[r * cols + j];
-            rsq += h[j * cols + j] > 0 ? e * e : 0.0;
-        }
-        sum += obs_err[r];
-        sq += rsq;
-        if (sampled) {
-            check += obs_err[r] - add * rsq;
-            for (int64_t j = 0; j < cols; j++)
-                trace += (double)p[i * cols + j] * ds[i * cols + j];
-            i++;
-        }
+    double check = 0, trace = 0;
+    for (int64_t i = 0; i < k; i++) {
+        int64_t r = sample_row(i, k, rows);
+        check +=
+            obs_err[r] - add * live_sq(orig + r * cols, w + r * cols, h, cols);
+        for (int64_t j = 0; j < cols; j++)
+            trace += (double)p[i * cols + j] * ds[i * cols + j];
     }
     if (!(fabs(check - trace) <= 1e-3 * fabs(trace)))
         return false;
-    *num = sum - add * sq;
+    double sum = 0;
+    for (int64_t r = 0; r < rows; r++)
+        sum +=
+            obs_err[r] - add * live_sq(orig + r * cols, w + r * cols, h, cols);
+    *num = sum;
     return true;
 }
 
@@ -491,11 +498,8 @@ static int prune_linear(calib *c, size_t ti, float *w, int64_t rows,
             rc = recon_sample(c, site, orig, w, rows, cols, work, &num, &den);
         } else if ((rc = eng_quad_trace_polled(&den, orig, h, rows, cols, work,
                                                c->h)) == 0 &&
-                   obs_err &&
-                   obs_num(obs_err, obs_add, orig, w, h, rows, cols, work,
-                           &num)) {
-            // the numerator from the sweep's errors
-        } else if (rc == 0) {
+                   !(obs_err && obs_num(obs_err, obs_add, orig, w, h, rows,
+                                        cols, work, &num))) {
             for (size_t i = 0; i < n; i++)
                 orig[i] -= w[i];
             rc = eng_quad_trace_polled(&num, orig, h, rows, cols, work, c->h);
